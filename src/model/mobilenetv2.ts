@@ -1,0 +1,116 @@
+/**
+ * MobileNetV2 (Sandler et al., CVPR 2018) as a layer graph, line by line after Table 2.
+ *  - `imagenet`: torchvision's mobilenet_v2 (state-dict keys `features.N...`, `classifier.1`).
+ *  - `seed-cifar`: the seed document's CIFAR-10 model (kuangliu/pytorch-cifar; keys `conv1`, `layers.N...`).
+ */
+import { GraphBuilder } from './builder.js';
+import { IMAGENET_SETTINGS, SEED_SETTINGS, makeConfig, type Arch, type ModelConfig } from './config.js';
+import type { Graph } from './graph.js';
+
+/** torchvision's _make_divisible: round to the nearest multiple of `divisor`, never below 90% of v. */
+export function makeDivisible(v: number, divisor = 8, minValue = divisor): number {
+  let newV = Math.max(minValue, Math.floor((v + divisor / 2) / divisor) * divisor);
+  if (newV < 0.9 * v) newV += divisor;
+  return newV;
+}
+
+/** Python's round() (banker's rounding), as torchvision's int(round(inp * t)). */
+function pyRound(x: number): number {
+  const r = Math.round(x);
+  return Math.abs(x % 1) === 0.5 && r % 2 !== 0 ? r - 1 : r;
+}
+
+export function buildGraph(config: ModelConfig): Graph {
+  return config.arch === 'imagenet' ? imagenet(config) : seedCifar(config);
+}
+
+/** Convenience: a graph from an arch name and overrides. */
+export function mobilenetV2(arch: Arch = 'imagenet', overrides: Partial<ModelConfig> = {}): Graph {
+  return buildGraph(makeConfig(arch, overrides));
+}
+
+function imagenet(cfg: ModelConfig): Graph {
+  const b = new GraphBuilder(cfg);
+  const { alpha } = cfg;
+  let inC = makeDivisible(32 * alpha);
+  const lastC = makeDivisible(1280 * Math.max(1, alpha));
+
+  b.beginRow('features.0', 'conv2d 3x3', b.g.input, { c: inC, n: 1, s: 2 });
+  let x = b.convBnAct('features.0.0', 'features.0.1', b.g.input, inC, 3, 2);
+
+  let idx = 1;
+  for (const [t, c, n, s] of IMAGENET_SETTINGS) {
+    const outC = makeDivisible(c * alpha);
+    for (let i = 0; i < n; i++) {
+      const stride = i === 0 ? s : 1;
+      const p = `features.${idx}.conv`;
+      const hidden = pyRound(inC * t);
+      b.beginRow(`features.${idx}`, 'bottleneck', x, { t, c: outC, n, s: stride });
+      let y = x;
+      let j = 0; // torchvision numbers the Sequential's children
+      if (t !== 1) {
+        y = b.convBnAct(`${p}.${j}.0`, `${p}.${j}.1`, y, hidden, 1, 1);
+        j++;
+      }
+      y = b.convBnAct(`${p}.${j}.0`, `${p}.${j}.1`, y, hidden, 3, stride, hidden);
+      y = b.bn(`${p}.${j + 2}`, b.conv(`${p}.${j + 1}`, y, outC, 1, 1));
+      if (!cfg.linearBottleneck) y = b.act(`${p}.${j + 2}.act`, y);
+      if (cfg.residual && stride === 1 && inC === outC) y = b.addValues(`features.${idx}.add`, x, y);
+      x = y;
+      inC = outC;
+      idx++;
+    }
+  }
+
+  b.beginRow(`features.${idx}`, 'conv2d 1x1', x, { c: lastC, n: 1, s: 1 });
+  x = b.convBnAct(`features.${idx}.0`, `features.${idx}.1`, x, lastC, 1, 1);
+  b.beginRow('pool', 'avgpool', x, { n: 1 });
+  x = b.avgpool('pool', x);
+  b.beginRow('classifier', 'dropout + linear', x, { c: cfg.numClasses });
+  if (cfg.dropout > 0) x = b.dropout('classifier.0', x, cfg.dropout);
+  b.linear('classifier.1', x, cfg.numClasses);
+  return b.g;
+}
+
+function seedCifar(cfg: ModelConfig): Graph {
+  const b = new GraphBuilder(cfg);
+  const ch = (c: number): number => (cfg.alpha === 1 ? c : makeDivisible(c * cfg.alpha));
+  let inC = ch(32);
+  const lastC = cfg.alpha > 1 ? makeDivisible(1280 * cfg.alpha) : 1280;
+
+  b.beginRow('conv1', 'conv2d 3x3', b.g.input, { c: inC, n: 1, s: 1 });
+  let x = b.convBnAct('conv1', 'bn1', b.g.input, inC, 3, 1);
+
+  let idx = 0;
+  for (const [t, c, n, s] of SEED_SETTINGS) {
+    const outC = ch(c);
+    for (let i = 0; i < n; i++) {
+      const stride = i === 0 ? s : 1;
+      const p = `layers.${idx}`;
+      const planes = t * inC;
+      b.beginRow(p, 'bottleneck', x, { t, c: outC, n, s: stride });
+      // The seed keeps the expand conv even for t = 1.
+      let y = b.convBnAct(`${p}.conv1`, `${p}.bn1`, x, planes, 1, 1);
+      y = b.convBnAct(`${p}.conv2`, `${p}.bn2`, y, planes, 3, stride, planes);
+      y = b.bn(`${p}.bn3`, b.conv(`${p}.conv3`, y, outC, 1, 1));
+      if (!cfg.linearBottleneck) y = b.act(`${p}.bn3.act`, y);
+      if (cfg.residual && stride === 1) {
+        // A 1x1 conv + BN projection when the channel count changes (not in the paper).
+        const sc = inC === outC ? x : b.bn(`${p}.shortcut.1`, b.conv(`${p}.shortcut.0`, x, outC, 1, 1));
+        y = b.addValues(`${p}.add`, y, sc);
+      }
+      x = y;
+      inC = outC;
+      idx++;
+    }
+  }
+
+  b.beginRow('conv2', 'conv2d 1x1', x, { c: lastC, n: 1, s: 1 });
+  x = b.convBnAct('conv2', 'bn2', x, lastC, 1, 1);
+  b.beginRow('pool', 'avgpool 4x4', x, { n: 1 });
+  x = b.avgpool('pool', x);
+  b.beginRow('linear', 'linear', x, { c: cfg.numClasses });
+  if (cfg.dropout > 0) x = b.dropout('dropout', x, cfg.dropout);
+  b.linear('linear', x, cfg.numClasses);
+  return b.g;
+}
