@@ -1,0 +1,552 @@
+// Thin N-API layer over oneDNN 2.6 (v2 API). A Program is a list of primitive invocations over numbered
+// buffers, compiled once (primitives and internal memory created up front) and run many times. All graph
+// logic (which ops, in which order, which buffers) lives in TypeScript; this file only validates the
+// request, creates the oneDNN objects and executes them.
+#include <napi.h>
+#include <oneapi/dnnl/dnnl.hpp>
+#include <omp.h>
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+using namespace dnnl;
+using dims = memory::dims;
+using tag = memory::format_tag;
+using dt = memory::data_type;
+
+namespace {
+
+struct Buffer {
+  std::string layout;  // "act" | "plain" | "ws"
+  dims shape;          // logical dims
+  memory mem;          // created at compile time (ws: by the op that defines it)
+  Napi::Reference<Napi::Float32Array> ref;  // keeps an external array alive
+};
+
+struct Step {
+  primitive prim;
+  std::unordered_map<int, memory> args;
+  std::string name;
+};
+
+[[noreturn]] void fail(const std::string &msg) { throw std::runtime_error(msg); }
+
+std::string dimsStr(const dims &d) {
+  std::string s = "[";
+  for (size_t i = 0; i < d.size(); i++) s += (i ? ", " : "") + std::to_string(d[i]);
+  return s + "]";
+}
+
+tag plainTag(size_t rank) {
+  switch (rank) {
+    case 1: return tag::a;
+    case 2: return tag::ab;
+    case 3: return tag::abc;
+    case 4: return tag::abcd;
+    case 5: return tag::abcde;
+    default: fail("plain buffers must have rank 1..5, got " + std::to_string(rank));
+  }
+}
+
+class Program : public Napi::ObjectWrap<Program> {
+ public:
+  static Napi::Function Init(Napi::Env env) {
+    return DefineClass(env, "Program",
+                       {InstanceMethod("run", &Program::Run), InstanceMethod("implementations", &Program::Implementations),
+                        InstanceMethod("internalBytes", &Program::InternalBytes)});
+  }
+
+  Program(const Napi::CallbackInfo &info) : Napi::ObjectWrap<Program>(info), eng_(engine::kind::cpu, 0), strm_(eng_) {
+    Napi::Env env = info.Env();
+    try {
+      if (info.Length() != 1 || !info[0].IsObject()) fail("Program(spec): expected one spec object");
+      Napi::Object spec = info[0].As<Napi::Object>();
+      std::string fmt = str(spec, "actFormat");
+      if (fmt == "nhwc") actTag_ = tag::nhwc;
+      else if (fmt == "nChw16c") actTag_ = tag::nChw16c;
+      else if (fmt == "nChw8c") actTag_ = tag::nChw8c;
+      else if (fmt == "nchw") actTag_ = tag::nchw;
+      else fail("actFormat must be nhwc, nChw16c, nChw8c or nchw, got " + fmt);
+      parseBuffers(arr(spec, "buffers"));
+      Napi::Array segs = arr(spec, "segments");
+      for (uint32_t s = 0; s < segs.Length(); s++) {
+        Napi::Value sv = segs.Get(s);
+        if (!sv.IsArray()) fail("segments[" + std::to_string(s) + "] must be an array of ops");
+        Napi::Array ops = sv.As<Napi::Array>();
+        segments_.emplace_back();
+        for (uint32_t i = 0; i < ops.Length(); i++) {
+          Napi::Value ov = ops.Get(i);
+          if (!ov.IsObject()) fail("op " + std::to_string(i) + " of segment " + std::to_string(s) + " is not an object");
+          curOp_ = "segment " + std::to_string(s) + " op " + std::to_string(i);
+          compileOp(ov.As<Napi::Object>(), segments_.back());
+        }
+      }
+    } catch (const dnnl::error &e) {
+      Napi::Error::New(env, std::string("mnv2 native: oneDNN rejected ") + curOp_ + ": " + e.what()).ThrowAsJavaScriptException();
+    } catch (const std::exception &e) {
+      Napi::Error::New(env, std::string("mnv2 native: ") + (curOp_.empty() ? "" : curOp_ + ": ") + e.what()).ThrowAsJavaScriptException();
+    }
+  }
+
+ private:
+  engine eng_;
+  stream strm_;
+  tag actTag_ = tag::nhwc;
+  std::vector<Buffer> bufs_;
+  std::vector<std::vector<Step>> segments_;
+  std::string curOp_;
+
+  // ---- spec parsing helpers (every access validated) ----
+  static std::string str(const Napi::Object &o, const char *k) {
+    Napi::Value v = o.Get(k);
+    if (!v.IsString()) fail(std::string("field '") + k + "' must be a string");
+    return v.As<Napi::String>().Utf8Value();
+  }
+  static Napi::Array arr(const Napi::Object &o, const char *k) {
+    Napi::Value v = o.Get(k);
+    if (!v.IsArray()) fail(std::string("field '") + k + "' must be an array");
+    return v.As<Napi::Array>();
+  }
+  static int64_t integer(const Napi::Value &v, const std::string &what) {
+    if (!v.IsNumber()) fail(what + " must be a number");
+    double d = v.As<Napi::Number>().DoubleValue();
+    if (d != static_cast<double>(static_cast<int64_t>(d)) || d < 0 || d > 1e12) fail(what + " must be a non-negative integer");
+    return static_cast<int64_t>(d);
+  }
+  static int64_t num(const Napi::Object &o, const char *k) { return integer(o.Get(k), std::string("field '") + k + "'"); }
+  static double real(const Napi::Object &o, const char *k) {
+    Napi::Value v = o.Get(k);
+    if (!v.IsNumber()) fail(std::string("field '") + k + "' must be a number");
+    return v.As<Napi::Number>().DoubleValue();
+  }
+  static bool flag(const Napi::Object &o, const char *k) {
+    Napi::Value v = o.Get(k);
+    if (v.IsUndefined()) return false;
+    if (!v.IsBoolean()) fail(std::string("field '") + k + "' must be a boolean");
+    return v.As<Napi::Boolean>().Value();
+  }
+  static dims pair(const Napi::Object &o, const char *k) {
+    Napi::Array a = arr(o, k);
+    if (a.Length() != 2) fail(std::string("field '") + k + "' must have 2 entries");
+    return {integer(a.Get(0u), k), integer(a.Get(1u), k)};
+  }
+
+  void parseBuffers(const Napi::Array &list) {
+    for (uint32_t i = 0; i < list.Length(); i++) {
+      std::string what = "buffers[" + std::to_string(i) + "]";
+      Napi::Value bv = list.Get(i);
+      if (!bv.IsObject()) fail(what + " is not an object");
+      Napi::Object b = bv.As<Napi::Object>();
+      Buffer buf;
+      buf.layout = str(b, "layout");
+      if (buf.layout == "ws") {
+        bufs_.push_back(std::move(buf));
+        continue;
+      }
+      Napi::Array d = arr(b, "dims");
+      int64_t count = 1;
+      for (uint32_t j = 0; j < d.Length(); j++) {
+        int64_t v = integer(d.Get(j), what + ".dims");
+        if (v <= 0 || v > (int64_t(1) << 31)) fail(what + ".dims entries must be in 1..2^31");
+        buf.shape.push_back(v);
+        count *= v;
+        if (count > (int64_t(1) << 36)) fail(what + " is too large");
+      }
+      memory::desc md;
+      if (buf.layout == "act") {
+        if (buf.shape.size() != 4) fail(what + ": act buffers must be 4-D, got " + dimsStr(buf.shape));
+        md = memory::desc(buf.shape, dt::f32, actTag_);
+      } else if (buf.layout == "plain") {
+        md = memory::desc(buf.shape, dt::f32, plainTag(buf.shape.size()));
+      } else {
+        fail(what + ": layout must be act, plain or ws, got " + buf.layout);
+      }
+      Napi::Value data = b.Get("data");
+      if (data.IsUndefined()) {
+        buf.mem = memory(md, eng_);
+      } else {
+        if (buf.layout != "plain") fail(what + ": only plain buffers can wrap external data");
+        if (!data.IsTypedArray() || data.As<Napi::TypedArray>().TypedArrayType() != napi_float32_array)
+          fail(what + ".data must be a Float32Array");
+        Napi::Float32Array fa = data.As<Napi::Float32Array>();
+        if (static_cast<int64_t>(fa.ElementLength()) != count)
+          fail(what + ".data has " + std::to_string(fa.ElementLength()) + " elements, dims " + dimsStr(buf.shape) +
+               " need " + std::to_string(count));
+        buf.mem = memory(md, eng_, fa.Data());
+        buf.ref = Napi::Persistent(fa);
+      }
+      bufs_.push_back(std::move(buf));
+    }
+  }
+
+  Buffer &buf(const Napi::Object &o, const char *k, const char *layout = nullptr) {
+    int64_t id = num(o, k);
+    if (id >= static_cast<int64_t>(bufs_.size())) fail(std::string("field '") + k + "' refers to buffer " + std::to_string(id) + " of " + std::to_string(bufs_.size()));
+    Buffer &b = bufs_[id];
+    if (layout && b.layout != layout) fail(std::string("field '") + k + "' must be a " + layout + " buffer, buffer " + std::to_string(id) + " is " + b.layout);
+    if (b.layout != "ws" && !b.mem) fail(std::string("buffer ") + std::to_string(id) + " has no memory");
+    return b;
+  }
+  bool has(const Napi::Object &o, const char *k) { return !o.Get(k).IsUndefined() && !o.Get(k).IsNull(); }
+
+  static void expectDims(const Buffer &b, const dims &want, const std::string &what) {
+    if (b.shape != want) fail(what + " has dims " + dimsStr(b.shape) + ", expected " + dimsStr(want));
+  }
+
+  // A memory in the layout `want`; adds a reorder step from/to the user's memory when layouts differ.
+  // Weights reordered once are shared: the backward-data op reuses the layout the forward op made (segments
+  // run in order, and weights only change between runs of the whole program).
+  memory adapt(memory user, const memory::desc &want, std::vector<Step> &seg, bool toWant, const std::string &name) {
+    if (user.get_desc() == want) return user;
+    if (toWant) {
+      for (auto &r : reordered_)
+        if (r.handle == user.get_data_handle() && r.src == user.get_desc() && r.mem.get_desc() == want) return r.mem;
+    }
+    memory internal(want, eng_);
+    if (toWant) {
+      seg.push_back({reorder(user, internal), {{DNNL_ARG_FROM, user}, {DNNL_ARG_TO, internal}}, name + ".reorder"});
+      reordered_.push_back({user.get_data_handle(), user.get_desc(), internal});
+    } else {
+      pendingOut_.push_back({reorder(internal, user), {{DNNL_ARG_FROM, internal}, {DNNL_ARG_TO, user}}, name + ".reorder"});
+    }
+    return internal;
+  }
+  struct Reordered {
+    void *handle;
+    memory::desc src;
+    memory mem;
+  };
+  std::vector<Reordered> reordered_;
+  std::vector<Step> pendingOut_;
+  void flushOut(std::vector<Step> &seg) {
+    for (auto &s : pendingOut_) seg.push_back(std::move(s));
+    pendingOut_.clear();
+  }
+
+  struct ConvGeom {
+    dims src, wei, dst, strides, padL, padR;
+    int64_t groups;
+    memory::desc weiUser;  // plain OIHW, or GOIHW for groups > 1
+  };
+
+  ConvGeom convGeom(const Napi::Object &o, const Buffer &src, const Buffer &wei, const Buffer &dst) {
+    ConvGeom g;
+    g.strides = pair(o, "stride");
+    g.padL = pair(o, "padL");
+    g.padR = pair(o, "padR");
+    g.groups = num(o, "groups");
+    if (src.shape.size() != 4 || dst.shape.size() != 4 || wei.shape.size() != 4) fail("conv buffers must be 4-D");
+    int64_t n = src.shape[0], ic = src.shape[1], h = src.shape[2], w = src.shape[3];
+    int64_t oc = wei.shape[0], kh = wei.shape[2], kw = wei.shape[3];
+    if (g.groups < 1 || ic % g.groups || oc % g.groups) fail("groups " + std::to_string(g.groups) + " must divide channels " + std::to_string(ic) + " -> " + std::to_string(oc));
+    if (wei.shape[1] != ic / g.groups) fail("weights " + dimsStr(wei.shape) + " do not match input channels " + std::to_string(ic) + " / groups " + std::to_string(g.groups));
+    if (g.strides[0] < 1 || g.strides[1] < 1) fail("strides must be >= 1");
+    int64_t oh = (h + g.padL[0] + g.padR[0] - kh) / g.strides[0] + 1;
+    int64_t ow = (w + g.padL[1] + g.padR[1] - kw) / g.strides[1] + 1;
+    if (h + g.padL[0] + g.padR[0] < kh || w + g.padL[1] + g.padR[1] < kw) fail("kernel larger than padded input");
+    expectDims(dst, {n, oc, oh, ow}, "conv output");
+    g.src = src.shape;
+    g.dst = dst.shape;
+    if (g.groups == 1) {
+      g.wei = wei.shape;
+      g.weiUser = memory::desc(g.wei, dt::f32, tag::oihw);
+    } else {
+      g.wei = {g.groups, oc / g.groups, ic / g.groups, kh, kw};
+      g.weiUser = memory::desc(g.wei, dt::f32, tag::goihw);
+    }
+    return g;
+  }
+
+  convolution_forward::primitive_desc convFwdPd(const ConvGeom &g, bool train, bool bias, const primitive_attr &attr = primitive_attr()) {
+    memory::desc srcMd(g.src, dt::f32, actTag_), dstMd(g.dst, dt::f32, actTag_), weiMd(g.wei, dt::f32, tag::any);
+    prop_kind pk = train ? prop_kind::forward_training : prop_kind::forward_inference;
+    if (bias) {
+      memory::desc biasMd({g.dst[1]}, dt::f32, tag::a);
+      return {{pk, algorithm::convolution_direct, srcMd, weiMd, biasMd, dstMd, g.strides, g.padL, g.padR}, attr, eng_};
+    }
+    return {{pk, algorithm::convolution_direct, srcMd, weiMd, dstMd, g.strides, g.padL, g.padR}, attr, eng_};
+  }
+
+  static algorithm eltAlg(const std::string &kind, float &alpha, float &beta, bool useDst) {
+    alpha = 0.f;
+    beta = 0.f;
+    if (kind == "relu") return useDst ? algorithm::eltwise_relu_use_dst_for_bwd : algorithm::eltwise_relu;
+    if (kind == "relu6") {
+      beta = 6.f;
+      return useDst ? algorithm::eltwise_clip_v2_use_dst_for_bwd : algorithm::eltwise_clip_v2;
+    }
+    fail("activation must be relu or relu6, got " + kind);
+  }
+
+  void compileOp(const Napi::Object &o, std::vector<Step> &seg) {
+    std::string op = str(o, "op");
+    std::string name = o.Get("name").IsString() ? str(o, "name") : op;
+    curOp_ += " (" + op + " " + name + ")";
+
+    if (op == "reorder") {
+      Buffer &src = buf(o, "src"), &dst = buf(o, "dst");
+      if (src.shape != dst.shape) fail("reorder between dims " + dimsStr(src.shape) + " and " + dimsStr(dst.shape));
+      seg.push_back({reorder(src.mem, dst.mem), {{DNNL_ARG_FROM, src.mem}, {DNNL_ARG_TO, dst.mem}}, name});
+    } else if (op == "conv") {
+      Buffer &src = buf(o, "src", "act"), &wei = buf(o, "wei", "plain"), &dst = buf(o, "dst", "act");
+      ConvGeom g = convGeom(o, src, wei, dst);
+      bool bias = has(o, "bias");
+      post_ops po;
+      std::vector<std::pair<int, memory>> postArgs;
+      if (has(o, "post")) {
+        Napi::Array posts = arr(o, "post");
+        for (uint32_t i = 0; i < posts.Length(); i++) {
+          Napi::Value pv = posts.Get(i);
+          if (!pv.IsObject()) fail("post-op entries must be objects");
+          Napi::Object p = pv.As<Napi::Object>();
+          std::string kind = str(p, "kind");
+          if (kind == "add") {
+            Buffer &other = buf(p, "src", "act");
+            expectDims(other, g.dst, "post-op add operand");
+            po.append_binary(algorithm::binary_add, other.mem.get_desc());
+            postArgs.push_back({DNNL_ARG_ATTR_MULTIPLE_POST_OP(static_cast<int>(i)) | DNNL_ARG_SRC_1, other.mem});
+          } else {
+            float a, b;
+            algorithm alg = eltAlg(kind, a, b, false);
+            po.append_eltwise(1.f, alg, a, b);
+          }
+        }
+      }
+      primitive_attr attr;
+      attr.set_post_ops(po);
+      auto pd = convFwdPd(g, flag(o, "train"), bias, attr);
+      memory w = adapt(memory(g.weiUser, eng_, wei.mem.get_data_handle()), pd.weights_desc(), seg, true, name);
+      Step s{convolution_forward(pd), {{DNNL_ARG_SRC, src.mem}, {DNNL_ARG_WEIGHTS, w}, {DNNL_ARG_DST, dst.mem}}, name};
+      if (bias) {
+        Buffer &b = buf(o, "bias", "plain");
+        expectDims(b, {g.dst[1]}, "conv bias");
+        s.args[DNNL_ARG_BIAS] = b.mem;
+      }
+      for (auto &pa : postArgs) s.args[pa.first] = pa.second;
+      seg.push_back(std::move(s));
+    } else if (op == "conv_bwd_data") {
+      Buffer &dd = buf(o, "diff_dst", "act"), &wei = buf(o, "wei", "plain"), &ds = buf(o, "diff_src", "act");
+      ConvGeom g = convGeom(o, ds, wei, dd);
+      auto hint = convFwdPd(g, true, false);
+      memory::desc dsMd(g.src, dt::f32, actTag_), ddMd(g.dst, dt::f32, actTag_), weiMd(g.wei, dt::f32, tag::any);
+      convolution_backward_data::primitive_desc pd({algorithm::convolution_direct, dsMd, weiMd, ddMd, g.strides, g.padL, g.padR}, eng_, hint);
+      memory w = adapt(memory(g.weiUser, eng_, wei.mem.get_data_handle()), pd.weights_desc(), seg, true, name);
+      seg.push_back({convolution_backward_data(pd), {{DNNL_ARG_DIFF_DST, dd.mem}, {DNNL_ARG_WEIGHTS, w}, {DNNL_ARG_DIFF_SRC, ds.mem}}, name});
+    } else if (op == "conv_bwd_weights") {
+      Buffer &src = buf(o, "src", "act"), &dd = buf(o, "diff_dst", "act"), &dw = buf(o, "diff_wei", "plain");
+      ConvGeom g = convGeom(o, src, dw, dd);
+      bool bias = has(o, "diff_bias");
+      auto hint = convFwdPd(g, true, bias);
+      memory::desc srcMd(g.src, dt::f32, actTag_), ddMd(g.dst, dt::f32, actTag_), weiMd(g.wei, dt::f32, tag::any);
+      convolution_backward_weights::desc d = bias
+          ? convolution_backward_weights::desc(algorithm::convolution_direct, srcMd, weiMd, memory::desc({g.dst[1]}, dt::f32, tag::a), ddMd, g.strides, g.padL, g.padR)
+          : convolution_backward_weights::desc(algorithm::convolution_direct, srcMd, weiMd, ddMd, g.strides, g.padL, g.padR);
+      convolution_backward_weights::primitive_desc pd(d, eng_, hint);
+      memory userW(g.weiUser, eng_, dw.mem.get_data_handle());
+      memory w = adapt(userW, pd.diff_weights_desc(), seg, false, name);
+      Step s{convolution_backward_weights(pd), {{DNNL_ARG_SRC, src.mem}, {DNNL_ARG_DIFF_DST, dd.mem}, {DNNL_ARG_DIFF_WEIGHTS, w}}, name};
+      if (bias) {
+        Buffer &db = buf(o, "diff_bias", "plain");
+        expectDims(db, {g.dst[1]}, "conv diff_bias");
+        s.args[DNNL_ARG_DIFF_BIAS] = db.mem;
+      }
+      seg.push_back(std::move(s));
+      flushOut(seg);
+    } else if (op == "bn" || op == "bn_bwd") {
+      compileBatchNorm(o, seg, op == "bn_bwd", name);
+    } else if (op == "eltwise") {
+      Buffer &src = buf(o, "src"), &dst = buf(o, "dst");
+      if (src.shape != dst.shape || src.layout != dst.layout) fail("eltwise src and dst differ");
+      float a, b;
+      algorithm alg = eltAlg(str(o, "kind"), a, b, flag(o, "useDst"));
+      prop_kind pk = flag(o, "train") ? prop_kind::forward_training : prop_kind::forward_inference;
+      eltwise_forward::primitive_desc pd({pk, alg, src.mem.get_desc(), a, b}, eng_);
+      seg.push_back({eltwise_forward(pd), {{DNNL_ARG_SRC, src.mem}, {DNNL_ARG_DST, dst.mem}}, name});
+    } else if (op == "eltwise_bwd") {
+      // `data` is the forward src, or the forward dst when useDst is set.
+      Buffer &data = buf(o, "data"), &dd = buf(o, "diff_dst"), &ds = buf(o, "diff_src");
+      if (data.shape != dd.shape || dd.shape != ds.shape) fail("eltwise_bwd buffers differ in dims");
+      float a, b;
+      bool useDst = flag(o, "useDst");
+      algorithm alg = eltAlg(str(o, "kind"), a, b, useDst);
+      eltwise_forward::primitive_desc hint({prop_kind::forward_training, alg, data.mem.get_desc(), a, b}, eng_);
+      eltwise_backward::primitive_desc pd({alg, dd.mem.get_desc(), data.mem.get_desc(), a, b}, eng_, hint);
+      seg.push_back({eltwise_backward(pd), {{useDst ? DNNL_ARG_DST : DNNL_ARG_SRC, data.mem}, {DNNL_ARG_DIFF_DST, dd.mem}, {DNNL_ARG_DIFF_SRC, ds.mem}}, name});
+    } else if (op == "add" || op == "mul") {
+      Buffer &a = buf(o, "a"), &b = buf(o, "b"), &dst = buf(o, "dst");
+      if (a.shape != dst.shape || b.shape != dst.shape) fail(op + " operands must have equal dims, got " + dimsStr(a.shape) + ", " + dimsStr(b.shape) + " -> " + dimsStr(dst.shape));
+      binary::primitive_desc pd({op == "add" ? algorithm::binary_add : algorithm::binary_mul, a.mem.get_desc(), b.mem.get_desc(), dst.mem.get_desc()}, eng_);
+      seg.push_back({binary(pd), {{DNNL_ARG_SRC_0, a.mem}, {DNNL_ARG_SRC_1, b.mem}, {DNNL_ARG_DST, dst.mem}}, name});
+    } else if (op == "pool" || op == "pool_bwd") {
+      bool bwd = op == "pool_bwd";
+      Buffer &src = buf(o, bwd ? "diff_src" : "src", "act"), &dst = buf(o, bwd ? "diff_dst" : "dst", "act");
+      if (src.shape.size() != 4 || dst.shape != dims{src.shape[0], src.shape[1], 1, 1}) fail("global pooling from " + dimsStr(src.shape) + " to " + dimsStr(dst.shape));
+      dims kernel{src.shape[2], src.shape[3]}, zero{0, 0};
+      pooling_forward::primitive_desc fpd({prop_kind::forward_training, algorithm::pooling_avg_exclude_padding, src.mem.get_desc(), dst.mem.get_desc(), kernel, kernel, zero, zero}, eng_);
+      if (!bwd) {
+        seg.push_back({pooling_forward(fpd), {{DNNL_ARG_SRC, src.mem}, {DNNL_ARG_DST, dst.mem}}, name});
+      } else {
+        pooling_backward::primitive_desc pd({algorithm::pooling_avg_exclude_padding, src.mem.get_desc(), dst.mem.get_desc(), kernel, kernel, zero, zero}, eng_, fpd);
+        seg.push_back({pooling_backward(pd), {{DNNL_ARG_DIFF_DST, dst.mem}, {DNNL_ARG_DIFF_SRC, src.mem}}, name});
+      }
+    } else if (op == "ip" || op == "ip_bwd_data" || op == "ip_bwd_weights") {
+      compileInnerProduct(o, seg, op, name);
+    } else {
+      fail("unknown op '" + op + "'");
+    }
+  }
+
+  void compileBatchNorm(const Napi::Object &o, std::vector<Step> &seg, bool bwd, const std::string &name) {
+    Buffer &src = buf(o, "src", "act");
+    int64_t c = src.shape[1];
+    Buffer &scale = buf(o, "scale", "plain"), &shift = buf(o, "shift", "plain"), &mean = buf(o, "mean", "plain"), &var = buf(o, "var", "plain");
+    for (Buffer *b : {&scale, &shift, &mean, &var}) expectDims(*b, {c}, "batch-norm statistics/parameters");
+    bool train = flag(o, "train"), relu = flag(o, "relu");
+    float eps = static_cast<float>(real(o, "eps"));
+    if (!(eps > 0)) fail("eps must be positive");
+    auto flags = normalization_flags::use_scale | normalization_flags::use_shift;
+    if (!train) flags |= normalization_flags::use_global_stats;
+    if (relu) flags |= normalization_flags::fuse_norm_relu;
+    const memory::desc &md = src.mem.get_desc();
+    batch_normalization_forward::primitive_desc fpd({train ? prop_kind::forward_training : prop_kind::forward_inference, md, eps, flags}, eng_);
+    Buffer *ws = nullptr;
+    if (relu && train) {
+      ws = &buf(o, "ws", "ws");
+      if (!bwd && !ws->mem) ws->mem = memory(fpd.workspace_desc(), eng_);
+      if (!ws->mem) fail("batch-norm workspace used before the forward op that fills it");
+    }
+    if (!bwd) {
+      Buffer &dst = buf(o, "dst", "act");
+      expectDims(dst, src.shape, "batch-norm output");
+      Step s{batch_normalization_forward(fpd), {{DNNL_ARG_SRC, src.mem}, {DNNL_ARG_DST, dst.mem}, {DNNL_ARG_SCALE, scale.mem}, {DNNL_ARG_SHIFT, shift.mem}, {DNNL_ARG_MEAN, mean.mem}, {DNNL_ARG_VARIANCE, var.mem}}, name};
+      if (ws) s.args[DNNL_ARG_WORKSPACE] = ws->mem;
+      seg.push_back(std::move(s));
+      return;
+    }
+    if (!train) fail("bn_bwd needs train: true");
+    Buffer &dd = buf(o, "diff_dst", "act"), &ds = buf(o, "diff_src", "act"), &dsc = buf(o, "diff_scale", "plain"), &dsh = buf(o, "diff_shift", "plain");
+    expectDims(dd, src.shape, "batch-norm diff_dst");
+    expectDims(ds, src.shape, "batch-norm diff_src");
+    expectDims(dsc, {c}, "batch-norm diff_scale");
+    expectDims(dsh, {c}, "batch-norm diff_shift");
+    batch_normalization_backward::primitive_desc pd({prop_kind::backward, md, md, eps, flags}, eng_, fpd);
+    Step s{batch_normalization_backward(pd), {{DNNL_ARG_SRC, src.mem}, {DNNL_ARG_DIFF_DST, dd.mem}, {DNNL_ARG_MEAN, mean.mem}, {DNNL_ARG_VARIANCE, var.mem}, {DNNL_ARG_SCALE, scale.mem}, {DNNL_ARG_SHIFT, shift.mem}, {DNNL_ARG_DIFF_SRC, ds.mem}, {DNNL_ARG_DIFF_SCALE, dsc.mem}, {DNNL_ARG_DIFF_SHIFT, dsh.mem}}, name};
+    if (ws) s.args[DNNL_ARG_WORKSPACE] = ws->mem;
+    seg.push_back(std::move(s));
+  }
+
+  // Inner product with 4-D [N, C, 1, 1] activations, weights [O, C, 1, 1] (plain; the bytes of PyTorch's [O, C]).
+  void compileInnerProduct(const Napi::Object &o, std::vector<Step> &seg, const std::string &op, const std::string &name) {
+    bool bwdData = op == "ip_bwd_data", bwdW = op == "ip_bwd_weights";
+    Buffer &x = buf(o, bwdData ? "diff_src" : "src", "act");
+    Buffer &w = buf(o, bwdW ? "diff_wei" : "wei", "plain");
+    Buffer &y = buf(o, op == "ip" ? "dst" : "diff_dst", "plain");
+    if (x.shape.size() != 4 || x.shape[2] != 1 || x.shape[3] != 1) fail("inner product input must be [N, C, 1, 1], got " + dimsStr(x.shape));
+    int64_t n = x.shape[0], c = x.shape[1];
+    if (w.shape.size() != 4 || w.shape[1] != c || w.shape[2] != 1 || w.shape[3] != 1) fail("inner product weights must be [O, " + std::to_string(c) + ", 1, 1], got " + dimsStr(w.shape));
+    int64_t out = w.shape[0];
+    expectDims(y, {n, out}, "inner product output");
+    memory::desc xMd = x.mem.get_desc(), wMd(w.shape, dt::f32, tag::any), bMd({out}, dt::f32, tag::a), yMd = y.mem.get_desc();
+    inner_product_forward::primitive_desc fpd({flag(o, "train") || op != "ip" ? prop_kind::forward_training : prop_kind::forward_inference, xMd, wMd, bMd, yMd}, eng_);
+    if (op == "ip") {
+      Buffer &b = buf(o, "bias", "plain");
+      expectDims(b, {out}, "inner product bias");
+      memory wm = adapt(w.mem, fpd.weights_desc(), seg, true, name);
+      seg.push_back({inner_product_forward(fpd), {{DNNL_ARG_SRC, x.mem}, {DNNL_ARG_WEIGHTS, wm}, {DNNL_ARG_BIAS, b.mem}, {DNNL_ARG_DST, y.mem}}, name});
+    } else if (bwdData) {
+      inner_product_backward_data::primitive_desc pd({xMd, wMd, yMd}, eng_, fpd);
+      memory wm = adapt(w.mem, pd.weights_desc(), seg, true, name);
+      seg.push_back({inner_product_backward_data(pd), {{DNNL_ARG_DIFF_DST, y.mem}, {DNNL_ARG_WEIGHTS, wm}, {DNNL_ARG_DIFF_SRC, x.mem}}, name});
+    } else {
+      Buffer &db = buf(o, "diff_bias", "plain");
+      expectDims(db, {out}, "inner product diff_bias");
+      inner_product_backward_weights::primitive_desc pd({xMd, wMd, bMd, yMd}, eng_, fpd);
+      memory wm = adapt(w.mem, pd.diff_weights_desc(), seg, false, name);
+      seg.push_back({inner_product_backward_weights(pd), {{DNNL_ARG_SRC, x.mem}, {DNNL_ARG_DIFF_DST, y.mem}, {DNNL_ARG_DIFF_WEIGHTS, wm}, {DNNL_ARG_DIFF_BIAS, db.mem}}, name});
+      flushOut(seg);
+    }
+  }
+
+  Napi::Value Run(const Napi::CallbackInfo &info) {
+    Napi::Env env = info.Env();
+    if (info.Length() != 1 || !info[0].IsNumber()) {
+      Napi::TypeError::New(env, "run(segment): segment index expected").ThrowAsJavaScriptException();
+      return env.Undefined();
+    }
+    double s = info[0].As<Napi::Number>().DoubleValue();
+    if (s < 0 || s >= segments_.size() || s != static_cast<double>(static_cast<size_t>(s))) {
+      Napi::RangeError::New(env, "run(segment): no segment " + std::to_string(s) + " (program has " + std::to_string(segments_.size()) + ")").ThrowAsJavaScriptException();
+      return env.Undefined();
+    }
+    try {
+      for (Step &st : segments_[static_cast<size_t>(s)]) st.prim.execute(strm_, st.args);
+      strm_.wait();
+    } catch (const std::exception &e) {
+      Napi::Error::New(env, std::string("mnv2 native: execution failed: ") + e.what()).ThrowAsJavaScriptException();
+    }
+    return env.Undefined();
+  }
+
+  // [segment][step] -> "name: implementation" (reveals reference fallbacks and reorders).
+  Napi::Value Implementations(const Napi::CallbackInfo &info) {
+    Napi::Env env = info.Env();
+    Napi::Array out = Napi::Array::New(env);
+    uint32_t k = 0;
+    for (auto &seg : segments_)
+      for (auto &st : seg) {
+        const_dnnl_primitive_desc_t cpd;
+        dnnl_primitive_get_primitive_desc(st.prim.get(), &cpd);
+        const char *impl = nullptr;
+        dnnl_primitive_desc_query(cpd, dnnl_query_impl_info_str, 0, &impl);
+        out.Set(k++, Napi::String::New(env, st.name + ": " + (impl ? impl : "?")));
+      }
+    return out;
+  }
+
+  // Bytes of memory owned by the program (activations, workspaces, reordered weights are not counted).
+  Napi::Value InternalBytes(const Napi::CallbackInfo &info) {
+    double total = 0;
+    for (auto &b : bufs_)
+      if (b.mem && b.ref.IsEmpty()) total += static_cast<double>(b.mem.get_desc().get_size());
+    return Napi::Number::New(info.Env(), total);
+  }
+};
+
+Napi::Value SetNumThreads(const Napi::CallbackInfo &info) {
+  Napi::Env env = info.Env();
+  if (info.Length() != 1 || !info[0].IsNumber()) {
+    Napi::TypeError::New(env, "setNumThreads(n): a number expected").ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  int n = info[0].As<Napi::Number>().Int32Value();
+  if (n < 1 || n > 1024) {
+    Napi::RangeError::New(env, "setNumThreads(n): n must be in 1..1024").ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  omp_set_num_threads(n);
+  return env.Undefined();
+}
+
+Napi::Value Info(const Napi::CallbackInfo &info) {
+  Napi::Env env = info.Env();
+  const dnnl_version_t *v = dnnl_version();
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("onednn", std::to_string(v->major) + "." + std::to_string(v->minor) + "." + std::to_string(v->patch));
+  o.Set("maxThreads", omp_get_max_threads());
+  o.Set("isa", static_cast<int>(dnnl::get_effective_cpu_isa()));
+  return o;
+}
+
+Napi::Object InitModule(Napi::Env env, Napi::Object exports) {
+  exports.Set("Program", Program::Init(env));
+  exports.Set("setNumThreads", Napi::Function::New(env, SetNumThreads));
+  exports.Set("info", Napi::Function::New(env, Info));
+  return exports;
+}
+
+}  // namespace
+
+NODE_API_MODULE(mnv2, InitModule)

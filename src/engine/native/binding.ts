@@ -1,0 +1,59 @@
+/** Loads the compiled oneDNN addon (build/Release/mnv2.node) with one clear message when it is missing. */
+import { createRequire } from 'node:module';
+import { existsSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import path from 'node:path';
+
+/** Where a buffer lives: engine-chosen activation layout, plain row-major, or a primitive's workspace. */
+export type BufferLayout = 'act' | 'plain' | 'ws';
+export interface BufferSpec {
+  layout: BufferLayout;
+  dims?: number[];
+  /** A plain buffer can wrap caller-owned memory (weights, gradients, inputs, logits). */
+  data?: Float32Array;
+}
+export type OpSpec = Record<string, unknown> & { op: string; name?: string };
+export interface ProgramSpec {
+  actFormat: ActFormat;
+  buffers: BufferSpec[];
+  segments: OpSpec[][];
+}
+export type ActFormat = 'nhwc' | 'nChw16c' | 'nChw8c' | 'nchw';
+
+export interface NativeProgram {
+  run(segment: number): void;
+  implementations(): string[];
+  internalBytes(): number;
+}
+interface Addon {
+  Program: new (spec: ProgramSpec) => NativeProgram;
+  setNumThreads(n: number): void;
+  info(): { onednn: string; maxThreads: number; isa: number };
+}
+
+let addon: Addon | null = null;
+
+function findRoot(): string {
+  let dir = path.dirname(fileURLToPath(import.meta.url));
+  while (!existsSync(path.join(dir, 'package.json'))) {
+    const up = path.dirname(dir);
+    if (up === dir) throw new Error('mnv2: cannot find the package root');
+    dir = up;
+  }
+  return dir;
+}
+
+export function native(): Addon {
+  if (addon) return addon;
+  const file = path.join(findRoot(), 'build', 'Release', 'mnv2.node');
+  if (!existsSync(file)) {
+    throw new Error(`mnv2: the native engine is not built (${file} missing). Install oneDNN (apt-get install -y libdnnl-dev) and run npm ci (or npm run install).`);
+  }
+  addon = createRequire(import.meta.url)(file) as Addon;
+  return addon;
+}
+
+/** Set oneDNN's thread count (OpenMP); default is all cores. */
+export function setThreads(n: number): void {
+  native().setNumThreads(n);
+}

@@ -1,0 +1,117 @@
+/**
+ * Inference program: every conv -> BN [-> activation] [-> residual add] chain becomes one oneDNN conv with
+ * the BN folded into its weights and bias and the rest as post-ops. Dropout is the identity in eval mode.
+ */
+import type { ActFormat, OpSpec, ProgramSpec } from './binding.js';
+import { ProgramBuilder, consumers, convGeometry, dims4, type Externals } from './plan.js';
+import type { Graph, GraphNode } from '../../model/graph.js';
+import type { StateDict } from '../../model/weights.js';
+import { foldConvBn, foldChains } from '../../model/fold.js';
+
+export const INFER_IO = {
+  input: 'io.input',
+  logits: 'io.logits',
+  weight: (conv: string) => `fold.${conv}.weight`,
+  bias: (conv: string) => `fold.${conv}.bias`,
+} as const;
+
+/** Writes the folded conv weights/biases of every chain into `out` (arrays reused across calls). */
+export function foldedWeights(graph: Graph, weights: StateDict, out: { ensure(name: string, n: number): Float32Array }): void {
+  for (const ch of foldChains(graph)) {
+    const { weight, bias } = foldConvBn(ch.conv, ch.bn, weights);
+    out.ensure(INFER_IO.weight(ch.conv.name), weight.length).set(weight);
+    out.ensure(INFER_IO.bias(ch.conv.name), bias.length).set(bias);
+  }
+}
+
+export function buildInferProgram(graph: Graph, batch: number, ext: Externals, actFormat: ActFormat): ProgramSpec {
+  const b = new ProgramBuilder(actFormat);
+  const seg: OpSpec[] = b.segment();
+  const val = new Map<string, number>();
+  const inDims = dims4(batch, graph.inputShape);
+  const inPlain = b.plain(inDims, ext.get(INFER_IO.input));
+  val.set(graph.input, b.act(inDims));
+  seg.push({ op: 'reorder', name: 'input', src: inPlain, dst: val.get(graph.input) });
+
+  const chains = new Map(foldChains(graph).map((c) => [c.conv.name, c]));
+  const done = new Set<string>();
+  const users = consumers(graph);
+  const single = (v: string): GraphNode | undefined => {
+    const u = users.get(v) ?? [];
+    return u.length === 1 ? u[0] : undefined;
+  };
+
+  for (const n of graph.nodes) {
+    if (done.has(n.name)) continue;
+    const outDims = dims4(batch, n.shape);
+    switch (n.op) {
+      case 'conv': {
+        const ch = chains.get(n.name);
+        if (!ch) throw new Error(`inference plan: conv ${n.name} is not followed by a batch norm`);
+        const post: Record<string, unknown>[] = [];
+        let out = ch.bn.output;
+        done.add(ch.bn.name);
+        const act = single(out);
+        if (act?.op === 'act') {
+          post.push({ kind: act.kind });
+          done.add(act.name);
+          out = act.output;
+        }
+        // A residual add joins as a post-op when its other operand is already computed.
+        const add = single(out);
+        if (add?.op === 'add') {
+          const other = add.inputs[0] === out ? add.inputs[1] : add.inputs[0];
+          const otherBuf = val.get(other);
+          if (otherBuf !== undefined) {
+            post.push({ kind: 'add', src: otherBuf });
+            done.add(add.name);
+            out = add.output;
+          }
+        }
+        const y = b.act(outDims);
+        seg.push({
+          op: 'conv', name: n.name, src: val.get(n.input)!, dst: y, train: false, ...convGeometry(n),
+          wei: b.plain([n.outC, n.inC / n.groups, n.k, n.k], ext.get(INFER_IO.weight(n.name))),
+          bias: b.plain([n.outC], ext.get(INFER_IO.bias(n.name))),
+          post,
+        });
+        val.set(out, y);
+        break;
+      }
+      case 'act': {
+        const y = b.act(outDims);
+        seg.push({ op: 'eltwise', name: n.name, kind: n.kind, src: val.get(n.input)!, dst: y });
+        val.set(n.output, y);
+        break;
+      }
+      case 'add': {
+        const y = b.act(outDims);
+        seg.push({ op: 'add', name: n.name, a: val.get(n.inputs[0])!, b: val.get(n.inputs[1])!, dst: y });
+        val.set(n.output, y);
+        break;
+      }
+      case 'avgpool': {
+        const y = b.act(outDims);
+        seg.push({ op: 'pool', name: n.name, src: val.get(n.input)!, dst: y });
+        val.set(n.output, y);
+        break;
+      }
+      case 'dropout':
+        val.set(n.output, val.get(n.input)!);
+        break;
+      case 'linear': {
+        const y = b.plain([batch, n.outF], ext.get(INFER_IO.logits));
+        seg.push({
+          op: 'ip', name: n.name, src: val.get(n.input)!, dst: y,
+          wei: b.plain([n.outF, n.inF, 1, 1], ext.get(`${n.name}.weight`)),
+          bias: b.plain([n.outF], ext.get(`${n.name}.bias`)),
+        });
+        val.set(n.output, y);
+        break;
+      }
+      case 'bn':
+        throw new Error(`inference plan: batch norm ${n.name} does not follow a conv`);
+    }
+  }
+  return b.spec();
+}

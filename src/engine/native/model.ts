@@ -1,0 +1,223 @@
+/**
+ * A MobileNetV2 on the native oneDNN engine: eval-mode inference, and training steps (forward with batch
+ * statistics, softmax cross-entropy, backward) that leave every parameter gradient in `grads`.
+ */
+import os from 'node:os';
+import { native, setThreads, type ActFormat, type NativeProgram } from './binding.js';
+import { buildTrainProgram, TRAIN_IO, type Externals } from './plan.js';
+import { buildInferProgram, foldedWeights, INFER_IO } from './infer-plan.js';
+import { numel, type BatchNormNode, type DropoutNode, type Graph } from '../../model/graph.js';
+import { checkStateDict, initWeights, type StateDict } from '../../model/weights.js';
+import { softmaxCrossEntropy } from './loss.js';
+import { Rng } from '../../util/rng.js';
+
+export interface NativeOptions {
+  /** oneDNN (OpenMP) threads; default: all cores. */
+  threads?: number;
+  /** Activation memory layout inside the engine (default nhwc). */
+  actFormat?: ActFormat;
+}
+
+export interface StepResult {
+  loss: number;
+  /** Logits of the batch, [N, classes] (a view valid until the next step). */
+  logits: Float32Array;
+  /** Number of correct top-1 predictions. */
+  correct: number;
+}
+
+export interface StepOptions {
+  /** Also compute the gradient of the input (`inputGrad` afterwards). */
+  inputGrad?: boolean;
+  /** BN running-statistics momentum (PyTorch: 0.1). */
+  bnMomentum?: number;
+  /** Label smoothing for the cross-entropy (0 = none). */
+  labelSmoothing?: number;
+  /** Randomness for dropout masks. */
+  rng?: Rng;
+}
+
+/** Float32Array storage that is never on V8's heap, so the native side can keep its address. */
+function offHeap(n: number): Float32Array {
+  return new Float32Array(new ArrayBuffer(Math.max(1, n) * 4));
+}
+
+class ArrayStore implements Externals {
+  private m = new Map<string, Float32Array>();
+  constructor(private fallback?: { get(name: string): Float32Array | undefined }) {}
+  get(name: string): Float32Array {
+    const a = this.m.get(name) ?? this.fallback?.get(name);
+    if (!a) throw new Error(`native engine: no array named ${name}`);
+    return a;
+  }
+  ensure(name: string, n: number): Float32Array {
+    let a = this.m.get(name);
+    if (!a || a.length !== n) {
+      a = offHeap(n);
+      this.m.set(name, a);
+    }
+    return a;
+  }
+}
+
+export class NativeModel {
+  readonly graph: Graph;
+  /** Parameters and BN buffers (PyTorch state-dict names). Update in place; call `weightsChanged()` after. */
+  readonly weights: StateDict;
+  /** Gradients of every parameter after `trainStep`. */
+  readonly grads = new Map<string, Float32Array>();
+  private readonly actFormat: ActFormat;
+  private readonly trainPrograms = new Map<string, { prog: NativeProgram; io: ArrayStore }>();
+  private readonly inferPrograms = new Map<number, { prog: NativeProgram; io: ArrayStore }>();
+  // Folded conv weights, falling back to the plain weights (the classifier) by name.
+  private readonly folded = new ArrayStore({ get: (name) => this.weights.get(name) });
+  private version = 0;
+  private foldedVersion = -1;
+
+  constructor(graph: Graph, weights?: StateDict, opts: NativeOptions = {}) {
+    this.graph = graph;
+    this.actFormat = opts.actFormat ?? 'nhwc';
+    native();
+    setThreads(opts.threads ?? os.availableParallelism());
+    const src = weights ?? initWeights(graph);
+    checkStateDict(graph, src, 'weights', true);
+    this.weights = new Map();
+    for (const t of [...graph.params, ...graph.buffers]) {
+      const a = offHeap(Math.max(1, numel(t.shape)));
+      const from = src.get(t.name);
+      if (from) a.set(from);
+      this.weights.set(t.name, a);
+    }
+    for (const p of graph.params) this.grads.set(p.name, offHeap(numel(p.shape)));
+  }
+
+  /** Tell the engine that `weights` were modified (re-folds BN for inference). */
+  weightsChanged(): void {
+    this.version++;
+  }
+
+  /** Replace the weights with those of a state dict (checked against the graph). */
+  loadStateDict(sd: StateDict, source = 'state dict'): void {
+    checkStateDict(this.graph, sd, source, true);
+    for (const [k, v] of this.weights) {
+      const from = sd.get(k);
+      if (from) v.set(from);
+    }
+    this.weightsChanged();
+  }
+
+  private checkInput(input: Float32Array, batch: number): void {
+    const per = numel(this.graph.inputShape);
+    if (!Number.isInteger(batch) || batch < 1) throw new Error(`batch must be a positive integer, got ${batch}`);
+    if (input.length !== batch * per) {
+      throw new Error(`input has ${input.length} values; batch ${batch} of [${this.graph.inputShape.join(', ')}] needs ${batch * per}`);
+    }
+  }
+
+  /** Eval-mode forward (running statistics, BN folded into the convs). Returns logits [N, classes] (a copy). */
+  predict(input: Float32Array, batch: number): Float32Array {
+    this.checkInput(input, batch);
+    if (this.foldedVersion !== this.version) {
+      foldedWeights(this.graph, this.weights, this.folded);
+      this.foldedVersion = this.version;
+    }
+    let p = this.inferPrograms.get(batch);
+    if (!p) {
+      const io = new ArrayStore(this.folded);
+      io.ensure(INFER_IO.input, input.length);
+      io.ensure(INFER_IO.logits, batch * this.graph.config.numClasses);
+      const { Program } = native();
+      p = { prog: new Program(buildInferProgram(this.graph, batch, io, this.actFormat)), io };
+      this.inferPrograms.set(batch, p);
+    }
+    p.io.get(INFER_IO.input).set(input);
+    p.prog.run(0);
+    return p.io.get(INFER_IO.logits).slice();
+  }
+
+  private trainProgram(batch: number, inputGrad: boolean): { prog: NativeProgram; io: ArrayStore } {
+    const key = `${batch}:${inputGrad}`;
+    let p = this.trainPrograms.get(key);
+    if (p) return p;
+    const io = new ArrayStore({ get: (name) => this.weights.get(name) ?? this.gradArray(name) });
+    const g = this.graph;
+    io.ensure(TRAIN_IO.input, batch * numel(g.inputShape));
+    io.ensure(TRAIN_IO.logits, batch * g.config.numClasses);
+    io.ensure(TRAIN_IO.dlogits, batch * g.config.numClasses);
+    if (inputGrad) io.ensure(TRAIN_IO.dinput, batch * numel(g.inputShape));
+    for (const n of g.nodes) {
+      if (n.op === 'bn') {
+        io.ensure(TRAIN_IO.batchMean(n.name), n.channels);
+        io.ensure(TRAIN_IO.batchVar(n.name), n.channels);
+      } else if (n.op === 'dropout') {
+        io.ensure(TRAIN_IO.mask(n.name), batch * numel(n.shape));
+      }
+    }
+    const { Program } = native();
+    p = { prog: new Program(buildTrainProgram(g, batch, io, this.actFormat, inputGrad)), io };
+    this.trainPrograms.set(key, p);
+    return p;
+  }
+
+  private gradArray(name: string): Float32Array | undefined {
+    return name.startsWith('grad.') ? this.grads.get(name.slice(5)) : undefined;
+  }
+
+  /**
+   * One training-mode forward + loss + backward on a batch. Updates BN running statistics (PyTorch
+   * semantics: momentum 0.1, unbiased running variance) and leaves gradients in `grads`. No weight update.
+   */
+  trainStep(input: Float32Array, labels: ArrayLike<number>, batch: number, opts: StepOptions = {}): StepResult {
+    this.checkInput(input, batch);
+    if (labels.length !== batch) throw new Error(`labels has ${labels.length} entries for batch ${batch}`);
+    const classes = this.graph.config.numClasses;
+    for (let i = 0; i < batch; i++) {
+      const l = labels[i]!;
+      if (!Number.isInteger(l) || l < 0 || l >= classes) throw new Error(`label ${l} at index ${i} is not a class index in [0, ${classes})`);
+    }
+    const p = this.trainProgram(batch, opts.inputGrad ?? false);
+    p.io.get(TRAIN_IO.input).set(input);
+    for (const n of this.graph.nodes) if (n.op === 'dropout') this.drawMask(n, p.io.get(TRAIN_IO.mask(n.name)), opts.rng);
+    p.prog.run(0);
+    this.updateRunningStats(p.io, batch, opts.bnMomentum ?? 0.1);
+    const logits = p.io.get(TRAIN_IO.logits);
+    const { loss, correct } = softmaxCrossEntropy(logits, labels, batch, classes, p.io.get(TRAIN_IO.dlogits), opts.labelSmoothing ?? 0);
+    p.prog.run(1);
+    this.weightsChanged();
+    return { loss, logits, correct };
+  }
+
+  /** Gradient of the loss w.r.t. the input of the last `trainStep` run with `inputGrad: true`. */
+  inputGrad(batch: number): Float32Array {
+    const p = this.trainPrograms.get(`${batch}:true`);
+    if (!p) throw new Error(`no training step with inputGrad at batch ${batch} has run`);
+    return p.io.get(TRAIN_IO.dinput);
+  }
+
+  private drawMask(n: DropoutNode, mask: Float32Array, rng?: Rng): void {
+    if (!rng) throw new Error('a model with dropout needs opts.rng in trainStep');
+    const keep = 1 / (1 - n.p);
+    for (let i = 0; i < mask.length; i++) mask[i] = rng.uniform() < n.p ? 0 : keep;
+  }
+
+  private updateRunningStats(io: ArrayStore, batch: number, momentum: number): void {
+    for (const n of this.graph.nodes) {
+      if (n.op !== 'bn') continue;
+      updateBn(n, io, this.weights, batch, momentum);
+    }
+  }
+}
+
+function updateBn(n: BatchNormNode, io: ArrayStore, w: StateDict, batch: number, m: number): void {
+  const count = batch * n.shape[1]! * n.shape[2]!;
+  const unbias = count > 1 ? count / (count - 1) : 1;
+  const mean = io.get(TRAIN_IO.batchMean(n.name));
+  const variance = io.get(TRAIN_IO.batchVar(n.name));
+  const rm = w.get(`${n.name}.running_mean`)!;
+  const rv = w.get(`${n.name}.running_var`)!;
+  for (let c = 0; c < n.channels; c++) {
+    rm[c] = (1 - m) * rm[c]! + m * mean[c]!;
+    rv[c] = (1 - m) * rv[c]! + m * variance[c]! * unbias;
+  }
+  w.get(`${n.name}.num_batches_tracked`)![0]! += 1;
+}

@@ -1,0 +1,297 @@
+/**
+ * Turns the layer graph into native programs: a training program (forward with batch statistics, then a
+ * backward segment) and an inference program (BN folded into convs, activations and residual adds as conv
+ * post-ops). Each op's backward is written next to its forward. Buffers are numbered here; gradient buffers
+ * are recycled as soon as their last reader has been emitted.
+ */
+import type { ActFormat, BufferSpec, OpSpec, ProgramSpec } from './binding.js';
+import type { ConvNode, Graph, GraphNode } from '../../model/graph.js';
+
+/** The caller-owned arrays a program reads and writes, by name. */
+export interface Externals {
+  get(name: string): Float32Array;
+}
+
+export class ProgramBuilder {
+  readonly buffers: BufferSpec[] = [];
+  readonly segments: OpSpec[][] = [];
+  private free = new Map<string, number[]>();
+  private refs = new Map<number, number>();
+
+  constructor(readonly actFormat: ActFormat) {}
+
+  segment(): OpSpec[] {
+    const s: OpSpec[] = [];
+    this.segments.push(s);
+    return s;
+  }
+
+  act(dims: number[]): number {
+    this.buffers.push({ layout: 'act', dims });
+    return this.buffers.length - 1;
+  }
+
+  plain(dims: number[], data?: Float32Array): number {
+    this.buffers.push(data ? { layout: 'plain', dims, data } : { layout: 'plain', dims });
+    return this.buffers.length - 1;
+  }
+
+  ws(): number {
+    this.buffers.push({ layout: 'ws' });
+    return this.buffers.length - 1;
+  }
+
+  /**
+   * A recyclable act buffer (for gradients), taken from the free list when one of the same dims is free.
+   * It starts with one reference, held by the caller; the last release returns it to the free list.
+   */
+  temp(dims: number[]): number {
+    const key = dims.join('x');
+    const id = this.free.get(key)?.pop() ?? this.act(dims);
+    this.refs.set(id, 1);
+    return id;
+  }
+
+  /** One more holder of a temp buffer. */
+  retain(id: number): void {
+    const r = this.refs.get(id);
+    if (r !== undefined) this.refs.set(id, r + 1);
+  }
+
+  /** A holder is done; a temp buffer nobody holds returns to the free list. */
+  release(id: number): void {
+    const r = this.refs.get(id);
+    if (r === undefined) return;
+    if (r > 1) {
+      this.refs.set(id, r - 1);
+      return;
+    }
+    this.refs.delete(id);
+    const key = this.buffers[id]!.dims!.join('x');
+    const list = this.free.get(key) ?? [];
+    list.push(id);
+    this.free.set(key, list);
+  }
+
+  spec(): ProgramSpec {
+    return { actFormat: this.actFormat, buffers: this.buffers, segments: this.segments };
+  }
+}
+
+export function convGeometry(n: ConvNode): Record<string, unknown> {
+  const [pt, pl, pb, pr] = n.pads;
+  return { stride: [n.stride, n.stride], padL: [pt, pl], padR: [pb, pr], groups: n.groups };
+}
+
+/** 4-D dims of a value for a batch: [N, C, H, W], with pooled vectors as [N, C, 1, 1]. */
+export function dims4(batch: number, shape: readonly number[]): number[] {
+  return shape.length === 3 ? [batch, ...shape] : [batch, shape[0]!, 1, 1];
+}
+
+/** Who reads each value. */
+export function consumers(graph: Graph): Map<string, GraphNode[]> {
+  const m = new Map<string, GraphNode[]>();
+  for (const n of graph.nodes) {
+    const ins = n.op === 'add' ? n.inputs : [n.input];
+    for (const v of ins) m.set(v, [...(m.get(v) ?? []), n]);
+  }
+  return m;
+}
+
+/** Names of the per-step arrays a training program exchanges with TypeScript. */
+export const TRAIN_IO = {
+  input: 'io.input',
+  logits: 'io.logits',
+  dlogits: 'io.dlogits',
+  dinput: 'io.dinput',
+  batchMean: (bn: string) => `stat.${bn}.mean`,
+  batchVar: (bn: string) => `stat.${bn}.var`,
+  grad: (param: string) => `grad.${param}`,
+  mask: (node: string) => `mask.${node}`,
+} as const;
+
+/**
+ * Training program. Segment 0: forward with batch statistics (BN batch mean/var written to `stat.*`).
+ * Segment 1: backward from `io.dlogits`, writing `grad.*` (and `io.dinput` when inputGrad is set).
+ */
+export function buildTrainProgram(graph: Graph, batch: number, ext: Externals, actFormat: ActFormat, inputGrad: boolean): ProgramSpec {
+  const b = new ProgramBuilder(actFormat);
+  const fwd = b.segment();
+  const bwd = b.segment();
+  const users = consumers(graph);
+  const val = new Map<string, number>(); // value name -> buffer
+  const io = (name: string, dims: number[]): number => b.plain(dims, ext.get(name));
+  const param = (name: string, dims: number[]): number => b.plain(dims, ext.get(name));
+  const grad = (name: string, dims: number[]): number => b.plain(dims, ext.get(TRAIN_IO.grad(name)));
+
+  const inDims = dims4(batch, graph.inputShape);
+  const inPlain = io(TRAIN_IO.input, inDims);
+  val.set(graph.input, b.act(inDims));
+  fwd.push({ op: 'reorder', name: 'input', src: inPlain, dst: val.get(graph.input) });
+
+  // BN followed by its only consumer, a ReLU, runs as one fused primitive (oneDNN fuse_norm_relu).
+  const fusedRelu = new Set<string>();
+  const bnWs = new Map<string, number>();
+  // Backward closures, run in reverse order once the forward is laid out.
+  const backward: (() => void)[] = [];
+  const grads = new Map<string, number>();
+  // Hands the caller's reference to `id` over to the gradient of `value`, summing when one exists.
+  const addGrad = (value: string, id: number): void => {
+    const prev = grads.get(value);
+    if (prev === undefined) {
+      grads.set(value, id);
+      return;
+    }
+    const sum = b.temp(b.buffers[id]!.dims!);
+    bwd.push({ op: 'add', name: `${value}.gradsum`, a: prev, b: id, dst: sum });
+    b.release(prev);
+    b.release(id);
+    grads.set(value, sum);
+  };
+  const takeGrad = (value: string): number => {
+    const id = grads.get(value);
+    if (id === undefined) throw new Error(`training plan: no gradient reaches ${value}`);
+    return id;
+  };
+  const needsInputGrad = (v: string): boolean => v !== graph.input || inputGrad;
+
+  for (const n of graph.nodes) {
+    const outDims = dims4(batch, n.shape);
+    switch (n.op) {
+      case 'conv': {
+        const x = val.get(n.input)!;
+        const y = b.act(outDims);
+        const wDims = [n.outC, n.inC / n.groups, n.k, n.k];
+        const w = param(`${n.name}.weight`, wDims);
+        const geo = convGeometry(n);
+        fwd.push({ op: 'conv', name: n.name, src: x, wei: w, dst: y, train: true, ...geo, ...(n.bias ? { bias: param(`${n.name}.bias`, [n.outC]) } : {}) });
+        backward.push(() => {
+          const dy = takeGrad(n.output);
+          const dw = grad(`${n.name}.weight`, wDims);
+          const db = n.bias ? { diff_bias: grad(`${n.name}.bias`, [n.outC]) } : {};
+          bwd.push({ op: 'conv_bwd_weights', name: n.name, src: x, diff_dst: dy, diff_wei: dw, ...geo, ...db });
+          if (needsInputGrad(n.input)) {
+            const dx = b.temp(b.buffers[x]!.dims!);
+            bwd.push({ op: 'conv_bwd_data', name: n.name, diff_dst: dy, wei: w, diff_src: dx, ...geo });
+            addGrad(n.input, dx);
+          }
+          b.release(dy);
+        });
+        val.set(n.output, y);
+        break;
+      }
+      case 'bn': {
+        const x = val.get(n.input)!;
+        const y = b.act(outDims);
+        const c = n.channels;
+        const next = users.get(n.output) ?? [];
+        const relu = next.length === 1 && next[0]!.op === 'act' && next[0]!.kind === 'relu';
+        const ws = relu ? b.ws() : undefined;
+        if (relu) {
+          fusedRelu.add(next[0]!.name);
+          bnWs.set(n.name, ws!);
+        }
+        const common = {
+          src: x, eps: n.eps, train: true, relu,
+          scale: param(`${n.name}.weight`, [c]), shift: param(`${n.name}.bias`, [c]),
+          mean: io(TRAIN_IO.batchMean(n.name), [c]), var: io(TRAIN_IO.batchVar(n.name), [c]),
+          ...(ws !== undefined ? { ws } : {}),
+        };
+        fwd.push({ op: 'bn', name: n.name, dst: y, ...common });
+        // With a fused ReLU the gradient arrives at the activation's output, which is this same buffer.
+        const outValue = relu ? next[0]!.output : n.output;
+        backward.push(() => {
+          const dy = takeGrad(outValue);
+          const dx = b.temp(outDims);
+          bwd.push({ op: 'bn_bwd', name: n.name, ...common, diff_dst: dy, diff_src: dx, diff_scale: grad(`${n.name}.weight`, [c]), diff_shift: grad(`${n.name}.bias`, [c]) });
+          addGrad(n.input, dx);
+          b.release(dy);
+        });
+        val.set(n.output, y);
+        break;
+      }
+      case 'act': {
+        const x = val.get(n.input)!;
+        if (fusedRelu.has(n.name)) {
+          val.set(n.output, x);
+          break;
+        }
+        const y = b.act(outDims);
+        fwd.push({ op: 'eltwise', name: n.name, kind: n.kind, src: x, dst: y, train: true });
+        backward.push(() => {
+          const dy = takeGrad(n.output);
+          const dx = b.temp(outDims);
+          bwd.push({ op: 'eltwise_bwd', name: n.name, kind: n.kind, data: x, diff_dst: dy, diff_src: dx });
+          addGrad(n.input, dx);
+          b.release(dy);
+        });
+        val.set(n.output, y);
+        break;
+      }
+      case 'add': {
+        const y = b.act(outDims);
+        fwd.push({ op: 'add', name: n.name, a: val.get(n.inputs[0])!, b: val.get(n.inputs[1])!, dst: y });
+        backward.push(() => {
+          const dy = takeGrad(n.output);
+          for (const v of n.inputs) {
+            b.retain(dy);
+            addGrad(v, dy);
+          }
+          b.release(dy);
+        });
+        val.set(n.output, y);
+        break;
+      }
+      case 'avgpool': {
+        const x = val.get(n.input)!;
+        const y = b.act(outDims);
+        fwd.push({ op: 'pool', name: n.name, src: x, dst: y });
+        backward.push(() => {
+          const dy = takeGrad(n.output);
+          const dx = b.temp(b.buffers[x]!.dims!);
+          bwd.push({ op: 'pool_bwd', name: n.name, diff_dst: dy, diff_src: dx });
+          addGrad(n.input, dx);
+          b.release(dy);
+        });
+        val.set(n.output, y);
+        break;
+      }
+      case 'dropout': {
+        // The mask (0 or 1/(1-p) per element) is drawn in TypeScript before each step.
+        const x = val.get(n.input)!;
+        const y = b.act(outDims);
+        const mask = io(TRAIN_IO.mask(n.name), outDims);
+        fwd.push({ op: 'mul', name: n.name, a: x, b: mask, dst: y });
+        backward.push(() => {
+          const dy = takeGrad(n.output);
+          const dx = b.temp(outDims);
+          bwd.push({ op: 'mul', name: `${n.name}.bwd`, a: dy, b: mask, dst: dx });
+          addGrad(n.input, dx);
+          b.release(dy);
+        });
+        val.set(n.output, y);
+        break;
+      }
+      case 'linear': {
+        const x = val.get(n.input)!;
+        const wDims = [n.outF, n.inF, 1, 1];
+        const w = param(`${n.name}.weight`, wDims);
+        const y = io(TRAIN_IO.logits, [batch, n.outF]);
+        fwd.push({ op: 'ip', name: n.name, src: x, wei: w, bias: param(`${n.name}.bias`, [n.outF]), dst: y, train: true });
+        backward.push(() => {
+          const dy = io(TRAIN_IO.dlogits, [batch, n.outF]);
+          bwd.push({ op: 'ip_bwd_weights', name: n.name, src: x, diff_dst: dy, diff_wei: grad(`${n.name}.weight`, wDims), diff_bias: grad(`${n.name}.bias`, [n.outF]) });
+          const dx = b.temp(b.buffers[x]!.dims!);
+          bwd.push({ op: 'ip_bwd_data', name: n.name, diff_dst: dy, wei: w, diff_src: dx });
+          addGrad(n.input, dx);
+        });
+        val.set(n.output, y);
+        break;
+      }
+    }
+  }
+  if (graph.nodes.at(-1)?.op !== 'linear') throw new Error('training plan: the graph must end with the linear classifier');
+  for (let i = backward.length - 1; i >= 0; i--) backward[i]!();
+  if (inputGrad) bwd.push({ op: 'reorder', name: 'dinput', src: takeGrad(graph.input), dst: io(TRAIN_IO.dinput, inDims) });
+  return b.spec();
+}

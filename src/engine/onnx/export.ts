@@ -1,0 +1,227 @@
+/**
+ * ONNX export of a MobileNetV2 graph (eval mode: BN folded into convs, dropout removed), built with the
+ * onnx-proto (protobufjs) schema. Input `input` float32 [batch, C, H, W] with a symbolic batch dimension,
+ * output `logits` float32 [batch, classes]; the model config travels in the `mnv2.config` metadata.
+ */
+import onnxProto from 'onnx-proto';
+import { configFromJSON, type ModelConfig } from '../../model/config.js';
+import type { Graph } from '../../model/graph.js';
+import { checkStateDict, type StateDict } from '../../model/weights.js';
+import { foldBatchNorm, type FoldedGraph } from './fold.js';
+import { toHalfArray } from './fp16.js';
+
+const { onnx } = onnxProto;
+type IModelProto = onnxProto.onnx.IModelProto;
+type INodeProto = onnxProto.onnx.INodeProto;
+type ITensorProto = onnxProto.onnx.ITensorProto;
+type IAttributeProto = onnxProto.onnx.IAttributeProto;
+type IValueInfoProto = onnxProto.onnx.IValueInfoProto;
+
+export const CONFIG_KEY = 'mnv2.config';
+export const FORMAT_KEY = 'mnv2.format_version';
+export const FORMAT_VERSION = '1';
+export const ONNX_INPUT = 'input';
+export const ONNX_OUTPUT = 'logits';
+export const DEFAULT_OPSET = 17;
+
+export interface ExportOptions {
+  /** Default-domain opset (default 17; at least 13). */
+  opset?: number;
+  /** Store weights and compute in float16; the model's input and output stay float32. */
+  fp16?: boolean;
+  /** producer_name (default 'mobilenetv2-ts'). */
+  producer?: string;
+}
+
+const FLOAT = onnx.TensorProto.DataType.FLOAT;
+const FLOAT16 = onnx.TensorProto.DataType.FLOAT16;
+const AT = onnx.AttributeProto.AttributeType;
+
+const attrInt = (name: string, i: number): IAttributeProto => ({ name, type: AT.INT, i });
+const attrInts = (name: string, ints: readonly number[]): IAttributeProto => ({ name, type: AT.INTS, ints: [...ints] });
+const attrFloat = (name: string, f: number): IAttributeProto => ({ name, type: AT.FLOAT, f });
+
+function tensor(name: string, dims: readonly number[], data: ArrayLike<number>, fp16: boolean): ITensorProto {
+  let raw: Uint8Array;
+  if (fp16) {
+    const h = toHalfArray(data);
+    raw = new Uint8Array(h.length * 2);
+    const dv = new DataView(raw.buffer);
+    for (let i = 0; i < h.length; i++) dv.setUint16(i * 2, h[i]!, true);
+  } else {
+    raw = new Uint8Array(data.length * 4);
+    const dv = new DataView(raw.buffer);
+    for (let i = 0; i < data.length; i++) dv.setFloat32(i * 4, data[i]!, true);
+  }
+  return { name, dims: [...dims], dataType: fp16 ? FLOAT16 : FLOAT, rawData: raw };
+}
+
+function valueInfo(name: string, dims: readonly (number | string)[]): IValueInfoProto {
+  return {
+    name,
+    type: {
+      tensorType: {
+        elemType: FLOAT,
+        shape: { dim: dims.map((d) => (typeof d === 'string' ? { dimParam: d } : { dimValue: d })) },
+      },
+    },
+  };
+}
+
+/** ONNX IR version for an opset: 8 up to opset 18 (the default 17 -> 8), then the matching newer IR. */
+function irVersionFor(opset: number): number {
+  if (opset <= 18) return 8;
+  if (opset <= 20) return 9;
+  return 10;
+}
+
+/** Build the ONNX ModelProto (as a plain protobufjs message object) for an already folded graph. */
+export function foldedToOnnx(fg: FoldedGraph, config: ModelConfig, opts: ExportOptions = {}): IModelProto {
+  const opset = opts.opset ?? DEFAULT_OPSET;
+  if (!Number.isInteger(opset) || opset < 13) throw new Error(`exportOnnx: opset must be an integer >= 13, got ${opset}`);
+  const fp16 = opts.fp16 ?? false;
+  const nodes: INodeProto[] = [];
+  const inits: ITensorProto[] = [];
+  const names = new Set<string>();
+  const node = (n: INodeProto): void => {
+    if (names.has(n.name!)) throw new Error(`exportOnnx: duplicate node name ${n.name}`);
+    names.add(n.name!);
+    nodes.push(n);
+  };
+
+  // Graph value name -> ONNX value name.
+  const vmap = new Map<string, string>();
+  const v = (name: string): string => {
+    const r = vmap.get(name);
+    if (r === undefined) throw new Error(`exportOnnx: value ${name} used before it is defined`);
+    return r;
+  };
+  const def = (name: string): string => {
+    const onnxName = name === fg.output && !fp16 ? ONNX_OUTPUT : name;
+    vmap.set(name, onnxName);
+    return onnxName;
+  };
+
+  if (fp16) {
+    node({ name: `${ONNX_INPUT}.cast`, opType: 'Cast', input: [ONNX_INPUT], output: [`${ONNX_INPUT}.fp16`], attribute: [attrInt('to', FLOAT16)] });
+    vmap.set(fg.input, `${ONNX_INPUT}.fp16`);
+  } else {
+    vmap.set(fg.input, ONNX_INPUT);
+  }
+
+  let clipBounds: [string, string] | null = null;
+  const activation = (name: string, kind: 'relu' | 'relu6', x: string, y: string): void => {
+    if (kind === 'relu') {
+      node({ name, opType: 'Relu', input: [x], output: [y] });
+      return;
+    }
+    if (!clipBounds) {
+      clipBounds = ['relu6.min', 'relu6.max'];
+      inits.push(tensor(clipBounds[0], [], [0], fp16), tensor(clipBounds[1], [], [6], fp16));
+    }
+    node({ name, opType: 'Clip', input: [x, clipBounds[0], clipBounds[1]], output: [y] });
+  };
+
+  for (const n of fg.nodes) {
+    switch (n.op) {
+      case 'conv': {
+        const x = v(n.input);
+        const w = `${n.name}.weight`;
+        const b = `${n.name}.bias`;
+        inits.push(tensor(w, [n.outC, n.inC / n.groups, n.k, n.k], n.weight, fp16), tensor(b, [n.outC], n.bias, fp16));
+        const convOut = n.act ? (n.bnName ?? n.name) : def(n.output);
+        node({
+          name: n.name, opType: 'Conv', input: [x, w, b], output: [convOut],
+          attribute: [
+            attrInts('kernel_shape', [n.k, n.k]),
+            attrInts('strides', [n.stride, n.stride]),
+            // Ours are [top, left, bottom, right] = ONNX's [x1_begin, x2_begin, x1_end, x2_end].
+            attrInts('pads', n.pads),
+            attrInts('dilations', [1, 1]),
+            attrInt('group', n.groups),
+          ],
+        });
+        if (n.act) activation(n.actName ?? `${n.name}.act`, n.act, convOut, def(n.output));
+        break;
+      }
+      case 'act':
+        activation(n.name, n.kind, v(n.input), def(n.output));
+        break;
+      case 'add':
+        node({ name: n.name, opType: 'Add', input: [v(n.inputs[0]), v(n.inputs[1])], output: [def(n.output)] });
+        break;
+      case 'avgpool': {
+        const x = v(n.input);
+        const pooled = `${n.name}.gap`;
+        node({ name: n.name, opType: 'GlobalAveragePool', input: [x], output: [pooled] });
+        node({ name: `${n.name}.flatten`, opType: 'Flatten', input: [pooled], output: [def(n.output)], attribute: [attrInt('axis', 1)] });
+        break;
+      }
+      case 'linear': {
+        const x = v(n.input);
+        const w = `${n.name}.weight`;
+        const b = `${n.name}.bias`;
+        inits.push(tensor(w, [n.outF, n.inF], n.weight, fp16), tensor(b, [n.outF], n.bias, fp16));
+        node({
+          name: n.name, opType: 'Gemm', input: [x, w, b], output: [def(n.output)],
+          attribute: [attrFloat('alpha', 1), attrFloat('beta', 1), attrInt('transB', 1)],
+        });
+        break;
+      }
+    }
+  }
+  if (fp16) node({ name: `${ONNX_OUTPUT}.cast`, opType: 'Cast', input: [v(fg.output)], output: [ONNX_OUTPUT], attribute: [attrInt('to', FLOAT)] });
+  else if (v(fg.output) !== ONNX_OUTPUT) throw new Error('exportOnnx: graph output is not produced by any node');
+
+  const [c, h, w] = fg.inputShape as [number, number, number];
+  const classes = fg.outputShape[0]!;
+  return {
+    irVersion: irVersionFor(opset),
+    opsetImport: [{ domain: '', version: opset }],
+    producerName: opts.producer ?? 'mobilenetv2-ts',
+    producerVersion: '0.1.0',
+    docString: `MobileNetV2 (${config.arch}, alpha ${config.alpha}, ${config.resolution}px, ${config.numClasses} classes), eval mode, BN folded${fp16 ? ', float16' : ''}`,
+    graph: {
+      name: `mobilenetv2-${config.arch}`,
+      node: nodes,
+      initializer: inits,
+      input: [valueInfo(ONNX_INPUT, ['batch', c, h, w])],
+      output: [valueInfo(ONNX_OUTPUT, ['batch', classes])],
+    },
+    metadataProps: [
+      { key: CONFIG_KEY, value: JSON.stringify(config) },
+      { key: FORMAT_KEY, value: FORMAT_VERSION },
+    ],
+  };
+}
+
+/** Export a graph and its weights (PyTorch state-dict names) as a serialized ONNX model. */
+export function exportOnnx(graph: Graph, weights: StateDict, opts: ExportOptions = {}): Uint8Array {
+  checkStateDict(graph, weights, 'exportOnnx', true);
+  const fg = foldBatchNorm(graph, weights);
+  const model = onnx.ModelProto.create(foldedToOnnx(fg, graph.config, opts));
+  return onnx.ModelProto.encode(model).finish();
+}
+
+/** Decode ONNX bytes; throws `<source>: not an ONNX model` on anything else. */
+export function decodeOnnx(bytes: Uint8Array, source: string): onnxProto.onnx.ModelProto {
+  let m: onnxProto.onnx.ModelProto;
+  try {
+    m = onnx.ModelProto.decode(bytes);
+  } catch (e) {
+    throw new Error(`${source}: not an ONNX model (${(e as Error).message})`);
+  }
+  if (!m.graph || Number(m.irVersion) <= 0 || m.opsetImport.length === 0) throw new Error(`${source}: not an ONNX model`);
+  return m;
+}
+
+/** The ModelConfig stored in an exported model's `mnv2.config` metadata. */
+export function readOnnxConfig(bytes: Uint8Array, source: string): ModelConfig {
+  const m = decodeOnnx(bytes, source);
+  const props = new Map(m.metadataProps.map((p) => [p.key ?? '', p.value ?? '']));
+  const fmt = props.get(FORMAT_KEY);
+  if (fmt !== undefined && fmt !== FORMAT_VERSION) throw new Error(`${source}: unsupported ${FORMAT_KEY} '${fmt}' (expected '${FORMAT_VERSION}')`);
+  const json = props.get(CONFIG_KEY);
+  if (json === undefined) throw new Error(`${source}: no ${CONFIG_KEY} metadata (not exported by mobilenetv2-ts?)`);
+  return configFromJSON(json, source);
+}
