@@ -1,0 +1,144 @@
+"""PyTorch peer benchmark for one MobileNetV2 workload; prints one JSON line last.
+
+usage: /usr/bin/python3 bench/peers/torch_bench.py --workload W [--batch N]
+           [--steps K] [--warmup W] [--threads 2]
+workloads:
+  train-seed      seed CIFAR model, train mode: forward + softmax CE + backward
+  train-seed-sgd  the same + SGD update (lr 0.1, momentum 0.9, weight decay 5e-4)
+  infer-seed      seed CIFAR model, eval mode, no_grad
+  infer-224       torchvision mobilenet_v2 (alpha 1.0, 224x224), eval, no_grad
+Timing: --warmup untimed steps, then --steps timed steps; reports the median
+(and min/max) step time, img/s = batch / median, the process CPU/wall ratio
+over the timed section, and the process peak RSS (ru_maxrss).
+Sanity fields: parameter count vs the expected one, the loss trajectory for
+training (starts near ln 10 = 2.303; on the repeated batch it drops when SGD
+is on), and whether the outputs are finite.
+Inputs are random (seeded), weights random init: speed only.
+Use Debian's /usr/bin/python3 (the pyenv python3 on PATH has no torch).
+"""
+import argparse
+import json
+import math
+import os
+import resource
+import statistics
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import torch  # noqa: E402
+import torch.nn as nn  # noqa: E402
+
+from torch_models import MODELS, EXPECTED_PARAMS, count_params  # noqa: E402
+
+WORKLOADS = {
+    # name: (model key, train?, sgd?, default batch, default warmup, default steps)
+    "train-seed": ("seed", True, False, 128, 2, 5),
+    "train-seed-sgd": ("seed", True, True, 128, 2, 5),
+    "infer-seed": ("seed", False, False, 128, 2, 10),
+    "infer-224": ("imagenet", False, False, 1, 10, 50),
+}
+
+
+def loaded_blas():
+    """Which BLAS shared objects this process actually mapped."""
+    libs = set()
+    try:
+        with open("/proc/self/maps") as f:
+            for line in f:
+                p = line.split()[-1]
+                if "blas" in p.lower() or "mkl" in p.lower():
+                    libs.add(p)
+    except OSError:
+        pass
+    return sorted(libs)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--workload", required=True, choices=sorted(WORKLOADS))
+    ap.add_argument("--batch", type=int, default=None)
+    ap.add_argument("--steps", type=int, default=None)
+    ap.add_argument("--warmup", type=int, default=None)
+    ap.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args()
+    key, train, sgd, d_batch, d_warm, d_steps = WORKLOADS[args.workload]
+    batch = args.batch or d_batch
+    steps = args.steps or d_steps
+    warmup = d_warm if args.warmup is None else args.warmup
+
+    default_threads = torch.get_num_threads()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    factory, hw, classes = MODELS[key]
+    model = factory()
+    params = count_params(model)
+    x = torch.randn(batch, 3, hw, hw)
+    y = torch.randint(0, classes, (batch,))
+    losses = []
+    finite = [True]
+
+    if train:
+        model.train()
+        lossf = nn.CrossEntropyLoss()
+        opt = (torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
+               if sgd else None)
+
+        def step():
+            if opt is not None:
+                opt.zero_grad(set_to_none=True)
+            else:
+                for p in model.parameters():
+                    p.grad = None
+            loss = lossf(model(x), y)
+            loss.backward()
+            if opt is not None:
+                opt.step()
+            losses.append(float(loss))
+    else:
+        model.eval()
+
+        def step():
+            with torch.no_grad():
+                out = model(x)
+            finite[0] = finite[0] and bool(torch.isfinite(out).all())
+
+    for _ in range(warmup):
+        step()
+    ts = []
+    c0, w0 = time.process_time(), time.perf_counter()
+    for _ in range(steps):
+        t0 = time.perf_counter()
+        step()
+        ts.append(time.perf_counter() - t0)
+    cpu_util = (time.process_time() - c0) / (time.perf_counter() - w0)
+    med = statistics.median(ts)
+
+    res = {
+        "workload": args.workload, "engine": "pytorch", "batch": batch,
+        "warmup": warmup, "steps": steps,
+        "ms_per_step": med * 1e3, "median_ms": med * 1e3,
+        "min_ms": min(ts) * 1e3, "max_ms": max(ts) * 1e3,
+        "img_per_s": batch / med, "cpu_util": cpu_util,
+        # ru_maxrss is KiB on Linux
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
+        "torch": torch.__version__, "num_threads": torch.get_num_threads(),
+        "default_num_threads": default_threads,
+        "mkldnn": torch.backends.mkldnn.is_available(),
+        "blas_loaded": loaded_blas(),
+        "sanity": {"params": params, "params_expected": EXPECTED_PARAMS[key],
+                   "params_ok": params == EXPECTED_PARAMS[key]},
+    }
+    if train:
+        res["sanity"]["loss_first"] = losses[0]
+        res["sanity"]["loss_last"] = losses[-1]
+        res["sanity"]["ln_classes"] = math.log(classes)
+        res["sanity"]["losses_finite"] = all(math.isfinite(v) for v in losses)
+    else:
+        res["sanity"]["outputs_finite"] = finite[0]
+    print(json.dumps(res), flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,94 @@
+/**
+ * `mnv2 bench`: one workload of the project alone, printed as one JSON line (bench/run.ts compares it
+ * with PyTorch and ONNX Runtime side by side). Inputs are random; speed does not depend on them.
+ */
+import { Command, Option } from 'commander';
+import { mobilenetV2 } from '../model/mobilenetv2.js';
+import { initWeights } from '../model/weights.js';
+import { NativeModel } from '../engine/native/model.js';
+import { createClassifier, type EngineName } from '../engine/classifier.js';
+import { SGD, paramRefs } from '../train/optim.js';
+import { Rng } from '../util/rng.js';
+
+export type Workload = 'train-seed' | 'train-seed-sgd' | 'infer-seed' | 'infer-224';
+
+export interface BenchResult {
+  workload: Workload;
+  engine: EngineName;
+  batch: number;
+  steps: number;
+  img_per_s: number;
+  ms_per_step: number;
+  peak_rss_mb: number;
+}
+
+const median = (v: number[]): number => {
+  const s = [...v].sort((a, b) => a - b);
+  return s.length % 2 ? s[s.length >> 1]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
+};
+
+/** Warm-up then `steps` timed steps; the median step time gives img/s. */
+export async function bench(workload: Workload, engine: EngineName, batch: number, steps: number, warmup: number, threads?: number): Promise<BenchResult> {
+  const graph = workload === 'infer-224' ? mobilenetV2('imagenet') : mobilenetV2('seed-cifar');
+  const weights = initWeights(graph, 0);
+  const rng = new Rng(1);
+  const x = Float32Array.from({ length: batch * 3 * graph.config.resolution ** 2 }, () => rng.normal());
+  let step: () => Promise<void>;
+  if (workload.startsWith('train')) {
+    if (engine !== 'native') throw new Error(`${workload} runs on the native engine only (ONNX Runtime here is inference-only)`);
+    const model = new NativeModel(graph, weights, { threads });
+    const labels = Array.from({ length: batch }, () => rng.int(graph.config.numClasses));
+    const sgd = workload === 'train-seed-sgd' ? new SGD({ momentum: 0.9, weightDecay: 5e-4 }) : null;
+    const params = paramRefs(model);
+    step = async () => {
+      model.trainStep(x, labels, batch);
+      if (sgd) {
+        sgd.step(params, 0.01);
+        model.weightsChanged();
+      }
+    };
+  } else {
+    const clf = await createClassifier(graph, weights, engine, threads);
+    step = async () => {
+      await clf.run(x, batch);
+    };
+  }
+  for (let i = 0; i < warmup; i++) await step();
+  const times: number[] = [];
+  for (let i = 0; i < steps; i++) {
+    const t0 = performance.now();
+    await step();
+    times.push(performance.now() - t0);
+  }
+  const ms = median(times);
+  return {
+    workload, engine, batch, steps,
+    img_per_s: (batch * 1000) / ms,
+    ms_per_step: ms,
+    peak_rss_mb: process.resourceUsage().maxRSS / 1024,
+  };
+}
+
+export function registerBenchCommand(program: Command): void {
+  program
+    .command('bench')
+    .description('time one workload of the project (warm-up, then the median of --steps)')
+    .addOption(new Option('--workload <name>', 'what to time').choices(['train-seed', 'train-seed-sgd', 'infer-seed', 'infer-224']).makeOptionMandatory())
+    .addOption(new Option('--engine <engine>', 'engine').choices(['native', 'ort']).default('native'))
+    .option('--batch <n>', 'batch size (default: 128, or 1 for infer-224)')
+    .option('--steps <n>', 'timed steps', '5')
+    .option('--warmup <n>', 'untimed steps first', '2')
+    .option('--threads <n>', 'threads (default: all cores)')
+    .option('--json', 'print one JSON line')
+    .action(async (o: { workload: Workload; engine: EngineName; batch?: string; steps: string; warmup: string; threads?: string; json?: boolean }) => {
+      const batch = Number(o.batch ?? (o.workload === 'infer-224' ? 1 : 128));
+      const steps = Number(o.steps);
+      const warmup = Number(o.warmup);
+      for (const [flag, v] of [['--batch', batch], ['--steps', steps], ['--warmup', warmup]] as const) {
+        if (!Number.isInteger(v) || v < (flag === '--warmup' ? 0 : 1)) throw new Error(`${flag} must be a ${flag === '--warmup' ? 'non-negative' : 'positive'} integer`);
+      }
+      const r = await bench(o.workload, o.engine, batch, steps, warmup, o.threads ? Number(o.threads) : undefined);
+      if (o.json) console.log(JSON.stringify(r));
+      else console.log(`${r.workload} on ${r.engine}, batch ${r.batch}: ${r.img_per_s.toFixed(1)} img/s, ${r.ms_per_step.toFixed(1)} ms/step (median of ${r.steps}), peak RSS ${r.peak_rss_mb.toFixed(0)} MB`);
+    });
+}

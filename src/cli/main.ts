@@ -1,0 +1,19 @@
+#!/usr/bin/env node
+/** `mnv2`: a thin shell over the library. Each command lives in its own module and registers itself here. */
+import { Command } from 'commander';
+import { registerModelCommands } from './model-commands.js';
+import { registerBenchCommand } from './bench-command.js';
+
+const program = new Command();
+program
+  .name('mnv2')
+  .description('MobileNetV2 in TypeScript: define, train, evaluate, export and run MobileNetV2')
+  .showHelpAfterError();
+
+registerModelCommands(program);
+registerBenchCommand(program);
+
+program.parseAsync(process.argv).catch((e: unknown) => {
+  console.error(`mnv2: ${e instanceof Error ? e.message : String(e)}`);
+  process.exitCode = 1;
+});

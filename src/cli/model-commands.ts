@@ -1,0 +1,154 @@
+/** `mnv2 summary | infer | export onnx | predict`: thin wrappers over the library. */
+import { existsSync, writeFileSync, renameSync } from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { Command, Option } from 'commander';
+import { makeConfig, type Arch, type ModelConfig } from '../model/config.js';
+import { buildGraph } from '../model/mobilenetv2.js';
+import { formatSummary, summarize } from '../model/summary.js';
+import { initWeights } from '../model/weights.js';
+import { loadWeights, type LoadedWeights } from '../io/weights.js';
+import { readSafetensors, toFloat32, writeSafetensors } from '../io/safetensors.js';
+import { createClassifier, topK, type EngineName } from '../engine/classifier.js';
+import { exportOnnx } from '../engine/onnx/export.js';
+import { loadImages, preset as makePreset, PRESET_NAMES } from '../data/preprocess.js';
+import { labelsFor, type LabelSetName } from '../data/labels.js';
+
+/** The model trained by this project on Fashion-MNIST, used when --weights is not given. */
+export const DEFAULT_MODEL = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', '..', '..', 'models', 'fashion-mnist', 'model.safetensors');
+
+/** Metadata keys a weights file may carry to say how its inputs are prepared and what its classes are. */
+export const PREPROCESS_KEY = 'mnv2.preprocess';
+export const LABELS_KEY = 'mnv2.labels';
+
+interface ArchOpts {
+  arch?: Arch;
+  alpha?: string;
+  resolution?: string;
+  classes?: string;
+}
+
+const num = (v: string | undefined, flag: string): number | undefined => {
+  if (v === undefined) return undefined;
+  const n = Number(v);
+  if (!Number.isFinite(n)) throw new Error(`${flag} expects a number, got '${v}'`);
+  return n;
+};
+
+function archOptions(cmd: Command): Command {
+  return cmd
+    .addOption(new Option('--arch <arch>', 'architecture').choices(['imagenet', 'seed-cifar']))
+    .option('--alpha <alpha>', 'width multiplier')
+    .option('--resolution <px>', 'input resolution (imagenet: a multiple of 32)')
+    .option('--classes <n>', 'number of classes');
+}
+
+function configFrom(o: ArchOpts, fallback: Arch = 'imagenet'): ModelConfig {
+  return makeConfig(o.arch ?? fallback, { alpha: num(o.alpha, '--alpha'), resolution: num(o.resolution, '--resolution'), numClasses: num(o.classes, '--classes') });
+}
+
+/** Weights from --weights (with --arch etc. for a PyTorch state dict), or the built-in default model. */
+function loadModel(o: ArchOpts & { weights?: string }, allowDefault: boolean): LoadedWeights {
+  const file = o.weights ?? (allowDefault ? DEFAULT_MODEL : undefined);
+  if (!file) throw new Error('--weights FILE is required');
+  if (!existsSync(file)) {
+    throw new Error(o.weights ? `${file}: no such file` : `no --weights given and the default model ${file} is missing (train one with npm start)`);
+  }
+  return loadWeights(file, { arch: o.arch, alpha: num(o.alpha, '--alpha'), numClasses: num(o.classes, '--classes'), resolution: num(o.resolution, '--resolution') });
+}
+
+function engineOption(cmd: Command): Command {
+  return cmd
+    .addOption(new Option('--engine <engine>', 'inference engine').choices(['native', 'ort']).default('ort'))
+    .option('--threads <n>', 'threads (default: all cores)');
+}
+
+export function registerModelCommands(program: Command): void {
+  archOptions(program.command('summary').description('per-layer table: input, operator, t, c, n, s, output, params, MACs'))
+    .option('--json', 'print JSON')
+    .action((o: ArchOpts & { json?: boolean }) => {
+      const s = summarize(buildGraph(configFrom(o)));
+      console.log(o.json ? JSON.stringify(s, null, 2) : formatSummary(s));
+    });
+
+  engineOption(archOptions(program.command('infer').description('run a batch stored as a tensor (key "input", NCHW float32) and write "logits"')))
+    .requiredOption('--weights <file>', 'weights (.safetensors)')
+    .requiredOption('--input <file>', 'input tensor file (.safetensors)')
+    .requiredOption('--output <file>', 'output file (.safetensors)')
+    .action(async (o: ArchOpts & { weights: string; input: string; output: string; engine: EngineName; threads?: string }) => {
+      const file = readSafetensors(o.input);
+      const t = file.tensors.get('input');
+      if (!t) throw new Error(`${o.input}: no tensor named 'input' (found: ${[...file.tensors.keys()].join(', ') || 'none'})`);
+      if (t.shape.length !== 4) throw new Error(`${o.input}: 'input' must be NCHW (4-D), got shape [${t.shape.join(', ')}]`);
+      const [n, c, h, w] = t.shape as [number, number, number, number];
+      if (h !== w) throw new Error(`${o.input}: input must be square, got ${h}x${w}`);
+      const m = loadModel({ ...o, resolution: o.resolution ?? String(h) }, false);
+      if (c !== m.graph.config.inChannels) throw new Error(`${o.input}: input has ${c} channels, the model takes ${m.graph.config.inChannels}`);
+      const clf = await createClassifier(m.graph, m.weights, o.engine, num(o.threads, '--threads'));
+      const logits = await clf.run(toFloat32(t, 'input', o.input), n);
+      await clf.release();
+      writeSafetensors(o.output, { logits: { dtype: 'F32', shape: [n, m.graph.config.numClasses], data: logits } }, { engine: o.engine });
+      console.error(`wrote logits [${n}, ${m.graph.config.numClasses}] to ${o.output} (${o.engine})`);
+    });
+
+  const exp = program.command('export').description('export a model');
+  archOptions(exp.command('onnx').description('ONNX (opset 17, BN folded, dynamic batch; input "input", output "logits")'))
+    .option('--weights <file>', 'weights (.safetensors); default: random init (--seed)')
+    .option('--seed <n>', 'init seed when no weights are given', '0')
+    .option('--opset <n>', 'ONNX opset (>= 17)', '17')
+    .option('--fp16', 'store weights and compute in float16 (input/output stay float32)')
+    .requiredOption('--out <file>', 'output .onnx file')
+    .action((o: ArchOpts & { weights?: string; seed: string; opset: string; fp16?: boolean; out: string }) => {
+      const m = o.weights ? loadModel(o, false) : (() => {
+        const graph = buildGraph(configFrom(o));
+        return { graph, weights: initWeights(graph, num(o.seed, '--seed')) };
+      })();
+      const bytes = exportOnnx(m.graph, m.weights, { opset: num(o.opset, '--opset'), fp16: o.fp16 });
+      const tmp = `${o.out}.tmp-${process.pid}`;
+      writeFileSync(tmp, bytes);
+      renameSync(tmp, o.out);
+      console.error(`wrote ${o.out} (${(bytes.length / 1e6).toFixed(2)} MB, opset ${o.opset}${o.fp16 ? ', fp16' : ''})`);
+    });
+
+  engineOption(archOptions(program.command('predict').description('classify JPEG/PNG images and print the top-k classes')))
+    .argument('<images...>', 'image files')
+    .option('--weights <file>', 'weights (.safetensors); default: the bundled Fashion-MNIST model')
+    .addOption(new Option('--preset <name>', 'preprocessing preset').choices([...PRESET_NAMES]))
+    .addOption(new Option('--labels <name>', 'label list').choices(['imagenet', 'cifar10', 'fashion-mnist']))
+    .option('--invert', 'invert pixel values (photos of garments on white, for fashion-mnist)')
+    .option('--top <k>', 'how many classes to print', '5')
+    .option('--json', 'print JSON')
+    .action(async (images: string[], o: ArchOpts & { weights?: string; preset?: string; labels?: LabelSetName; invert?: boolean; top: string; json?: boolean; engine: EngineName; threads?: string }) => {
+      const m = loadModel(o, true);
+      const cfg = m.graph.config;
+      const presetName = o.preset ?? m.metadata[PREPROCESS_KEY] ?? (cfg.arch === 'imagenet' ? 'torchvision' : 'seed-cifar');
+      const labelName = (o.labels ?? m.metadata[LABELS_KEY] ?? defaultLabels(cfg)) as LabelSetName | undefined;
+      const labels = labelName ? labelsFor(labelName) : undefined;
+      if (labels && labels.length !== cfg.numClasses) throw new Error(`label list ${labelName} has ${labels.length} names, the model has ${cfg.numClasses} classes`);
+      const p = makePreset(presetName, cfg.resolution);
+      if (p.channels !== cfg.inChannels) throw new Error(`preset ${presetName} makes ${p.channels}-channel inputs, the model takes ${cfg.inChannels}`);
+      const input = await loadImages(images, p, { invert: o.invert });
+      const clf = await createClassifier(m.graph, m.weights, o.engine, num(o.threads, '--threads'));
+      const logits = await clf.run(input, images.length);
+      await clf.release();
+      const k = num(o.top, '--top')!;
+      const results = images.map((file, i) => ({
+        file,
+        top: topK(logits, cfg.numClasses, i, k).map((t) => ({ index: t.index, label: labels?.[t.index] ?? String(t.index), prob: t.prob })),
+      }));
+      if (o.json) {
+        console.log(JSON.stringify(results, null, 2));
+        return;
+      }
+      for (const r of results) {
+        console.log(r.file);
+        for (const t of r.top) console.log(`  ${(t.prob * 100).toFixed(2).padStart(6)}%  ${t.label}`);
+      }
+    });
+}
+
+function defaultLabels(cfg: ModelConfig): LabelSetName | undefined {
+  if (cfg.arch === 'imagenet' && cfg.numClasses === 1000) return 'imagenet';
+  if (cfg.arch === 'seed-cifar' && cfg.numClasses === 10) return 'cifar10';
+  return undefined;
+}

@@ -1,0 +1,253 @@
+/** `mnv2 train | eval | plot | data fetch`: thin wrappers over src/train and src/data. */
+import { existsSync } from 'node:fs';
+import { Command, Option } from 'commander';
+import type { Arch } from '../model/config.js';
+import { loadWeights } from '../io/weights.js';
+import { NativeModel } from '../engine/native/model.js';
+import { fetchDataset, type DatasetName, type FetchProgress } from '../data/fetch.js';
+import { PRESET_NAMES, limitDataset, openDataset, resolvePreset, type PresetName, type TrainRecipe } from '../train/presets.js';
+import { formatDuration, progressBar, train } from '../train/loop.js';
+import { evaluate, evalToJSON, formatEvalReport, writeConfusionPng } from '../train/metrics.js';
+import { plotRun } from '../train/plot.js';
+
+const num = (v: string | undefined, flag: string): number | undefined => {
+  if (v === undefined) return undefined;
+  const n = Number(v);
+  if (v.trim() === '' || !Number.isFinite(n)) throw new Error(`${flag} expects a number, got '${v}'`);
+  return n;
+};
+const int = (v: string | undefined, flag: string): number | undefined => {
+  const n = num(v, flag);
+  if (n !== undefined && !Number.isInteger(n)) throw new Error(`${flag} expects an integer, got '${v}'`);
+  return n;
+};
+
+interface TrainFlags {
+  preset: PresetName;
+  full?: boolean;
+  dataset?: string;
+  data?: string;
+  arch?: Arch;
+  alpha?: string;
+  resolution?: string;
+  dropout?: string;
+  epochs?: string;
+  batch?: string;
+  optimizer?: 'sgd' | 'rmsprop';
+  lr?: string;
+  momentum?: string;
+  nesterov?: boolean;
+  wd?: string;
+  noDecayBnBias?: boolean;
+  rmsDecay?: string;
+  rmsEps?: string;
+  rmsTorch?: boolean;
+  schedule?: TrainRecipe['schedule'];
+  schedulePer?: 'epoch' | 'step';
+  gamma?: string;
+  stepEpochs?: string;
+  warmup?: string;
+  labelSmoothing?: string;
+  ema?: string;
+  bnMomentum?: string;
+  augment?: 'seed' | 'none';
+  trainLimit?: string;
+  evalLimit?: string;
+  seed?: string;
+  out?: string;
+  resume?: string;
+  weights?: string;
+  replaceClassifier?: string;
+  freezeBackbone?: boolean;
+  threads?: string;
+  evalBatch?: string;
+  saveEvery?: string;
+  stopAfter?: string;
+  onnx: boolean;
+  progress: boolean;
+}
+
+/** The recipe of `mnv2 train` flags: the preset's values, each overridable. */
+export function recipeFromFlags(o: TrainFlags): TrainRecipe {
+  const base = resolvePreset(o.preset, {}, o.full ?? false);
+  let dataset = o.dataset;
+  let dataDir = o.data;
+  // Presets for image folders take the folder from --data.
+  if (dataset === undefined && base.dataset === '' && o.data !== undefined) {
+    dataset = o.data;
+    dataDir = undefined;
+  }
+  return resolvePreset(o.preset, {
+    dataset, dataDir,
+    arch: o.arch, alpha: num(o.alpha, '--alpha'), resolution: int(o.resolution, '--resolution'), dropout: num(o.dropout, '--dropout'),
+    epochs: int(o.epochs, '--epochs'), batch: int(o.batch, '--batch'),
+    optimizer: o.optimizer, lr: num(o.lr, '--lr'), momentum: num(o.momentum, '--momentum'), nesterov: o.nesterov,
+    weightDecay: num(o.wd, '--wd'), noDecayBnBias: o.noDecayBnBias,
+    rmsDecay: num(o.rmsDecay, '--rms-decay'), rmsEps: num(o.rmsEps, '--rms-eps'), rmsTf: o.rmsTorch ? false : undefined,
+    schedule: o.schedule, schedulePer: o.schedulePer, gamma: num(o.gamma, '--gamma'), stepEpochs: int(o.stepEpochs, '--step-epochs'),
+    warmupEpochs: num(o.warmup, '--warmup'), labelSmoothing: num(o.labelSmoothing, '--label-smoothing'), ema: num(o.ema, '--ema'),
+    bnMomentum: num(o.bnMomentum, '--bn-momentum'), augment: o.augment,
+    trainLimit: int(o.trainLimit, '--train-limit'), evalLimit: int(o.evalLimit, '--eval-limit'), seed: int(o.seed, '--seed'),
+  }, o.full ?? false);
+}
+
+const DEFAULT_FETCH_DIR: Record<DatasetName, string> = { 'fashion-mnist': 'data/fashion-mnist', cifar10: 'data/cifar10' };
+
+export function registerTrainCommands(program: Command): void {
+  // ---- train ----
+  program
+    .command('train')
+    .description('train (or fine-tune) a MobileNetV2 with a preset recipe; every preset value can be overridden')
+    .addOption(new Option('--preset <name>', 'recipe').choices([...PRESET_NAMES]).default('fashion-mnist'))
+    .option('--full', 'fashion-mnist: the full-length recipe (all 60k images, 40 epochs) instead of the ~10-minute default')
+    .option('--dataset <name|dir>', 'fashion-mnist, cifar10, or an image folder (class subfolders, or train/ + val/)')
+    .option('--data <dir>', 'where the dataset is (paper-imagenet: the image folder)')
+    .addOption(new Option('--arch <arch>', 'architecture').choices(['imagenet', 'seed-cifar']))
+    .option('--alpha <a>', 'width multiplier')
+    .option('--resolution <px>', 'input resolution (imagenet arch)')
+    .option('--dropout <p>', 'dropout before the classifier')
+    .option('--epochs <n>', 'epochs (with --resume: extend the run to this many epochs)')
+    .option('--batch <n>', 'batch size')
+    .addOption(new Option('--optimizer <name>', 'optimizer').choices(['sgd', 'rmsprop']))
+    .option('--lr <x>', 'base learning rate')
+    .option('--momentum <x>', 'momentum')
+    .option('--nesterov', 'Nesterov momentum (SGD)')
+    .option('--wd <x>', 'weight decay (L2)')
+    .option('--no-decay-bn-bias', 'no weight decay on BN parameters and biases')
+    .option('--rms-decay <x>', 'RMSProp squared-gradient decay (alpha)')
+    .option('--rms-eps <x>', 'RMSProp epsilon')
+    .option('--rms-torch', "RMSProp in PyTorch's formulation instead of TensorFlow's")
+    .addOption(new Option('--schedule <kind>', 'learning-rate schedule').choices(['cosine', 'exponential', 'step', 'constant']))
+    .addOption(new Option('--schedule-per <unit>', 'change the lr per epoch or per step').choices(['epoch', 'step']))
+    .option('--gamma <x>', 'exponential: factor per epoch; step: factor per --step-epochs')
+    .option('--step-epochs <n>', 'step schedule: epochs between decays')
+    .option('--warmup <epochs>', 'linear warm-up epochs')
+    .option('--label-smoothing <x>', 'label smoothing')
+    .option('--ema <decay>', 'EMA of weights (0: off)')
+    .option('--bn-momentum <x>', 'BN running-stat momentum (PyTorch convention)')
+    .addOption(new Option('--augment <kind>', 'augmentation').choices(['seed', 'none']))
+    .option('--train-limit <n>', 'train on a fixed random subset of n images (0: all)')
+    .option('--eval-limit <n>', 'evaluate on a fixed random subset of n images (0: all)')
+    .option('--seed <n>', 'seed (init, data order, augmentation, dropout)')
+    .option('--out <dir>', 'run folder (default runs/<preset>-<time>)')
+    .option('--resume <dir|file>', 'continue a run exactly from its last checkpoint')
+    .option('--weights <file>', 'start from these weights (fine-tuning)')
+    .option('--replace-classifier <n>', 'new classifier for n classes (fine-tuning)')
+    .option('--freeze-backbone', 'train the classifier only, on features computed once per image')
+    .option('--threads <n>', 'engine threads (default: all cores)')
+    .option('--eval-batch <n>', 'evaluation batch size', '250')
+    .option('--save-every <steps>', 'also checkpoint every n steps (default: at epoch ends)')
+    .option('--stop-after <steps>', 'stop (with a checkpoint to resume) after n steps')
+    .option('--no-onnx', 'skip the ONNX export at the end')
+    .option('--no-progress', 'no progress bars')
+    .action(async (o: TrainFlags) => {
+      const recipe = o.resume ? resolvePreset(o.preset) : recipeFromFlags(o);
+      if (o.freezeBackbone && !o.weights && !o.resume) throw new Error('--freeze-backbone needs --weights (a trained backbone)');
+      const r = await train({
+        recipe, out: o.out, resume: o.resume, resumeEpochs: int(o.epochs, '--epochs'),
+        weights: o.weights, replaceClassifier: int(o.replaceClassifier, '--replace-classifier'), freezeBackbone: o.freezeBackbone,
+        threads: int(o.threads, '--threads'), evalBatch: int(o.evalBatch, '--eval-batch'), saveEvery: int(o.saveEvery, '--save-every'),
+        stopAfterSteps: int(o.stopAfter, '--stop-after'), onnx: o.onnx, progress: o.progress, handleSignals: true,
+      });
+      if (r.stopped) process.exitCode = 0;
+    });
+
+  // ---- eval ----
+  program
+    .command('eval')
+    .description('evaluate weights on a dataset: top-1, top-5, per-class accuracy, confusion matrix')
+    .requiredOption('--weights <file>', 'weights (.safetensors)')
+    .requiredOption('--dataset <name|dir>', 'fashion-mnist, cifar10, or an image folder')
+    .option('--data <dir>', 'where the dataset is (default: its usual place)')
+    .addOption(new Option('--split <split>', 'split').choices(['test', 'train']).default('test'))
+    .option('--batch <n>', 'batch size', '250')
+    .option('--limit <n>', 'evaluate a fixed random subset of n images')
+    .option('--seed <n>', 'seed of the --limit subset', '0')
+    .option('--threads <n>', 'engine threads (default: all cores)')
+    .option('--confusion <png>', 'write the confusion matrix as a PNG heat map')
+    .option('--json', 'print {"top1", "top5", "correct", "total"} as JSON on stdout (and nothing else)')
+    .option('--full-json', 'print the full result (per-class accuracy, confusion matrix) as JSON')
+    .option('--no-progress', 'no progress bar')
+    .action(async (o: {
+      weights: string; dataset: string; data?: string; split: 'test' | 'train'; batch: string; limit?: string; seed: string;
+      threads?: string; confusion?: string; json?: boolean; fullJson?: boolean; progress: boolean;
+    }) => {
+      if (!existsSync(o.weights)) throw new Error(`${o.weights}: no such weights file`);
+      const m = loadWeights(o.weights);
+      const src = await openDataset(o.dataset, o.split, { dir: o.data, resolution: m.graph.config.resolution });
+      const ds = limitDataset(src.dataset, int(o.limit, '--limit') ?? 0, int(o.seed, '--seed') ?? 0);
+      const model = new NativeModel(m.graph, m.weights, { threads: int(o.threads, '--threads') });
+      const pb = progressBar(o.progress && Boolean(process.stderr.isTTY), `evaluating |{bar}| {value}/{total} images | {speed} img/s | ETA {eta_formatted}`);
+      pb?.start(ds.count, 0, { speed: '-' });
+      const t0 = performance.now();
+      let r;
+      try {
+        r = await evaluate(model, ds, src.input, int(o.batch, '--batch'), {
+          onProgress: (d) => pb?.update(d, { speed: (d / ((performance.now() - t0) / 1000)).toFixed(1) }),
+        });
+      } finally {
+        pb?.stop();
+      }
+      const secs = (performance.now() - t0) / 1000;
+      if (o.confusion) await writeConfusionPng(r, o.confusion);
+      if (o.json) {
+        process.stdout.write(`${JSON.stringify({ top1: r.top1, top5: r.top5, correct: r.correct, total: r.total })}\n`);
+      } else if (o.fullJson) {
+        process.stdout.write(`${JSON.stringify({ dataset: ds.name, ...evalToJSON(r) }, null, 2)}\n`);
+      } else {
+        console.log(`${o.weights} on ${ds.name} (${ds.count} images, ${formatDuration(secs)}, ${(ds.count / secs).toFixed(1)} img/s)`);
+        console.log(formatEvalReport(r));
+        if (o.confusion) console.log(`confusion matrix: ${o.confusion}`);
+      }
+    });
+
+  // ---- plot ----
+  program
+    .command('plot')
+    .description("render a run's loss / accuracy / learning-rate curves (metrics.jsonl) to SVG and PNG")
+    .argument('<run-dir>', 'run folder (or its metrics.jsonl)')
+    .option('--out <dir>', 'output folder (default: the run folder)')
+    .action(async (dir: string, o: { out?: string }) => {
+      const p = await plotRun(dir, o.out);
+      console.log(`${p.epochs} epoch(s): wrote ${p.svg} and ${p.png}`);
+    });
+
+  // ---- data fetch ----
+  const data = program.command('data').description('datasets');
+  data
+    .command('fetch')
+    .description('download a dataset from its official URL (md5-checked, resumable)')
+    .addArgument(new Command().createArgument('<dataset>', 'dataset').choices(['cifar10', 'fashion-mnist']))
+    .option('--dir <dir>', 'destination folder (default data/<dataset>)')
+    .option('--base-url <url>', 'download from this base URL instead of the official one')
+    .option('--no-progress', 'no progress bar')
+    .action(async (name: DatasetName, o: { dir?: string; baseUrl?: string; progress: boolean }) => {
+      const dir = o.dir ?? DEFAULT_FETCH_DIR[name];
+      const st: { pb: ReturnType<typeof progressBar>; key: string } = { pb: null, key: '' };
+      const onProgress = (p: FetchProgress): void => {
+        if (!o.progress) return;
+        const key = `${p.phase}:${p.file}`;
+        if (key !== st.key) {
+          st.pb?.stop();
+          st.key = key;
+          st.pb = progressBar(true, `${p.phase.padEnd(8)} ${p.file} |{bar}| {percentage}% | {done} | ETA {eta_formatted}`);
+          st.pb?.start(p.total ?? 0, 0, { done: '0 MB' });
+        }
+        const pb = st.pb;
+        if (p.total !== null && pb && pb.getTotal() !== p.total) pb.setTotal(p.total);
+        pb?.update(p.done, { done: `${(p.done / 1e6).toFixed(1)}${p.total ? `/${(p.total / 1e6).toFixed(1)}` : ''} MB` });
+      };
+      try {
+        const r = await fetchDataset(name, dir, { baseUrl: o.baseUrl, onProgress });
+        st.pb?.stop();
+        st.pb = null;
+        for (const f of r.downloaded) console.error(`downloaded ${f}`);
+        for (const f of r.skipped) console.error(`already present (md5 ok) ${f}`);
+        if (r.extracted) console.error(`unpacked ${r.extracted}`);
+        console.log(r.dir);
+        console.error(`use it with: mnv2 train --dataset ${name} --data ${r.dir}`);
+      } finally {
+        st.pb?.stop();
+      }
+    });
+}

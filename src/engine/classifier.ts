@@ -1,0 +1,42 @@
+/**
+ * One interface over both engines: the native oneDNN engine and ONNX Runtime on the project's own export.
+ * Both run the same weights and must agree (tests check it).
+ */
+import { NativeModel } from './native/model.js';
+import { OrtModel } from './onnx/session.js';
+import { exportOnnx } from './onnx/export.js';
+import type { Graph } from '../model/graph.js';
+import type { StateDict } from '../model/weights.js';
+
+export type EngineName = 'native' | 'ort';
+
+export interface Classifier {
+  readonly engine: EngineName;
+  /** Eval-mode logits [N, classes] for an NCHW float32 batch. */
+  run(input: Float32Array, batch: number): Promise<Float32Array>;
+  release(): Promise<void>;
+}
+
+export async function createClassifier(graph: Graph, weights: StateDict, engine: EngineName, threads?: number): Promise<Classifier> {
+  if (engine === 'native') {
+    const m = new NativeModel(graph, weights, { threads });
+    return { engine, run: async (x, n) => m.predict(x, n), release: async () => {} };
+  }
+  if (engine === 'ort') {
+    const m = await OrtModel.create(exportOnnx(graph, weights), { threads });
+    return { engine, run: (x, n) => m.run(x, n), release: () => m.release() };
+  }
+  throw new Error(`unknown engine '${String(engine)}' (expected native or ort)`);
+}
+
+/** Indices and softmax probabilities of the k largest logits of row `i`. */
+export function topK(logits: Float32Array, classes: number, i: number, k: number): { index: number; prob: number }[] {
+  const row = logits.subarray(i * classes, (i + 1) * classes);
+  const max = row.reduce((a, b) => Math.max(a, b), -Infinity);
+  const exps = Array.from(row, (v) => Math.exp(v - max));
+  const sum = exps.reduce((a, b) => a + b, 0);
+  return exps
+    .map((e, index) => ({ index, prob: e / sum }))
+    .sort((a, b) => b.prob - a.prob)
+    .slice(0, Math.min(k, classes));
+}

@@ -1,0 +1,62 @@
+/** Per-layer summary (Table-2 style): input, operator, t, c, n, s, output, params, MACs, and totals. */
+import { nodeMacs, nodeParamCount, totalMacs, totalParams, type Graph } from './graph.js';
+import type { ModelConfig } from './config.js';
+
+export interface SummaryRow {
+  layer: string;
+  input: number[];
+  operator: string;
+  t: number | null;
+  c: number | null;
+  n: number | null;
+  s: number | null;
+  output: number[];
+  params: number;
+  macs: number;
+}
+
+export interface Summary {
+  config: ModelConfig;
+  rows: SummaryRow[];
+  totals: { params: number; macs: number };
+}
+
+export function summarize(graph: Graph): Summary {
+  const byName = new Map(graph.nodes.map((n) => [n.name, n]));
+  const rows = graph.layers.map((l) => {
+    const nodes = l.nodes.map((name) => byName.get(name)!);
+    return {
+      layer: l.label,
+      input: [...l.inShape],
+      operator: l.operator,
+      t: l.t ?? null,
+      c: l.c ?? null,
+      n: l.n ?? null,
+      s: l.s ?? null,
+      output: [...l.outShape],
+      params: nodes.reduce((s, n) => s + nodeParamCount(n), 0),
+      macs: nodes.reduce((s, n) => s + nodeMacs(n), 0),
+    };
+  });
+  return { config: graph.config, rows, totals: { params: totalParams(graph), macs: totalMacs(graph) } };
+}
+
+const fmtShape = (s: number[]): string => (s.length === 3 ? `${s[1]}x${s[2]}x${s[0]}` : `1x1x${s[0]}`);
+const fmtInt = (v: number): string => v.toLocaleString('en-US');
+
+/** The summary as a fixed-width text table (shapes as H x W x C, like the paper). */
+export function formatSummary(s: Summary): string {
+  const head = ['layer', 'input', 'operator', 't', 'c', 'n', 's', 'output', 'params', 'MACs'];
+  const body = s.rows.map((r) => [
+    r.layer, fmtShape(r.input), r.operator, r.t ?? '-', r.c ?? '-', r.n ?? '-', r.s ?? '-', fmtShape(r.output), fmtInt(r.params), fmtInt(r.macs),
+  ].map(String));
+  const total = ['total', '', '', '', '', '', '', '', fmtInt(s.totals.params), fmtInt(s.totals.macs)];
+  const all = [head, ...body, total];
+  const widths = head.map((_, i) => Math.max(...all.map((r) => r[i]!.length)));
+  const numeric = new Set([3, 4, 5, 6, 8, 9]);
+  const line = (r: string[]): string => r.map((v, i) => (numeric.has(i) ? v.padStart(widths[i]!) : v.padEnd(widths[i]!))).join('  ').trimEnd();
+  const rule = widths.map((w) => '-'.repeat(w)).join('  ');
+  const c = s.config;
+  const title = `MobileNetV2 ${c.arch}, alpha ${c.alpha}, ${c.resolution}x${c.resolution}x${c.inChannels}, ${c.numClasses} classes, ${c.activation}`;
+  return [title, '', line(head), rule, ...body.map(line), rule, line(total)].join('\n');
+}

@@ -1,0 +1,181 @@
+/**
+ * The native oneDNN engine against PyTorch golden fixtures (tools/make-fixtures.py), a finite-difference
+ * check, the ONNX Runtime path on the same weights, input validation and memory stability.
+ */
+import { describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { mobilenetV2 } from '../src/model/mobilenetv2.js';
+import { initWeights, type StateDict } from '../src/model/weights.js';
+import { NativeModel } from '../src/engine/native/model.js';
+import { native } from '../src/engine/native/binding.js';
+import { OrtModel } from '../src/engine/onnx/session.js';
+import { exportOnnx } from '../src/engine/onnx/export.js';
+import { loadWeights } from '../src/io/weights.js';
+import { Rng } from '../src/util/rng.js';
+import { fixturePath, get, loadFixture, maxAbs, maxAbsDiff, relL2 } from './helpers/fixtures.js';
+
+const seedWeights = (): ReturnType<typeof loadWeights> => loadWeights(fixturePath('seed-cifar.weights.safetensors'));
+
+describe('native engine vs PyTorch (eval mode)', () => {
+  for (const tag of ['seed-cifar', 'tv-0.35-96', 'tv-1.0-224']) {
+    it(`${tag}: logits within 1e-4 x max|logit|`, () => {
+      const { graph, weights } = loadWeights(fixturePath(`${tag}.weights.safetensors`));
+      const io = loadFixture(`${tag}.io.safetensors`).tensors;
+      const input = get(io, 'eval.input');
+      const ref = get(io, 'eval.logits');
+      const batch = ref.length / graph.config.numClasses;
+      const m = new NativeModel(graph, weights);
+      const out = m.predict(input, batch);
+      const err = maxAbsDiff(out, ref);
+      assert.ok(err <= 1e-4 * maxAbs(ref), `max abs error ${err} vs max|logit| ${maxAbs(ref)}`);
+    });
+  }
+});
+
+describe('native engine vs PyTorch (training mode, seed model, batch 8)', () => {
+  const { graph, weights } = seedWeights();
+  const fx = loadFixture('seed-cifar.io.safetensors');
+  const io = fx.tensors;
+  const zero = new Set<string>(JSON.parse(fx.metadata.structurally_zero ?? '[]') as string[]);
+  const m = new NativeModel(graph, weights);
+  const labels = Array.from(get(io, 'train.labels'));
+  const r = m.trainStep(get(io, 'train.input'), labels, 8, { inputGrad: true });
+
+  it('logits and loss', () => {
+    const ref = get(io, 'train.logits');
+    assert.ok(maxAbsDiff(r.logits, ref) <= 1e-4 * maxAbs(ref), `logits error ${maxAbsDiff(r.logits, ref)}`);
+    assert.ok(Math.abs(r.loss - get(io, 'train.loss')[0]!) <= 1e-5, `loss ${r.loss} vs ${get(io, 'train.loss')[0]}`);
+  });
+
+  it('every parameter gradient within 1e-3 relative L2 (structurally zero ones: |g| <= 1e-5)', () => {
+    assert.equal(m.grads.size, graph.params.length);
+    const bad: string[] = [];
+    for (const [name, g] of m.grads) {
+      const ref = get(io, `grad.${name}`);
+      if (zero.has(name)) {
+        // PyTorch's own float64 norm is ~1e-17 here: BN in train mode cancels these biases exactly.
+        if (maxAbs(g) > 1e-5) bad.push(`${name}: max |g| ${maxAbs(g)} for a structurally zero gradient`);
+        continue;
+      }
+      const e = relL2(g, ref);
+      if (!(e <= 1e-3)) bad.push(`${name}: relative L2 ${e.toExponential(2)}`);
+    }
+    assert.deepEqual(bad, []);
+  });
+
+  it('input gradient within 1e-3 relative L2', () => {
+    const e = relL2(m.inputGrad(8), get(io, 'grad.input'));
+    assert.ok(e <= 1e-3, `input gradient relative L2 ${e}`);
+  });
+
+  it('running statistics updated like PyTorch (momentum 0.1, unbiased variance) within 1e-5', () => {
+    let worst = 0;
+    let n = 0;
+    for (const [k, v] of io) {
+      if (!k.startsWith('running.')) continue;
+      worst = Math.max(worst, maxAbsDiff(get(m.weights, k.slice('running.'.length)), v));
+      n++;
+    }
+    assert.equal(n, 2 * graph.nodes.filter((x) => x.op === 'bn').length);
+    assert.ok(worst <= 1e-5, `running stats max abs error ${worst}`);
+    assert.equal(get(m.weights, 'bn1.num_batches_tracked')[0], 1);
+  });
+});
+
+describe('finite differences (tiny ImageNet-style model, relu6, dropout off)', () => {
+  it('directional derivatives of the loss match the gradients within 2%', () => {
+    const graph = mobilenetV2('imagenet', { alpha: 0.35, resolution: 32, numClasses: 5, dropout: 0 });
+    const w = initWeights(graph, 3);
+    const rng = new Rng(11);
+    const batch = 4;
+    const x = Float32Array.from({ length: batch * 3 * 32 * 32 }, () => rng.normal());
+    const labels = [0, 3, 1, 4];
+    const m = new NativeModel(graph, w);
+    m.trainStep(x, labels, batch);
+    const checks = ['features.0.0.weight', 'features.2.conv.1.0.weight', 'features.5.conv.2.weight', 'features.9.conv.3.weight', 'features.18.1.bias', 'classifier.1.weight'];
+    for (const name of checks) {
+      const p = get(m.weights, name);
+      const dir = Float32Array.from(p, () => rng.normal());
+      const dirNorm = Math.sqrt(dir.reduce((s, v) => s + v * v, 0));
+      const g = get(m.grads, name);
+      let analytic = 0;
+      for (let i = 0; i < p.length; i++) analytic += g[i]! * dir[i]! / dirNorm;
+      const base = Float32Array.from(p);
+      const eps = 1e-2 * Math.max(1e-3, Math.sqrt(base.reduce((s, v) => s + v * v, 0) / base.length));
+      const lossAt = (t: number): number => {
+        for (let i = 0; i < p.length; i++) p[i] = base[i]! + (t * dir[i]!) / dirNorm;
+        m.weightsChanged();
+        return m.trainStep(x, labels, batch).loss;
+      };
+      const numeric = (lossAt(eps) - lossAt(-eps)) / (2 * eps);
+      p.set(base);
+      const rel = Math.abs(numeric - analytic) / Math.max(Math.abs(analytic), 1e-6);
+      assert.ok(rel <= 0.02, `${name}: numeric ${numeric} vs analytic ${analytic} (rel ${rel})`);
+    }
+  });
+});
+
+describe('native engine and ONNX Runtime agree on the same weights', () => {
+  const cases: [string, () => { graph: ReturnType<typeof mobilenetV2>; weights: StateDict }][] = [
+    ['seed-cifar', () => seedWeights()],
+    ['imagenet alpha 0.35 @ 96', () => loadWeights(fixturePath('tv-0.35-96.weights.safetensors'))],
+  ];
+  for (const [tag, make] of cases) {
+    it(`${tag}: logits within 1e-4 relative`, async () => {
+      const { graph, weights } = make();
+      const batch = 3;
+      const rng = new Rng(5);
+      const x = Float32Array.from({ length: batch * 3 * graph.config.resolution ** 2 }, () => rng.normal());
+      const a = new NativeModel(graph, weights).predict(x, batch);
+      const ort = await OrtModel.create(exportOnnx(graph, weights), { threads: 2 });
+      const b = await ort.run(x, batch);
+      await ort.release();
+      const err = maxAbsDiff(a, b);
+      assert.ok(err <= 1e-4 * maxAbs(b), `max abs diff ${err}, max|logit| ${maxAbs(b)}`);
+    });
+  }
+});
+
+describe('validation: bad calls throw, never crash', () => {
+  const graph = mobilenetV2('imagenet', { alpha: 0.35, resolution: 32, numClasses: 3 });
+  const m = new NativeModel(graph, initWeights(graph, 1));
+  it('wrong input length, batch, labels', () => {
+    assert.throws(() => m.predict(new Float32Array(10), 1), /input has 10 values/);
+    assert.throws(() => m.predict(new Float32Array(0), 0), /batch must be a positive integer/);
+    assert.throws(() => m.trainStep(new Float32Array(2 * 3 * 32 * 32), [0], 2), /labels has 1 entries/);
+    assert.throws(() => m.trainStep(new Float32Array(2 * 3 * 32 * 32), [0, 7], 2), /label 7 at index 1/);
+  });
+  it('malformed programs are rejected in C++ with a message', () => {
+    const { Program } = native();
+    const bad: [unknown, RegExp][] = [
+      [undefined, /expected one spec object/],
+      [{ actFormat: 'xyz', buffers: [], segments: [] }, /actFormat/],
+      [{ actFormat: 'nhwc', buffers: [{ layout: 'act', dims: [1, 2, 3] }], segments: [] }, /act buffers must be 4-D/],
+      [{ actFormat: 'nhwc', buffers: [{ layout: 'plain', dims: [4], data: new Float32Array(3) }], segments: [] }, /has 3 elements/],
+      [{ actFormat: 'nhwc', buffers: [{ layout: 'plain', dims: [-1] }], segments: [] }, /non-negative integer|1\.\.2\^31/],
+      [{ actFormat: 'nhwc', buffers: [{ layout: 'plain', dims: [4], data: new Int32Array(4) }], segments: [] }, /Float32Array/],
+      [{ actFormat: 'nhwc', buffers: [], segments: [[{ op: 'reorder', src: 0, dst: 1 }]] }, /refers to buffer 0 of 0/],
+      [{ actFormat: 'nhwc', buffers: [{ layout: 'act', dims: [1, 8, 4, 4] }, { layout: 'plain', dims: [8, 8, 3, 3] }, { layout: 'act', dims: [1, 8, 5, 5] }],
+        segments: [[{ op: 'conv', src: 0, wei: 1, dst: 2, stride: [1, 1], padL: [1, 1], padR: [1, 1], groups: 1 }]] }, /conv output has dims \[1, 8, 5, 5\], expected \[1, 8, 4, 4\]/],
+      [{ actFormat: 'nhwc', buffers: [{ layout: 'act', dims: [1, 8, 4, 4] }, { layout: 'plain', dims: [8, 8, 3, 3] }, { layout: 'act', dims: [1, 8, 4, 4] }],
+        segments: [[{ op: 'conv', src: 0, wei: 1, dst: 2, stride: [1, 1], padL: [1, 1], padR: [1, 1], groups: 3 }]] }, /groups 3 must divide/],
+      [{ actFormat: 'nhwc', buffers: [], segments: [[{ op: 'nope' }]] }, /unknown op 'nope'/],
+    ];
+    for (const [spec, re] of bad) assert.throws(() => new Program(spec as never), re);
+    const ok = new Program({ actFormat: 'nhwc', buffers: [], segments: [[]] });
+    assert.throws(() => ok.run(3), /no segment 3/);
+  });
+});
+
+describe('memory stays flat', () => {
+  it('1,000 training steps grow RSS by less than 50 MB after warm-up', () => {
+    const graph = mobilenetV2('imagenet', { alpha: 0.35, resolution: 32, numClasses: 4 });
+    const m = new NativeModel(graph, initWeights(graph, 2), { threads: 2 });
+    const x = new Float32Array(2 * 3 * 32 * 32).fill(0.5);
+    for (let i = 0; i < 50; i++) m.trainStep(x, [1, 2], 2, { rng: new Rng(i) });
+    const before = process.memoryUsage().rss;
+    for (let i = 0; i < 1000; i++) m.trainStep(x, [1, 2], 2, { rng: new Rng(i) });
+    const grown = (process.memoryUsage().rss - before) / 1e6;
+    assert.ok(grown < 50, `RSS grew by ${grown.toFixed(1)} MB over 1000 steps`);
+  });
+});
