@@ -3,6 +3,7 @@
 import { Command } from 'commander';
 import { registerModelCommands } from './model-commands.js';
 import { registerBenchCommand } from './bench-command.js';
+import { registerTrainCommands } from './train-commands.js';
 
 const program = new Command();
 program
@@ -12,6 +13,7 @@ program
 
 registerModelCommands(program);
 registerBenchCommand(program);
+registerTrainCommands(program);
 
 program.parseAsync(process.argv).catch((e: unknown) => {
   console.error(`mnv2: ${e instanceof Error ? e.message : String(e)}`);

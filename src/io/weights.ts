@@ -44,7 +44,8 @@ export function loadWeights(path: string, hint: ArchHint = {}): LoadedWeights {
     if (!arch) throw new Error(`${path}: no ${CONFIG_KEY} metadata and the keys match neither torchvision's nor the seed's MobileNetV2; pass --arch imagenet|seed-cifar`);
     const cls = file.tensors.get(CLASSIFIER[arch]);
     const numClasses = hint.numClasses ?? cls?.shape[0];
-    config = makeConfig(arch, { alpha: hint.alpha, numClasses, resolution: hint.resolution, bnEps: hint.bnEps });
+    const base = { numClasses, resolution: hint.resolution, bnEps: hint.bnEps };
+    config = makeConfig(arch, { ...base, alpha: hint.alpha ?? detectAlpha(arch, base, file.tensors) });
   }
   const graph = buildGraph(config);
   const expected = new Set([...graph.params, ...graph.buffers].map((t) => t.name));
@@ -67,6 +68,16 @@ export function loadWeights(path: string, hint: ArchHint = {}): LoadedWeights {
   }
   return { graph, weights, extra, metadata: file.metadata };
 }
+
+/** The standard width multiplier whose parameter shapes all match the file (PyTorch files carry no config). */
+function detectAlpha(arch: Arch, base: Partial<ModelConfig>, tensors: ReadonlyMap<string, { shape: number[] }>): number | undefined {
+  const fits = STANDARD_ALPHAS.filter((alpha) =>
+    buildGraph(makeConfig(arch, { ...base, alpha })).params.every((p) => tensors.get(p.name)?.shape.join() === p.shape.join()),
+  );
+  return fits.length === 1 ? fits[0] : undefined;
+}
+
+const STANDARD_ALPHAS = [0.35, 0.5, 0.75, 1, 1.3, 1.4];
 
 function guessArch(tensors: ReadonlyMap<string, unknown>): Arch | undefined {
   if (tensors.has('features.0.0.weight')) return 'imagenet';
