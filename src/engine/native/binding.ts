@@ -28,7 +28,7 @@ export interface NativeProgram {
 interface Addon {
   Program: new (spec: ProgramSpec) => NativeProgram;
   setNumThreads(n: number): void;
-  info(): { onednn: string; maxThreads: number; isa: number };
+  info(): { onednn: string; maxThreads: number; actFormat: ActFormat };
 }
 
 let addon: Addon | null = null;

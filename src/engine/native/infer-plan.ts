@@ -3,7 +3,7 @@
  * the BN folded into its weights and bias and the rest as post-ops. Dropout is the identity in eval mode.
  */
 import type { ActFormat, OpSpec, ProgramSpec } from './binding.js';
-import { ProgramBuilder, consumers, convGeometry, dims4, type Externals } from './plan.js';
+import { ProgramBuilder, consumers, convGeometry, dims4, networkInput, type Externals } from './plan.js';
 import type { Graph, GraphNode } from '../../model/graph.js';
 import type { StateDict } from '../../model/weights.js';
 import { foldConvBn, foldChains } from '../../model/fold.js';
@@ -29,9 +29,7 @@ export function buildInferProgram(graph: Graph, batch: number, ext: Externals, a
   const seg: OpSpec[] = b.segment();
   const val = new Map<string, number>();
   const inDims = dims4(batch, graph.inputShape);
-  const inPlain = b.plain(inDims, ext.get(INFER_IO.input));
-  val.set(graph.input, b.act(inDims));
-  seg.push({ op: 'reorder', name: 'input', src: inPlain, dst: val.get(graph.input) });
+  val.set(graph.input, networkInput(b, seg, b.plain(inDims, ext.get(INFER_IO.input)), inDims));
 
   const chains = new Map(foldChains(graph).map((c) => [c.conv.name, c]));
   const done = new Set<string>();

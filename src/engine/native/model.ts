@@ -14,7 +14,7 @@ import { Rng } from '../../util/rng.js';
 export interface NativeOptions {
   /** oneDNN (OpenMP) threads; default: all cores. */
   threads?: number;
-  /** Activation memory layout inside the engine (default nhwc). */
+  /** Activation memory layout inside the engine (default: blocked for the CPU's vector width). */
   actFormat?: ActFormat;
 }
 
@@ -76,8 +76,7 @@ export class NativeModel {
 
   constructor(graph: Graph, weights?: StateDict, opts: NativeOptions = {}) {
     this.graph = graph;
-    this.actFormat = opts.actFormat ?? 'nhwc';
-    native();
+    this.actFormat = opts.actFormat ?? native().info().actFormat;
     setThreads(opts.threads ?? os.availableParallelism());
     const src = weights ?? initWeights(graph);
     checkStateDict(graph, src, 'weights', true);

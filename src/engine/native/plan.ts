@@ -78,6 +78,17 @@ export class ProgramBuilder {
   }
 }
 
+/**
+ * The value the stem conv reads: with blocked activations oneDNN's first-layer kernels read plain NCHW
+ * directly; with channels-last they do not (a reference kernel would run), so the input is reordered first.
+ */
+export function networkInput(b: ProgramBuilder, seg: OpSpec[], plain: number, dims: number[]): number {
+  if (b.actFormat !== 'nhwc') return plain;
+  const act = b.act(dims);
+  seg.push({ op: 'reorder', name: 'input', src: plain, dst: act });
+  return act;
+}
+
 export function convGeometry(n: ConvNode): Record<string, unknown> {
   const [pt, pl, pb, pr] = n.pads;
   return { stride: [n.stride, n.stride], padL: [pt, pl], padR: [pb, pr], groups: n.groups };
@@ -125,9 +136,7 @@ export function buildTrainProgram(graph: Graph, batch: number, ext: Externals, a
   const grad = (name: string, dims: number[]): number => b.plain(dims, ext.get(TRAIN_IO.grad(name)));
 
   const inDims = dims4(batch, graph.inputShape);
-  const inPlain = io(TRAIN_IO.input, inDims);
-  val.set(graph.input, b.act(inDims));
-  fwd.push({ op: 'reorder', name: 'input', src: inPlain, dst: val.get(graph.input) });
+  val.set(graph.input, networkInput(b, fwd, io(TRAIN_IO.input, inDims), inDims));
 
   // BN followed by its only consumer, a ReLU, runs as one fused primitive (oneDNN fuse_norm_relu).
   const fusedRelu = new Set<string>();

@@ -1,0 +1,111 @@
+/** The CLI end to end: summary, export, infer on both engines, predict, bench, and its errors. */
+import { describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
+import { mkdtempSync, writeFileSync, readFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import sharp from 'sharp';
+import { readSafetensors, toFloat32, writeSafetensors } from '../src/io/safetensors.js';
+import { loadWeights, saveWeights } from '../src/io/weights.js';
+import { mobilenetV2 } from '../src/model/mobilenetv2.js';
+import { initWeights } from '../src/model/weights.js';
+import { fixturePath, get, loadFixture, maxAbs, maxAbsDiff } from './helpers/fixtures.js';
+
+const run = promisify(execFile);
+const CLI = fileURLToPath(new URL('../src/cli/main.js', import.meta.url));
+const mnv2 = (...args: string[]) => run(process.execPath, [CLI, ...args], { maxBuffer: 1 << 24 });
+const tmp = mkdtempSync(path.join(os.tmpdir(), 'mnv2-cli-'));
+
+describe('mnv2 CLI', () => {
+  it('summary --json totals', async () => {
+    const { stdout } = await mnv2('summary', '--json');
+    assert.deepEqual(JSON.parse(stdout).totals, { params: 3_504_872, macs: 300_774_272 });
+    const seed = JSON.parse((await mnv2('summary', '--arch', 'seed-cifar', '--json')).stdout);
+    assert.deepEqual(seed.totals, { params: 2_296_922, macs: 91_154_944 });
+    const small = JSON.parse((await mnv2('summary', '--alpha', '0.35', '--resolution', '96', '--classes', '10', '--json')).stdout);
+    assert.equal(small.config.numClasses, 10);
+    assert.equal(small.rows.at(-1).output[0], 10);
+  });
+
+  it('infer: a PyTorch state dict (no metadata) on both engines matches the PyTorch logits', async () => {
+    const io = loadFixture('seed-cifar.io.safetensors').tensors;
+    const input = path.join(tmp, 'input.safetensors');
+    writeSafetensors(input, { input: { dtype: 'F32', shape: [4, 3, 32, 32], data: get(io, 'eval.input') } });
+    const ref = get(io, 'eval.logits');
+    for (const engine of ['native', 'ort']) {
+      const out = path.join(tmp, `logits-${engine}.safetensors`);
+      await mnv2('infer', '--weights', fixturePath('seed-cifar.weights.safetensors'), '--input', input, '--output', out, '--engine', engine);
+      const t = readSafetensors(out).tensors.get('logits')!;
+      assert.deepEqual(t.shape, [4, 10]);
+      const logits = toFloat32(t, 'logits', out);
+      assert.ok(maxAbsDiff(logits, ref) <= 1e-4 * maxAbs(ref), `${engine}: ${maxAbsDiff(logits, ref)}`);
+    }
+  });
+
+  it('export onnx writes a model whose config travels in its metadata; checkpoints rebuild from the file alone', async () => {
+    const g = mobilenetV2('imagenet', { alpha: 0.5, resolution: 64, numClasses: 7 });
+    const w = path.join(tmp, 'own.safetensors');
+    saveWeights(w, g, initWeights(g, 4));
+    const loaded = loadWeights(w);
+    assert.deepEqual(loaded.graph.config, g.config);
+    const onnx = path.join(tmp, 'own.onnx');
+    await mnv2('export', 'onnx', '--weights', w, '--out', onnx);
+    assert.ok(readFileSync(onnx).includes(Buffer.from('mnv2.config')));
+  });
+
+  it('predict prints top-k with labels for images', async () => {
+    const g = mobilenetV2('seed-cifar');
+    const w = path.join(tmp, 'seed.safetensors');
+    saveWeights(w, g, initWeights(g, 1), new Map(), { 'mnv2.preprocess': 'fashion-mnist', 'mnv2.labels': 'fashion-mnist' });
+    const img = path.join(tmp, 'shirt.png');
+    await sharp({ create: { width: 40, height: 50, channels: 3, background: { r: 200, g: 200, b: 200 } } }).png().toFile(img);
+    const { stdout } = await mnv2('predict', '--weights', w, '--top', '3', '--json', img);
+    const res = JSON.parse(stdout);
+    assert.equal(res.length, 1);
+    assert.equal(res[0].top.length, 3);
+    const probs = res[0].top.map((t: { prob: number }) => t.prob);
+    assert.ok(probs[0] >= probs[1] && probs[1] >= probs[2]);
+    assert.ok(res[0].top.every((t: { label: string }) => ['T-shirt/top', 'Trouser', 'Pullover', 'Dress', 'Coat', 'Sandal', 'Shirt', 'Sneaker', 'Bag', 'Ankle boot'].includes(t.label)));
+  });
+
+  it('bench --json prints one line with img_per_s', async () => {
+    const { stdout } = await mnv2('bench', '--workload', 'infer-seed', '--batch', '2', '--steps', '1', '--warmup', '0', '--json');
+    const r = JSON.parse(stdout);
+    assert.equal(r.workload, 'infer-seed');
+    assert.ok(r.img_per_s > 0);
+  });
+
+  it('bad input: clear errors naming the file, non-zero exit', async () => {
+    const garbage = path.join(tmp, 'garbage.safetensors');
+    writeFileSync(garbage, 'not a safetensors file at all');
+    const cases: [string[], RegExp][] = [
+      [['infer', '--weights', garbage, '--input', garbage, '--output', path.join(tmp, 'x.safetensors')], /garbage\.safetensors: header length/],
+      [['predict', '--weights', fixturePath('seed-cifar.weights.safetensors'), path.join(tmp, 'missing.jpg')], /could not read image '.*missing\.jpg'/],
+      [['predict', '--weights', path.join(tmp, 'nope.safetensors'), 'a.jpg'], /nope\.safetensors: no such file/],
+      [['summary', '--resolution', '100'], /multiple of 32/],
+    ];
+    for (const [args, re] of cases) {
+      await assert.rejects(mnv2(...args), (e: { stderr: string; code: number }) => {
+        assert.match(e.stderr, re);
+        assert.equal(e.code, 1);
+        return true;
+      });
+    }
+  });
+
+  it('loading a state dict with a missing or mis-shaped tensor names it', () => {
+    const src = readSafetensors(fixturePath('seed-cifar.weights.safetensors'));
+    const tensors = new Map([...src.tensors].filter(([k]) => k !== 'layers.3.bn2.running_var').map(([k, t]) => [k, { dtype: 'F32' as const, shape: t.shape, data: toFloat32(t, k, 'x') }]));
+    const f = path.join(tmp, 'broken.safetensors');
+    const conv = tensors.get('layers.5.conv1.weight')!;
+    tensors.set('layers.5.conv1.weight', { ...conv, shape: [conv.shape[0]! / 2, conv.shape[1]! * 2, 1, 1] });
+    writeSafetensors(f, tensors);
+    assert.throws(() => loadWeights(f), (e: Error) => /missing layers\.3\.bn2\.running_var/.test(e.message) && /broken\.safetensors/.test(e.message));
+    tensors.set('layers.3.bn2.running_var', { dtype: 'F32', shape: [144], data: new Float32Array(144) });
+    writeSafetensors(f, tensors);
+    assert.throws(() => loadWeights(f), /layers\.5\.conv1\.weight has shape \[96, 64, 1, 1\], the model expects \[192, 32, 1, 1\]/);
+  });
+});
