@@ -8,7 +8,7 @@
  *   fallback) and a bilinear resize (half-pixel centres, no antialiasing) on uint8 HWC images.
  */
 import type { Rng } from '../util/rng.js';
-import { inputShape, normalizationTables, writeImage, type Dataset, type InputConvention } from './dataset.js';
+import { writeBatch, type Dataset, type InputConvention, type Placement } from './dataset.js';
 
 export interface SeedAugmentOptions {
   /** RandomCrop padding on each side (default 4). */
@@ -17,12 +17,8 @@ export interface SeedAugmentOptions {
   flip?: boolean;
 }
 
-export interface CropFlip {
-  /** Crop offset relative to the un-shifted image: top = dy + padding, in [-padding, padding]. */
-  dy: number;
-  dx: number;
-  flip: boolean;
-}
+/** A crop offset in [-padding, padding] per axis and a flip (the seed's RandomCrop + RandomHorizontalFlip). */
+export type CropFlip = Placement;
 
 /**
  * Draws one image's crop/flip, in torchvision's order: i = randint(0, 2P+1) (top), j = randint(0, 2P+1) (left),
@@ -46,19 +42,7 @@ export function seedAugmentBatch(
   const padding = opts.padding ?? 4;
   const flip = opts.flip ?? true;
   if (!Number.isInteger(padding) || padding < 0) throw new Error(`seedAugmentBatch: padding must be an integer ≥ 0, got ${padding}`);
-  const shape = inputShape(ds, conv);
-  const per = shape.channels * shape.height * shape.width;
-  const need = indices.length * per;
-  if (out.length < need) throw new Error(`seedAugmentBatch: output has ${out.length} values, batch needs ${need}`);
-  const tables = normalizationTables(conv);
-  const imgSize = ds.channels * ds.height * ds.width;
-  for (let n = 0; n < indices.length; n++) {
-    const idx = indices[n]!;
-    if (!(idx >= 0 && idx < ds.count)) throw new RangeError(`seedAugmentBatch: index ${idx} out of range [0, ${ds.count})`);
-    const p = sampleCropFlip(rng, padding, flip);
-    writeImage(ds.images, idx * imgSize, ds.channels, ds.height, ds.width, out, n * per, shape.channels, conv.pad, tables, p.dy, p.dx, p.flip);
-  }
-  return out.subarray(0, need);
+  return writeBatch(ds, indices, out, conv, 'seedAugmentBatch', () => sampleCropFlip(rng, padding, flip));
 }
 
 /** Horizontal flip of a uint8 HWC image (new array). */

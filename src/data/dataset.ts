@@ -33,13 +33,8 @@ export interface InputConvention extends NormSpec {
   readonly pad: number;
 }
 
-export const FASHION_MNIST_CLASSES: readonly string[] = Object.freeze([
-  'T-shirt/top', 'Trouser', 'Pullover', 'Dress', 'Coat', 'Sandal', 'Shirt', 'Sneaker', 'Bag', 'Ankle boot',
-]);
-
-export const CIFAR10_CLASSES: readonly string[] = Object.freeze([
-  'airplane', 'automobile', 'bird', 'cat', 'deer', 'dog', 'frog', 'horse', 'ship', 'truck',
-]);
+/** Class names (the lists live in labels.ts). */
+export { FASHION_MNIST_LABELS as FASHION_MNIST_CLASSES, CIFAR10_LABELS as CIFAR10_CLASSES } from './labels.js';
 
 export const FASHION_MNIST_NORM: NormSpec = Object.freeze({ mean: Object.freeze([0.286]), std: Object.freeze([0.353]) });
 export const CIFAR10_NORM: NormSpec = Object.freeze({
@@ -168,16 +163,34 @@ export function writeImage(
  * `out` must hold at least indices.length · C · H · W values (see inputShape); returns the filled view.
  */
 export function toModelInput(ds: Dataset, indices: ArrayLike<number>, out: Float32Array, conv: InputConvention): Float32Array {
+  return writeBatch(ds, indices, out, conv, 'toModelInput');
+}
+
+/** Where image n is taken from: crop offsets (within the padded image) and a horizontal flip. */
+export interface Placement {
+  dy: number;
+  dx: number;
+  flip: boolean;
+}
+
+/**
+ * Writes images `indices` as a normalized NCHW batch into `out` (returns the filled view), each placed by
+ * `place` (augmentation) or unchanged. `who` names the caller in errors.
+ */
+export function writeBatch(
+  ds: Dataset, indices: ArrayLike<number>, out: Float32Array, conv: InputConvention, who: string, place?: () => Placement,
+): Float32Array {
   const shape = inputShape(ds, conv);
   const per = shape.channels * shape.height * shape.width;
   const need = indices.length * per;
-  if (out.length < need) throw new Error(`toModelInput: output has ${out.length} values, batch needs ${need}`);
+  if (out.length < need) throw new Error(`${who}: output has ${out.length} values, batch needs ${need}`);
   const tables = normalizationTables(conv);
   const imgSize = ds.channels * ds.height * ds.width;
   for (let i = 0; i < indices.length; i++) {
     const idx = indices[i]!;
-    if (!(idx >= 0 && idx < ds.count)) throw new RangeError(`toModelInput: index ${idx} out of range [0, ${ds.count})`);
-    writeImage(ds.images, idx * imgSize, ds.channels, ds.height, ds.width, out, i * per, shape.channels, conv.pad, tables);
+    if (!(idx >= 0 && idx < ds.count)) throw new RangeError(`${who}: index ${idx} out of range [0, ${ds.count})`);
+    const p = place?.();
+    writeImage(ds.images, idx * imgSize, ds.channels, ds.height, ds.width, out, i * per, shape.channels, conv.pad, tables, p?.dy, p?.dx, p?.flip);
   }
   return out.subarray(0, need);
 }

@@ -4,12 +4,10 @@
  * dict (converted with tools/pth-to-safetensors.py) needs the arch (and alpha) from the caller.
  */
 import { readSafetensors, toFloat32, writeSafetensors, type WritableTensor } from './safetensors.js';
-import { configFromJSON, makeConfig, type Arch, type ModelConfig } from '../model/config.js';
+import { CONFIG_KEY, configFromJSON, makeConfig, type Arch, type ModelConfig } from '../model/config.js';
 import { buildGraph } from '../model/mobilenetv2.js';
 import type { Graph } from '../model/graph.js';
 import { checkStateDict, type StateDict } from '../model/weights.js';
-
-export const CONFIG_KEY = 'mnv2.config';
 
 export interface LoadedWeights {
   graph: Graph;

@@ -6,6 +6,9 @@
 /** One Table-2 row: expansion t, output channels c, repeats n, first stride s. */
 export type StageSetting = readonly [t: number, c: number, n: number, s: number];
 
+/** Metadata key holding the config as JSON, in safetensors and ONNX files alike. */
+export const CONFIG_KEY = 'mnv2.config';
+
 export type Arch = 'imagenet' | 'seed-cifar';
 export type ActivationKind = 'relu' | 'relu6';
 /** 'symmetric': PyTorch padding (k-1)/2. 'keras': TF 'same' padding, asymmetric for stride 2. */

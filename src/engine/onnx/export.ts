@@ -8,7 +8,8 @@ import { configFromJSON, type ModelConfig } from '../../model/config.js';
 import type { Graph } from '../../model/graph.js';
 import { checkStateDict, type StateDict } from '../../model/weights.js';
 import { foldBatchNorm, type FoldedGraph } from './fold.js';
-import { toHalfArray } from './fp16.js';
+import { CONFIG_KEY } from '../../model/config.js';
+import { float32ToFloat16 } from '../../io/safetensors.js';
 
 const { onnx } = onnxProto;
 type IModelProto = onnxProto.onnx.IModelProto;
@@ -17,7 +18,6 @@ type ITensorProto = onnxProto.onnx.ITensorProto;
 type IAttributeProto = onnxProto.onnx.IAttributeProto;
 type IValueInfoProto = onnxProto.onnx.IValueInfoProto;
 
-export const CONFIG_KEY = 'mnv2.config';
 export const FORMAT_KEY = 'mnv2.format_version';
 export const FORMAT_VERSION = '1';
 export const ONNX_INPUT = 'input';
@@ -44,7 +44,7 @@ const attrFloat = (name: string, f: number): IAttributeProto => ({ name, type: A
 function tensor(name: string, dims: readonly number[], data: ArrayLike<number>, fp16: boolean): ITensorProto {
   let raw: Uint8Array;
   if (fp16) {
-    const h = toHalfArray(data);
+    const h = float32ToFloat16(Float32Array.from(data));
     raw = new Uint8Array(h.length * 2);
     const dv = new DataView(raw.buffer);
     for (let i = 0; i < h.length; i++) dv.setUint16(i * 2, h[i]!, true);

@@ -6,7 +6,7 @@
  */
 import type { ActivationKind } from '../../model/config.js';
 import { foldConvBn } from '../../model/fold.js';
-import type { ConvNode, Graph, GraphNode, Pads } from '../../model/graph.js';
+import type { ConvNode, Graph, GraphNode } from '../../model/graph.js';
 import type { StateDict } from '../../model/weights.js';
 
 interface FoldedBase {
@@ -18,16 +18,8 @@ interface FoldedBase {
   shape: readonly number[];
 }
 
-/** Conv with bias (BN folded in), optionally followed by an activation. */
-export interface FoldedConv extends FoldedBase {
-  op: 'conv';
-  input: string;
-  inC: number;
-  outC: number;
-  k: number;
-  stride: number;
-  pads: Pads;
-  groups: number;
+/** Conv with bias (BN folded in), optionally followed by an activation; geometry as the graph's conv. */
+export interface FoldedConv extends Omit<ConvNode, 'bias'> {
   /** [outC, inC / groups, k, k], row-major (OIHW). */
   weight: Float32Array;
   /** [outC]. */
