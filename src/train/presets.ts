@@ -3,7 +3,7 @@
  *
  *  - `fashion-mnist`: the seed's CIFAR-10 MobileNetV2 on Fashion-MNIST with the project's input convention (zero-pad
  *    28→32, replicate to 3 channels, mean 0.2860 / std 0.3530). SGD lr 0.1, momentum 0.9, wd 5e-4, cosine, batch
- *    128, crop(pad 4) + flip. The DEFAULT is a quick run sized for ~10 minutes on 2 cores (a 19,200-image subset of
+ *    128, crop(pad 4) + flip. The DEFAULT is a quick run sized for ~10 minutes on 2 cores (a 40,960-image subset of
  *    the training set, one epoch, cosine per step), then the full 10k test set; `full: true` (`--full`) is the
  *    full-length recipe (all 60k images, 40 epochs, cosine per epoch).
  *  - `seed-cifar10`: the seed's recipe: SGD lr 0.1, momentum 0.9, wd 5e-4, CosineAnnealingLR(T_max = epochs)
@@ -84,7 +84,7 @@ const SEED_SGD = {
 };
 
 /** Quick default of `fashion-mnist`: images and epochs sized for ~10 minutes on 2 cores. */
-export const FASHION_MNIST_QUICK = { trainLimit: 19200, epochs: 1, schedulePer: 'step' as const };
+export const FASHION_MNIST_QUICK = { trainLimit: 40960, epochs: 1, schedulePer: 'step' as const };
 /** The full-length Fashion-MNIST recipe (`--full`). */
 export const FASHION_MNIST_FULL = { trainLimit: 0, epochs: 40, schedulePer: 'epoch' as const };
 
