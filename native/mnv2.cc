@@ -56,6 +56,7 @@ class Program : public Napi::ObjectWrap<Program> {
   static Napi::Function Init(Napi::Env env) {
     return DefineClass(env, "Program",
                        {InstanceMethod("run", &Program::Run), InstanceMethod("implementations", &Program::Implementations),
+                        InstanceMethod("weightsChanged", &Program::WeightsChanged),
                         InstanceMethod("internalBytes", &Program::InternalBytes)});
   }
 
@@ -70,6 +71,7 @@ class Program : public Napi::ObjectWrap<Program> {
       else if (fmt == "nChw8c") actTag_ = tag::nChw8c;
       else if (fmt == "nchw") actTag_ = tag::nchw;
       else fail("actFormat must be nhwc, nChw16c, nChw8c or nchw, got " + fmt);
+      cacheWeights_ = flag(spec, "cacheWeights");
       parseBuffers(arr(spec, "buffers"));
       Napi::Array segs = arr(spec, "segments");
       for (uint32_t s = 0; s < segs.Length(); s++) {
@@ -97,6 +99,8 @@ class Program : public Napi::ObjectWrap<Program> {
   tag actTag_ = tag::nhwc;
   std::vector<Buffer> bufs_;
   std::vector<std::vector<Step>> segments_;
+  std::vector<Step> prep_;  // weight reorders when cacheWeights is set
+  bool cacheWeights_ = false, prepDirty_ = true;
   std::string curOp_;
 
   // ---- spec parsing helpers (every access validated) ----
@@ -207,7 +211,8 @@ class Program : public Napi::ObjectWrap<Program> {
     }
     memory internal(want, eng_);
     if (toWant) {
-      seg.push_back({reorder(user, internal), {{DNNL_ARG_FROM, user}, {DNNL_ARG_TO, internal}}, name + ".reorder"});
+      // With cached weights (inference), weight layouts are made once per weights change, not per run.
+      (cacheWeights_ ? prep_ : seg).push_back({reorder(user, internal), {{DNNL_ARG_FROM, user}, {DNNL_ARG_TO, internal}}, name + ".reorder"});
       reordered_.push_back({user.get_data_handle(), user.get_desc(), internal});
     } else {
       pendingOut_.push_back({reorder(internal, user), {{DNNL_ARG_FROM, internal}, {DNNL_ARG_TO, user}}, name + ".reorder"});
@@ -487,12 +492,22 @@ class Program : public Napi::ObjectWrap<Program> {
       return env.Undefined();
     }
     try {
+      if (prepDirty_) {
+        for (Step &st : prep_) st.prim.execute(strm_, st.args);
+        prepDirty_ = false;
+      }
       for (Step &st : segments_[static_cast<size_t>(s)]) st.prim.execute(strm_, st.args);
       strm_.wait();
     } catch (const std::exception &e) {
       Napi::Error::New(env, std::string("mnv2 native: execution failed: ") + e.what()).ThrowAsJavaScriptException();
     }
     return env.Undefined();
+  }
+
+  // With cacheWeights: the caller's weight arrays changed, so the next run re-makes the weight layouts.
+  Napi::Value WeightsChanged(const Napi::CallbackInfo &info) {
+    prepDirty_ = true;
+    return info.Env().Undefined();
   }
 
   // [segment][step] -> "name: implementation" (reveals reference fallbacks and reorders).

@@ -15,6 +15,8 @@ export interface BufferSpec {
 export type OpSpec = Record<string, unknown> & { op: string; name?: string };
 export interface ProgramSpec {
   actFormat: ActFormat;
+  /** Make weight layouts once and again only after `weightsChanged()` (inference), not on every run. */
+  cacheWeights?: boolean;
   buffers: BufferSpec[];
   segments: OpSpec[][];
 }
@@ -22,6 +24,7 @@ export type ActFormat = 'nhwc' | 'nChw16c' | 'nChw8c' | 'nchw';
 
 export interface NativeProgram {
   run(segment: number): void;
+  weightsChanged(): void;
   implementations(): string[];
   internalBytes(): number;
 }

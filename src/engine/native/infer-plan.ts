@@ -38,6 +38,20 @@ export function buildInferProgram(graph: Graph, batch: number, ext: Externals, a
     const u = users.get(v) ?? [];
     return u.length === 1 ? u[0] : undefined;
   };
+  // Activation buffers are recycled once every reader of their value has been emitted.
+  const reads = new Map<number, number>();
+  const define = (value: string, id: number): void => {
+    val.set(value, id);
+    reads.set(id, (reads.get(id) ?? 0) + (users.get(value)?.length ?? 0));
+  };
+  const doneReading = (...values: string[]): void => {
+    for (const v of values) {
+      const id = val.get(v)!;
+      const left = reads.get(id)! - 1;
+      reads.set(id, left);
+      if (left === 0) b.release(id);
+    }
+  };
 
   for (const n of graph.nodes) {
     if (done.has(n.name)) continue;
@@ -57,45 +71,51 @@ export function buildInferProgram(graph: Graph, batch: number, ext: Externals, a
         }
         // A residual add joins as a post-op when its other operand is already computed.
         const add = single(out);
+        let other: string | undefined;
         if (add?.op === 'add') {
-          const other = add.inputs[0] === out ? add.inputs[1] : add.inputs[0];
-          const otherBuf = val.get(other);
-          if (otherBuf !== undefined) {
-            post.push({ kind: 'add', src: otherBuf });
+          const o = add.inputs[0] === out ? add.inputs[1] : add.inputs[0];
+          if (val.has(o)) {
+            other = o;
+            post.push({ kind: 'add', src: val.get(o) });
             done.add(add.name);
             out = add.output;
           }
         }
-        const y = b.act(outDims);
+        const y = b.temp(outDims);
         seg.push({
           op: 'conv', name: n.name, src: val.get(n.input)!, dst: y, train: false, ...convGeometry(n),
           wei: b.plain([n.outC, n.inC / n.groups, n.k, n.k], ext.get(INFER_IO.weight(n.name))),
           bias: b.plain([n.outC], ext.get(INFER_IO.bias(n.name))),
           post,
         });
-        val.set(out, y);
+        define(out, y);
+        doneReading(n.input, ...(other === undefined ? [] : [other]));
         break;
       }
       case 'act': {
-        const y = b.act(outDims);
+        const y = b.temp(outDims);
         seg.push({ op: 'eltwise', name: n.name, kind: n.kind, src: val.get(n.input)!, dst: y });
-        val.set(n.output, y);
+        define(n.output, y);
+        doneReading(n.input);
         break;
       }
       case 'add': {
-        const y = b.act(outDims);
+        const y = b.temp(outDims);
         seg.push({ op: 'add', name: n.name, a: val.get(n.inputs[0])!, b: val.get(n.inputs[1])!, dst: y });
-        val.set(n.output, y);
+        define(n.output, y);
+        doneReading(...n.inputs);
         break;
       }
       case 'avgpool': {
-        const y = b.act(outDims);
+        const y = b.temp(outDims);
         seg.push({ op: 'pool', name: n.name, src: val.get(n.input)!, dst: y });
-        val.set(n.output, y);
+        define(n.output, y);
+        doneReading(n.input);
         break;
       }
       case 'dropout':
-        val.set(n.output, val.get(n.input)!);
+        define(n.output, val.get(n.input)!);
+        doneReading(n.input);
         break;
       case 'linear': {
         const y = b.plain([batch, n.outF], ext.get(INFER_IO.logits));
@@ -105,11 +125,12 @@ export function buildInferProgram(graph: Graph, batch: number, ext: Externals, a
           bias: b.plain([n.outF], ext.get(`${n.name}.bias`)),
         });
         val.set(n.output, y);
+        doneReading(n.input);
         break;
       }
       case 'bn':
         throw new Error(`inference plan: batch norm ${n.name} does not follow a conv`);
     }
   }
-  return b.spec();
+  return { ...b.spec(), cacheWeights: true };
 }

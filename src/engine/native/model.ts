@@ -118,6 +118,7 @@ export class NativeModel {
     this.checkInput(input, batch);
     if (this.foldedVersion !== this.version) {
       foldedWeights(this.graph, this.weights, this.folded);
+      for (const p of this.inferPrograms.values()) p.prog.weightsChanged();
       this.foldedVersion = this.version;
     }
     let p = this.inferPrograms.get(batch);
