@@ -137,8 +137,6 @@ export interface WorkerInit {
 function workerUrl(): URL {
   const js = new URL('./loader-worker.js', import.meta.url);
   if (existsSync(fileURLToPath(js))) return js;
-  const ts = new URL('./loader-worker.ts', import.meta.url); // running from sources under tsx
-  if (existsSync(fileURLToPath(ts))) return ts;
   throw new Error(`BatchLoader: worker script ${fileURLToPath(js)} not found (run \`npx tsc -p .\`)`);
 }
 
