@@ -56,8 +56,7 @@ class Program : public Napi::ObjectWrap<Program> {
   static Napi::Function Init(Napi::Env env) {
     return DefineClass(env, "Program",
                        {InstanceMethod("run", &Program::Run), InstanceMethod("implementations", &Program::Implementations),
-                        InstanceMethod("weightsChanged", &Program::WeightsChanged),
-                        InstanceMethod("internalBytes", &Program::InternalBytes)});
+                        InstanceMethod("weightsChanged", &Program::WeightsChanged)});
   }
 
   Program(const Napi::CallbackInfo &info) : Napi::ObjectWrap<Program>(info), eng_(engine::kind::cpu, 0), strm_(eng_) {
@@ -524,14 +523,6 @@ class Program : public Napi::ObjectWrap<Program> {
         out.Set(k++, Napi::String::New(env, st.name + ": " + (impl ? impl : "?")));
       }
     return out;
-  }
-
-  // Bytes of memory owned by the program (activations, workspaces, reordered weights are not counted).
-  Napi::Value InternalBytes(const Napi::CallbackInfo &info) {
-    double total = 0;
-    for (auto &b : bufs_)
-      if (b.mem && b.ref.IsEmpty()) total += static_cast<double>(b.mem.get_desc().get_size());
-    return Napi::Number::New(info.Env(), total);
   }
 };
 

@@ -13,6 +13,8 @@ import { Rng } from '../util/rng.js';
 export type Workload = 'train-seed' | 'train-seed-sgd' | 'infer-seed' | 'infer-224';
 
 export interface BenchResult {
+  /** Kernel counts by oneDNN implementation (native engine). */
+  implementations?: Record<string, number>;
   workload: Workload;
   engine: EngineName;
   batch: number;
@@ -34,9 +36,11 @@ export async function bench(workload: Workload, engine: EngineName, batch: numbe
   const rng = new Rng(1);
   const x = Float32Array.from({ length: batch * 3 * graph.config.resolution ** 2 }, () => rng.normal());
   let step: () => Promise<void>;
+  let native: NativeModel | undefined;
   if (workload.startsWith('train')) {
     if (engine !== 'native') throw new Error(`${workload} runs on the native engine only (ONNX Runtime here is inference-only)`);
     const model = new NativeModel(graph, weights, { threads });
+    native = model;
     const labels = Array.from({ length: batch }, () => rng.int(graph.config.numClasses));
     const sgd = workload === 'train-seed-sgd' ? new SGD({ momentum: 0.9, weightDecay: 5e-4 }) : null;
     const params = paramRefs(model);
@@ -61,7 +65,13 @@ export async function bench(workload: Workload, engine: EngineName, batch: numbe
     times.push(performance.now() - t0);
   }
   const ms = median(times);
+  const implementations: Record<string, number> = {};
+  for (const s of native?.implementations() ?? []) {
+    const impl = s.slice(s.lastIndexOf(': ') + 2);
+    implementations[impl] = (implementations[impl] ?? 0) + 1;
+  }
   return {
+    ...(native ? { implementations } : {}),
     workload, engine, batch, steps,
     img_per_s: (batch * 1000) / ms,
     ms_per_step: ms,
@@ -89,6 +99,10 @@ export function registerBenchCommand(program: Command): void {
       }
       const r = await bench(o.workload, o.engine, batch, steps, warmup, o.threads ? Number(o.threads) : undefined);
       if (o.json) console.log(JSON.stringify(r));
-      else console.log(`${r.workload} on ${r.engine}, batch ${r.batch}: ${r.img_per_s.toFixed(1)} img/s, ${r.ms_per_step.toFixed(1)} ms/step (median of ${r.steps}), peak RSS ${r.peak_rss_mb.toFixed(0)} MB`);
+      else {
+        console.log(`${r.workload} on ${r.engine}, batch ${r.batch}: ${r.img_per_s.toFixed(1)} img/s, ${r.ms_per_step.toFixed(1)} ms/step (median of ${r.steps}), peak RSS ${r.peak_rss_mb.toFixed(0)} MB`);
+        // Which oneDNN kernels ran ("ref:" would be a slow reference fallback).
+        for (const [impl, n] of Object.entries(r.implementations ?? {})) console.log(`  ${String(n).padStart(4)}  ${impl}`);
+      }
     });
 }

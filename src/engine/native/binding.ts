@@ -26,7 +26,6 @@ export interface NativeProgram {
   run(segment: number): void;
   weightsChanged(): void;
   implementations(): string[];
-  internalBytes(): number;
 }
 interface Addon {
   Program: new (spec: ProgramSpec) => NativeProgram;

@@ -187,6 +187,11 @@ export class NativeModel {
     return { loss, logits, correct };
   }
 
+  /** oneDNN's implementation of every compiled step ("name: impl"); `ref:` names a slow reference kernel. */
+  implementations(): string[] {
+    return [...this.trainPrograms.values(), ...this.inferPrograms.values()].flatMap((p) => p.prog.implementations());
+  }
+
   /** Gradient of the loss w.r.t. the input of the last `trainStep` run with `inputGrad: true`. */
   inputGrad(batch: number): Float32Array {
     const p = this.trainPrograms.get(`${batch}:true`);

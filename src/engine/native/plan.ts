@@ -140,7 +140,6 @@ export function buildTrainProgram(graph: Graph, batch: number, ext: Externals, a
 
   // BN followed by its only consumer, a ReLU, runs as one fused primitive (oneDNN fuse_norm_relu).
   const fusedRelu = new Set<string>();
-  const bnWs = new Map<string, number>();
   // Backward closures, run in reverse order once the forward is laid out.
   const backward: (() => void)[] = [];
   const grads = new Map<string, number>();
@@ -196,10 +195,7 @@ export function buildTrainProgram(graph: Graph, batch: number, ext: Externals, a
         const next = users.get(n.output) ?? [];
         const relu = next.length === 1 && next[0]!.op === 'act' && next[0]!.kind === 'relu';
         const ws = relu ? b.ws() : undefined;
-        if (relu) {
-          fusedRelu.add(next[0]!.name);
-          bnWs.set(n.name, ws!);
-        }
+        if (relu) fusedRelu.add(next[0]!.name);
         const common = {
           src: x, eps: n.eps, train: true, relu,
           scale: param(`${n.name}.weight`, [c]), shift: param(`${n.name}.bias`, [c]),
