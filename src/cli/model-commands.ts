@@ -59,7 +59,7 @@ function loadModel(o: ArchOpts & { weights?: string }, allowDefault: boolean): L
 
 function engineOption(cmd: Command): Command {
   return cmd
-    .addOption(new Option('--engine <engine>', 'inference engine').choices(['native', 'ort']).default('ort'))
+    .addOption(new Option('--engine <engine>', 'inference engine').choices(['native', 'ort']).default('native'))
     .option('--threads <n>', 'threads (default: all cores)');
 }
 
