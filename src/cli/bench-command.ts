@@ -9,8 +9,10 @@ import { NativeModel } from '../engine/native/model.js';
 import { createClassifier, type EngineName } from '../engine/classifier.js';
 import { SGD, paramRefs } from '../train/optim.js';
 import { Rng } from '../util/rng.js';
+import { loadFashionMnist } from '../data/idx.js';
+import { BatchLoader } from '../data/loader.js';
 
-export type Workload = 'train-seed' | 'train-seed-sgd' | 'infer-seed' | 'infer-224';
+export type Workload = 'train-seed' | 'train-seed-sgd' | 'infer-seed' | 'infer-224' | 'loader';
 
 export interface BenchResult {
   /** Kernel counts by oneDNN implementation (native engine). */
@@ -29,6 +31,23 @@ const median = (v: number[]): number => {
   return s.length % 2 ? s[s.length >> 1]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
 };
 
+/**
+ * The training data pipeline alone: Fashion-MNIST train, seed augmentation, worker-thread prefetch, as
+ * `mnv2 train` feeds the engine. A "step" is one batch; compare its img/s with train-seed's.
+ */
+async function loaderStep(batch: number): Promise<() => Promise<void>> {
+  const loader = new BatchLoader({ dataset: loadFashionMnist(undefined, 'train'), batchSize: batch, augment: 'seed', seed: 0 });
+  let epoch = 0;
+  let it = loader.epoch(epoch)[Symbol.asyncIterator]();
+  return async () => {
+    let r = await it.next();
+    if (r.done) {
+      it = loader.epoch(++epoch)[Symbol.asyncIterator]();
+      r = await it.next();
+    }
+  };
+}
+
 /** Warm-up then `steps` timed steps; the median step time gives img/s. */
 export async function bench(workload: Workload, engine: EngineName, batch: number, steps: number, warmup: number, threads?: number): Promise<BenchResult> {
   const graph = workload === 'infer-224' ? mobilenetV2('imagenet') : mobilenetV2('seed-cifar');
@@ -37,7 +56,9 @@ export async function bench(workload: Workload, engine: EngineName, batch: numbe
   const x = Float32Array.from({ length: batch * 3 * graph.config.resolution ** 2 }, () => rng.normal());
   let step: () => Promise<void>;
   let native: NativeModel | undefined;
-  if (workload.startsWith('train')) {
+  if (workload === 'loader') {
+    step = await loaderStep(batch);
+  } else if (workload.startsWith('train')) {
     if (engine !== 'native') throw new Error(`${workload} runs on the native engine only (ONNX Runtime here is inference-only)`);
     const model = new NativeModel(graph, weights, { threads });
     native = model;
@@ -83,7 +104,7 @@ export function registerBenchCommand(program: Command): void {
   program
     .command('bench')
     .description('time one workload of the project (warm-up, then the median of --steps)')
-    .addOption(new Option('--workload <name>', 'what to time').choices(['train-seed', 'train-seed-sgd', 'infer-seed', 'infer-224']).makeOptionMandatory())
+    .addOption(new Option('--workload <name>', 'what to time').choices(['train-seed', 'train-seed-sgd', 'infer-seed', 'infer-224', 'loader']).makeOptionMandatory())
     .addOption(new Option('--engine <engine>', 'engine').choices(['native', 'ort']).default('native'))
     .option('--batch <n>', 'batch size (default: 128, or 1 for infer-224)')
     .option('--steps <n>', 'timed steps', '5')
