@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { randomResizedCrop, randomResizedCropParams, resizeBilinearHwc, sampleCropFlip, seedAugmentBatch } from '../src/data/augment.js';
+import { randomResizedCrop, randomResizedCropBatch, randomResizedCropParams, resizeBilinearHwc, sampleCropFlip, seedAugmentBatch } from '../src/data/augment.js';
 import {
   CIFAR10_INPUT, FASHION_MNIST_INPUT, inputShape, normalizeHwc, toModelInput, writeImage, normalizationTables,
   type Dataset, type InputConvention,
@@ -191,4 +191,30 @@ test('bilinear resize (half-pixel centres) and randomResizedCrop output', () => 
   const a = randomResizedCrop(img, 20, 30, 3, 16, new Rng(11));
   assert.equal(a.length, 16 * 16 * 3);
   assert.deepEqual(randomResizedCrop(img, 20, 30, 3, 16, new Rng(11)), a);
+});
+
+test('randomResizedCropBatch: deterministic per seed, keeps a per-channel constant image constant, CHW layout', () => {
+  const c = 3, h = 24, w = 20;
+  const flat: Dataset = { name: 'flat', count: 2, channels: c, height: h, width: w, images: new Uint8Array(2 * c * h * w), labels: new Uint8Array(2), classes: ['a', 'b'] };
+  for (let n = 0; n < 2; n++) for (let ch = 0; ch < c; ch++) flat.images.fill(40 + 60 * ch + n, (n * c + ch) * h * w, (n * c + ch + 1) * h * w);
+  const conv = { channels: 3, pad: 0, mean: [0, 0, 0], std: [1, 1, 1] };
+  const out = new Float32Array(2 * c * h * w);
+  randomResizedCropBatch(flat, [1, 0], out, conv, new Rng(3));
+  for (let n = 0; n < 2; n++) {
+    for (let ch = 0; ch < c; ch++) {
+      const want = (40 + 60 * ch + (1 - n)) / 255;
+      const plane = out.subarray((n * c + ch) * h * w, (n * c + ch + 1) * h * w);
+      assert.ok(plane.every((v) => Math.abs(v - want) < 1e-6), `image ${n} channel ${ch}`);
+    }
+  }
+  const ds = randomDataset('rrc', 6, 3, h, w);
+  const a = new Float32Array(6 * c * h * w);
+  const b = new Float32Array(6 * c * h * w);
+  const d = new Float32Array(6 * c * h * w);
+  randomResizedCropBatch(ds, [0, 1, 2, 3, 4, 5], a, conv, new Rng(9));
+  randomResizedCropBatch(ds, [0, 1, 2, 3, 4, 5], b, conv, new Rng(9));
+  randomResizedCropBatch(ds, [0, 1, 2, 3, 4, 5], d, conv, new Rng(10));
+  assert.deepEqual(a, b);
+  assert.notDeepEqual(a, d);
+  assert.throws(() => randomResizedCropBatch(ds, [6], a, conv, new Rng(1)), /index 6 out of range/);
 });

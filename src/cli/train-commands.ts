@@ -125,7 +125,7 @@ export function registerTrainCommands(program: Command): void {
     .option('--label-smoothing <x>', 'label smoothing')
     .option('--ema <decay>', 'EMA of weights (0: off)')
     .option('--bn-momentum <x>', 'BN running-stat momentum (PyTorch convention)')
-    .addOption(new Option('--augment <kind>', 'augmentation').choices(['seed', 'none']))
+    .addOption(new Option('--augment <kind>', 'augmentation: seed = crop(pad 4) + flip, rrc = random-resized-crop + flip (image folders)').choices(['seed', 'rrc', 'none']))
     .option('--train-limit <n>', 'train on a fixed random subset of n images (0: all)')
     .option('--eval-limit <n>', 'evaluate on a fixed random subset of n images (0: all)')
     .option('--seed <n>', 'seed (init, data order, augmentation, dropout)')

@@ -8,7 +8,7 @@
  *   fallback) and a bilinear resize (half-pixel centres, no antialiasing) on uint8 HWC images.
  */
 import type { Rng } from '../util/rng.js';
-import { writeBatch, type Dataset, type InputConvention, type Placement } from './dataset.js';
+import { toModelInput, writeBatch, type Dataset, type InputConvention, type Placement } from './dataset.js';
 
 export interface SeedAugmentOptions {
   /** RandomCrop padding on each side (default 4). */
@@ -181,4 +181,27 @@ export function randomResizedCrop(
   const box = randomResizedCropParams(rng, h, w, opts.scale, opts.ratio);
   const flip = (opts.flip ?? true) && rng.uniform() < 0.5;
   return resizeBilinearHwc(src, h, w, c, box, size, size, flip);
+}
+
+/**
+ * RandomResizedCrop + flip on every image of a batch, then normalization. The crop is taken from the stored
+ * image (image folders are decoded at the model resolution) and resized back to it, bilinearly.
+ */
+export function randomResizedCropBatch(ds: Dataset, indices: ArrayLike<number>, out: Float32Array, conv: InputConvention, rng: Rng): Float32Array {
+  const { channels: c, height: h, width: w } = ds;
+  const plane = h * w;
+  const images = new Uint8Array(indices.length * c * plane);
+  const hwc = new Uint8Array(c * plane);
+  for (let n = 0; n < indices.length; n++) {
+    const idx = indices[n]!;
+    if (!(idx >= 0 && idx < ds.count)) throw new RangeError(`randomResizedCropBatch: index ${idx} out of range [0, ${ds.count})`);
+    const src = ds.images.subarray(idx * c * plane, (idx + 1) * c * plane);
+    for (let ch = 0; ch < c; ch++) for (let i = 0; i < plane; i++) hwc[i * c + ch] = src[ch * plane + i]!;
+    const box = randomResizedCropParams(rng, h, w);
+    const crop = resizeBilinearHwc(hwc, h, w, c, box, h, w, rng.uniform() < 0.5);
+    const dst = images.subarray(n * c * plane, (n + 1) * c * plane);
+    for (let ch = 0; ch < c; ch++) for (let i = 0; i < plane; i++) dst[ch * plane + i] = crop[i * c + ch]!;
+  }
+  const batch: Dataset = { ...ds, count: indices.length, images };
+  return toModelInput(batch, Int32Array.from({ length: indices.length }, (_, i) => i), out, conv);
 }

@@ -12,10 +12,11 @@ import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { Worker } from 'node:worker_threads';
 import { Rng } from '../util/rng.js';
-import { seedAugmentBatch, type SeedAugmentOptions } from './augment.js';
+import { randomResizedCropBatch, seedAugmentBatch, type SeedAugmentOptions } from './augment.js';
 import { defaultInputConvention, inputShape, toModelInput, validateDataset, type Dataset, type InputConvention, type Shape3 } from './dataset.js';
 
-export type AugmentKind = 'seed' | 'none';
+/** 'seed': RandomCrop(pad 4) + flip; 'rrc': RandomResizedCrop(scale 0.08-1) + flip, for image folders; 'none'. */
+export type AugmentKind = 'seed' | 'rrc' | 'none';
 
 export interface BatchLoaderOptions {
   dataset: Dataset;
@@ -106,8 +107,11 @@ export function makeBatch(ds: Dataset, plan: LoaderPlan, order: Int32Array, epoc
   const indices = order.slice(start, end);
   const shape = inputShape(ds, plan.input);
   const input = new Float32Array(indices.length * shape.channels * shape.height * shape.width);
+  const rng = new Rng(deriveSeed(plan.seed, epoch, b + 1));
   if (plan.augment === 'seed') {
-    seedAugmentBatch(ds, indices, input, plan.input, new Rng(deriveSeed(plan.seed, epoch, b + 1)), plan.seedAugment);
+    seedAugmentBatch(ds, indices, input, plan.input, rng, plan.seedAugment);
+  } else if (plan.augment === 'rrc') {
+    randomResizedCropBatch(ds, indices, input, plan.input, rng);
   } else {
     toModelInput(ds, indices, input, plan.input);
   }
@@ -175,7 +179,7 @@ export class BatchLoader {
       dropLast: opts.dropLast ?? false,
       input: { channels: input.channels, pad: input.pad, mean: [...input.mean], std: [...input.std] },
     };
-    if (this.plan.augment !== 'seed' && this.plan.augment !== 'none') throw new Error(`BatchLoader: unknown augment '${String(this.plan.augment)}'`);
+    if (!['seed', 'rrc', 'none'].includes(this.plan.augment)) throw new Error(`BatchLoader: unknown augment '${String(this.plan.augment)}'`);
     if (this.batchesPerEpoch === 0) throw new Error(`BatchLoader: ${ds.count} images give no batch of ${opts.batchSize} with dropLast`);
     this.prefetch = Math.max(1, Math.min(16, Math.floor(opts.prefetch ?? 3)));
     this.useWorker = opts.worker ?? true;

@@ -118,6 +118,9 @@ export function presetRecipe(name: PresetName, full = false): TrainRecipe {
 export function resolvePreset(name: PresetName, overrides: Partial<TrainRecipe> = {}, full = false): TrainRecipe {
   const r: TrainRecipe = { ...presetRecipe(name, full) };
   for (const [k, v] of Object.entries(overrides)) if (v !== undefined) (r as unknown as Record<string, unknown>)[k] = v;
+  // Image folders get RandomResizedCrop unless an augmentation was asked for; the built-in 32x32 sets keep the seed's.
+  const folder = r.dataset !== 'fashion-mnist' && r.dataset !== 'cifar10';
+  if (folder && overrides.augment === undefined && r.augment === 'seed') r.augment = 'rrc';
   validateRecipe(r);
   return r;
 }
@@ -149,7 +152,7 @@ export function validateRecipe(r: TrainRecipe): void {
   if (r.optimizer !== 'sgd' && r.optimizer !== 'rmsprop') bad(`optimizer must be sgd or rmsprop, got ${r.optimizer}`);
   if (!['cosine', 'exponential', 'step', 'constant'].includes(r.schedule)) bad(`schedule must be cosine, exponential, step or constant, got ${r.schedule}`);
   if (r.schedulePer !== 'epoch' && r.schedulePer !== 'step') bad(`schedule-per must be epoch or step, got ${r.schedulePer}`);
-  if (r.augment !== 'seed' && r.augment !== 'none') bad(`augment must be seed or none, got ${r.augment}`);
+  if (r.augment !== 'seed' && r.augment !== 'rrc' && r.augment !== 'none') bad(`augment must be seed, rrc or none, got ${r.augment}`);
 }
 
 // ---------------------------------------------------------------------------------------------------------------
