@@ -501,7 +501,19 @@ async function main(): Promise<void> {
         `| ${cell(tDef, kind, first)} | ${cell(tOb, kind, first)} |`);
     });
   }
-  const table = rows.join('\n');
+  // The data pipeline alone, against what a training step consumes (target: >= 5x).
+  const train = get('train-seed-sgd', 'project-native') ?? get('train-seed', 'project-native');
+  let loaderLine = '';
+  if (!opts.only || opts.only.test('loader')) {
+    const r = await runChild(process.execPath, [opts.projectCli, 'bench', '--workload', 'loader', '--steps', '200', '--warmup', '5', '--json'], process.env, 300);
+    const j = lastJson(r.stdout) as { img_per_s?: number } | undefined;
+    const trainRate = train?.ok ? Number(train.json?.img_per_s) : NaN;
+    loaderLine = j?.img_per_s
+      ? `Data loader alone (Fashion-MNIST, seed augmentation, worker thread, batch 128): ${j.img_per_s.toFixed(0)} img/s` +
+        (Number.isFinite(trainRate) ? ` = ${(j.img_per_s / trainRate).toFixed(0)}× the training step's ${trainRate.toFixed(0)} img/s.` : '.')
+      : `Data loader: not available (${lastLines(r.stderr || r.stdout, 1) || `exit ${r.code}`})`;
+  }
+  const table = rows.join('\n') + (loaderLine ? `\n\n${loaderLine}` : '');
 
   // Sanity notes.
   const sanity: string[] = [];

@@ -234,8 +234,12 @@ export function buildTrainProgram(graph: Graph, batch: number, ext: Externals, a
         break;
       }
       case 'add': {
-        const y = b.act(outDims);
-        fwd.push({ op: 'add', name: n.name, a: val.get(n.inputs[0])!, b: val.get(n.inputs[1])!, dst: y });
+        // In place into an operand that only this add reads and whose producer's backward does not need it
+        // (a BN output: BN backward reads the BN input), saving one activation per residual block.
+        const inPlace = n.inputs.find((v) => (users.get(v) ?? []).length === 1 && graph.nodes.find((p) => p.output === v)?.op === 'bn');
+        const y = inPlace !== undefined ? val.get(inPlace)! : b.act(outDims);
+        const [first, second] = inPlace === n.inputs[1] ? [n.inputs[1], n.inputs[0]] : n.inputs; // oneDNN: dst may alias src0
+        fwd.push({ op: 'add', name: n.name, a: val.get(first)!, b: val.get(second)!, dst: y });
         backward.push(() => {
           const dy = takeGrad(n.output);
           for (const v of n.inputs) {
