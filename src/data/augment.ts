@@ -110,6 +110,13 @@ export function randomResizedCropParams(
   return { top: Math.floor((height - h) / 2), left: Math.floor((width - w) / 2), height: h, width: w };
 }
 
+/** Source pixels and weight of output pixel `o` (half-pixel centres, clamped to [0, extent)). */
+function bilinearTap(o: number, scale: number, extent: number): [number, number, number] {
+  const f = Math.max(0, (o + 0.5) * scale - 0.5);
+  const i0 = Math.min(Math.floor(f), extent - 1);
+  return [i0, Math.min(i0 + 1, extent - 1), f - i0];
+}
+
 /**
  * Bilinear resize of the box `crop` of a uint8 HWC image to outH × outW (half-pixel centres, like
  * PIL/torchvision without antialiasing, align_corners=false). Optionally flips horizontally.
@@ -128,23 +135,14 @@ export function resizeBilinearHwc(
   const x1s = new Int32Array(outW);
   const wxs = new Float32Array(outW);
   for (let x = 0; x < outW; x++) {
-    let fx = (x + 0.5) * sx - 0.5;
-    if (fx < 0) fx = 0;
-    let x0 = Math.floor(fx);
-    if (x0 > crop.width - 1) x0 = crop.width - 1;
-    const x1 = Math.min(x0 + 1, crop.width - 1);
+    const [x0, x1, wx] = bilinearTap(x, sx, crop.width);
     const ox = flip ? outW - 1 - x : x;
     x0s[ox] = (crop.left + x0) * c;
     x1s[ox] = (crop.left + x1) * c;
-    wxs[ox] = fx - x0;
+    wxs[ox] = wx;
   }
   for (let y = 0; y < outH; y++) {
-    let fy = (y + 0.5) * sy - 0.5;
-    if (fy < 0) fy = 0;
-    let y0 = Math.floor(fy);
-    if (y0 > crop.height - 1) y0 = crop.height - 1;
-    const y1 = Math.min(y0 + 1, crop.height - 1);
-    const wy = fy - y0;
+    const [y0, y1, wy] = bilinearTap(y, sy, crop.height);
     const r0 = (crop.top + y0) * w * c;
     const r1 = (crop.top + y1) * w * c;
     const orow = y * outW * c;

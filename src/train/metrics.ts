@@ -9,6 +9,7 @@ import sharp from 'sharp';
 import type { NativeModel } from '../engine/native/model.js';
 import { BatchLoader } from '../data/loader.js';
 import type { Dataset, InputConvention } from '../data/dataset.js';
+import { rowMax } from '../engine/native/loss.js';
 
 export interface ClassAccuracy {
   index: number;
@@ -51,15 +52,7 @@ export class EvalAccumulator {
     for (let i = 0; i < n; i++) {
       const row = i * k;
       const label = labels[i]!;
-      let max = -Infinity;
-      let arg = 0;
-      for (let c = 0; c < k; c++) {
-        const v = logits[row + c]!;
-        if (v > max) {
-          max = v;
-          arg = c;
-        }
-      }
+      const [max, arg] = rowMax(logits, row, k);
       // rank of the true class: number of classes scoring strictly higher (ties favour the true class)
       const lv = logits[row + label]!;
       let higher = 0;

@@ -12,15 +12,7 @@ export function softmaxCrossEntropy(
   const off = smoothing / classes;
   for (let i = 0; i < batch; i++) {
     const row = i * classes;
-    let max = -Infinity;
-    let arg = 0;
-    for (let c = 0; c < classes; c++) {
-      const v = logits[row + c]!;
-      if (v > max) {
-        max = v;
-        arg = c;
-      }
-    }
+    const [max, arg] = rowMax(logits, row, classes);
     let sum = 0;
     for (let c = 0; c < classes; c++) sum += Math.exp(logits[row + c]! - max);
     const logSum = Math.log(sum) + max;
@@ -34,4 +26,18 @@ export function softmaxCrossEntropy(
     }
   }
   return { loss: loss / batch, correct };
+}
+
+/** Largest logit of the row starting at `row`, and its class (the first on ties). */
+export function rowMax(logits: ArrayLike<number>, row: number, classes: number): [number, number] {
+  let max = -Infinity;
+  let arg = 0;
+  for (let c = 0; c < classes; c++) {
+    const v = logits[row + c]!;
+    if (v > max) {
+      max = v;
+      arg = c;
+    }
+  }
+  return [max, arg];
 }
