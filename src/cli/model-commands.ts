@@ -21,21 +21,21 @@ export const DEFAULT_MODEL = path.join(path.dirname(fileURLToPath(import.meta.ur
 export const PREPROCESS_KEY = 'mnv2.preprocess';
 export const LABELS_KEY = 'mnv2.labels';
 
-interface ArchOpts {
+export interface ArchOpts {
   arch?: Arch;
   alpha?: string;
   resolution?: string;
   classes?: string;
 }
 
-const num = (v: string | undefined, flag: string): number | undefined => {
+export const num = (v: string | undefined, flag: string): number | undefined => {
   if (v === undefined) return undefined;
   const n = Number(v);
   if (!Number.isFinite(n)) throw new Error(`${flag} expects a number, got '${v}'`);
   return n;
 };
 
-function archOptions(cmd: Command): Command {
+export function archOptions(cmd: Command): Command {
   return cmd
     .addOption(new Option('--arch <arch>', 'architecture').choices(['imagenet', 'seed-cifar']))
     .option('--alpha <alpha>', 'width multiplier')
@@ -43,12 +43,12 @@ function archOptions(cmd: Command): Command {
     .option('--classes <n>', 'number of classes');
 }
 
-function configFrom(o: ArchOpts, fallback: Arch = 'imagenet'): ModelConfig {
+export function configFrom(o: ArchOpts, fallback: Arch = 'imagenet'): ModelConfig {
   return makeConfig(o.arch ?? fallback, { alpha: num(o.alpha, '--alpha'), resolution: num(o.resolution, '--resolution'), numClasses: num(o.classes, '--classes') });
 }
 
 /** Weights from --weights (with --arch etc. for a PyTorch state dict), or the built-in default model. */
-function loadModel(o: ArchOpts & { weights?: string }, allowDefault: boolean): LoadedWeights {
+export function loadModel(o: ArchOpts & { weights?: string }, allowDefault: boolean): LoadedWeights {
   const file = o.weights ?? (allowDefault ? DEFAULT_MODEL : undefined);
   if (!file) throw new Error('--weights FILE is required');
   if (!existsSync(file)) {
@@ -57,7 +57,7 @@ function loadModel(o: ArchOpts & { weights?: string }, allowDefault: boolean): L
   return loadWeights(file, { arch: o.arch, alpha: num(o.alpha, '--alpha'), numClasses: num(o.classes, '--classes'), resolution: num(o.resolution, '--resolution') });
 }
 
-function engineOption(cmd: Command): Command {
+export function engineOption(cmd: Command): Command {
   return cmd
     .addOption(new Option('--engine <engine>', 'inference engine').choices(['native', 'ort']).default('native'))
     .option('--threads <n>', 'threads (default: all cores)');
@@ -147,7 +147,7 @@ export function registerModelCommands(program: Command): void {
     });
 }
 
-function defaultLabels(cfg: ModelConfig): LabelSetName | undefined {
+export function defaultLabels(cfg: ModelConfig): LabelSetName | undefined {
   if (cfg.arch === 'imagenet' && cfg.numClasses === 1000) return 'imagenet';
   if (cfg.arch === 'seed-cifar' && cfg.numClasses === 10) return 'cifar10';
   return undefined;
