@@ -237,13 +237,14 @@ class Program : public Napi::ObjectWrap<Program> {
     memory::desc weiUser;  // plain OIHW, or GOIHW for groups > 1
   };
 
-  ConvGeom convGeom(const Napi::Object &o, const Buffer &src, const Buffer &wei, const Buffer &dst) {
+  // `dst` null: the conv's own output is internal (a depthwise post-op consumes it); its layout is the act one.
+  ConvGeom convGeom(const Napi::Object &o, const Buffer &src, const Buffer &wei, const Buffer *dst) {
     ConvGeom g;
     g.strides = pair(o, "stride");
     g.padL = pair(o, "padL");
     g.padR = pair(o, "padR");
     g.groups = num(o, "groups");
-    if (src.shape.size() != 4 || dst.shape.size() != 4 || wei.shape.size() != 4) fail("conv buffers must be 4-D");
+    if (src.shape.size() != 4 || (dst && dst->shape.size() != 4) || wei.shape.size() != 4) fail("conv buffers must be 4-D");
     int64_t n = src.shape[0], ic = src.shape[1], h = src.shape[2], w = src.shape[3];
     int64_t oc = wei.shape[0], kh = wei.shape[2], kw = wei.shape[3];
     if (g.groups < 1 || ic % g.groups || oc % g.groups) fail("groups " + std::to_string(g.groups) + " must divide channels " + std::to_string(ic) + " -> " + std::to_string(oc));
@@ -252,11 +253,15 @@ class Program : public Napi::ObjectWrap<Program> {
     int64_t oh = (h + g.padL[0] + g.padR[0] - kh) / g.strides[0] + 1;
     int64_t ow = (w + g.padL[1] + g.padR[1] - kw) / g.strides[1] + 1;
     if (h + g.padL[0] + g.padR[0] < kh || w + g.padL[1] + g.padR[1] < kw) fail("kernel larger than padded input");
-    expectDims(dst, {n, oc, oh, ow}, "conv output");
     g.src = src.shape;
-    g.dst = dst.shape;
+    g.dst = {n, oc, oh, ow};
     g.srcMd = src.mem.get_desc();
-    g.dstMd = dst.mem.get_desc();
+    if (dst) {
+      expectDims(*dst, g.dst, "conv output");
+      g.dstMd = dst->mem.get_desc();
+    } else {
+      g.dstMd = memory::desc(g.dst, dt::f32, actTag_);
+    }
     if (g.groups == 1) {
       g.wei = wei.shape;
       g.weiUser = memory::desc(g.wei, dt::f32, tag::oihw);
@@ -300,28 +305,49 @@ class Program : public Napi::ObjectWrap<Program> {
       seg.push_back({reorder(src.mem, dst.mem), {{DNNL_ARG_FROM, src.mem}, {DNNL_ARG_TO, dst.mem}}, name});
     } else if (op == "conv") {
       // The source may be plain NCHW: the stem reads the network input without a reorder.
+      // A depthwise post-op (oneDNN's 1x1 + 3x3-depthwise fusion) makes dst the depthwise conv's output;
+      // the 1x1 output then never leaves the cache.
+      Napi::Array posts = has(o, "post") ? arr(o, "post") : Napi::Array::New(o.Env());
+      const Buffer *dwWei = nullptr, *dwBias = nullptr;
+      for (uint32_t i = 0; i < posts.Length(); i++) {
+        Napi::Value pv = posts.Get(i);
+        if (!pv.IsObject()) fail("post-op entries must be objects");
+        Napi::Object p = pv.As<Napi::Object>();
+        if (str(p, "kind") != "dw") continue;
+        if (dwWei) fail("at most one depthwise post-op");
+        dwWei = &buf(p, "wei", "plain");
+        dwBias = &buf(p, "bias", "plain");
+      }
       Buffer &src = buf(o, "src"), &wei = buf(o, "wei", "plain"), &dst = buf(o, "dst", "act");
-      ConvGeom g = convGeom(o, src, wei, dst);
+      ConvGeom g = convGeom(o, src, wei, dwWei ? nullptr : &dst);
       bool bias = has(o, "bias");
       post_ops po;
       std::vector<std::pair<int, memory>> postArgs;
-      if (has(o, "post")) {
-        Napi::Array posts = arr(o, "post");
-        for (uint32_t i = 0; i < posts.Length(); i++) {
-          Napi::Value pv = posts.Get(i);
-          if (!pv.IsObject()) fail("post-op entries must be objects");
-          Napi::Object p = pv.As<Napi::Object>();
-          std::string kind = str(p, "kind");
-          if (kind == "add") {
-            Buffer &other = buf(p, "src", "act");
-            expectDims(other, g.dst, "post-op add operand");
-            po.append_binary(algorithm::binary_add, other.mem.get_desc());
-            postArgs.push_back({DNNL_ARG_ATTR_MULTIPLE_POST_OP(static_cast<int>(i)) | DNNL_ARG_SRC_1, other.mem});
-          } else {
-            float a, b;
-            algorithm alg = eltAlg(kind, a, b, false);
-            po.append_eltwise(1.f, alg, a, b);
-          }
+      dims dwDst;
+      for (uint32_t i = 0; i < posts.Length(); i++) {
+        Napi::Object p = posts.Get(i).As<Napi::Object>();
+        std::string kind = str(p, "kind");
+        if (kind == "dw") {
+          if (g.groups != 1 || g.wei[2] != 1 || g.wei[3] != 1 || g.strides != dims{1, 1} || g.padL != dims{0, 0} || g.padR != dims{0, 0})
+            fail("a depthwise post-op needs a 1x1, stride-1, unpadded conv");
+          int64_t c = g.dst[1], s = num(p, "stride"), pad = num(p, "pad");
+          // oneDNN's fused depthwise conv is 'same'-shaped: ceil(in / stride) outputs, extra padding after.
+          if (!((s == 1 && pad == 1) || (s == 2 && pad <= 1))) fail("depthwise post-op: stride 1 needs pad 1, stride 2 pad 0 or 1");
+          expectDims(*dwWei, {c, 1, 3, 3}, "depthwise post-op weights");
+          expectDims(*dwBias, {c}, "depthwise post-op bias");
+          dwDst = {g.dst[0], c, (g.dst[2] + s - 1) / s, (g.dst[3] + s - 1) / s};
+          expectDims(dst, dwDst, "depthwise post-op output");
+          po.append_dw(dt::f32, dt::f32, dt::f32, 3, s, pad, 0, {1.f});
+        } else if (kind == "add") {
+          if (!dwDst.empty()) fail("a binary post-op cannot follow a depthwise post-op");
+          Buffer &other = buf(p, "src", "act");
+          expectDims(other, g.dst, "post-op add operand");
+          po.append_binary(algorithm::binary_add, other.mem.get_desc());
+          postArgs.push_back({DNNL_ARG_ATTR_MULTIPLE_POST_OP(static_cast<int>(i)) | DNNL_ARG_SRC_1, other.mem});
+        } else {
+          float a, b;
+          algorithm alg = eltAlg(kind, a, b, false);
+          po.append_eltwise(1.f, alg, a, b);
         }
       }
       primitive_attr attr;
@@ -329,6 +355,14 @@ class Program : public Napi::ObjectWrap<Program> {
       auto pd = convFwdPd(g, flag(o, "train"), bias, attr);
       memory w = adapt(memory(g.weiUser, eng_, wei.mem.get_data_handle()), pd.weights_desc(), seg, true, name);
       Step s{convolution_forward(pd), {{DNNL_ARG_SRC, src.mem}, {DNNL_ARG_WEIGHTS, w}, {DNNL_ARG_DST, dst.mem}}, name};
+      if (dwWei) {
+        if (pd.dst_desc() != dst.mem.get_desc()) fail("oneDNN chose a depthwise post-op output layout other than the activation layout");
+        const int dwArg = DNNL_ARG_ATTR_POST_OP_DW;
+        memory::desc dwUser({dwDst[1], 1, 1, 3, 3}, dt::f32, tag::goihw);
+        s.args[dwArg | DNNL_ARG_WEIGHTS] = adapt(memory(dwUser, eng_, dwWei->mem.get_data_handle()),
+                                                  pd.query_md(query::exec_arg_md, dwArg | DNNL_ARG_WEIGHTS), seg, true, name + ".dw");
+        s.args[dwArg | DNNL_ARG_BIAS] = adapt(dwBias->mem, pd.query_md(query::exec_arg_md, dwArg | DNNL_ARG_BIAS), seg, true, name + ".dw_bias");
+      }
       if (bias) {
         Buffer &b = buf(o, "bias", "plain");
         expectDims(b, {g.dst[1]}, "conv bias");
@@ -338,7 +372,7 @@ class Program : public Napi::ObjectWrap<Program> {
       seg.push_back(std::move(s));
     } else if (op == "conv_bwd_data") {
       Buffer &dd = buf(o, "diff_dst", "act"), &wei = buf(o, "wei", "plain"), &ds = buf(o, "diff_src");
-      ConvGeom g = convGeom(o, ds, wei, dd);
+      ConvGeom g = convGeom(o, ds, wei, &dd);
       auto hint = convFwdPd(g, true, false);
       memory::desc dsMd = g.srcMd, ddMd = g.dstMd, weiMd(g.wei, dt::f32, tag::any);
       convolution_backward_data::primitive_desc pd({algorithm::convolution_direct, dsMd, weiMd, ddMd, g.strides, g.padL, g.padR}, eng_, hint);
@@ -346,7 +380,7 @@ class Program : public Napi::ObjectWrap<Program> {
       seg.push_back({convolution_backward_data(pd), {{DNNL_ARG_DIFF_DST, dd.mem}, {DNNL_ARG_WEIGHTS, w}, {DNNL_ARG_DIFF_SRC, ds.mem}}, name});
     } else if (op == "conv_bwd_weights") {
       Buffer &src = buf(o, "src"), &dd = buf(o, "diff_dst", "act"), &dw = buf(o, "diff_wei", "plain");
-      ConvGeom g = convGeom(o, src, dw, dd);
+      ConvGeom g = convGeom(o, src, dw, &dd);
       bool bias = has(o, "diff_bias");
       auto hint = convFwdPd(g, true, bias);
       memory::desc srcMd = g.srcMd, ddMd = g.dstMd, weiMd(g.wei, dt::f32, tag::any);

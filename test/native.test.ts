@@ -144,6 +144,51 @@ describe('native engine and ONNX Runtime agree on the same weights', () => {
   }
 });
 
+describe('inference: fused expand + depthwise convs (oneDNN depthwise post-op)', () => {
+  // [name, model, depthwise convs left unfused: the seed's blocks all start with a 1x1 conv; torchvision's first (t = 1) does not]
+  const cases: [string, () => { graph: ReturnType<typeof mobilenetV2>; weights: StateDict }, number][] = [
+    ['seed-cifar (fixture weights)', () => seedWeights(), 0],
+    ['imagenet alpha 0.35 @ 96, Keras padding (stride-2 depthwise padded after only)', () => {
+      const graph = mobilenetV2('imagenet', { alpha: 0.35, resolution: 96, padding: 'keras', bnEps: 1e-3 });
+      return { graph, weights: initWeights(graph, 3) };
+    }, 1],
+  ];
+  for (const [tag, make, unfused] of cases) {
+    it(`${tag}: same logits as one primitive per conv (1e-5 relative), 17 depthwise convs -> ${unfused} separate`, () => {
+      const { graph, weights } = make();
+      const batch = 4;
+      const rng = new Rng(9);
+      const x = Float32Array.from({ length: batch * 3 * graph.config.resolution ** 2 }, () => rng.normal());
+      const fused = new NativeModel(graph, weights);
+      const plain = new NativeModel(graph, weights, { fuseDepthwise: false });
+      const a = fused.predict(x, batch);
+      const b = plain.predict(x, batch);
+      assert.ok(maxAbsDiff(a, b) <= 1e-5 * maxAbs(b), `max abs diff ${maxAbsDiff(a, b)}, max|logit| ${maxAbs(b)}`);
+      const separateDw = (m: NativeModel): number => m.implementations().filter((i) => /: jit_dw/.test(i)).length;
+      assert.equal(separateDw(plain), 17);
+      assert.equal(separateDw(fused), unfused);
+      assert.equal(fused.implementations().length, plain.implementations().length - (17 - unfused));
+    });
+  }
+  it('a depthwise post-op on anything but a 1x1 stride-1 conv is rejected in C++', () => {
+    const { Program } = native();
+    const buffers = [{ layout: 'act', dims: [1, 8, 4, 4] }, { layout: 'plain', dims: [8, 8, 3, 3] }, { layout: 'act', dims: [1, 8, 4, 4] },
+      { layout: 'plain', dims: [8, 1, 3, 3] }, { layout: 'plain', dims: [8] }];
+    const conv = { op: 'conv', src: 0, wei: 1, dst: 2, stride: [1, 1], padL: [1, 1], padR: [1, 1], groups: 1 };
+    assert.throws(() => new Program({ actFormat: 'nhwc', buffers, segments: [[{ ...conv, post: [{ kind: 'dw', wei: 3, bias: 4, stride: 1, pad: 1 }] }]] } as never),
+      /depthwise post-op needs a 1x1, stride-1, unpadded conv/);
+    const b1 = [buffers[0], { layout: 'plain', dims: [8, 8, 1, 1] }, { layout: 'act', dims: [1, 8, 4, 4] }, buffers[3], { layout: 'plain', dims: [7] }];
+    const c1 = { ...conv, padL: [0, 0], padR: [0, 0] };
+    assert.throws(() => new Program({ actFormat: 'nhwc', buffers: b1, segments: [[{ ...c1, post: [{ kind: 'dw', wei: 3, bias: 4, stride: 1, pad: 1 }] }]] } as never),
+      /depthwise post-op bias has dims \[7\], expected \[8\]/);
+    b1[4] = buffers[4]!;
+    assert.throws(() => new Program({ actFormat: 'nhwc', buffers: b1, segments: [[{ ...c1, post: [{ kind: 'dw', wei: 3, bias: 4, stride: 2, pad: 1 }] }]] } as never),
+      /depthwise post-op output has dims \[1, 8, 4, 4\], expected \[1, 8, 2, 2\]/);
+    assert.throws(() => new Program({ actFormat: 'nhwc', buffers: b1, segments: [[{ ...c1, post: [{ kind: 'dw', wei: 3, bias: 4, stride: 1, pad: 0 }] }]] } as never),
+      /stride 1 needs pad 1/);
+  });
+});
+
 describe('validation: bad calls throw, never crash', () => {
   const graph = mobilenetV2('imagenet', { alpha: 0.35, resolution: 32, numClasses: 3 });
   const m = new NativeModel(graph, initWeights(graph, 1));

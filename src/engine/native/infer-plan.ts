@@ -4,7 +4,7 @@
  */
 import type { ActFormat, OpSpec, ProgramSpec } from './binding.js';
 import { ProgramBuilder, consumers, convGeometry, dims4, networkInput, type Externals } from './plan.js';
-import type { Graph, GraphNode } from '../../model/graph.js';
+import type { ConvNode, Graph, GraphNode } from '../../model/graph.js';
 import type { StateDict } from '../../model/weights.js';
 import { foldConvBn, foldChains } from '../../model/fold.js';
 
@@ -24,7 +24,23 @@ export function foldedWeights(graph: Graph, weights: StateDict, out: { ensure(na
   }
 }
 
-export function buildInferProgram(graph: Graph, batch: number, ext: Externals, actFormat: ActFormat): ProgramSpec {
+export interface InferPlanOptions {
+  /**
+   * Fuse each 1x1 expand conv with the 3x3 depthwise conv after it (oneDNN's depthwise post-op), so the
+   * expanded activation never goes to memory. Default true; false keeps one primitive per conv.
+   */
+  fuseDepthwise?: boolean;
+}
+
+/** A depthwise 3x3 conv whose padding oneDNN's fused depthwise post-op reproduces ('same'-shaped output). */
+function fusableDepthwise(n: GraphNode | undefined, inShape: readonly number[]): n is ConvNode {
+  if (n?.op !== 'conv' || n.k !== 3 || n.groups !== n.inC || n.inC !== n.outC) return false;
+  const [t, l, b, r] = n.pads;
+  const same = n.shape[1] === Math.ceil(inShape[1]! / n.stride) && n.shape[2] === Math.ceil(inShape[2]! / n.stride);
+  return same && t === l && b === r && (n.stride === 1 ? t === 1 : n.stride === 2 && t <= 1);
+}
+
+export function buildInferProgram(graph: Graph, batch: number, ext: Externals, actFormat: ActFormat, opts: InferPlanOptions = {}): ProgramSpec {
   const b = new ProgramBuilder(actFormat);
   const seg: OpSpec[] = b.segment();
   const val = new Map<string, number>();
@@ -61,18 +77,34 @@ export function buildInferProgram(graph: Graph, batch: number, ext: Externals, a
         const ch = chains.get(n.name);
         if (!ch) throw new Error(`inference plan: conv ${n.name} is not followed by a batch norm`);
         const post: Record<string, unknown>[] = [];
-        let out = ch.bn.output;
-        done.add(ch.bn.name);
-        const act = single(out);
-        if (act?.op === 'act') {
+        // conv -> BN [-> act]: the BN is folded into the weights, the activation becomes a post-op.
+        const absorbChain = (conv: ConvNode): string => {
+          const bn = chains.get(conv.name)!.bn;
+          done.add(bn.name);
+          const act = single(bn.output);
+          if (act?.op !== 'act') return bn.output;
           post.push({ kind: act.kind });
           done.add(act.name);
-          out = act.output;
+          return act.output;
+        };
+        let out = absorbChain(n);
+        let outShape = n.shape;
+        const dw = single(out);
+        if (opts.fuseDepthwise !== false && n.k === 1 && n.stride === 1 && n.groups === 1 && n.pads.every((p) => p === 0) &&
+            chains.has(dw?.name ?? '') && fusableDepthwise(dw, n.shape)) {
+          post.push({
+            kind: 'dw', stride: dw.stride, pad: dw.pads[0],
+            wei: b.plain([dw.outC, 1, 3, 3], ext.get(INFER_IO.weight(dw.name))),
+            bias: b.plain([dw.outC], ext.get(INFER_IO.bias(dw.name))),
+          });
+          done.add(dw.name);
+          out = absorbChain(dw);
+          outShape = dw.shape;
         }
         // A residual add joins as a post-op when its other operand is already computed.
         const add = single(out);
         let other: string | undefined;
-        if (add?.op === 'add') {
+        if (add?.op === 'add' && outShape === n.shape) {
           const o = add.inputs[0] === out ? add.inputs[1] : add.inputs[0];
           if (val.has(o)) {
             other = o;
@@ -81,7 +113,7 @@ export function buildInferProgram(graph: Graph, batch: number, ext: Externals, a
             out = add.output;
           }
         }
-        const y = b.temp(outDims);
+        const y = b.temp(dims4(batch, outShape));
         seg.push({
           op: 'conv', name: n.name, src: val.get(n.input)!, dst: y, train: false, ...convGeometry(n),
           wei: b.plain([n.outC, n.inC / n.groups, n.k, n.k], ext.get(INFER_IO.weight(n.name))),

@@ -16,6 +16,8 @@ export interface NativeOptions {
   threads?: number;
   /** Activation memory layout inside the engine (default: blocked for the CPU's vector width). */
   actFormat?: ActFormat;
+  /** Inference: fuse each expand 1x1 conv with its depthwise conv (default true; see InferPlanOptions). */
+  fuseDepthwise?: boolean;
 }
 
 export interface StepResult {
@@ -67,6 +69,7 @@ export class NativeModel {
   /** Gradients of every parameter after `trainStep`. */
   readonly grads = new Map<string, Float32Array>();
   private readonly actFormat: ActFormat;
+  private readonly fuseDepthwise: boolean;
   private readonly trainPrograms = new Map<string, { prog: NativeProgram; io: ArrayStore }>();
   private readonly inferPrograms = new Map<number, { prog: NativeProgram; io: ArrayStore }>();
   // Folded conv weights, falling back to the plain weights (the classifier) by name.
@@ -77,6 +80,7 @@ export class NativeModel {
   constructor(graph: Graph, weights?: StateDict, opts: NativeOptions = {}) {
     this.graph = graph;
     this.actFormat = opts.actFormat ?? native().info().actFormat;
+    this.fuseDepthwise = opts.fuseDepthwise ?? true;
     setThreads(opts.threads ?? os.availableParallelism());
     const src = weights ?? initWeights(graph);
     checkStateDict(graph, src, 'weights', true);
@@ -127,7 +131,7 @@ export class NativeModel {
       io.ensure(INFER_IO.input, input.length);
       io.ensure(INFER_IO.logits, batch * this.graph.config.numClasses);
       const { Program } = native();
-      p = { prog: new Program(buildInferProgram(this.graph, batch, io, this.actFormat)), io };
+      p = { prog: new Program(buildInferProgram(this.graph, batch, io, this.actFormat, { fuseDepthwise: this.fuseDepthwise })), io };
       this.inferPrograms.set(batch, p);
     }
     p.io.get(INFER_IO.input).set(input);
