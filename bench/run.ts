@@ -15,7 +15,8 @@
 // it records how much CPU other processes used ("foreign") and hypervisor steal.
 // Writes a markdown report to --out (default bench/RESULTS.md) and prints the table.
 import { spawn } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, realpathSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, realpathSync, rmSync } from 'node:fs';
+import { writeMainReport } from './sections.js';
 import { cpus, tmpdir, totalmem } from 'node:os';
 import { join, relative } from 'node:path';
 import { performance } from 'node:perf_hooks';
@@ -586,7 +587,7 @@ ${plan.map((m) => `${m.id}: ${m.json ? JSON.stringify(m.json) : 'null'}`).join('
 \`\`\`
 </details>
 `;
-  writeFileSync(opts.out, md);
+  writeMainReport(opts.out, md);
   console.log(`\n${table}\n`);
   console.log(sanity.join('\n'));
   console.log(`\nwrote ${opts.out} (total ${(totalS / 60).toFixed(1)} min)`);
