@@ -4,6 +4,7 @@ import { Command } from 'commander';
 import { registerModelCommands } from './model-commands.js';
 import { registerBenchCommand } from './bench-command.js';
 import { registerTrainCommands } from './train-commands.js';
+import { registerImportCommands } from './import-commands.js';
 
 const program = new Command();
 program
@@ -14,6 +15,7 @@ program
 registerModelCommands(program);
 registerBenchCommand(program);
 registerTrainCommands(program);
+registerImportCommands(program);
 
 program.parseAsync(process.argv).catch((e: unknown) => {
   console.error(`mnv2: ${e instanceof Error ? e.message : String(e)}`);

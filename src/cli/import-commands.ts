@@ -1,0 +1,57 @@
+/** `mnv2 import keras | tfjs`: Keras / TF.js MobileNetV2 weights -> a model file that infer, predict, eval and export take as is. */
+import path from 'node:path';
+import type { Command } from 'commander';
+import { importKerasH5 } from '../io/keras.js';
+import { importTfjs } from '../io/tfjs.js';
+import type { ImportedModel, KerasImportOptions } from '../io/keras-names.js';
+import { saveWeights } from '../io/weights.js';
+import { num, PREPROCESS_KEY } from './model-commands.js';
+
+/** Metadata key naming the file a model was imported from. */
+export const SOURCE_KEY = 'mnv2.source';
+
+interface ImportOpts {
+  out: string;
+  alpha?: string;
+  resolution?: string;
+  classes?: string;
+  seed: string;
+}
+
+const HELP = `
+The model file gets Keras's exact computation: TF 'same' padding (0 before, 1 after on stride-2 convs),
+BN eps 1e-3, ReLU6, and the 'keras' preprocessing preset ([-1, 1]) as metadata.
+A file without a top (_no_top, or include_top=False) has no classifier: pass --classes N to add a freshly
+initialized N-class head (seeded by --seed), then fine-tune it, e.g.
+  mnv2 train --dataset ./photos --weights OUT --freeze-backbone`;
+
+function importOptions(cmd: Command): Command {
+  return cmd
+    .requiredOption('--out <file>', 'output model file (.safetensors)')
+    .option('--alpha <alpha>', 'width multiplier (default: from the file/model name, else from the weight shapes)')
+    .option('--resolution <px>', 'input size, a multiple of 32 (default: from the file name or topology, else 224)')
+    .option('--classes <n>', 'files without a top only: classes of a freshly initialized head')
+    .option('--seed <n>', 'init seed of that head', '0')
+    .addHelpText('after', HELP);
+}
+
+function options(o: ImportOpts): KerasImportOptions {
+  return { alpha: num(o.alpha, '--alpha'), resolution: num(o.resolution, '--resolution'), numClasses: num(o.classes, '--classes'), seed: num(o.seed, '--seed') };
+}
+
+function save(m: ImportedModel, source: string, o: ImportOpts): void {
+  saveWeights(o.out, m.graph, m.weights, new Map(), { [PREPROCESS_KEY]: 'keras', [SOURCE_KEY]: path.basename(source) });
+  const c = m.graph.config;
+  const head = m.head === 'imported' ? `head ${m.headLayer}` : `fresh head (seed ${o.seed}): fine-tune it before use`;
+  console.error(`wrote ${o.out}: MobileNetV2 α ${c.alpha} @ ${c.resolution}, ${c.numClasses} classes (${head}), Keras padding, BN eps ${c.bnEps}, preset keras`);
+}
+
+export function registerImportCommands(program: Command): void {
+  const imp = program.command('import').description('import Keras (.h5) or TF.js (model.json) MobileNetV2 weights');
+  importOptions(imp.command('keras').description('a Keras MobileNetV2 weight file (mobilenet_v2_weights_tf_dim_ordering_tf_kernels_{alpha}_{rows}[_no_top].h5)'))
+    .argument('<file>', 'Keras .h5 weight file (save_weights or keras.applications)')
+    .action(async (file: string, o: ImportOpts) => save(await importKerasH5(file, options(o)), file, o));
+  importOptions(imp.command('tfjs').description('a TF.js layers model of a Keras MobileNetV2, any single-Dense head; uint8/uint16/float16-quantized weights too'))
+    .argument('<model.json>', 'model.json with its weight shards beside it')
+    .action((file: string, o: ImportOpts) => save(importTfjs(file, options(o)), file, o));
+}

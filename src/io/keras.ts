@@ -1,0 +1,114 @@
+/**
+ * Keras MobileNetV2 weight files (.h5, `model.save_weights` / keras.applications'
+ * `mobilenet_v2_weights_tf_dim_ordering_tf_kernels_{alpha}_{rows}[_no_top].h5`), read with h5wasm.
+ *
+ * Layout: the root (or, in a whole-model file, the `model_weights` group) has the attribute `layer_names`; each
+ * layer is a group with the attribute `weight_names` (`Conv1/kernel:0`, ...), and each weight is the dataset
+ * `<layer>/<weight name>`. Attributes over 64 KB are split by Keras into `layer_names0`, `layer_names1`, ...
+ */
+import { existsSync, statSync } from 'node:fs';
+import path from 'node:path';
+import h5wasm, { type Dataset, type File, type Group } from 'h5wasm/node';
+import { kerasToModel, splitWeightName, type ImportedModel, type KerasImportOptions, type KerasTensor, type KerasWeights } from './keras-names.js';
+
+const FILE_NAME = /mobilenet_v2_weights_tf_dim_ordering_tf_kernels_(\d+(?:\.\d+)?)_(\d+)(_no_top)?\.h5$/;
+
+/** α, resolution and top-ness from a keras.applications weight file name, if it is one. */
+export function parseKerasFileName(file: string): { alpha: number; resolution: number; noTop: boolean } | undefined {
+  const m = FILE_NAME.exec(path.basename(file));
+  return m ? { alpha: Number(m[1]), resolution: Number(m[2]), noTop: Boolean(m[3]) } : undefined;
+}
+
+/** Import a Keras MobileNetV2 .h5 weight file. α and resolution default to the file name's, then to the shapes and 224. */
+export async function importKerasH5(file: string, opts: KerasImportOptions = {}): Promise<ImportedModel> {
+  const named = parseKerasFileName(file);
+  const layers = await readKerasH5(file);
+  return kerasToModel(layers, file, { ...opts, alpha: opts.alpha ?? named?.alpha, resolution: opts.resolution ?? named?.resolution });
+}
+
+/** Every weight of a Keras .h5 weight file, by layer and weight kind, as float32. */
+export async function readKerasH5(file: string): Promise<KerasWeights> {
+  if (!existsSync(file) || !statSync(file).isFile()) throw new Error(`${file}: no such file`);
+  const module = await h5wasm.ready;
+  // HDF5 errors become exceptions carrying the library's message instead of a diagnostic dump on stderr.
+  module.activate_throwing_error_handler();
+  let f: File | undefined;
+  try {
+    try {
+      f = new h5wasm.File(path.resolve(file), 'r');
+    } catch (e) {
+      throw new Error(`${file}: ${describeHdf5Error(e)}`);
+    }
+    return readLayers(f, file);
+  } finally {
+    f?.close();
+    module.deactivate_throwing_error_handler();
+  }
+}
+
+/** The innermost message of an HDF5 error stack ("file signature not found", "truncated file: eof = ..."). */
+function describeHdf5Error(e: unknown): string {
+  const text = e instanceof Error ? e.message : String(e);
+  const lines = [...text.matchAll(/#\d+: .* in \w+\(\): (.*)/g)].map((m) => m[1]!);
+  const last = lines.at(-1) ?? text.trim();
+  if (last.includes('file signature not found')) return 'not an HDF5 file (Keras weight files are HDF5)';
+  const t = /truncated file: eof = (\d+).*stored_eof = (\d+)/.exec(last);
+  if (t) return `truncated HDF5 file: ${t[1]} bytes of ${t[2]}`;
+  return `cannot read as HDF5 (${last})`;
+}
+
+function readLayers(f: Group, file: string): KerasWeights {
+  let root = f;
+  if (!hasAttr(root, 'layer_names')) {
+    const mw = f.get('model_weights');
+    if (mw instanceof h5wasm.Group && hasAttr(mw, 'layer_names')) root = mw;
+    else throw new Error(`${file}: not a Keras weight file: no 'layer_names' attribute (top-level entries: ${f.keys().join(', ') || 'none'})`);
+  }
+  const out: KerasWeights = new Map();
+  for (const layerName of stringList(root, 'layer_names', file)) {
+    const g = root.get(layerName);
+    if (!(g instanceof h5wasm.Group)) throw new Error(`${file}: layer '${layerName}' is listed in layer_names but has no group`);
+    for (const wname of hasAttr(g, 'weight_names') ? stringList(g, 'weight_names', file) : []) {
+      const d = g.get(wname);
+      if (!(d instanceof h5wasm.Dataset)) throw new Error(`${file}: layer '${layerName}' lists weight '${wname}' but has no such dataset`);
+      const [layer, kind] = splitWeightName(wname, layerName);
+      const byKind = out.get(layer) ?? new Map<string, KerasTensor>();
+      if (byKind.has(kind)) throw new Error(`${file}: weight '${kind}' of layer '${layer}' appears twice`);
+      byKind.set(kind, readTensor(d, `${layerName}/${wname}`, file));
+      out.set(layer, byKind);
+    }
+  }
+  return out;
+}
+
+function hasAttr(g: Group, name: string): boolean {
+  return name in g.attrs || `${name}0` in g.attrs;
+}
+
+/** A string-list attribute, joined over Keras's chunks (`name0`, `name1`, ...). Empty lists are stored as empty float arrays. */
+function stringList(g: Group, name: string, file: string): string[] {
+  const attrs = g.attrs;
+  const keys = name in attrs ? [name] : [];
+  if (!keys.length) for (let i = 0; `${name}${i}` in attrs; i++) keys.push(`${name}${i}`);
+  const out: string[] = [];
+  for (const k of keys) {
+    const v = attrs[k]!.value;
+    const items = Array.isArray(v) ? v : ArrayBuffer.isView(v) ? Array.from(v as ArrayLike<number>) : [v];
+    for (const s of items) {
+      if (typeof s !== 'string') throw new Error(`${file}: attribute ${g.path}@${k} should hold strings, got ${typeof s}`);
+      out.push(s);
+    }
+  }
+  return out;
+}
+
+function readTensor(d: Dataset, where: string, file: string): KerasTensor {
+  const shape = d.shape ?? [];
+  const v = d.value;
+  if (!(v instanceof Float32Array || v instanceof Float64Array)) {
+    throw new Error(`${file}: dataset ${where} is ${d.dtype}, expected float32 weights`);
+  }
+  const data = v instanceof Float32Array ? v : Float32Array.from(v);
+  if (data.length !== shape.reduce((a, b) => a * b, 1)) throw new Error(`${file}: dataset ${where} has ${data.length} values for shape [${shape.join(', ')}]`);
+  return { shape, data };
+}

@@ -1,0 +1,236 @@
+/**
+ * `mnv2 import keras`: a Keras-layout .h5 weight file (written here with h5wasm from a tfjs-layers Keras
+ * MobileNetV2 with seeded weights) imported and run on the native engine and on ONNX Runtime via our export;
+ * the reference logits come from tfjs-layers running the Keras model itself (asymmetric 'same'/correct_pad
+ * padding, BN eps 1e-3). Tolerance: max |ours - tfjs| <= 1e-4 * max |tfjs|.
+ */
+import assert from 'node:assert/strict';
+import { execFileSync, spawnSync } from 'node:child_process';
+import { existsSync, mkdtempSync, rmSync, truncateSync, statSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { after, before, describe, it } from 'node:test';
+import h5wasm, { type Group } from 'h5wasm/node';
+import { createClassifier, type EngineName } from '../src/engine/classifier.js';
+import { importKerasH5, parseKerasFileName } from '../src/io/keras.js';
+import { permute } from '../src/io/keras-names.js';
+import { readSafetensors, toFloat32, writeSafetensors } from '../src/io/safetensors.js';
+import { loadWeights } from '../src/io/weights.js';
+import { makeConfig } from '../src/model/config.js';
+import { buildGraph } from '../src/model/mobilenetv2.js';
+import { initWeights } from '../src/model/weights.js';
+import { Rng } from '../src/util/rng.js';
+import { maxAbs, maxAbsDiff } from './helpers/fixtures.js';
+import { kerasMobileNetV2, randomizeWeights, tfjsPredict, toNhwc, type tfl } from './helpers/keras-model.js';
+
+const CLI = fileURLToPath(new URL('../src/cli/main.js', import.meta.url));
+const ALPHA = 0.35;
+const ROWS = 96;
+const CLASSES = 5;
+const BATCH = 2;
+const TOL = 1e-4;
+const FILE = `mobilenet_v2_weights_tf_dim_ordering_tf_kernels_${ALPHA}_${ROWS}.h5`;
+
+interface LayerData {
+  name: string;
+  weights: { name: string; shape: number[]; data: Float32Array }[];
+}
+
+/** Every layer of the model in order (weightless ones too, as Keras lists them) with its weights. */
+function layerData(model: tfl.LayersModel): LayerData[] {
+  return model.layers.map((l) => ({
+    name: l.name,
+    weights: l.weights.map((w) => ({ name: `${w.originalName}:0`, shape: [...w.shape] as number[], data: w.read().dataSync() as Float32Array })),
+  }));
+}
+
+/** The Keras weight-file layout (keras/saving/hdf5_format.py save_weights_to_hdf5_group), byte strings as h5py writes them. */
+async function writeKerasH5(file: string, layers: LayerData[]): Promise<void> {
+  await h5wasm.ready;
+  const f = new h5wasm.File(file, 'w');
+  const fixed = (names: string[]) => `S${Math.max(1, ...names.map((n) => n.length))}`;
+  const names = layers.map((l) => l.name);
+  f.create_attribute('layer_names', names, null, fixed(names));
+  f.create_attribute('backend', 'tensorflow');
+  f.create_attribute('keras_version', '2.2.4');
+  for (const l of layers) {
+    const g = f.create_group(l.name);
+    const wn = l.weights.map((w) => w.name);
+    // Keras stores an empty weight list as np.asarray([]): a float64 array of length 0.
+    if (wn.length) g.create_attribute('weight_names', wn, null, fixed(wn));
+    else g.create_attribute('weight_names', new Float64Array(0), [0], '<d');
+    for (const w of l.weights) {
+      // h5py makes the intermediate groups of `Conv1/kernel:0`; h5wasm needs them made.
+      const parts = w.name.split('/');
+      let parent = g;
+      for (const p of parts.slice(0, -1)) parent = (parent.get(p) as Group | null) ?? parent.create_group(p);
+      parent.create_dataset({ name: parts.at(-1)!, data: w.data, shape: w.shape, dtype: '<f' });
+    }
+  }
+  f.close();
+}
+
+function randomInput(seed: number): Float32Array {
+  const rng = new Rng(seed);
+  return Float32Array.from({ length: BATCH * 3 * ROWS * ROWS }, () => rng.uniform() * 2 - 1);
+}
+
+async function runEngine(file: string, engine: EngineName, input: Float32Array): Promise<Float32Array> {
+  const m = loadWeights(file);
+  const clf = await createClassifier(m.graph, m.weights, engine, 1);
+  try {
+    return await clf.run(input, BATCH);
+  } finally {
+    await clf.release();
+  }
+}
+
+function cli(...args: string[]): { status: number | null; stderr: string } {
+  const r = spawnSync(process.execPath, [CLI, ...args], { encoding: 'utf8' });
+  return { status: r.status, stderr: r.stderr };
+}
+
+describe('import keras (.h5)', () => {
+  let dir: string;
+  let layers: LayerData[];
+  let h5: string;
+  let input: Float32Array;
+  let reference: Float32Array;
+
+  before(async () => {
+    dir = mkdtempSync(path.join(tmpdir(), 'mnv2-keras-'));
+    const model = kerasMobileNetV2({ alpha: ALPHA, rows: ROWS, classes: CLASSES, headName: 'Logits' });
+    randomizeWeights(model, 1);
+    layers = layerData(model);
+    h5 = path.join(dir, FILE);
+    await writeKerasH5(h5, layers);
+    input = randomInput(5);
+    reference = tfjsPredict(model, toNhwc(input, BATCH, 3, ROWS, ROWS), BATCH, ROWS);
+    model.dispose();
+  });
+  after(() => rmSync(dir, { recursive: true, force: true }));
+
+  it('parses keras.applications file names', () => {
+    assert.deepEqual(parseKerasFileName('/x/mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224.h5'), { alpha: 1, resolution: 224, noTop: false });
+    assert.deepEqual(parseKerasFileName('mobilenet_v2_weights_tf_dim_ordering_tf_kernels_0.35_96_no_top.h5'), { alpha: 0.35, resolution: 96, noTop: true });
+    assert.equal(parseKerasFileName('weights.h5'), undefined);
+  });
+
+  it('permute: HWIO -> OIHW moves element (h, w, i, o) to (o, i, h, w)', () => {
+    const shape = [2, 3, 4, 5];
+    const data = Float32Array.from({ length: 120 }, (_, i) => i);
+    const out = permute(data, shape, [3, 2, 0, 1]);
+    for (const [h, w, i, o] of [[1, 2, 3, 4], [0, 1, 2, 3], [1, 0, 0, 2]] as const) {
+      assert.equal(out[((o * 4 + i) * 2 + h) * 3 + w], data[((h * 3 + w) * 4 + i) * 5 + o]);
+    }
+  });
+
+  it('CLI import: config, metadata; native engine and ORT match tfjs-layers', async (t) => {
+    const out = path.join(dir, 'model.safetensors');
+    const r = cli('import', 'keras', h5, '--out', out);
+    assert.equal(r.status, 0, r.stderr);
+    assert.match(r.stderr, /α 0\.35 @ 96, 5 classes \(head Logits\)/);
+    const m = loadWeights(out);
+    const c = m.graph.config;
+    assert.deepEqual([c.arch, c.alpha, c.resolution, c.numClasses, c.padding, c.bnEps, c.activation], ['imagenet', 0.35, 96, 5, 'keras', 1e-3, 'relu6']);
+    assert.equal(m.metadata['mnv2.preprocess'], 'keras');
+    // Stride-2 convs pad 0 before, 1 after, as Keras does.
+    const stem = m.graph.nodes.find((n) => n.name === 'features.0.0');
+    assert.deepEqual(stem?.op === 'conv' && stem.pads, [0, 0, 1, 1]);
+
+    const scale = maxAbs(reference);
+    assert.ok(scale > 0.1, `reference logits are not trivial (max ${scale})`);
+    for (const engine of ['native', 'ort'] as const) {
+      const logits = await runEngine(out, engine, input);
+      const d = maxAbsDiff(logits, reference);
+      t.diagnostic(`${engine}: max |diff| ${d.toExponential(2)}, max |logit| ${scale.toFixed(3)}`);
+      assert.ok(d <= TOL * scale, `${engine}: max |diff| ${d} > ${TOL} * ${scale}`);
+    }
+    // The check can tell the paddings apart: PyTorch's symmetric padding on the same weights is far off.
+    const sym = buildGraph(makeConfig('imagenet', { ...c, padding: 'symmetric' }));
+    const clf = await createClassifier(sym, m.weights, 'native', 1);
+    const d = maxAbsDiff(await clf.run(input, BATCH), reference);
+    await clf.release();
+    t.diagnostic(`symmetric padding instead: max |diff| ${d.toExponential(2)}`);
+    assert.ok(d > 100 * TOL * scale, `symmetric padding differs by only ${d}`);
+  });
+
+  it('mnv2 infer runs the imported file unchanged (ORT)', () => {
+    const model = path.join(dir, 'model.safetensors');
+    const inFile = path.join(dir, 'input.safetensors');
+    const outFile = path.join(dir, 'logits.safetensors');
+    writeSafetensors(inFile, { input: { dtype: 'F32', shape: [BATCH, 3, ROWS, ROWS], data: input } });
+    execFileSync(process.execPath, [CLI, 'infer', '--weights', model, '--input', inFile, '--output', outFile, '--engine', 'ort', '--threads', '1'], { stdio: 'pipe' });
+    const t = readSafetensors(outFile).tensors.get('logits')!;
+    assert.ok(maxAbsDiff(toFloat32(t, 'logits', outFile), reference) <= TOL * maxAbs(reference));
+  });
+
+  it('no top: requires --classes, keeps the backbone, seeds a fresh head', async () => {
+    const noTop = path.join(dir, FILE.replace('.h5', '_no_top.h5'));
+    await writeKerasH5(noTop, layers.filter((l) => l.name !== 'Logits'));
+    await assert.rejects(importKerasH5(noTop), /has no classifier.*--classes N/);
+    const full = await importKerasH5(h5);
+    const m = await importKerasH5(noTop, { numClasses: 3, seed: 7 });
+    assert.equal(m.head, 'initialized');
+    assert.equal(m.graph.config.numClasses, 3);
+    const fresh = initWeights(m.graph, 7);
+    for (const [k, v] of m.weights) {
+      const want = k.startsWith('classifier.') ? fresh.get(k)! : full.weights.get(k)!;
+      assert.deepEqual(v, want, k);
+    }
+    await assert.rejects(importKerasH5(h5, { numClasses: 3 }), /has a 5-class head \(Logits\)/);
+  });
+
+  describe('errors', () => {
+    const variant = async (name: string, edit: (l: LayerData[]) => LayerData[]): Promise<string> => {
+      const file = path.join(dir, name);
+      await writeKerasH5(file, edit(layers.map((l) => ({ ...l, weights: [...l.weights] }))));
+      return file;
+    };
+
+    it('names missing layers', async () => {
+      const file = await variant('missing.h5', (ls) => ls.filter((l) => l.name !== 'block_5_project_BN' && l.name !== 'Conv_1'));
+      await assert.rejects(importKerasH5(file), (e: Error) => /2 layers missing/.test(e.message) && /block_5_project_BN/.test(e.message) && /Conv_1\b/.test(e.message));
+    });
+
+    it('names a mis-shaped layer with expected and got', async () => {
+      const file = await variant('shape.h5', (ls) => {
+        const l = ls.find((x) => x.name === 'block_3_expand')!;
+        l.weights = [{ ...l.weights[0]!, shape: [1, 1, 8, 40], data: new Float32Array(8 * 40) }];
+        return ls;
+      });
+      // α stays the one the other layers fit; the odd layer is named.
+      await assert.rejects(importKerasH5(file), /α 0\.35 \(the closest Keras width; pass --alpha for another\) with 5 classes:\n  block_3_expand kernel: expected \[1, 1, 8, 48\], got \[1, 1, 8, 40\]$/);
+      await assert.rejects(importKerasH5(h5, { alpha: 0.5 }), /α 0\.5 with 5 classes[\s\S]*block_1_project kernel: expected \[1, 1, 48, 16\], got \[1, 1, 48, 8\]/);
+    });
+
+    it('rejects non-MobileNetV2 Keras files, non-Keras HDF5, non-HDF5 and truncated files, without writing --out', async () => {
+      const other = await variant('other.h5', () => [{ name: 'dense_1', weights: [{ name: 'dense_1/kernel:0', shape: [4, 2], data: new Float32Array(8) }] }]);
+      await assert.rejects(importKerasH5(other), /not a Keras MobileNetV2.*dense_1/);
+
+      await h5wasm.ready;
+      const plain = path.join(dir, 'plain.h5');
+      const f = new h5wasm.File(plain, 'w');
+      f.create_dataset({ name: 'x', data: new Float32Array(4) });
+      f.close();
+      await assert.rejects(importKerasH5(plain), /plain\.h5: not a Keras weight file: no 'layer_names' attribute \(top-level entries: x\)/);
+
+      const text = path.join(dir, 'text.h5');
+      writeFileSync(text, 'hello, not HDF5');
+      await assert.rejects(importKerasH5(text), /text\.h5: not an HDF5 file/);
+
+      const cut = await variant('cut.h5', (ls) => ls);
+      truncateSync(cut, Math.floor(statSync(cut).size / 2));
+      await assert.rejects(importKerasH5(cut), /cut\.h5: truncated HDF5 file: \d+ bytes of \d+/);
+      await assert.rejects(importKerasH5(path.join(dir, 'nope.h5')), /nope\.h5: no such file/);
+
+      const out = path.join(dir, 'never.safetensors');
+      const r = cli('import', 'keras', cut, '--out', out);
+      assert.equal(r.status, 1);
+      assert.match(r.stderr, /^mnv2: .*cut\.h5: truncated HDF5 file/);
+      assert.doesNotMatch(r.stderr, /HDF5-DIAG/);
+      assert.equal(existsSync(out), false);
+    });
+  });
+});
