@@ -5,6 +5,7 @@ import type { Arch } from '../model/config.js';
 import { loadWeights } from '../io/weights.js';
 import { NativeModel } from '../engine/native/model.js';
 import { fetchDataset, type DatasetName, type FetchProgress } from '../data/fetch.js';
+import { PREPROCESS_KEY } from '../train/checkpoint.js';
 import { PRESET_NAMES, limitDataset, openDataset, resolvePreset, type PresetName, type TrainRecipe } from '../train/presets.js';
 import { formatDuration, progressBar, train } from '../train/loop.js';
 import { evaluate, evalToJSON, formatEvalReport, writeConfusionPng } from '../train/metrics.js';
@@ -174,7 +175,7 @@ export function registerTrainCommands(program: Command): void {
     }) => {
       if (!existsSync(o.weights)) throw new Error(`${o.weights}: no such weights file`);
       const m = loadWeights(o.weights);
-      const src = await openDataset(o.dataset, o.split, { dir: o.data, resolution: m.graph.config.resolution });
+      const src = await openDataset(o.dataset, o.split, { dir: o.data, resolution: m.graph.config.resolution, preprocess: m.metadata[PREPROCESS_KEY] });
       const ds = limitDataset(src.dataset, int(o.limit, '--limit') ?? 0, int(o.seed, '--seed') ?? 0);
       const model = new NativeModel(m.graph, m.weights, { threads: int(o.threads, '--threads') });
       const pb = progressBar(o.progress && Boolean(process.stderr.isTTY), `evaluating |{bar}| {value}/{total} images | {speed} img/s | ETA {eta_formatted}`);

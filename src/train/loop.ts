@@ -278,6 +278,8 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
       const l = loadWeights(opts.weights, { resolution: recipe.arch === 'imagenet' ? recipe.resolution : undefined });
       graph = l.graph;
       weights = l.weights;
+      // An imported Keras model keeps its own input normalisation when fine-tuned on an image folder.
+      if (l.metadata[PREPROCESS_KEY] !== undefined) baseMetadata[PREPROCESS_KEY] = l.metadata[PREPROCESS_KEY];
       log(`fine-tuning from ${opts.weights} (${graph.config.arch}, alpha ${graph.config.alpha}, ${graph.config.numClasses} classes)`);
     } else {
       graph = buildGraph(makeConfig(recipe.arch, { alpha: recipe.alpha, resolution: recipe.resolution, dropout: recipe.dropout, numClasses: undefined }));
@@ -306,7 +308,9 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
   const openSplit = async (split: 'train' | 'test'): Promise<DataSource> => {
     const p = decodeBar(`decoding ${split} images`);
     try {
-      return await openDataset(recipe.dataset, split, { dir: recipe.dataDir, resolution: graph.config.resolution, onProgress: p.cb });
+      return await openDataset(recipe.dataset, split, {
+        dir: recipe.dataDir, resolution: graph.config.resolution, onProgress: p.cb, preprocess: baseMetadata[PREPROCESS_KEY],
+      });
     } finally {
       p.stop();
     }

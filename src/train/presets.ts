@@ -22,6 +22,7 @@ import type { Arch } from '../model/config.js';
 import { loadCifar10 } from '../data/cifar.js';
 import { CIFAR10_INPUT, FASHION_MNIST_INPUT, sharedBytes, subset, type Dataset, type InputConvention } from '../data/dataset.js';
 import { FASHION_MNIST_DIR, loadFashionMnist } from '../data/idx.js';
+import { preset as imagePreset } from '../data/preprocess.js';
 import type { AugmentKind } from '../data/loader.js';
 
 export type PresetName = 'fashion-mnist' | 'seed-cifar10' | 'paper-imagenet';
@@ -176,7 +177,12 @@ const IMAGE_EXT = new Set(['.jpg', '.jpeg', '.png', '.webp', '.gif', '.tif', '.t
  * own class folders are split deterministically (every 10th image of each class is validation).
  */
 export async function openDataset(
-  name: string, split: 'train' | 'test', opts: { dir?: string; resolution?: number; onProgress?: (done: number, total: number) => void } = {},
+  name: string, split: 'train' | 'test',
+  opts: {
+    dir?: string; resolution?: number; onProgress?: (done: number, total: number) => void;
+    /** Image folders: the model's preprocessing preset (torchvision or keras normalisation; default torchvision). */
+    preprocess?: string;
+  } = {},
 ): Promise<DataSource> {
   if (name === 'fashion-mnist') {
     // Debian's dataset-fashion-mnist, else what `mnv2 data fetch fashion-mnist` downloads.
@@ -190,8 +196,13 @@ export async function openDataset(
   if (!existsSync(dir) || !statSync(dir).isDirectory()) {
     throw new Error(`dataset '${name}': not fashion-mnist, cifar10 or an existing folder of class subfolders (${dir})`);
   }
+  const preprocess = opts.preprocess ?? 'torchvision';
+  if (preprocess !== 'torchvision' && preprocess !== 'keras') {
+    throw new Error(`dataset '${name}': image folders are normalised like torchvision or keras models, not '${preprocess}'`);
+  }
+  const { mean, std } = imagePreset(preprocess);
   const ds = await loadImageFolder(dir, split, opts.resolution ?? 224, opts.onProgress);
-  return { dataset: ds, input: { channels: 3, pad: 0, ...IMAGENET_NORM }, preprocess: 'torchvision' };
+  return { dataset: ds, input: { channels: 3, pad: 0, mean, std }, preprocess };
 }
 
 function listClasses(dir: string): string[] {
