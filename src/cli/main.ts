@@ -5,6 +5,7 @@ import { registerModelCommands } from './model-commands.js';
 import { registerBenchCommand } from './bench-command.js';
 import { registerTrainCommands } from './train-commands.js';
 import { registerImportCommands } from './import-commands.js';
+import { registerServeCommands } from './serve-command.js';
 
 const program = new Command();
 program
@@ -16,6 +17,7 @@ registerModelCommands(program);
 registerBenchCommand(program);
 registerTrainCommands(program);
 registerImportCommands(program);
+registerServeCommands(program);
 
 program.parseAsync(process.argv).catch((e: unknown) => {
   console.error(`mnv2: ${e instanceof Error ? e.message : String(e)}`);

@@ -11,7 +11,7 @@ import { loadWeights, type LoadedWeights } from '../io/weights.js';
 import { readSafetensors, toFloat32, writeSafetensors } from '../io/safetensors.js';
 import { createClassifier, topK, type EngineName } from '../engine/classifier.js';
 import { exportOnnx } from '../engine/onnx/export.js';
-import { loadImages, preset as makePreset, PRESET_NAMES } from '../data/preprocess.js';
+import { loadImages, preset as makePreset, PRESET_NAMES, type Preset } from '../data/preprocess.js';
 import { labelsFor, type LabelSetName } from '../data/labels.js';
 
 /** The model trained by this project on Fashion-MNIST, used when --weights is not given. */
@@ -57,9 +57,9 @@ export function loadModel(o: ArchOpts & { weights?: string }, allowDefault: bool
   return loadWeights(file, { arch: o.arch, alpha: num(o.alpha, '--alpha'), numClasses: num(o.classes, '--classes'), resolution: num(o.resolution, '--resolution') });
 }
 
-export function engineOption(cmd: Command): Command {
+export function engineOption(cmd: Command, fallback: EngineName = 'native'): Command {
   return cmd
-    .addOption(new Option('--engine <engine>', 'inference engine').choices(['native', 'ort']).default('native'))
+    .addOption(new Option('--engine <engine>', 'inference engine').choices(['native', 'ort']).default(fallback))
     .option('--threads <n>', 'threads (default: all cores)');
 }
 
@@ -110,23 +110,14 @@ export function registerModelCommands(program: Command): void {
       console.error(`wrote ${o.out} (${(bytes.length / 1e6).toFixed(2)} MB, opset ${o.opset}${o.fp16 ? ', fp16' : ''})`);
     });
 
-  engineOption(archOptions(program.command('predict').description('classify JPEG/PNG images and print the top-k classes')))
+  imageOptions(engineOption(archOptions(program.command('predict').description('classify JPEG/PNG images and print the top-k classes'))))
     .argument('<images...>', 'image files')
     .option('--weights <file>', 'weights (.safetensors); default: the bundled Fashion-MNIST model')
-    .addOption(new Option('--preset <name>', 'preprocessing preset').choices([...PRESET_NAMES]))
-    .addOption(new Option('--labels <name>', 'label list').choices(['imagenet', 'cifar10', 'fashion-mnist']))
-    .option('--invert', 'invert pixel values (photos of garments on white, for fashion-mnist)')
-    .option('--top <k>', 'how many classes to print', '5')
     .option('--json', 'print JSON')
-    .action(async (images: string[], o: ArchOpts & { weights?: string; preset?: string; labels?: LabelSetName; invert?: boolean; top: string; json?: boolean; engine: EngineName; threads?: string }) => {
+    .action(async (images: string[], o: ArchOpts & ImageOpts & { weights?: string; json?: boolean; engine: EngineName; threads?: string }) => {
       const m = loadModel(o, true);
       const cfg = m.graph.config;
-      const presetName = o.preset ?? m.metadata[PREPROCESS_KEY] ?? (cfg.arch === 'imagenet' ? 'torchvision' : 'seed-cifar');
-      const labelName = (o.labels ?? m.metadata[LABELS_KEY] ?? defaultLabels(cfg)) as LabelSetName | undefined;
-      const labels = labelName ? labelsFor(labelName) : undefined;
-      if (labels && labels.length !== cfg.numClasses) throw new Error(`label list ${labelName} has ${labels.length} names, the model has ${cfg.numClasses} classes`);
-      const p = makePreset(presetName, cfg.resolution);
-      if (p.channels !== cfg.inChannels) throw new Error(`preset ${presetName} makes ${p.channels}-channel inputs, the model takes ${cfg.inChannels}`);
+      const { preset: p, labels } = inputSpec(cfg, m.metadata, o);
       const input = await loadImages(images, p, { invert: o.invert });
       const clf = await createClassifier(m.graph, m.weights, o.engine, num(o.threads, '--threads'));
       const logits = await clf.run(input, images.length);
@@ -145,6 +136,33 @@ export function registerModelCommands(program: Command): void {
         for (const t of r.top) console.log(`  ${(t.prob * 100).toFixed(2).padStart(6)}%  ${t.label}`);
       }
     });
+}
+
+export interface ImageOpts {
+  preset?: string;
+  labels?: LabelSetName;
+  invert?: boolean;
+  top: string;
+}
+
+/** Options of the commands that classify images: preprocessing, label list, how many classes to report. */
+export function imageOptions(cmd: Command): Command {
+  return cmd
+    .addOption(new Option('--preset <name>', 'preprocessing preset').choices([...PRESET_NAMES]))
+    .addOption(new Option('--labels <name>', 'label list').choices(['imagenet', 'cifar10', 'fashion-mnist']))
+    .option('--invert', 'invert pixel values (photos of garments on white, for fashion-mnist)')
+    .option('--top <k>', 'how many classes to report', '5');
+}
+
+/** The preprocessing and class names of a model: the flags, else the model file's metadata, else the arch's defaults. */
+export function inputSpec(cfg: ModelConfig, metadata: Record<string, string>, o: Pick<ImageOpts, 'preset' | 'labels'>): { preset: Preset; labels?: readonly string[] } {
+  const presetName = o.preset ?? metadata[PREPROCESS_KEY] ?? (cfg.arch === 'imagenet' ? 'torchvision' : 'seed-cifar');
+  const labelName = (o.labels ?? metadata[LABELS_KEY] ?? defaultLabels(cfg)) as LabelSetName | undefined;
+  const labels = labelName ? labelsFor(labelName) : undefined;
+  if (labels && labels.length !== cfg.numClasses) throw new Error(`label list ${labelName} has ${labels.length} names, the model has ${cfg.numClasses} classes`);
+  const p = makePreset(presetName, cfg.resolution);
+  if (p.channels !== cfg.inChannels) throw new Error(`preset ${presetName} makes ${p.channels}-channel inputs, the model takes ${cfg.inChannels}`);
+  return { preset: p, labels };
 }
 
 export function defaultLabels(cfg: ModelConfig): LabelSetName | undefined {

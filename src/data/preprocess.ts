@@ -77,6 +77,8 @@ export interface LoadImageOptions {
    * normalization. Use with fashion-mnist for photos of garments on a white background.
    */
   invert?: boolean;
+  /** Reject images with more pixels than this before decoding them (default: sharp's limit, 0x3FFF²). */
+  maxPixels?: number;
 }
 
 function checkResolution(name: string, resolution: number): void {
@@ -219,21 +221,16 @@ function readError(path: string, err: unknown): Error {
   return new Error(`could not read image '${path}': ${msg.trim()}`, { cause: err });
 }
 
-/** Decode, orient, de-alpha, colour-convert and resize; returns 8-bit HWC pixels. */
+/** Decode, orient, de-alpha, colour-convert and resize an encoded image; returns 8-bit HWC pixels. */
 async function decode(
-  path: string,
+  buf: Uint8Array,
+  source: string,
   p: Preset,
   opts: LoadImageOptions,
 ): Promise<{ data: Uint8Array; width: number; height: number; channels: number }> {
-  let buf: Buffer;
+  if (buf.length === 0) throw readError(source, new Error('it is empty (0 bytes)'));
   try {
-    buf = await readFile(path);
-  } catch (err) {
-    throw readError(path, err);
-  }
-  if (buf.length === 0) throw readError(path, new Error('file is empty'));
-  try {
-    const input = (): sharp.Sharp => sharp(buf, { failOn: 'error' });
+    const input = (): sharp.Sharp => sharp(buf, { failOn: 'error', ...(opts.maxPixels !== undefined && { limitInputPixels: opts.maxPixels }) });
     const meta = await input().metadata();
     // Dimensions after EXIF orientation.
     const w0 = meta.autoOrient?.width ?? meta.width;
@@ -279,7 +276,7 @@ async function decode(
     if (opts.invert) for (let i = 0; i < px.length; i++) px[i] = 255 - px[i]!;
     return { data: px, width: info.width, height: info.height, channels: info.channels };
   } catch (err) {
-    throw readError(path, err);
+    throw readError(source, err);
   }
 }
 
@@ -289,7 +286,21 @@ async function decode(
  * Throws an Error naming the path if the file is missing, empty, truncated or not an image.
  */
 export async function loadImage(path: string, p: Preset, opts: LoadImageOptions = {}): Promise<Float32Array> {
-  const { data, width, height, channels } = await decode(path, p, opts);
+  let buf: Buffer;
+  try {
+    buf = await readFile(path);
+  } catch (err) {
+    throw readError(path, err);
+  }
+  return loadImageBuffer(buf, p, opts, path);
+}
+
+/**
+ * Preprocess an encoded image (PNG, JPEG, WebP, ...) already in memory, e.g. an HTTP request body.
+ * Errors name `source` as loadImage's name the file.
+ */
+export async function loadImageBuffer(buf: Uint8Array, p: Preset, opts: LoadImageOptions = {}, source = 'buffer'): Promise<Float32Array> {
+  const { data, width, height, channels } = await decode(buf, source, p, opts);
   return normalizeHWC(data, width, height, channels, p);
 }
 

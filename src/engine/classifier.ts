@@ -22,11 +22,14 @@ export async function createClassifier(graph: Graph, weights: StateDict, engine:
     const m = new NativeModel(graph, weights, { threads });
     return { engine, run: async (x, n) => m.predict(x, n), release: async () => {} };
   }
-  if (engine === 'ort') {
-    const m = await OrtModel.create(exportOnnx(graph, weights), { threads });
-    return { engine, run: (x, n) => m.run(x, n), release: () => m.release() };
-  }
+  if (engine === 'ort') return ortClassifier(exportOnnx(graph, weights), threads);
   throw new Error(`unknown engine '${String(engine)}' (expected native or ort)`);
+}
+
+/** ONNX Runtime on an ONNX model given as bytes or a file path. */
+export async function ortClassifier(model: Uint8Array | string, threads?: number): Promise<Classifier> {
+  const m = await OrtModel.create(model, { threads });
+  return { engine: 'ort', run: (x, n) => m.run(x, n), release: () => m.release() };
 }
 
 /** Indices and softmax probabilities of the k largest logits of row `i`. */

@@ -1,0 +1,162 @@
+/**
+ * Serving: `mnv2 serve`, the HTTP inference server (src/serve) on a weights file, an ONNX file or the bundled
+ * model, and `mnv2 export triton`, a model repository for NVIDIA Triton Inference Server.
+ */
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
+import { Option, type Command } from 'commander';
+import { createClassifier, ortClassifier, type Classifier, type EngineName } from '../engine/classifier.js';
+import { decodeOnnx, readOnnxConfig } from '../engine/onnx/export.js';
+import { exportTriton } from '../engine/onnx/triton.js';
+import type { LabelSetName } from '../data/labels.js';
+import { PRESET_NAMES } from '../data/preprocess.js';
+import type { ModelConfig } from '../model/config.js';
+import { startServer, type RunningServer } from '../serve/server.js';
+import { archOptions, engineOption, imageOptions, inputSpec, loadModel, num, type ArchOpts, type ImageOpts } from './model-commands.js';
+
+interface ServeOpts extends ArchOpts, ImageOpts {
+  weights?: string;
+  onnx?: string;
+  engine: EngineName;
+  threads?: string;
+  host: string;
+  port: string;
+  maxBatch: string;
+  maxWaitMs: string;
+  maxQueue: string;
+  bodyLimit: string;
+}
+
+const UNITS: Record<string, number> = { '': 1, b: 1, kb: 1024, mb: 1 << 20, gb: 1 << 30 };
+
+/** '10mb', '512kb', '1048576' -> bytes. */
+function parseBytes(v: string, flag: string): number {
+  const m = /^\s*(\d+(?:\.\d+)?)\s*([kmg]?b)?\s*$/i.exec(v);
+  const n = m ? Math.floor(Number(m[1]) * UNITS[(m[2] ?? '').toLowerCase()]!) : NaN;
+  if (!(n >= 1)) throw new Error(`${flag} expects a size such as 10mb, 512kb or 1048576, got '${v}'`);
+  return n;
+}
+
+function int(v: string, flag: string, min: number): number {
+  const n = num(v, flag)!;
+  if (!Number.isInteger(n) || n < min) throw new Error(`${flag} expects an integer >= ${min}, got '${v}'`);
+  return n;
+}
+
+async function openModel(o: ServeOpts): Promise<{ classifier: Classifier; config: ModelConfig; metadata: Record<string, string>; name: string }> {
+  const threads = o.threads === undefined ? undefined : int(o.threads, '--threads', 1);
+  if (o.onnx) {
+    if (o.weights) throw new Error('give either --weights or --onnx, not both');
+    if (o.engine !== 'ort') throw new Error('--onnx runs on ONNX Runtime: use --engine ort (the default), or --weights for the native engine');
+    let bytes: Uint8Array;
+    try {
+      bytes = readFileSync(o.onnx);
+    } catch (e) {
+      throw new Error(`${o.onnx}: ${(e as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such file' : (e as Error).message}`);
+    }
+    const config = readOnnxConfig(bytes, o.onnx);
+    const metadata = Object.fromEntries(decodeOnnx(bytes, o.onnx).metadataProps.map((p) => [p.key ?? '', p.value ?? '']));
+    return { classifier: await ortClassifier(bytes, threads), config, metadata, name: path.basename(o.onnx) };
+  }
+  const m = loadModel(o, true);
+  const name = o.weights ? path.basename(o.weights) : 'fashion-mnist (bundled)';
+  return { classifier: await createClassifier(m.graph, m.weights, o.engine, threads), config: m.graph.config, metadata: m.metadata, name };
+}
+
+export function registerServeCommands(program: Command): void {
+  imageOptions(engineOption(archOptions(program.command('serve').description('HTTP inference server: POST an image to /v1/classify; /healthz, /metrics')), 'ort'))
+    .option('--weights <file>', 'weights (.safetensors); default: the bundled Fashion-MNIST model')
+    .option('--onnx <file>', 'serve an ONNX model exported by mnv2 (ONNX Runtime) instead of --weights')
+    .option('--host <addr>', 'address to listen on', '127.0.0.1')
+    .option('--port <n>', 'port (0: any free port)', '8080')
+    .option('--max-batch <n>', 'most images per model run (1: no batching)', '32')
+    .option('--max-wait-ms <ms>', 'how long the first queued image waits for a batch to fill', '5')
+    .option('--max-queue <n>', 'most requests in progress at once; more get 503 with Retry-After', '256')
+    .option('--body-limit <size>', 'largest request body (413 beyond it)', '10mb')
+    .addHelpText('after', '\nThe bound address is printed on stdout as "listening on http://HOST:PORT". SIGINT/SIGTERM: finish the requests in progress, then exit 0.')
+    .action(async (o: ServeOpts) => {
+      const maxBatch = int(o.maxBatch, '--max-batch', 1);
+      const maxWaitMs = num(o.maxWaitMs, '--max-wait-ms')!;
+      if (maxWaitMs < 0) throw new Error(`--max-wait-ms expects a number >= 0, got '${o.maxWaitMs}'`);
+      const settings = {
+        host: o.host,
+        port: int(o.port, '--port', 0),
+        maxBatch,
+        maxWaitMs,
+        maxQueue: int(o.maxQueue, '--max-queue', 1),
+        bodyLimit: parseBytes(o.bodyLimit, '--body-limit'),
+        top: int(o.top, '--top', 1),
+      };
+      const m = await openModel(o);
+      const cfg = m.config;
+      let spec: ReturnType<typeof inputSpec>;
+      let srv: RunningServer;
+      try {
+        spec = inputSpec(cfg, m.metadata, o);
+        srv = await startServer({
+          ...settings,
+          classifier: m.classifier,
+          inputShape: [cfg.inChannels, cfg.resolution, cfg.resolution],
+          numClasses: cfg.numClasses,
+          preset: spec.preset,
+          labels: spec.labels,
+          invert: o.invert,
+          modelName: m.name,
+          // Decoding is bounded by pixels too: a small PNG can expand to gigabytes.
+          maxPixels: 50_000_000,
+        });
+      } catch (e) {
+        await m.classifier.release();
+        throw e;
+      }
+      console.log(`listening on ${srv.url} (model ${m.name}, engine ${m.classifier.engine}, preset ${spec.preset.name}, max batch ${maxBatch}, max wait ${maxWaitMs} ms)`);
+      const stop = (signal: NodeJS.Signals): void => {
+        console.error(`mnv2 serve: ${signal}: finishing the requests in progress`);
+        srv.close().then(
+          () => console.error('mnv2 serve: stopped'),
+          (e: unknown) => {
+            console.error(`mnv2 serve: shutdown failed: ${e instanceof Error ? e.message : String(e)}`);
+            process.exitCode = 1;
+          },
+        );
+      };
+      process.once('SIGINT', stop);
+      process.once('SIGTERM', stop);
+    });
+
+  const exp = program.commands.find((c) => c.name() === 'export');
+  if (!exp) throw new Error('mnv2: the export command must be registered before the serving commands');
+  archOptions(exp.command('triton').description('a Triton Inference Server model repository: DIR/NAME/config.pbtxt + DIR/NAME/1/model.onnx'))
+    .argument('<dir>', 'model repository directory (created if missing)')
+    .option('--weights <file>', 'weights (.safetensors); default: the bundled Fashion-MNIST model')
+    .option('--name <name>', 'model name (its directory in the repository)', 'mobilenetv2')
+    .option('--max-batch <n>', 'max_batch_size', '128')
+    .option('--preferred-batch <sizes>', 'dynamic batcher preferred batch sizes, comma-separated (capped at --max-batch)', '16,32')
+    .option('--max-queue-delay-us <us>', 'dynamic batcher max_queue_delay_microseconds', '5000')
+    .option('--instances <n>', 'CPU instances (instance_group count)', '1')
+    .addOption(new Option('--preset <name>', 'preprocessing the clients must apply (noted in config.pbtxt)').choices([...PRESET_NAMES]))
+    .addOption(new Option('--labels <name>', 'label list for labels.txt').choices(['imagenet', 'cifar10', 'fashion-mnist']))
+    .option('--fp16', 'float16 weights and compute (input and output stay float32)')
+    .option('--force', 'replace an existing model directory')
+    .action((dir: string, o: ArchOpts & { weights?: string; name: string; maxBatch: string; preferredBatch: string; maxQueueDelayUs: string; instances: string; preset?: string; labels?: LabelSetName; fp16?: boolean; force?: boolean }) => {
+      const m = loadModel(o, true);
+      const spec = inputSpec(m.graph.config, m.metadata, o);
+      const maxBatch = int(o.maxBatch, '--max-batch', 1);
+      const preferred = [...new Set(o.preferredBatch.split(',').filter((s) => s.trim()).map((s) => Math.min(int(s.trim(), '--preferred-batch', 1), maxBatch)))];
+      const modelDir = exportTriton(dir, m.graph, m.weights, {
+        name: o.name,
+        maxBatch,
+        preferredBatch: preferred,
+        maxQueueDelayUs: int(o.maxQueueDelayUs, '--max-queue-delay-us', 0),
+        instances: int(o.instances, '--instances', 1),
+        labels: spec.labels,
+        fp16: o.fp16,
+        force: o.force,
+        notes: [
+          `Written by mobilenetv2-ts (mnv2 export triton) from ${o.weights ?? 'the bundled Fashion-MNIST model'}.`,
+          `input: float32 NCHW, images preprocessed with mnv2's '${spec.preset.name}' preset; output: logits (softmax gives probabilities).`,
+        ],
+      });
+      console.error(`wrote ${modelDir}/config.pbtxt, ${modelDir}/1/model.onnx${spec.labels ? ` and ${modelDir}/labels.txt` : ''}${o.fp16 ? ' (fp16)' : ''}`);
+    });
+}

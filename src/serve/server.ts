@@ -1,0 +1,195 @@
+/**
+ * The inference server: POST an encoded image to /v1/classify, get the top-k classes as JSON. Images are
+ * preprocessed with sharp (libuv threads, concurrently) and run through the model in dynamic micro-batches.
+ *
+ * Engines: ONNX Runtime's run() is asynchronous (it runs on its own threads), so the server keeps accepting
+ * and decoding while a batch runs. The native engine's predict() is synchronous: the event loop is blocked for
+ * the duration of each batch (requests wait in the kernel's socket buffers meanwhile), which is fine for
+ * small models and batches but is why ORT is the default.
+ */
+import { performance } from 'node:perf_hooks';
+import Fastify, { type FastifyError, type FastifyInstance } from 'fastify';
+import type { Classifier } from '../engine/classifier.js';
+import { topK } from '../engine/classifier.js';
+import { loadImageBuffer, type Preset } from '../data/preprocess.js';
+import { Batcher } from './batcher.js';
+import { PROMETHEUS_CONTENT_TYPE, serverMetrics, type ServerMetrics } from './metrics.js';
+
+/** Media types accepted as an image body. */
+export const IMAGE_TYPES: readonly string[] = ['image/png', 'image/jpeg', 'image/webp', 'application/octet-stream'];
+
+export interface ServerOptions {
+  classifier: Classifier;
+  /** Per-image input shape [C, H, W] and class count, as the classifier takes them. */
+  inputShape: readonly [number, number, number];
+  numClasses: number;
+  preset: Preset;
+  invert?: boolean;
+  labels?: readonly string[];
+  /** Reported in every response (e.g. the weights file's name). */
+  modelName: string;
+  host?: string;
+  /** 0 picks a free port. */
+  port?: number;
+  maxBatch?: number;
+  maxWaitMs?: number;
+  /** Most classify requests in progress at once (decoding, queued or running); more get 503. */
+  maxQueue?: number;
+  /** Largest accepted body in bytes; larger ones get 413. */
+  bodyLimit?: number;
+  /** Images with more pixels are rejected (400) before decoding. */
+  maxPixels?: number;
+  top?: number;
+}
+
+export interface RunningServer {
+  /** `http://host:port` as bound. */
+  url: string;
+  app: FastifyInstance;
+  metrics: ServerMetrics;
+  /** Stop accepting, answer every request already in, run every queued batch, release the model. Idempotent. */
+  close(): Promise<void>;
+}
+
+interface ClassifyResponse {
+  top: { index: number; label: string; prob: number }[];
+  model: string;
+  batchSize: number;
+  ms: number;
+}
+
+/** An error answered with its status code and a JSON `{ error }` body. */
+class HttpError extends Error {
+  constructor(readonly statusCode: number, message: string, readonly headers: Record<string, string> = {}) {
+    super(message);
+  }
+}
+
+const round2 = (x: number): number => Math.round(x * 100) / 100;
+
+function formatBytes(n: number): string {
+  return n >= 1 << 20 ? `${+(n / (1 << 20)).toFixed(2)} MB` : n >= 1024 ? `${+(n / 1024).toFixed(2)} KB` : `${n} bytes`;
+}
+
+/** Start the server; resolves once it is listening. */
+export async function startServer(o: ServerOptions): Promise<RunningServer> {
+  const [c, h, w] = o.inputShape;
+  const maxBatch = o.maxBatch ?? 32;
+  const maxQueue = o.maxQueue ?? 256;
+  const bodyLimit = o.bodyLimit ?? 10 << 20;
+  const top = o.top ?? 5;
+  if (!Number.isInteger(maxQueue) || maxQueue < 1) throw new Error(`max queue must be a positive integer, got ${maxQueue}`);
+  if (!Number.isInteger(bodyLimit) || bodyLimit < 1) throw new Error(`body limit must be a positive number of bytes, got ${bodyLimit}`);
+  if (!Number.isInteger(top) || top < 1) throw new Error(`top must be a positive integer, got ${top}`);
+  if (o.preset.channels !== c || o.preset.size !== h || o.preset.size !== w) {
+    throw new Error(`preset ${o.preset.name} makes ${o.preset.channels}x${o.preset.size}x${o.preset.size} inputs, the model takes ${c}x${h}x${w}`);
+  }
+  if (o.labels && o.labels.length !== o.numClasses) throw new Error(`${o.labels.length} labels for a model with ${o.numClasses} classes`);
+
+  let inFlight = 0;
+  let closing: Promise<void> | null = null;
+  const batcher: Batcher = new Batcher({
+    maxBatch,
+    maxWaitMs: o.maxWaitMs ?? 5,
+    inputSize: c * h * w,
+    outputSize: o.numClasses,
+    run: (x, n) => o.classifier.run(x, n),
+    onBatch: (n, ms) => {
+      metrics.batchSize.observe(n);
+      metrics.inference.observe(ms / 1000);
+      metrics.images.inc({}, n);
+    },
+  });
+  const metrics = serverMetrics(
+    () => batcher.depth,
+    () => inFlight,
+  );
+
+  // return503OnClosing is fastify's default; kept explicit because shutdown relies on it.
+  const app = Fastify({ logger: false, bodyLimit, return503OnClosing: true });
+  // Only image bodies: without the default JSON and text parsers anything else is a 415.
+  app.removeAllContentTypeParsers();
+  app.addContentTypeParser([...IMAGE_TYPES], { parseAs: 'buffer' }, (_req, body, done) => done(null, body));
+
+  app.addHook('onResponse', async (req, reply) => {
+    const route = req.routeOptions.url ?? 'unmatched';
+    metrics.requests.inc({ route, code: String(reply.statusCode) });
+    if (route === '/v1/classify' && reply.statusCode === 200) metrics.latency.observe(reply.elapsedTime / 1000);
+  });
+
+  app.setErrorHandler((err: FastifyError | HttpError, req, reply) => {
+    if (err instanceof HttpError) return reply.code(err.statusCode).headers(err.headers).send({ error: err.message });
+    switch (err.code) {
+      case 'FST_ERR_CTP_BODY_TOO_LARGE':
+        return reply.code(413).send({ error: `request body is larger than the limit of ${formatBytes(bodyLimit)} (--body-limit)` });
+      case 'FST_ERR_CTP_INVALID_MEDIA_TYPE':
+        return reply.code(415).send({
+          error: `unsupported Content-Type '${req.headers['content-type'] ?? '(none)'}': send the image bytes as the body with Content-Type ${IMAGE_TYPES.join(', ')}`,
+        });
+    }
+    const status = err.statusCode ?? 500;
+    if (status >= 500) console.error(`mnv2 serve: ${req.method} ${req.url}: ${err.stack ?? err.message}`);
+    return reply.code(status).send({ error: status >= 500 ? 'internal error' : err.message });
+  });
+
+  app.get('/healthz', async (_req, reply) => (closing ? reply.code(503).send({ status: 'shutting down' }) : { status: 'ok' }));
+
+  app.get('/metrics', async (_req, reply) => reply.type(PROMETHEUS_CONTENT_TYPE).send(metrics.registry.render()));
+
+  app.get('/v1/model', async () => ({
+    model: o.modelName,
+    engine: o.classifier.engine,
+    input: [c, h, w],
+    classes: o.numClasses,
+    labels: o.labels ?? null,
+    preset: o.preset.name,
+    invert: o.invert ?? false,
+    maxBatch,
+  }));
+
+  app.post('/v1/classify', async (req): Promise<ClassifyResponse> => {
+    const t0 = performance.now();
+    if (closing) throw new HttpError(503, 'the server is shutting down', { 'retry-after': '1', connection: 'close' });
+    if (inFlight >= maxQueue) throw new HttpError(503, `server busy: ${maxQueue} requests in progress (--max-queue); retry later`, { 'retry-after': '1' });
+    const body = req.body;
+    if (!Buffer.isBuffer(body)) throw new HttpError(400, `send the image bytes as the request body (Content-Type ${IMAGE_TYPES.join(', ')})`);
+    inFlight++;
+    try {
+      let input: Float32Array;
+      try {
+        input = await loadImageBuffer(body, o.preset, { invert: o.invert, maxPixels: o.maxPixels }, 'request body');
+      } catch (e) {
+        // Everything preprocessing rejects is about the bytes sent: empty, truncated, not an image, too many pixels.
+        throw new HttpError(400, (e as Error).message);
+      }
+      const r = await batcher.submit(input);
+      return {
+        top: topK(r.logits, o.numClasses, 0, top).map((t) => ({ index: t.index, label: o.labels?.[t.index] ?? String(t.index), prob: t.prob })),
+        model: o.modelName,
+        batchSize: r.batchSize,
+        ms: round2(performance.now() - t0),
+      };
+    } finally {
+      inFlight--;
+    }
+  });
+
+  await app.listen({ host: o.host ?? '127.0.0.1', port: o.port ?? 8080 });
+  const addr = app.server.address();
+  if (!addr || typeof addr === 'string') throw new Error(`unexpected server address ${String(addr)}`);
+  const host = addr.family === 'IPv6' ? `[${addr.address}]` : addr.address;
+
+  return {
+    url: `http://${host}:${addr.port}`,
+    app,
+    metrics,
+    close: () =>
+      (closing ??= (async () => {
+        // fastify.close() stops listening at once, answers requests on kept-alive connections with 503 and
+        // resolves when the requests already in have been answered; their batches keep running meanwhile.
+        await app.close();
+        await batcher.drain();
+        await o.classifier.release();
+      })()),
+  };
+}
