@@ -110,6 +110,12 @@ function gated(inner: Classifier): Classifier & { open(): void; entered: Promise
   return c;
 }
 
+/** Wait for a condition that other threads or the event loop will make true (polls every ms, fails after 10 s). */
+async function until(cond: () => boolean): Promise<void> {
+  for (let i = 0; i < 10_000 && !cond(); i++) await new Promise((r) => setTimeout(r, 1));
+  assert.ok(cond(), 'condition not reached within 10 s');
+}
+
 function serverOptions(classifier: Classifier, over: Partial<ServerOptions> = {}): ServerOptions {
   return {
     classifier,
@@ -267,9 +273,8 @@ describe('serve: load shedding and shutdown', () => {
     await clf.entered;
 
     const closing = srv.close();
-    // fastify stops listening from a hook of its own; wait for it (no timing: a bounded number of turns).
-    for (let i = 0; i < 1000 && srv.app.server.listening; i++) await new Promise((r) => setImmediate(r));
-    assert.equal(srv.app.server.listening, false);
+    // fastify stops listening from a hook of its own.
+    await until(() => !srv.app.server.listening);
     const refused = net.connect(Number(port), '127.0.0.1');
     const [err] = (await once(refused, 'error')) as [NodeJS.ErrnoException];
     assert.equal(err.code, 'ECONNREFUSED');
@@ -283,6 +288,26 @@ describe('serve: load shedding and shutdown', () => {
     assert.deepEqual(statuses, [200, 503]);
     const body = JSON.parse(received.slice(received.indexOf('\r\n\r\n') + 4, received.indexOf('HTTP/1.1 503'))) as Classified;
     assert.equal(body.top[0]!.index, argmax(refLogits[2]!));
+  });
+
+  it('close() with clients that hung up mid-request: their images still run, then the model is released', async () => {
+    const clf = gated(await createClassifier(model.graph, model.weights, 'ort', 1));
+    const srv = await startServer(serverOptions(clf, { maxBatch: 1 }));
+    const { port } = new URL(srv.url);
+    const socks = pngs.slice(0, 3).map((png) => {
+      const s = net.connect(Number(port), '127.0.0.1');
+      s.write(`POST /v1/classify HTTP/1.1\r\nHost: test\r\nContent-Type: image/png\r\nContent-Length: ${png.length}\r\n\r\n`);
+      s.write(png);
+      return s;
+    });
+    await clf.entered;
+    await until(() => srv.metrics.inFlight.value === 3);
+    for (const s of socks) s.destroy();
+    const closing = srv.close();
+    clf.open();
+    await closing;
+    assert.equal(srv.metrics.images.get(), 3);
+    assert.ok(clf.released);
   });
 
   it('the native engine serves the same classes', async () => {

@@ -57,8 +57,12 @@ export class Counter implements Metric {
 export class Gauge implements Metric {
   constructor(readonly name: string, private readonly help: string, private readonly read: () => number) {}
 
+  get value(): number {
+    return this.read();
+  }
+
   render(): string[] {
-    return [...header(this.name, this.help, 'gauge'), `${this.name} ${value(this.read())}`];
+    return [...header(this.name, this.help, 'gauge'), `${this.name} ${value(this.value)}`];
   }
 }
 

@@ -86,7 +86,8 @@ export async function startServer(o: ServerOptions): Promise<RunningServer> {
   }
   if (o.labels && o.labels.length !== o.numClasses) throw new Error(`${o.labels.length} labels for a model with ${o.numClasses} classes`);
 
-  let inFlight = 0;
+  /** The classify handlers running: close() waits for them, even those whose client has gone away. */
+  const inFlight = new Set<Promise<ClassifyResponse>>();
   let closing: Promise<void> | null = null;
   const batcher: Batcher = new Batcher({
     maxBatch,
@@ -102,7 +103,7 @@ export async function startServer(o: ServerOptions): Promise<RunningServer> {
   });
   const metrics = serverMetrics(
     () => batcher.depth,
-    () => inFlight,
+    () => inFlight.size,
   );
 
   // return503OnClosing is fastify's default; kept explicit because shutdown relies on it.
@@ -147,30 +148,35 @@ export async function startServer(o: ServerOptions): Promise<RunningServer> {
     maxBatch,
   }));
 
+  const classify = async (body: Buffer, t0: number): Promise<ClassifyResponse> => {
+    let input: Float32Array;
+    try {
+      input = await loadImageBuffer(body, o.preset, { invert: o.invert, maxPixels: o.maxPixels }, 'request body');
+    } catch (e) {
+      // Everything preprocessing rejects is about the bytes sent: empty, truncated, not an image, too many pixels.
+      throw new HttpError(400, (e as Error).message);
+    }
+    const r = await batcher.submit(input);
+    return {
+      top: topK(r.logits, o.numClasses, 0, top).map((t) => ({ index: t.index, label: o.labels?.[t.index] ?? String(t.index), prob: t.prob })),
+      model: o.modelName,
+      batchSize: r.batchSize,
+      ms: round2(performance.now() - t0),
+    };
+  };
+
   app.post('/v1/classify', async (req): Promise<ClassifyResponse> => {
     const t0 = performance.now();
     if (closing) throw new HttpError(503, 'the server is shutting down', { 'retry-after': '1', connection: 'close' });
-    if (inFlight >= maxQueue) throw new HttpError(503, `server busy: ${maxQueue} requests in progress (--max-queue); retry later`, { 'retry-after': '1' });
+    if (inFlight.size >= maxQueue) throw new HttpError(503, `server busy: ${maxQueue} requests in progress (--max-queue); retry later`, { 'retry-after': '1' });
     const body = req.body;
     if (!Buffer.isBuffer(body)) throw new HttpError(400, `send the image bytes as the request body (Content-Type ${IMAGE_TYPES.join(', ')})`);
-    inFlight++;
+    const work = classify(body, t0);
+    inFlight.add(work);
     try {
-      let input: Float32Array;
-      try {
-        input = await loadImageBuffer(body, o.preset, { invert: o.invert, maxPixels: o.maxPixels }, 'request body');
-      } catch (e) {
-        // Everything preprocessing rejects is about the bytes sent: empty, truncated, not an image, too many pixels.
-        throw new HttpError(400, (e as Error).message);
-      }
-      const r = await batcher.submit(input);
-      return {
-        top: topK(r.logits, o.numClasses, 0, top).map((t) => ({ index: t.index, label: o.labels?.[t.index] ?? String(t.index), prob: t.prob })),
-        model: o.modelName,
-        batchSize: r.batchSize,
-        ms: round2(performance.now() - t0),
-      };
+      return await work;
     } finally {
-      inFlight--;
+      inFlight.delete(work);
     }
   });
 
@@ -186,8 +192,10 @@ export async function startServer(o: ServerOptions): Promise<RunningServer> {
     close: () =>
       (closing ??= (async () => {
         // fastify.close() stops listening at once, answers requests on kept-alive connections with 503 and
-        // resolves when the requests already in have been answered; their batches keep running meanwhile.
+        // resolves when the connections are gone, which may be before the handlers of requests whose client
+        // hung up are done: wait for those too (their batches keep running), then flush the batcher.
         await app.close();
+        await Promise.allSettled(inFlight);
         await batcher.drain();
         await o.classifier.release();
       })()),
