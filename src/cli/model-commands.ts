@@ -13,13 +13,13 @@ import { createClassifier, topK, type EngineName } from '../engine/classifier.js
 import { exportOnnx } from '../engine/onnx/export.js';
 import { loadImages, preset as makePreset, PRESET_NAMES, type Preset } from '../data/preprocess.js';
 import { labelsFor, type LabelSetName } from '../data/labels.js';
+import { LABELS_KEY, PREPROCESS_KEY } from '../train/checkpoint.js';
 
 /** The model trained by this project on Fashion-MNIST, used when --weights is not given. */
 export const DEFAULT_MODEL = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', '..', '..', 'models', 'fashion-mnist', 'model.safetensors');
 
 /** Metadata keys a weights file may carry to say how its inputs are prepared and what its classes are. */
-export const PREPROCESS_KEY = 'mnv2.preprocess';
-export const LABELS_KEY = 'mnv2.labels';
+export { PREPROCESS_KEY, LABELS_KEY };
 
 export interface ArchOpts {
   arch?: Arch;
