@@ -180,7 +180,12 @@ export async function startServer(o: ServerOptions): Promise<RunningServer> {
     }
   });
 
-  await app.listen({ host: o.host ?? '127.0.0.1', port: o.port ?? 8080 });
+  try {
+    await app.listen({ host: o.host ?? '127.0.0.1', port: o.port ?? 8080 });
+  } catch (e) {
+    await app.close();
+    throw new Error(`cannot listen on ${o.host ?? '127.0.0.1'}:${o.port ?? 8080}: ${(e as Error).message}`);
+  }
   const addr = app.server.address();
   if (!addr || typeof addr === 'string') throw new Error(`unexpected server address ${String(addr)}`);
   const host = addr.family === 'IPv6' ? `[${addr.address}]` : addr.address;
