@@ -4,6 +4,7 @@ import { Command } from 'commander';
 import { registerModelCommands } from './model-commands.js';
 import { registerBenchCommand } from './bench-command.js';
 import { registerTrainCommands } from './train-commands.js';
+import { registerQuantizeCommand } from './quantize-command.js';
 import { registerImportCommands } from './import-commands.js';
 import { registerServeCommands } from './serve-command.js';
 
@@ -16,6 +17,7 @@ program
 registerModelCommands(program);
 registerBenchCommand(program);
 registerTrainCommands(program);
+registerQuantizeCommand(program);
 registerImportCommands(program);
 registerServeCommands(program);
 

@@ -37,11 +37,11 @@ const FLOAT = onnx.TensorProto.DataType.FLOAT;
 const FLOAT16 = onnx.TensorProto.DataType.FLOAT16;
 const AT = onnx.AttributeProto.AttributeType;
 
-const attrInt = (name: string, i: number): IAttributeProto => ({ name, type: AT.INT, i });
+export const attrInt = (name: string, i: number): IAttributeProto => ({ name, type: AT.INT, i });
 const attrInts = (name: string, ints: readonly number[]): IAttributeProto => ({ name, type: AT.INTS, ints: [...ints] });
 const attrFloat = (name: string, f: number): IAttributeProto => ({ name, type: AT.FLOAT, f });
 
-function tensor(name: string, dims: readonly number[], data: ArrayLike<number>, fp16: boolean): ITensorProto {
+export function tensor(name: string, dims: readonly number[], data: ArrayLike<number>, fp16: boolean): ITensorProto {
   let raw: Uint8Array;
   if (fp16) {
     const h = float32ToFloat16(Float32Array.from(data));

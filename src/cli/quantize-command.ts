@@ -1,0 +1,94 @@
+/** `mnv2 quantize`: post-training static int8 quantization (ONNX QDQ, run by ONNX Runtime). */
+import { existsSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { Command, Option } from 'commander';
+import { exportOnnx, readOnnxConfig } from '../engine/onnx/export.js';
+import { OrtModel } from '../engine/onnx/session.js';
+import { CALIBRATION_METHODS, evaluateOnnx, type CalibrationMethod } from '../engine/onnx/calibrate.js';
+import { formatOpCounts, optimizedOpCounts, quantizeOnnx } from '../engine/onnx/quantize.js';
+import { openDataset } from '../train/presets.js';
+import { archOptions, loadModel, num, type ArchOpts } from './model-commands.js';
+
+interface QuantizeFlags extends ArchOpts {
+  weights?: string;
+  out: string;
+  calibDataset: string;
+  data?: string;
+  calibImages: string;
+  method: CalibrationMethod;
+  percentile: string;
+  weightBits: '7' | '8';
+  seed: string;
+  batch: string;
+  threads?: string;
+  eval?: boolean;
+  json?: boolean;
+}
+
+/** The float32 model as ONNX bytes: an .onnx file as it is, else weights exported (BN folded). */
+function float32Onnx(o: QuantizeFlags): { bytes: Uint8Array; source: string } {
+  if (o.weights?.endsWith('.onnx')) {
+    if (!existsSync(o.weights)) throw new Error(`${o.weights}: no such file`);
+    return { bytes: new Uint8Array(readFileSync(o.weights)), source: o.weights };
+  }
+  const m = loadModel(o, true);
+  return { bytes: exportOnnx(m.graph, m.weights), source: o.weights ?? 'the bundled Fashion-MNIST model' };
+}
+
+const mb = (n: number): string => `${(n / 1e6).toFixed(2)} MB`;
+
+export function registerQuantizeCommand(program: Command): void {
+  archOptions(program.command('quantize').description('post-training static int8 quantization to ONNX QDQ, run by ONNX Runtime'))
+    .option('--weights <file>', 'float32 model: .safetensors, or an .onnx from `mnv2 export onnx`; default: the bundled Fashion-MNIST model')
+    .requiredOption('--out <file>', 'output .onnx file')
+    .option('--calib-dataset <name|dir>', 'calibration images (train split): fashion-mnist, cifar10 or an image folder', 'fashion-mnist')
+    .option('--data <dir>', 'where the dataset is (default: its usual place)')
+    .option('--calib-images <n>', 'how many calibration images (a seeded random subset)', '512')
+    .addOption(new Option('--method <method>', 'activation range: minmax, percentile (clip each tail), entropy (TensorRT KL)').choices([...CALIBRATION_METHODS]).default('percentile'))
+    .option('--percentile <p>', 'percentile kept by --method percentile', '99.99')
+    .addOption(new Option('--weight-bits <bits>', '7: no saturation in x86 u8·s8 kernels without VNNI; 8: for VNNI / ARM').choices(['7', '8']).default('7'))
+    .option('--seed <n>', 'seed of the calibration subset', '0')
+    .option('--batch <n>', 'calibration batch size', '32')
+    .option('--threads <n>', 'ONNX Runtime threads (default: all cores)')
+    .option('--eval', 'then evaluate the float32 and int8 models on the test split')
+    .option('--json', 'print a JSON summary on stdout')
+    .action(async (o: QuantizeFlags) => {
+      const fp32 = float32Onnx(o);
+      const cfg = readOnnxConfig(fp32.bytes, fp32.source);
+      const threads = num(o.threads, '--threads');
+      const calib = await openDataset(o.calibDataset, 'train', { dir: o.data, resolution: cfg.resolution });
+      const t0 = performance.now();
+      const r = await quantizeOnnx(fp32.bytes, calib, {
+        method: o.method, percentile: num(o.percentile, '--percentile'), calibImages: num(o.calibImages, '--calib-images'),
+        weightBits: Number(o.weightBits) as 7 | 8, seed: num(o.seed, '--seed'), batch: num(o.batch, '--batch'), threads,
+      }, fp32.source);
+      const secs = (performance.now() - t0) / 1000;
+      const tmp = `${o.out}.tmp-${process.pid}`;
+      writeFileSync(tmp, r.bytes);
+      renameSync(tmp, o.out);
+      const ops = await optimizedOpCounts(r.bytes);
+      const summary: Record<string, unknown> = {
+        out: o.out, bytes: r.bytes.length, float32Bytes: fp32.bytes.length, method: o.method, calibImages: r.calibImages,
+        calibDataset: calib.dataset.name, seconds: secs, ortOps: Object.fromEntries(ops),
+      };
+      const log = o.json ? console.error : console.log;
+      log(`wrote ${o.out}: ${mb(r.bytes.length)} (float32 ${mb(fp32.bytes.length)}, ${(fp32.bytes.length / r.bytes.length).toFixed(2)}x smaller); ` +
+        `${o.method} ranges of ${r.plan.calibrate.length} tensors from ${r.calibImages} ${calib.dataset.name} images in ${secs.toFixed(1)} s`);
+      log(`ONNX Runtime runs it as: ${formatOpCounts(ops)}`);
+      if (o.eval) {
+        const test = await openDataset(o.calibDataset, 'test', { dir: o.data, resolution: cfg.resolution });
+        const top1: Record<string, number> = {};
+        for (const [name, bytes] of [['float32', fp32.bytes], ['int8', r.bytes]] as const) {
+          const m = await OrtModel.create(bytes, { threads });
+          try {
+            top1[name] = (await evaluateOnnx(m, test.dataset, test.input)).top1;
+          } finally {
+            await m.release();
+          }
+        }
+        summary.eval = { dataset: test.dataset.name, images: test.dataset.count, top1 };
+        log(`top-1 on ${test.dataset.count} ${test.dataset.name} images: float32 ${(100 * top1.float32!).toFixed(2)}%, int8 ${(100 * top1.int8!).toFixed(2)}% ` +
+          `(${(100 * (top1.int8! - top1.float32!)).toFixed(2)} points)`);
+      }
+      if (o.json) process.stdout.write(`${JSON.stringify(summary)}\n`);
+    });
+}
