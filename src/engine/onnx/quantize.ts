@@ -302,8 +302,8 @@ export interface QuantizeResult {
   calibImages: number;
 }
 
-/** Checks options early, with messages that name the flag. */
-export function checkQuantizeOptions(o: QuantizeOptions): Required<Pick<QuantizeOptions, 'method' | 'percentile' | 'calibImages' | 'weightBits'>> {
+/** Checks the options, with messages that name the problem. */
+function checkQuantizeOptions(o: QuantizeOptions): Required<Pick<QuantizeOptions, 'method' | 'percentile' | 'calibImages' | 'weightBits'>> {
   const method = o.method ?? 'percentile';
   if (!(CALIBRATION_METHODS as readonly string[]).includes(method)) {
     throw new Error(`unknown calibration method '${method}' (expected ${CALIBRATION_METHODS.join(', ')})`);
