@@ -5,7 +5,7 @@
  */
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { existsSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -290,6 +290,8 @@ describe('mnv2 quantize', () => {
       assert.equal(existsSync(out), false);
     };
     await fail(['--data', join(tmp, 'nowhere')], /Fashion-MNIST folder .*nowhere does not exist/);
+    mkdirSync(join(tmp, 'empty'));
+    await fail(['--data', join(tmp, 'empty')], /Fashion-MNIST file train-images-idx3-ubyte\(\.gz\) not found in .*empty/);
     await fail(['--calib-images', '0'], /calibration images must be a positive integer, got 0/);
     await fail(['--method', 'kl'], /argument 'kl' is invalid/);
     await fail(['--weights', join(tmp, 'missing.onnx')], /missing\.onnx: no such file/);
