@@ -183,6 +183,8 @@ describe('browser page', { timeout: 60_000 }, () => {
     assert.ok(Math.abs(r.prob - node.prob) < 1e-4, `top-1 probability: page ${r.prob}, node ${node.prob}`);
     assert.equal(r.rows, 5);
     t.diagnostic(`${r.label} ${r.prob}; probabilities page vs node max |diff| ${await checkNumerics(r.state, r.label)}`);
+    // `npm run screenshot:web` regenerates the README's picture from this state.
+    if (process.env.MNV2_SCREENSHOT) await page.screenshot({ path: process.env.MNV2_SCREENSHOT });
   });
 
   it('784 random colours at 28x28: greyscale, padding and normalization bit for bit', async () => {
