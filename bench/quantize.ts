@@ -21,6 +21,7 @@ import { CALIBRATION_METHODS, datasetBatches, evaluateOnnx, type CalibrationMeth
 import { formatOpCounts, optimizedOpCounts, quantizeOnnx } from '../src/engine/onnx/quantize.js';
 import { limitDataset, openDataset } from '../src/train/presets.js';
 import { writeSection } from './sections.js';
+import { median } from '../src/util/stats.js';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url)); // dist/bench/quantize.js -> repo root
 const MODEL = join(ROOT, 'models', 'fashion-mnist', 'model.safetensors');
@@ -53,10 +54,6 @@ function args(): Args {
   return o;
 }
 
-const median = (xs: number[]): number => {
-  const s = [...xs].sort((x, y) => x - y);
-  return s.length % 2 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
-};
 const pct = (x: number): string => `${(100 * x).toFixed(2)} %`;
 const mb = (n: number): string => `${(n / 1e6).toFixed(2)} MB`;
 

@@ -11,6 +11,7 @@ import { SGD, paramRefs } from '../train/optim.js';
 import { Rng } from '../util/rng.js';
 import { loadFashionMnist } from '../data/idx.js';
 import { BatchLoader } from '../data/loader.js';
+import { median } from '../util/stats.js';
 
 export type Workload = 'train-seed' | 'train-seed-sgd' | 'infer-seed' | 'infer-224' | 'loader';
 
@@ -25,11 +26,6 @@ export interface BenchResult {
   ms_per_step: number;
   peak_rss_mb: number;
 }
-
-const median = (v: number[]): number => {
-  const s = [...v].sort((a, b) => a - b);
-  return s.length % 2 ? s[s.length >> 1]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
-};
 
 /**
  * The training data pipeline alone: Fashion-MNIST train, seed augmentation, worker-thread prefetch, as
