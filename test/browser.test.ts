@@ -19,6 +19,7 @@ import { loadImages, preset } from '../src/data/preprocess.js';
 import { FASHION_MNIST_LABELS } from '../src/data/labels.js';
 import { OrtModel } from '../src/engine/onnx/session.js';
 import { topK } from '../src/engine/classifier.js';
+import type { PageState } from '../web/src/state.js';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 const CHROMIUM = '/usr/bin/chromium';
@@ -28,18 +29,6 @@ const P = preset('fashion-mnist');
 /** Normalized (float32) values of a black pixel (the 2 px padding, the drawing's background) and a mid grey. */
 const BLACK = Math.fround((0 - P.mean[0]!) / P.std[0]!);
 const GREY = (0.5 - P.mean[0]!) / P.std[0]!;
-
-/** What the page exposes as window.__mnv2. */
-interface PageState {
-  ready: boolean;
-  backend: string;
-  error: string;
-  runs: number;
-  source: string;
-  lastInput: number[];
-  lastLogits: number[];
-  lastProbs: number[];
-}
 
 const tmp = mkdtempSync(path.join(os.tmpdir(), 'mnv2-browser-'));
 const dist = path.join(tmp, 'dist');

@@ -10,6 +10,7 @@ import { CONFIG_KEY, configFromJSON, type ModelConfig } from '../../src/model/co
 import { preset as makePreset, type Preset } from '../../src/data/preprocess.js';
 import { onnxMetadata } from './onnx-meta.js';
 import { prepare } from './pixels.js';
+import type { PageState } from './state.js';
 
 /** What the build writes beside the model (model.json). */
 interface SideInfo {
@@ -24,19 +25,6 @@ interface Model {
   preset: Preset;
   labels: string[];
   shape: [number, number, number];
-}
-
-/** State for tests and curious users (window.__mnv2): the last input tensor, logits and probabilities. */
-interface PageState {
-  ready: boolean;
-  backend: string;
-  error: string;
-  runs: number;
-  /** The file name of the last classified image, or 'drawing'. */
-  source: string;
-  lastInput: number[];
-  lastLogits: number[];
-  lastProbs: number[];
 }
 
 declare global {
