@@ -51,10 +51,9 @@ function typecheck() {
 /** Export `weights` and build the page into `out` (replaced as a whole only when everything succeeded). */
 export async function buildWeb({ weights, out = path.join(WEB, 'dist') } = {}) {
   const t0 = performance.now();
-  const [{ loadWeights }, { exportOnnx }, { labelsFor }, cli] = await Promise.all([
+  const [{ loadWeights }, { exportOnnx }, cli] = await Promise.all([
     lib('io/weights.js'),
     lib('engine/onnx/export.js'),
-    lib('data/labels.js'),
     lib('cli/model-commands.js'),
   ]);
   const file = weights ?? cli.DEFAULT_MODEL;
@@ -83,17 +82,20 @@ export async function buildWeb({ weights, out = path.join(WEB, 'dist') } = {}) {
 
     const m = loadWeights(file);
     const cfg = m.graph.config;
-    const labelName = m.metadata[cli.LABELS_KEY] ?? cli.defaultLabels(cfg);
+    // The preset and labels `mnv2 predict` would use for this file.
+    let spec;
+    try {
+      spec = cli.inputSpec(cfg, m.metadata, {});
+    } catch (e) {
+      throw new Error(`${file}: ${e.message}`);
+    }
     const info = {
-      title: `MobileNetV2 (${cfg.arch}, ${cfg.resolution}×${cfg.resolution})${labelName ? ` on ${DATASET_NAMES[labelName] ?? labelName}` : ''}`,
+      title: `MobileNetV2 (${cfg.arch}, ${cfg.resolution}×${cfg.resolution})${spec.labelSet ? ` on ${DATASET_NAMES[spec.labelSet] ?? spec.labelSet}` : ''}`,
       source: path.relative(ROOT, path.resolve(file)),
-      preprocess: m.metadata[cli.PREPROCESS_KEY] ?? (cfg.arch === 'imagenet' ? 'torchvision' : 'seed-cifar'),
-      ...(labelName && { labels: labelsFor(labelName) }),
+      preprocess: spec.preset.name,
+      ...(spec.labels && { labels: spec.labels }),
       config: cfg,
     };
-    if (info.labels && info.labels.length !== cfg.numClasses) {
-      throw new Error(`${file}: label list ${labelName} has ${info.labels.length} names, the model has ${cfg.numClasses} classes`);
-    }
     await writeFile(path.join(tmp, 'model.onnx'), exportOnnx(m.graph, m.weights));
     await writeFile(path.join(tmp, 'model.json'), `${JSON.stringify(info, null, 2)}\n`);
     await Promise.all([

@@ -5,7 +5,8 @@ import { importKerasH5 } from '../io/keras.js';
 import { importTfjs } from '../io/tfjs.js';
 import type { ImportedModel, KerasImportOptions } from '../io/keras-names.js';
 import { saveWeights } from '../io/weights.js';
-import { num, PREPROCESS_KEY } from './model-commands.js';
+import { PREPROCESS_KEY } from '../train/checkpoint.js';
+import { num } from './args.js';
 
 /** Metadata key naming the file a model was imported from. */
 export const SOURCE_KEY = 'mnv2.source';

@@ -14,12 +14,10 @@ import { exportOnnx } from '../engine/onnx/export.js';
 import { loadImages, preset as makePreset, PRESET_NAMES, type Preset } from '../data/preprocess.js';
 import { labelsFor, type LabelSetName } from '../data/labels.js';
 import { LABELS_KEY, PREPROCESS_KEY } from '../train/checkpoint.js';
+import { num } from './args.js';
 
 /** The model trained by this project on Fashion-MNIST, used when --weights is not given. */
 export const DEFAULT_MODEL = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', '..', '..', 'models', 'fashion-mnist', 'model.safetensors');
-
-/** Metadata keys a weights file may carry to say how its inputs are prepared and what its classes are. */
-export { PREPROCESS_KEY, LABELS_KEY };
 
 export interface ArchOpts {
   arch?: Arch;
@@ -28,12 +26,6 @@ export interface ArchOpts {
   classes?: string;
 }
 
-export const num = (v: string | undefined, flag: string): number | undefined => {
-  if (v === undefined) return undefined;
-  const n = Number(v);
-  if (!Number.isFinite(n)) throw new Error(`${flag} expects a number, got '${v}'`);
-  return n;
-};
 
 export function archOptions(cmd: Command): Command {
   return cmd
@@ -155,17 +147,19 @@ export function imageOptions(cmd: Command): Command {
 }
 
 /** The preprocessing and class names of a model: the flags, else the model file's metadata, else the arch's defaults. */
-export function inputSpec(cfg: ModelConfig, metadata: Record<string, string>, o: Pick<ImageOpts, 'preset' | 'labels'>): { preset: Preset; labels?: readonly string[] } {
+export function inputSpec(
+  cfg: ModelConfig, metadata: Record<string, string>, o: Pick<ImageOpts, 'preset' | 'labels'>,
+): { preset: Preset; labels?: readonly string[]; labelSet?: LabelSetName } {
   const presetName = o.preset ?? metadata[PREPROCESS_KEY] ?? (cfg.arch === 'imagenet' ? 'torchvision' : 'seed-cifar');
   const labelName = (o.labels ?? metadata[LABELS_KEY] ?? defaultLabels(cfg)) as LabelSetName | undefined;
   const labels = labelName ? labelsFor(labelName) : undefined;
   if (labels && labels.length !== cfg.numClasses) throw new Error(`label list ${labelName} has ${labels.length} names, the model has ${cfg.numClasses} classes`);
   const p = makePreset(presetName, cfg.resolution);
   if (p.channels !== cfg.inChannels) throw new Error(`preset ${presetName} makes ${p.channels}-channel inputs, the model takes ${cfg.inChannels}`);
-  return { preset: p, labels };
+  return { preset: p, labels, labelSet: labelName };
 }
 
-export function defaultLabels(cfg: ModelConfig): LabelSetName | undefined {
+function defaultLabels(cfg: ModelConfig): LabelSetName | undefined {
   if (cfg.arch === 'imagenet' && cfg.numClasses === 1000) return 'imagenet';
   if (cfg.arch === 'seed-cifar' && cfg.numClasses === 10) return 'cifar10';
   return undefined;

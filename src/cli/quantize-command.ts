@@ -6,7 +6,8 @@ import { OrtModel } from '../engine/onnx/session.js';
 import { CALIBRATION_METHODS, evaluateOnnx, type CalibrationMethod } from '../engine/onnx/calibrate.js';
 import { formatOpCounts, optimizedOpCounts, quantizeOnnx } from '../engine/onnx/quantize.js';
 import { openDataset } from '../train/presets.js';
-import { archOptions, loadModel, num, type ArchOpts } from './model-commands.js';
+import { archOptions, loadModel, type ArchOpts } from './model-commands.js';
+import { num } from './args.js';
 
 interface QuantizeFlags extends ArchOpts {
   weights?: string;

@@ -12,7 +12,8 @@ import type { LabelSetName } from '../data/labels.js';
 import { PRESET_NAMES } from '../data/preprocess.js';
 import type { ModelConfig } from '../model/config.js';
 import { startServer, type RunningServer } from '../serve/server.js';
-import { archOptions, engineOption, imageOptions, inputSpec, loadModel, num, type ArchOpts, type ImageOpts } from './model-commands.js';
+import { archOptions, engineOption, imageOptions, inputSpec, loadModel, type ArchOpts, type ImageOpts } from './model-commands.js';
+import { int, num } from './args.js';
 
 interface ServeOpts extends ArchOpts, ImageOpts {
   weights?: string;
@@ -37,14 +38,8 @@ function parseBytes(v: string, flag: string): number {
   return n;
 }
 
-function int(v: string, flag: string, min: number): number {
-  const n = num(v, flag)!;
-  if (!Number.isInteger(n) || n < min) throw new Error(`${flag} expects an integer >= ${min}, got '${v}'`);
-  return n;
-}
-
 async function openModel(o: ServeOpts): Promise<{ classifier: Classifier; config: ModelConfig; metadata: Record<string, string>; name: string }> {
-  const threads = o.threads === undefined ? undefined : int(o.threads, '--threads', 1);
+  const threads = int(o.threads, '--threads', 1);
   if (o.onnx) {
     if (o.weights) throw new Error('give either --weights or --onnx, not both');
     if (o.engine !== 'ort') throw new Error('--onnx runs on ONNX Runtime: use --engine ort (the default), or --weights for the native engine');
@@ -75,17 +70,17 @@ export function registerServeCommands(program: Command): void {
     .option('--body-limit <size>', 'largest request body (413 beyond it)', '10mb')
     .addHelpText('after', '\nThe bound address is printed on stdout as "listening on http://HOST:PORT". SIGINT/SIGTERM: finish the requests in progress, then exit 0.')
     .action(async (o: ServeOpts) => {
-      const maxBatch = int(o.maxBatch, '--max-batch', 1);
+      const maxBatch = int(o.maxBatch, '--max-batch', 1)!;
       const maxWaitMs = num(o.maxWaitMs, '--max-wait-ms')!;
       if (maxWaitMs < 0) throw new Error(`--max-wait-ms expects a number >= 0, got '${o.maxWaitMs}'`);
       const settings = {
         host: o.host,
-        port: int(o.port, '--port', 0),
+        port: int(o.port, '--port', 0)!,
         maxBatch,
         maxWaitMs,
-        maxQueue: int(o.maxQueue, '--max-queue', 1),
+        maxQueue: int(o.maxQueue, '--max-queue', 1)!,
         bodyLimit: parseBytes(o.bodyLimit, '--body-limit'),
-        top: int(o.top, '--top', 1),
+        top: int(o.top, '--top', 1)!,
       };
       const m = await openModel(o);
       const cfg = m.config;
@@ -141,14 +136,14 @@ export function registerServeCommands(program: Command): void {
     .action((dir: string, o: ArchOpts & { weights?: string; name: string; maxBatch: string; preferredBatch: string; maxQueueDelayUs: string; instances: string; preset?: string; labels?: LabelSetName; fp16?: boolean; force?: boolean }) => {
       const m = loadModel(o, true);
       const spec = inputSpec(m.graph.config, m.metadata, o);
-      const maxBatch = int(o.maxBatch, '--max-batch', 1);
-      const preferred = [...new Set(o.preferredBatch.split(',').filter((s) => s.trim()).map((s) => Math.min(int(s.trim(), '--preferred-batch', 1), maxBatch)))];
+      const maxBatch = int(o.maxBatch, '--max-batch', 1)!;
+      const preferred = [...new Set(o.preferredBatch.split(',').filter((s) => s.trim()).map((s) => Math.min(int(s.trim(), '--preferred-batch', 1)!, maxBatch)))];
       const modelDir = exportTriton(dir, m.graph, m.weights, {
         name: o.name,
         maxBatch,
         preferredBatch: preferred,
-        maxQueueDelayUs: int(o.maxQueueDelayUs, '--max-queue-delay-us', 0),
-        instances: int(o.instances, '--instances', 1),
+        maxQueueDelayUs: int(o.maxQueueDelayUs, '--max-queue-delay-us', 0)!,
+        instances: int(o.instances, '--instances', 1)!,
         labels: spec.labels,
         fp16: o.fp16,
         force: o.force,

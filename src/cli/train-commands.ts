@@ -6,22 +6,12 @@ import { loadWeights } from '../io/weights.js';
 import { NativeModel } from '../engine/native/model.js';
 import { fetchDataset, type DatasetName, type FetchProgress } from '../data/fetch.js';
 import { PREPROCESS_KEY } from '../train/checkpoint.js';
+import { int, num } from './args.js';
 import { PRESET_NAMES, limitDataset, openDataset, resolvePreset, type PresetName, type TrainRecipe } from '../train/presets.js';
 import { formatDuration, progressBar, train } from '../train/loop.js';
 import { evaluate, evalToJSON, formatEvalReport, writeConfusionPng } from '../train/metrics.js';
 import { plotRun } from '../train/plot.js';
 
-const num = (v: string | undefined, flag: string): number | undefined => {
-  if (v === undefined) return undefined;
-  const n = Number(v);
-  if (v.trim() === '' || !Number.isFinite(n)) throw new Error(`${flag} expects a number, got '${v}'`);
-  return n;
-};
-const int = (v: string | undefined, flag: string): number | undefined => {
-  const n = num(v, flag);
-  if (n !== undefined && !Number.isInteger(n)) throw new Error(`${flag} expects an integer, got '${v}'`);
-  return n;
-};
 
 interface TrainFlags {
   preset: PresetName;
