@@ -1,5 +1,6 @@
 /** `mnv2 summary | infer | export onnx | predict`: thin wrappers over the library. */
-import { existsSync, writeFileSync, renameSync } from 'node:fs';
+import { existsSync } from 'node:fs';
+import { writeFileAtomic } from '../util/atomic-write.js';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Command, Option } from 'commander';
@@ -96,9 +97,7 @@ export function registerModelCommands(program: Command): void {
         return { graph, weights: initWeights(graph, num(o.seed, '--seed')) };
       })();
       const bytes = exportOnnx(m.graph, m.weights, { opset: num(o.opset, '--opset'), fp16: o.fp16 });
-      const tmp = `${o.out}.tmp-${process.pid}`;
-      writeFileSync(tmp, bytes);
-      renameSync(tmp, o.out);
+      writeFileAtomic(o.out, bytes);
       console.error(`wrote ${o.out} (${(bytes.length / 1e6).toFixed(2)} MB, opset ${o.opset}${o.fp16 ? ', fp16' : ''})`);
     });
 

@@ -1,5 +1,6 @@
 /** `mnv2 quantize`: post-training static int8 quantization (ONNX QDQ, run by ONNX Runtime). */
-import { existsSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
+import { writeFileAtomic } from '../util/atomic-write.js';
 import { Command, Option } from 'commander';
 import { exportOnnx, readOnnxConfig } from '../engine/onnx/export.js';
 import { OrtModel } from '../engine/onnx/session.js';
@@ -63,9 +64,7 @@ export function registerQuantizeCommand(program: Command): void {
         weightBits: Number(o.weightBits) as 7 | 8, seed: num(o.seed, '--seed'), batch: num(o.batch, '--batch'), threads,
       }, fp32.source);
       const secs = (performance.now() - t0) / 1000;
-      const tmp = `${o.out}.tmp-${process.pid}`;
-      writeFileSync(tmp, r.bytes);
-      renameSync(tmp, o.out);
+      writeFileAtomic(o.out, r.bytes);
       const ops = await optimizedOpCounts(r.bytes);
       const summary: Record<string, unknown> = {
         out: o.out, bytes: r.bytes.length, float32Bytes: fp32.bytes.length, method: o.method, calibImages: r.calibImages,

@@ -9,8 +9,7 @@
  * Parsing validates everything it relies on and throws an Error whose message starts with `${source}: `.
  */
 import * as fs from 'node:fs';
-import * as nodePath from 'node:path';
-import { randomBytes } from 'node:crypto';
+import { writeFileAtomic } from '../util/atomic-write.js';
 
 /** Element types understood by this module. */
 export type DType = 'F64' | 'F32' | 'F16' | 'BF16' | 'I64' | 'I32' | 'I16' | 'I8' | 'U8' | 'BOOL';
@@ -431,47 +430,5 @@ export function writeSafetensors(
   tensors: Record<string, WritableTensor> | Map<string, WritableTensor>,
   metadata?: Record<string, string>,
 ): void {
-  const bytes = serializeSafetensors(tensors, metadata);
-  const tmp = `${path}.tmp-${process.pid}-${randomBytes(6).toString('hex')}`;
-  let fd: number | undefined;
-  let created = false;
-  try {
-    fd = fs.openSync(tmp, 'wx', 0o644);
-    created = true;
-    let off = 0;
-    while (off < bytes.length) off += fs.writeSync(fd, bytes, off, bytes.length - off);
-    fs.fsyncSync(fd);
-    fs.closeSync(fd);
-    fd = undefined;
-    fs.renameSync(tmp, path);
-    created = false;
-  } catch (e) {
-    if (fd !== undefined) {
-      try {
-        fs.closeSync(fd);
-      } catch {
-        /* already failing */
-      }
-    }
-    if (created) {
-      try {
-        fs.unlinkSync(tmp);
-      } catch {
-        /* already failing */
-      }
-    }
-    throw e;
-  }
-  fsyncDir(nodePath.dirname(nodePath.resolve(path)));
-}
-
-/** Makes a rename durable. Directories cannot be opened for fsync on Windows, where this is a no-op. */
-function fsyncDir(dir: string): void {
-  if (process.platform === 'win32') return;
-  const dfd = fs.openSync(dir, 'r');
-  try {
-    fs.fsyncSync(dfd);
-  } finally {
-    fs.closeSync(dfd);
-  }
+  writeFileAtomic(path, serializeSafetensors(tensors, metadata));
 }

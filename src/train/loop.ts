@@ -10,7 +10,8 @@
  * uninterrupted one (EMA shadows are float64 in memory and float32 in the checkpoint: with EMA the averaged copy
  * resumes to float32 precision; the trained weights stay exact).
  */
-import { appendFileSync, existsSync, mkdirSync, readFileSync, renameSync, writeFileSync, openSync, fsyncSync, closeSync } from 'node:fs';
+import { appendFileSync, existsSync, mkdirSync, readFileSync, openSync, fsyncSync, closeSync } from 'node:fs';
+import { writeFileAtomic } from '../util/atomic-write.js';
 import { dirname, join, resolve } from 'node:path';
 import cliProgress from 'cli-progress';
 import { NativeModel } from '../engine/native/model.js';
@@ -168,21 +169,7 @@ function trimMetrics(file: string, epochs: number): void {
       return false;
     }
   });
-  const tmp = `${file}.tmp-${process.pid}`;
-  writeFileSync(tmp, keep.map((l) => `${l}\n`).join(''));
-  renameSync(tmp, file);
-}
-
-function writeAtomic(path: string, data: string | Uint8Array): void {
-  const tmp = `${path}.tmp-${process.pid}`;
-  const fd = openSync(tmp, 'w');
-  try {
-    writeFileSync(fd, data);
-    fsyncSync(fd);
-  } finally {
-    closeSync(fd);
-  }
-  renameSync(tmp, path);
+  writeFileAtomic(file, keep.map((l) => `${l}\n`).join(''));
 }
 
 /** Pooled features of every image of `ds` (eval mode), [count, F], computed by a copy of the model whose classifier is the identity. */
@@ -389,7 +376,7 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
   const metricsFile = join(runDir, METRICS_FILE);
   trimMetrics(metricsFile, pos.epoch);
   const files: Record<string, string> = { runDir, metrics: metricsFile, last: join(runDir, 'last.safetensors'), best: join(runDir, 'best.safetensors') };
-  writeAtomic(join(runDir, 'recipe.json'), `${JSON.stringify({ ...recipe, model: graph.config, headOnly, weights: opts.weights ?? null }, null, 2)}\n`);
+  writeFileAtomic(join(runDir, 'recipe.json'), `${JSON.stringify({ ...recipe, model: graph.config, headOnly, weights: opts.weights ?? null }, null, 2)}\n`);
 
   const evalWeights = (): StateDict => (ema ? ema.weights() : live);
   const saveLast = (): void => {
@@ -604,12 +591,12 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
     ...metadata(), 'mnv2.epoch': String(pos.epoch), 'mnv2.val_top1': String(final.top1), 'mnv2.val_top5': String(final.top5),
   });
   files.report = join(runDir, 'eval.txt');
-  writeAtomic(files.report, `${valDs.name}: ${formatEvalReport(final)}\n`);
+  writeFileAtomic(files.report, `${valDs.name}: ${formatEvalReport(final)}\n`);
   files.eval = join(runDir, 'eval.json');
-  writeAtomic(files.eval, `${JSON.stringify({ dataset: valDs.name, top1: final.top1, top5: final.top5, correct: final.correct, total: final.total, loss: final.loss, perClass: final.perClass })}\n`);
+  writeFileAtomic(files.eval, `${JSON.stringify({ dataset: valDs.name, top1: final.top1, top5: final.top5, correct: final.correct, total: final.total, loss: final.loss, perClass: final.perClass })}\n`);
   if (opts.onnx ?? true) {
     files.onnx = join(runDir, 'model.onnx');
-    writeAtomic(files.onnx, exportOnnx(graph, fw));
+    writeFileAtomic(files.onnx, exportOnnx(graph, fw));
   }
   if (opts.plots ?? true) {
     files.confusion = join(runDir, 'confusion.png');

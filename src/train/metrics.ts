@@ -4,7 +4,7 @@
  */
 import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
-import { renameSync } from 'node:fs';
+import { writeFileAtomic } from '../util/atomic-write.js';
 import sharp from 'sharp';
 import type { NativeModel } from '../engine/native/model.js';
 import { BatchLoader } from '../data/loader.js';
@@ -183,9 +183,7 @@ export function confusionPixels(r: EvalResult, cell = 24): { data: Uint8Array; w
 export async function writeConfusionPng(r: EvalResult, path: string, cell = 24): Promise<void> {
   const { data, width, height } = confusionPixels(r, cell);
   mkdirSync(dirname(path), { recursive: true });
-  const tmp = `${path}.tmp-${process.pid}`;
-  await sharp(Buffer.from(data.buffer, data.byteOffset, data.byteLength), { raw: { width, height, channels: 4 } }).png().toFile(tmp);
-  renameSync(tmp, path);
+  writeFileAtomic(path, await sharp(Buffer.from(data.buffer, data.byteOffset, data.byteLength), { raw: { width, height, channels: 4 } }).png().toBuffer());
 }
 
 /** JSON-able view of a result (confusion as nested arrays). */

@@ -2,7 +2,8 @@
  * Training curves from a run's metrics.jsonl: loss, accuracy and learning rate per epoch, as a hand-written SVG
  * (three panels) and a PNG rendered from it by sharp (librsvg).
  */
-import { existsSync, mkdirSync, readFileSync, renameSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, statSync } from 'node:fs';
+import { writeFileAtomic } from '../util/atomic-write.js';
 import { basename, join, resolve } from 'node:path';
 import sharp from 'sharp';
 
@@ -160,11 +161,7 @@ export async function plotRun(runDir: string, outDir?: string, title?: string): 
   const svgText = renderCurvesSvg(rows, title ?? `training curves (${basename(resolve(dir))})`);
   const svg = join(dir, 'curves.svg');
   const png = join(dir, 'curves.png');
-  const tmpSvg = `${svg}.tmp-${process.pid}`;
-  writeFileSync(tmpSvg, svgText);
-  renameSync(tmpSvg, svg);
-  const tmpPng = `${png}.tmp-${process.pid}`;
-  await sharp(Buffer.from(svgText)).png().toFile(tmpPng);
-  renameSync(tmpPng, png);
+  writeFileAtomic(svg, svgText);
+  writeFileAtomic(png, await sharp(Buffer.from(svgText)).png().toBuffer());
   return { svg, png, epochs: rows.length };
 }
