@@ -6,7 +6,6 @@ import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { writeFileAtomic } from '../util/atomic-write.js';
 import sharp from 'sharp';
-import type { NativeModel } from '../engine/native/model.js';
 import { BatchLoader } from '../data/loader.js';
 import type { Dataset, InputConvention } from '../data/dataset.js';
 import { rowMax } from '../engine/native/loss.js';
@@ -92,11 +91,17 @@ export interface EvaluateOptions {
   worker?: boolean;
 }
 
+/** What `evaluate` runs: eval-mode logits [batch, numClasses] of an NCHW batch (a NativeModel, or ONNX Runtime). */
+export interface Predictor {
+  readonly numClasses: number;
+  predict(input: Float32Array, batch: number): Float32Array | Promise<Float32Array>;
+}
+
 /** Evaluates `model` (eval mode) on every image of `dataset`, fed with the input convention `conv`. */
 export async function evaluate(
-  model: NativeModel, dataset: Dataset, conv: InputConvention, batch = 256, opts: EvaluateOptions = {},
+  model: Predictor, dataset: Dataset, conv: InputConvention, batch = 256, opts: EvaluateOptions = {},
 ): Promise<EvalResult> {
-  const k = model.graph.config.numClasses;
+  const k = model.numClasses;
   if (dataset.classes.length !== k) {
     throw new Error(`${dataset.name} has ${dataset.classes.length} classes, the model has ${k}`);
   }
@@ -104,7 +109,7 @@ export async function evaluate(
   const loader = new BatchLoader({ dataset, batchSize: batch, shuffle: false, augment: 'none', input: conv, worker: opts.worker ?? true });
   try {
     for await (const b of loader.epoch(0)) {
-      const logits = model.predict(b.input, b.size);
+      const logits = await model.predict(b.input, b.size);
       acc.add(logits, b.labels, b.size);
       opts.onProgress?.(acc.total, dataset.count);
     }

@@ -192,6 +192,11 @@ export class NativeModel {
   }
 
   /** oneDNN's implementation of every compiled step ("name: impl"); `ref:` names a slow reference kernel. */
+  /** Classes of the model's classifier (the width of `predict`'s rows). */
+  get numClasses(): number {
+    return this.graph.config.numClasses;
+  }
+
   implementations(): string[] {
     return [...this.trainPrograms.values(), ...this.inferPrograms.values()].flatMap((p) => p.prog.implementations());
   }

@@ -6,7 +6,7 @@
 import * as ort from 'onnxruntime-node';
 import onnxProto from 'onnx-proto';
 import { gatherLabels, inputShape, toModelInput, type Dataset, type InputConvention } from '../../data/dataset.js';
-import { EvalAccumulator, type EvalResult } from '../../train/metrics.js';
+import { evaluate, type EvalResult } from '../../train/metrics.js';
 import type { OrtModel } from './session.js';
 
 const { onnx } = onnxProto;
@@ -188,11 +188,8 @@ export function* datasetBatches(ds: Dataset, conv: InputConvention, batch: numbe
 
 /** Top-1/top-5 (and the rest of EvalResult) of an ONNX classifier on a dataset. */
 export async function evaluateOnnx(model: OrtModel, ds: Dataset, conv: InputConvention, batch = 250): Promise<EvalResult> {
-  if (ds.classes.length !== model.numClasses) throw new Error(`${ds.name} has ${ds.classes.length} classes, the model has ${model.numClasses}`);
   checkInputShape(ds, conv, model.inputShape);
-  const acc = new EvalAccumulator(ds.classes);
-  for (const b of datasetBatches(ds, conv, batch)) acc.add(await model.run(b.input, b.size), b.labels, b.size);
-  return acc.result();
+  return evaluate({ numClasses: model.numClasses, predict: (x, n) => model.run(x, n) }, ds, conv, batch);
 }
 
 /** Throws unless the dataset, prepared with `conv`, gives inputs of the model's shape [C, H, W]. */
