@@ -88,7 +88,8 @@ export function buildInferProgram(graph: Graph, batch: number, ext: Externals, a
           return act.output;
         };
         let out = absorbChain(n);
-        let outShape = n.shape;
+        // The conv whose output this primitive writes: `n`, or the depthwise conv fused into it.
+        let last: ConvNode = n;
         const dw = single(out);
         if (opts.fuseDepthwise !== false && n.k === 1 && n.stride === 1 && n.groups === 1 && n.pads.every((p) => p === 0) &&
             chains.has(dw?.name ?? '') && fusableDepthwise(dw, n.shape)) {
@@ -99,12 +100,13 @@ export function buildInferProgram(graph: Graph, batch: number, ext: Externals, a
           });
           done.add(dw.name);
           out = absorbChain(dw);
-          outShape = dw.shape;
+          last = dw;
         }
-        // A residual add joins as a post-op when its other operand is already computed.
+        // A residual add joins as a post-op when its other operand is already computed (and no depthwise
+        // post-op precedes it: oneDNN allows only eltwise post-ops after one).
         const add = single(out);
         let other: string | undefined;
-        if (add?.op === 'add' && outShape === n.shape) {
+        if (add?.op === 'add' && last === n) {
           const o = add.inputs[0] === out ? add.inputs[1] : add.inputs[0];
           if (val.has(o)) {
             other = o;
@@ -113,7 +115,7 @@ export function buildInferProgram(graph: Graph, batch: number, ext: Externals, a
             out = add.output;
           }
         }
-        const y = b.temp(dims4(batch, outShape));
+        const y = b.temp(dims4(batch, last.shape));
         seg.push({
           op: 'conv', name: n.name, src: val.get(n.input)!, dst: y, train: false, ...convGeometry(n),
           wei: b.plain([n.outC, n.inC / n.groups, n.k, n.k], ext.get(INFER_IO.weight(n.name))),
