@@ -140,7 +140,7 @@ export interface ImageOpts {
 export function imageOptions(cmd: Command): Command {
   return cmd
     .addOption(new Option('--preset <name>', 'preprocessing preset').choices([...PRESET_NAMES]))
-    .addOption(new Option('--labels <name>', 'label list').choices(['imagenet', 'cifar10', 'fashion-mnist']))
+    .addOption(new Option('--labels <name>', 'label list').choices(['imagenet', 'imagenet-background', 'cifar10', 'fashion-mnist']))
     .option('--invert', 'invert pixel values (photos of garments on white, for fashion-mnist)')
     .option('--top <k>', 'how many classes to report', '5');
 }
@@ -160,6 +160,7 @@ export function inputSpec(
 
 function defaultLabels(cfg: ModelConfig): LabelSetName | undefined {
   if (cfg.arch === 'imagenet' && cfg.numClasses === 1000) return 'imagenet';
+  if (cfg.arch === 'imagenet' && cfg.numClasses === 1001) return 'imagenet-background';
   if (cfg.arch === 'seed-cifar' && cfg.numClasses === 10) return 'cifar10';
   return undefined;
 }

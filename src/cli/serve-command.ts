@@ -130,7 +130,7 @@ export function registerServeCommands(program: Command): void {
     .option('--max-queue-delay-us <us>', 'dynamic batcher max_queue_delay_microseconds', '5000')
     .option('--instances <n>', 'CPU instances (instance_group count)', '1')
     .addOption(new Option('--preset <name>', 'preprocessing the clients must apply (noted in config.pbtxt)').choices([...PRESET_NAMES]))
-    .addOption(new Option('--labels <name>', 'label list for labels.txt').choices(['imagenet', 'cifar10', 'fashion-mnist']))
+    .addOption(new Option('--labels <name>', 'label list for labels.txt').choices(['imagenet', 'imagenet-background', 'cifar10', 'fashion-mnist']))
     .option('--fp16', 'float16 weights and compute (input and output stay float32)')
     .option('--force', 'replace an existing model directory')
     .action((dir: string, o: ArchOpts & { weights?: string; name: string; maxBatch: string; preferredBatch: string; maxQueueDelayUs: string; instances: string; preset?: string; labels?: LabelSetName; fp16?: boolean; force?: boolean }) => {
