@@ -6,11 +6,9 @@ import { importTfjs } from '../io/tfjs.js';
 import { importTflite, type TfliteImport } from '../io/tflite-mobilenetv2.js';
 import type { ImportedModel, KerasImportOptions } from '../io/keras-names.js';
 import { saveWeights } from '../io/weights.js';
-import { LABELS_KEY, PREPROCESS_KEY } from '../train/checkpoint.js';
+import { LABELS_KEY, PREPROCESS_KEY, SOURCE_KEY } from '../train/checkpoint.js';
 import { num } from './args.js';
 
-/** Metadata key naming the file a model was imported from. */
-export const SOURCE_KEY = 'mnv2.source';
 
 interface ImportOpts {
   out: string;

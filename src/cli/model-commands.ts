@@ -65,7 +65,7 @@ export function registerModelCommands(program: Command): void {
     });
 
   engineOption(archOptions(program.command('infer').description('run a batch stored as a tensor (key "input", NCHW float32) and write "logits"')))
-    .requiredOption('--weights <file>', 'weights (.safetensors)')
+    .requiredOption('--weights <file>', 'weights: .safetensors, .pth or a catalogue name (mnv2 weights list)')
     .requiredOption('--input <file>', 'input tensor file (.safetensors)')
     .requiredOption('--output <file>', 'output file (.safetensors)')
     .action(async (o: ArchOpts & { weights: string; input: string; output: string; engine: EngineName; threads?: string }) => {
@@ -86,7 +86,7 @@ export function registerModelCommands(program: Command): void {
 
   const exp = program.command('export').description('export a model');
   archOptions(exp.command('onnx').description('ONNX (opset 17, BN folded, dynamic batch; input "input", output "logits")'))
-    .option('--weights <file>', 'weights (.safetensors); default: random init (--seed)')
+    .option('--weights <file>', 'weights (.safetensors, .pth or a catalogue name); default: random init (--seed)')
     .option('--seed <n>', 'init seed when no weights are given', '0')
     .option('--opset <n>', 'ONNX opset (>= 17)', '17')
     .option('--fp16', 'store weights and compute in float16 (input/output stay float32)')
@@ -103,7 +103,7 @@ export function registerModelCommands(program: Command): void {
 
   imageOptions(engineOption(archOptions(program.command('predict').description('classify JPEG/PNG images and print the top-k classes'))))
     .argument('<images...>', 'image files')
-    .option('--weights <file>', 'weights (.safetensors); default: the bundled Fashion-MNIST model')
+    .option('--weights <file>', 'weights (.safetensors, .pth or a catalogue name); default: the bundled Fashion-MNIST model')
     .option('--json', 'print JSON')
     .action(async (images: string[], o: ArchOpts & ImageOpts & { weights?: string; json?: boolean; engine: EngineName; threads?: string }) => {
       const m = loadModel(o, true);
