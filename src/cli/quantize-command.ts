@@ -9,6 +9,7 @@ import { formatOpCounts, optimizedOpCounts, quantizeOnnx } from '../engine/onnx/
 import { openDataset } from '../train/presets.js';
 import { archOptions, loadModel, type ArchOpts } from './model-commands.js';
 import { num } from './args.js';
+import { descriptiveInfo } from '../io/metadata.js';
 
 interface QuantizeFlags extends ArchOpts {
   weights?: string;
@@ -33,7 +34,7 @@ function float32Onnx(o: QuantizeFlags): { bytes: Uint8Array; source: string } {
     return { bytes: new Uint8Array(readFileSync(o.weights)), source: o.weights };
   }
   const m = loadModel(o, true);
-  return { bytes: exportOnnx(m.graph, m.weights), source: o.weights ?? 'the bundled Fashion-MNIST model' };
+  return { bytes: exportOnnx(m.graph, m.weights, { info: descriptiveInfo(m.info) }), source: o.weights ?? 'the bundled Fashion-MNIST model' };
 }
 
 const mb = (n: number): string => `${(n / 1e6).toFixed(2)} MB`;

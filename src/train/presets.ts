@@ -18,7 +18,6 @@
 import { existsSync, readdirSync, statSync } from 'node:fs';
 import { extname, join } from 'node:path';
 import sharp from 'sharp';
-import type { Arch } from '../model/config.js';
 import { loadCifar10 } from '../data/cifar.js';
 import { CIFAR10_INPUT, FASHION_MNIST_INPUT, sharedBytes, subset, type Dataset, type InputConvention } from '../data/dataset.js';
 import { FASHION_MNIST_DIR, loadFashionMnist } from '../data/idx.js';
@@ -38,7 +37,8 @@ export interface TrainRecipe {
   dataset: string;
   /** Dataset location (Fashion-MNIST: /usr/share/datasets/fashion-mnist by default; CIFAR-10: data/cifar10). */
   dataDir?: string;
-  arch: Arch;
+  /** An `--arch` name: a model family or one of its variants (src/model/registry.ts). */
+  arch: string;
   alpha: number;
   /** Input resolution (imagenet arch; image folders are resized to it). */
   resolution: number;
