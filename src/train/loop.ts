@@ -31,7 +31,8 @@ import { EMA } from './ema.js';
 import type { Optimizer, ParamRef, Schedule } from './types.js';
 import { loadCheckpoint, resolveCheckpointPath, saveCheckpoint, type TrainPosition } from './checkpoint.js';
 import { EvalAccumulator, evaluate, formatEvalReport, writeConfusionPng, type EvalResult } from './metrics.js';
-import { limitDataset, openDataset, type DataSource, type TrainRecipe } from './presets.js';
+import type { TrainRecipe } from './presets.js';
+import { limitDataset, openDataset, type DataSource } from '../data/open.js';
 import { METRICS_FILE, plotRun, type EpochMetrics } from './plot.js';
 
 export interface TrainOptions {
