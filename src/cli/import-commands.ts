@@ -6,9 +6,8 @@ import { importTfjs } from '../io/tfjs.js';
 import { importTflite, type TfliteImport } from '../io/tflite-mobilenetv2.js';
 import type { ImportedModel, KerasImportOptions } from '../io/keras-names.js';
 import { saveWeights } from '../io/weights.js';
-import { LABELS_KEY, PREPROCESS_KEY, SOURCE_KEY } from '../train/checkpoint.js';
+import { encodeModelInfo, type ModelInfoInput } from '../io/metadata.js';
 import { num } from './args.js';
-
 
 interface ImportOpts {
   out: string;
@@ -39,11 +38,11 @@ function options(o: ImportOpts): KerasImportOptions {
   return { alpha: num(o.alpha, '--alpha'), resolution: num(o.resolution, '--resolution'), numClasses: num(o.classes, '--classes'), seed: num(o.seed, '--seed') };
 }
 
-function save(m: ImportedModel, source: string, o: ImportOpts, metadata: Record<string, string> = {}): void {
-  saveWeights(o.out, m.graph, m.weights, new Map(), { [PREPROCESS_KEY]: 'keras', [SOURCE_KEY]: path.basename(source), ...metadata });
+function save(m: ImportedModel, source: string, o: ImportOpts, info: Omit<ModelInfoInput, 'config' | 'source'> = { preprocess: 'keras' }): void {
+  saveWeights(o.out, m.graph, m.weights, new Map(), encodeModelInfo({ config: m.graph.config, source: path.basename(source), ...info }));
   const c = m.graph.config;
   const head = m.head === 'imported' ? `head ${m.headLayer}` : `fresh head (seed ${o.seed}): fine-tune it before use`;
-  console.error(`wrote ${o.out}: MobileNetV2 α ${c.alpha} @ ${c.resolution}, ${c.numClasses} classes (${head}), Keras padding, BN eps ${c.bnEps}, preset ${metadata[PREPROCESS_KEY] ?? 'keras'}`);
+  console.error(`wrote ${o.out}: MobileNetV2 α ${c.alpha} @ ${c.resolution}, ${c.numClasses} classes (${head}), Keras padding, BN eps ${c.bnEps}, preset ${info.preprocess}`);
 }
 
 export function registerImportCommands(program: Command): void {
@@ -60,7 +59,7 @@ export function registerImportCommands(program: Command): void {
       const m = importTflite(file, options(o));
       checkTfliteInput(m, file);
       // TF-slim's eval preprocessing; 1001 classes are TF-slim's background + ImageNet
-      save(m, file, o, { [PREPROCESS_KEY]: 'tf-slim', ...(m.graph.config.numClasses === 1001 ? { [LABELS_KEY]: 'imagenet-background' } : {}) });
+      save(m, file, o, { preprocess: 'tf-slim', ...(m.graph.config.numClasses === 1001 ? { labels: 'imagenet-background' } : {}) });
     });
 }
 
