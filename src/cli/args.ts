@@ -35,18 +35,21 @@ function check(v: string, n: number, flag: string, what: string, r: Range): numb
   return n;
 }
 
+function parse(v: string | undefined, flag: string, range: Range, integer: boolean): number | undefined {
+  if (v === undefined) return undefined;
+  const what = integer ? 'an integer' : 'a number';
+  const n = Number(v);
+  const ok = v.trim() !== '' && (integer ? Number.isSafeInteger(n) : Number.isFinite(n));
+  if (!ok) throw new Error(`${flag} expects ${what}${describe(range)}, got '${v}'`);
+  return check(v, n, flag, what, range);
+}
+
 /** A finite number in `range`, or undefined when the flag was not given. */
 export function num(v: string | undefined, flag: string, range: Range = {}): number | undefined {
-  if (v === undefined) return undefined;
-  const n = Number(v);
-  if (v.trim() === '' || !Number.isFinite(n)) throw new Error(`${flag} expects a number${describe(range)}, got '${v}'`);
-  return check(v, n, flag, 'a number', range);
+  return parse(v, flag, range, false);
 }
 
 /** An integer in `range`, or undefined when the flag was not given. */
 export function int(v: string | undefined, flag: string, range: Range = {}): number | undefined {
-  const n = num(v, flag, {});
-  if (n === undefined) return undefined;
-  if (!Number.isSafeInteger(n)) throw new Error(`${flag} expects an integer${describe(range)}, got '${v}'`);
-  return check(v!, n, flag, 'an integer', range);
+  return parse(v, flag, range, true);
 }
