@@ -6,11 +6,11 @@ import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { Option, type Command } from 'commander';
 import { createClassifier, ortClassifier, type Classifier, type EngineName } from '../engine/classifier.js';
-import { decodeOnnx, readOnnxConfig } from '../engine/onnx/export.js';
+import { readOnnxInfo } from '../engine/onnx/export.js';
 import { exportTriton } from '../engine/onnx/triton.js';
-import type { LabelSetName } from '../data/labels.js';
+import { LABEL_SET_NAMES, type LabelSetName } from '../data/labels.js';
 import { PRESET_NAMES } from '../data/preprocess.js';
-import type { ModelConfig } from '../model/config.js';
+import { descriptiveInfo, type ModelInfo } from '../io/metadata.js';
 import { startServer, type RunningServer } from '../serve/server.js';
 import { archOptions, engineOption, imageOptions, inputSpec, loadModel, type ArchOpts, type ImageOpts } from './model-commands.js';
 import { BATCH, int, num, THREADS, TOP } from './args.js';
@@ -39,7 +39,7 @@ function parseBytes(v: string, flag: string): number {
   return n;
 }
 
-async function openModel(o: ServeOpts, threads: number | undefined): Promise<{ classifier: Classifier; config: ModelConfig; metadata: Record<string, string>; name: string }> {
+async function openModel(o: ServeOpts, threads: number | undefined): Promise<{ classifier: Classifier; info: ModelInfo; name: string }> {
   if (o.onnx) {
     if (o.weights) throw new Error('give either --weights or --onnx, not both');
     if (o.engine !== 'ort') throw new Error('--onnx runs on ONNX Runtime: use --engine ort (the default), or --weights for the native engine');
@@ -49,13 +49,12 @@ async function openModel(o: ServeOpts, threads: number | undefined): Promise<{ c
     } catch (e) {
       throw new Error(`${o.onnx}: ${(e as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such file' : (e as Error).message}`);
     }
-    const config = readOnnxConfig(bytes, o.onnx);
-    const metadata = Object.fromEntries(decodeOnnx(bytes, o.onnx).metadataProps.map((p) => [p.key ?? '', p.value ?? '']));
-    return { classifier: await ortClassifier(bytes, threads), config, metadata, name: path.basename(o.onnx) };
+    const info = readOnnxInfo(bytes, o.onnx);
+    return { classifier: await ortClassifier(bytes, threads), info, name: path.basename(o.onnx) };
   }
   const m = loadModel(o, true);
   const name = o.weights ? path.basename(o.weights) : 'fashion-mnist (bundled)';
-  return { classifier: await createClassifier(m.graph, m.weights, o.engine, threads), config: m.graph.config, metadata: m.metadata, name };
+  return { classifier: await createClassifier(m.graph, m.weights, o.engine, threads), info: m.info, name };
 }
 
 export function registerServeCommands(program: Command): void {
@@ -86,11 +85,11 @@ export function registerServeCommands(program: Command): void {
         shutdownGraceMs: graceS * 1000,
       };
       const m = await openModel(o, threads);
-      const cfg = m.config;
+      const cfg = m.info.config;
       let spec: ReturnType<typeof inputSpec>;
       let srv: RunningServer;
       try {
-        spec = inputSpec(cfg, m.metadata, o);
+        spec = inputSpec(m.info, o);
         srv = await startServer({
           ...settings,
           classifier: m.classifier,
@@ -136,7 +135,7 @@ export function registerServeCommands(program: Command): void {
     .option('--max-queue-delay-us <us>', 'dynamic batcher max_queue_delay_microseconds', '5000')
     .option('--instances <n>', 'CPU instances (instance_group count)', '1')
     .addOption(new Option('--preset <name>', 'preprocessing the clients must apply (noted in config.pbtxt)').choices([...PRESET_NAMES]))
-    .addOption(new Option('--labels <name>', 'label list for labels.txt').choices(['imagenet', 'cifar10', 'fashion-mnist']))
+    .addOption(new Option('--labels <name>', 'label list for labels.txt').choices([...LABEL_SET_NAMES]))
     .option('--fp16', 'float16 weights and compute (input and output stay float32)')
     .option('--force', 'replace an existing model directory')
     .action((dir: string, o: ArchOpts & { weights?: string; name: string; maxBatch: string; preferredBatch: string; maxQueueDelayUs: string; instances: string; preset?: string; labels?: LabelSetName; fp16?: boolean; force?: boolean }) => {
@@ -145,7 +144,7 @@ export function registerServeCommands(program: Command): void {
       const maxQueueDelayUs = int(o.maxQueueDelayUs, '--max-queue-delay-us', { min: 0, max: 60_000_000 })!;
       const instances = int(o.instances, '--instances', { min: 1, max: 1024 })!;
       const m = loadModel(o, true);
-      const spec = inputSpec(m.graph.config, m.metadata, o);
+      const spec = inputSpec(m.info, o);
       const modelDir = exportTriton(dir, m.graph, m.weights, {
         name: o.name,
         maxBatch,
@@ -155,6 +154,7 @@ export function registerServeCommands(program: Command): void {
         labels: spec.labels,
         fp16: o.fp16,
         force: o.force,
+        info: descriptiveInfo(m.info),
         notes: [
           `Written by mobilenetv2-ts (mnv2 export triton) from ${o.weights ?? 'the bundled Fashion-MNIST model'}.`,
           `input: float32 NCHW, images preprocessed with mnv2's '${spec.preset.name}' preset; output: logits (softmax gives probabilities).`,
