@@ -3,7 +3,7 @@ import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
-import { mkdtempSync, writeFileSync, readFileSync } from 'node:fs';
+import { copyFileSync, linkSync, mkdirSync, mkdtempSync, symlinkSync, writeFileSync, readFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -129,6 +129,46 @@ describe('mnv2 CLI', () => {
       // Up front: no dataset is opened, no model built (an epoch would take minutes).
       assert.ok(performance.now() - t0 < 5000, `mnv2 ${args.join(' ')} took ${(performance.now() - t0).toFixed(0)} ms`);
     }
+  });
+
+  it('an output that is an input (same path, a symlink, a hard link) is refused and the input left as it was', async () => {
+    const w = path.join(tmp, 'precious.safetensors');
+    copyFileSync(fixturePath('seed-cifar.weights.safetensors'), w);
+    const link = path.join(tmp, 'precious-link.safetensors');
+    symlinkSync(w, link);
+    const hard = path.join(tmp, 'precious-hard.safetensors');
+    linkSync(w, hard);
+    const json = path.join(tmp, 'model.json');
+    writeFileSync(json, '{}');
+    const before = readFileSync(w);
+    const cases: [string[], RegExp][] = [
+      [['export', 'onnx', '--weights', w, '--out', w], /--out .*precious\.safetensors is the same file as --weights .*precious\.safetensors: refusing to overwrite an input/],
+      [['export', 'onnx', '--weights', w, '--out', link], /--out .*precious-link\.safetensors is the same file as --weights/],
+      [['infer', '--weights', w, '--input', w, '--output', hard], /--output .*precious-hard\.safetensors is the same file as --input/],
+      [['quantize', '--weights', w, '--out', path.join(tmp, '.', 'precious.safetensors')], /--out .* is the same file as --weights/],
+      [['eval', '--weights', w, '--dataset', 'fashion-mnist', '--confusion', w], /--confusion .* is the same file as --weights/],
+      [['import', 'tfjs', json, '--out', json], /--out .*model\.json is the same file as the imported file/],
+    ];
+    for (const [args, re] of cases) {
+      await assert.rejects(mnv2(...args), (e: { stderr: string; code: number }) => {
+        assert.match(e.stderr, re, `mnv2 ${args.join(' ')}`);
+        assert.equal(e.code, 1);
+        return true;
+      });
+    }
+    assert.ok(readFileSync(w).equals(before), 'the input is unchanged');
+    assert.equal(readFileSync(json, 'utf8'), '{}');
+
+    // A folder holding a run's model files (the bundled model's folder is one) needs --resume or --force.
+    const run = path.join(tmp, 'old-run');
+    mkdirSync(run);
+    copyFileSync(w, path.join(run, 'model.safetensors'));
+    await assert.rejects(mnv2('train', '--out', run, '--epochs', '1'), (e: { stderr: string; code: number }) => {
+      assert.match(e.stderr, /old-run already holds a run \(model\.safetensors\); resume it with --resume .*old-run, replace it with --force, or choose another --out/);
+      assert.equal(e.code, 1);
+      return true;
+    });
+    assert.ok(readFileSync(path.join(run, 'model.safetensors')).equals(before));
   });
 
   it('loading a state dict with a missing or mis-shaped tensor names it', () => {

@@ -16,6 +16,7 @@ import { loadImages, preset as makePreset, PRESET_NAMES, type Preset } from '../
 import { labelsFor, LABEL_SET_NAMES, type LabelSetName } from '../data/labels.js';
 import { classNamesOf, descriptiveInfo, labelSetOf, preprocessOf, type ModelInfo } from '../io/metadata.js';
 import { int, num, SEED, THREADS, TOP, type Range } from './args.js';
+import { refuseInputAsOutput } from '../util/outputs.js';
 
 /** The model trained by this project on Fashion-MNIST, used when --weights is not given. */
 export const DEFAULT_MODEL = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', '..', '..', 'models', 'fashion-mnist', 'model.safetensors');
@@ -81,6 +82,7 @@ export function registerModelCommands(program: Command): void {
     .action(async (o: ArchOpts & { weights: string; input: string; output: string; engine: EngineName; threads?: string }) => {
       const threads = int(o.threads, '--threads', THREADS);
       archNumbers(o); // every flag checked before any file is read
+      refuseInputAsOutput({ path: o.output, flag: '--output' }, [{ path: o.input, flag: '--input' }, { path: o.weights, flag: '--weights' }]);
       const file = readSafetensors(o.input);
       const t = file.tensors.get('input');
       if (!t) throw new Error(`${o.input}: no tensor named 'input' (found: ${[...file.tensors.keys()].join(', ') || 'none'})`);
@@ -106,6 +108,7 @@ export function registerModelCommands(program: Command): void {
     .action((o: ArchOpts & { weights?: string; seed: string; opset: string; fp16?: boolean; out: string }) => {
       const seed = int(o.seed, '--seed', SEED)!;
       const opset = int(o.opset, '--opset', { min: 13, max: 23 });
+      refuseInputAsOutput({ path: o.out, flag: '--out' }, [{ path: o.weights, flag: '--weights' }]);
       const m = o.weights ? loadModel(o, false) : (() => {
         const graph = buildModel(configFrom(o));
         return { graph, weights: initWeights(graph, seed), info: { config: graph.config } };

@@ -10,6 +10,7 @@ import { openDataset } from '../data/open.js';
 import { archOptions, loadModel, type ArchOpts } from './model-commands.js';
 import { BATCH, int, num, SEED, THREADS } from './args.js';
 import { descriptiveInfo } from '../io/metadata.js';
+import { refuseInputAsOutput } from '../util/outputs.js';
 
 interface QuantizeFlags extends ArchOpts {
   weights?: string;
@@ -62,6 +63,7 @@ export function registerQuantizeCommand(program: Command): void {
         seed: int(o.seed, '--seed', SEED),
         batch: int(o.batch, '--batch', BATCH),
       };
+      refuseInputAsOutput({ path: o.out, flag: '--out' }, [{ path: o.weights, flag: '--weights' }]);
       const fp32 = float32Onnx(o);
       const cfg = readOnnxConfig(fp32.bytes, fp32.source);
       const calib = await openDataset(o.calibDataset, 'train', { dir: o.data, resolution: cfg.resolution });

@@ -7,6 +7,7 @@ import { NativeModel } from '../engine/native/model.js';
 import { fetchDataset, type DatasetName, type FetchProgress } from '../data/fetch.js';
 import { BATCH, COUNT_OR_ALL, int, num, SEED, THREADS, type Range } from './args.js';
 import { ALPHA, RESOLUTION } from './model-commands.js';
+import { refuseInputAsOutput } from '../util/outputs.js';
 import { PRESET_NAMES, resolvePreset, type PresetName, type TrainRecipe } from '../train/presets.js';
 import { limitDataset, openDataset } from '../data/open.js';
 import { formatDuration, progressBar, train, type TrainOptions } from '../train/loop.js';
@@ -48,6 +49,7 @@ interface TrainFlags {
   seed?: string;
   out?: string;
   resume?: string;
+  force?: boolean;
   weights?: string;
   replaceClassifier?: string;
   freezeBackbone?: boolean;
@@ -139,7 +141,8 @@ export function registerTrainCommands(program: Command): void {
     .option('--train-limit <n>', 'train on a fixed random subset of n images (0: all)')
     .option('--eval-limit <n>', 'evaluate on a fixed random subset of n images (0: all)')
     .option('--seed <n>', 'seed (init, data order, augmentation, dropout)')
-    .option('--out <dir>', 'run folder (default runs/<preset>-<time>)')
+    .option('--out <dir>', 'run folder (default runs/<preset>-<time>); one holding a run needs --resume or --force')
+    .option('--force', 'with --out: train anew over the run already in that folder (its files are replaced)')
     .option('--resume <dir|file>', 'continue a run exactly from its last checkpoint')
     .option('--weights <file>', 'start from these weights (fine-tuning)')
     .option('--replace-classifier <n>', 'new classifier for n classes (fine-tuning)')
@@ -155,7 +158,7 @@ export function registerTrainCommands(program: Command): void {
       const recipe = o.resume ? resolvePreset(o.preset) : recipeFromFlags(o);
       if (o.freezeBackbone && !o.weights && !o.resume) throw new Error('--freeze-backbone needs --weights (a trained backbone)');
       const r = await train({
-        ...session, recipe, out: o.out, resume: o.resume, weights: o.weights, freezeBackbone: o.freezeBackbone,
+        ...session, recipe, out: o.out, force: o.force, resume: o.resume, weights: o.weights, freezeBackbone: o.freezeBackbone,
         onnx: o.onnx, progress: o.progress, handleSignals: true,
       });
       if (r.stopped) process.exitCode = 0;
@@ -185,6 +188,7 @@ export function registerTrainCommands(program: Command): void {
       const seed = int(o.seed, '--seed', SEED)!;
       const threads = int(o.threads, '--threads', THREADS);
       const batch = int(o.batch, '--batch', BATCH);
+      refuseInputAsOutput({ path: o.confusion, flag: '--confusion' }, [{ path: o.weights, flag: '--weights' }]);
       if (!existsSync(o.weights)) throw new Error(`${o.weights}: no such weights file`);
       const m = loadModelFile(o.weights);
       const src = await openDataset(o.dataset, o.split, { dir: o.data, resolution: m.graph.config.resolution, preprocess: m.info.preprocess });
