@@ -7,7 +7,7 @@ import { readSafetensors, toFloat32, writeSafetensors, type WritableTensor } fro
 import { CONFIG_KEY, configFromJSON, makeConfig, type Arch, type ModelConfig } from '../model/config.js';
 import { buildGraph } from '../model/mobilenetv2.js';
 import type { Graph } from '../model/graph.js';
-import { checkStateDict, type StateDict } from '../model/weights.js';
+import { checkStateDict, checkWeightValues, type StateDict } from '../model/weights.js';
 
 export interface LoadedWeights {
   graph: Graph;
@@ -64,6 +64,7 @@ export function loadWeights(path: string, hint: ArchHint = {}): LoadedWeights {
       throw new Error(`${path}: ${t.name} has shape [${got.join(', ')}], the model expects [${want.join(', ')}]`);
     }
   }
+  checkWeightValues(graph, weights, path);
   return { graph, weights, extra, metadata: file.metadata };
 }
 

@@ -6,7 +6,7 @@
 import onnxProto from 'onnx-proto';
 import { configFromJSON, type ModelConfig } from '../../model/config.js';
 import type { Graph } from '../../model/graph.js';
-import { checkStateDict, type StateDict } from '../../model/weights.js';
+import { checkStateDict, checkWeightValues, type StateDict } from '../../model/weights.js';
 import { foldBatchNorm, type FoldedGraph } from './fold.js';
 import { CONFIG_KEY } from '../../model/config.js';
 import { float32ToFloat16 } from '../../io/safetensors.js';
@@ -198,6 +198,7 @@ export function foldedToOnnx(fg: FoldedGraph, config: ModelConfig, opts: ExportO
 /** Export a graph and its weights (PyTorch state-dict names) as a serialized ONNX model. */
 export function exportOnnx(graph: Graph, weights: StateDict, opts: ExportOptions = {}): Uint8Array {
   checkStateDict(graph, weights, 'exportOnnx', true);
+  checkWeightValues(graph, weights, 'exportOnnx');
   const fg = foldBatchNorm(graph, weights);
   const model = onnx.ModelProto.create(foldedToOnnx(fg, graph.config, opts));
   return onnx.ModelProto.encode(model).finish();
