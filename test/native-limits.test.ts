@@ -1,7 +1,8 @@
 /**
  * The native engine's limits (issue 12): tensors of 2^31 elements or more are refused with a clear error
  * before oneDNN runs, compiled programs stay within a byte budget, plans larger than the available memory are
- * refused with the estimate, and `mnv2 predict` over many images runs in flat memory.
+ * refused with the estimate, `mnv2 predict` over many images runs in flat memory, and OpenMP waits passively
+ * (latency under contention: `npm run bench:contention`).
  */
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
@@ -90,5 +91,24 @@ describe('native engine: memory', () => {
     };
     const [few, many] = [await peak(30), await peak(300)];
     assert.ok(many - few < 40, `peak RSS ${few.toFixed(0)} MB for 30 images, ${many.toFixed(0)} MB for 300`);
+  });
+});
+
+describe('native engine: OpenMP wait policy', () => {
+  // libgomp prints the values it read at load with OMP_DISPLAY_ENV=VERBOSE: proof that setting process.env
+  // before the addon's require reaches it. Spin count 0 is passive waiting; 300000 was libgomp's spinning default.
+  const spinCount = async (env: Record<string, string>): Promise<string> => {
+    const clean = { ...process.env };
+    delete clean.OMP_WAIT_POLICY;
+    delete clean.GOMP_SPINCOUNT;
+    const binding = new URL('../src/engine/native/binding.js', import.meta.url).href;
+    const { stderr } = await promisify(execFile)(process.execPath, ['--input-type=module', '-e', `(await import('${binding}')).native();`],
+      { env: { ...clean, OMP_DISPLAY_ENV: 'VERBOSE', ...env } });
+    return /GOMP_SPINCOUNT = '(\d+)'/.exec(stderr)?.[1] ?? `no GOMP_SPINCOUNT in: ${stderr}`;
+  };
+  it('passive by default; a policy or spin count the user set wins', async () => {
+    assert.equal(await spinCount({}), '0');
+    assert.equal(await spinCount({ OMP_WAIT_POLICY: 'ACTIVE' }), '30000000000');
+    assert.equal(await spinCount({ GOMP_SPINCOUNT: '1000' }), '1000');
   });
 });
