@@ -62,17 +62,17 @@ describe('a non-finite input is refused by both engines alike', () => {
 
 describe('a diverged training run stops with a clear error and a non-zero exit', () => {
   const cli = fileURLToPath(new URL('../src/cli/main.js', import.meta.url));
-  const train = (...args: string[]) => promisify(execFile)(process.execPath, [cli, 'train', '--lr', '1e30', '--batch', '16', '--train-limit', '64',
-    '--eval-limit', '32', '--eval-batch', '32', '--epochs', '1', '--threads', '1', '--no-progress', '--no-onnx', ...args]);
+  const train = (...args: string[]) => promisify(execFile)(process.execPath, [cli, 'train', '--lr', '1e6', '--schedule', 'constant', '--batch', '16',
+    '--train-limit', '64', '--eval-limit', '32', '--eval-batch', '32', '--epochs', '8', '--threads', '1', '--no-progress', '--no-onnx', ...args]);
   for (const [what, args] of [
     ['full training (alpha 0.35 @ 32)', ['--arch', 'imagenet', '--alpha', '0.35', '--resolution', '32']],
     ['head only (frozen backbone)', ['--weights', fileURLToPath(new URL('../../models/fashion-mnist/model.safetensors', import.meta.url)), '--freeze-backbone']],
   ] as const) {
-    it(`--lr 1e30, ${what}`, { timeout: 120_000 }, async () => {
+    it(`--lr 1e6 (the largest --lr accepts), ${what}`, { timeout: 120_000 }, async () => {
       const out = path.join(tmp, what.replace(/\W+/g, '-'));
       await assert.rejects(train(...args, '--out', out), (e: Error & { code?: number; stderr?: string }) => {
         assert.equal(e.code, 1);
-        assert.match(e.stderr ?? '', /mnv2: (loss is|parameter \S+ became) (NaN|-?Infinity) at epoch 1, step \d+: training diverged \(try a lower --lr\)/);
+        assert.match(e.stderr ?? '', /mnv2: (loss is|parameter \S+ became) (NaN|-?Infinity) at epoch \d, step \d: training diverged \(try a lower --lr\)/);
         return true;
       });
     });
