@@ -199,6 +199,8 @@ def main() -> None:
     # Make anchor 1 of image 0 predict nearly the same box as anchor 0, so the TF miner's NMS at 0.99 suppresses.
     dec0 = tf_decode(regression[0, :1], anchors_px[:1]) + 0.01
     regression[0, 1] = tf_encode(dec0, anchors_px[1:2])[0]
+    assert tf_matches[0][0] == -1 and tf_matches[0][1] == -1
+    logits[0, 0, 1], logits[0, 1, 1] = 8.0, 7.5  # both hard negatives: the higher loss (anchor 0) survives the NMS
     t["loss.logits"], t["loss.regression"] = logits, regression
 
     lg, rg = logits.clone().requires_grad_(), regression.clone().requires_grad_()
