@@ -1,9 +1,10 @@
 /**
  * Model files: safetensors with PyTorch state-dict names. The project's own files carry the architecture
  * config as JSON metadata (`mnv2.config`), so a weights file alone rebuilds its model; a plain PyTorch state
- * dict (converted with tools/pth-to-safetensors.py) needs the arch (and alpha) from the caller.
+ * dict (.pth, read directly, or a .safetensors converted from one) gets its arch and α from its keys and shapes.
  */
-import { readSafetensors, toFloat32, writeSafetensors, type WritableTensor } from './safetensors.js';
+import { toFloat32, writeSafetensors, type WritableTensor } from './safetensors.js';
+import { readTensorFile } from './tensor-file.js';
 import { CONFIG_KEY, configFromJSON, makeConfig, type Arch, type ModelConfig } from '../model/config.js';
 import { buildGraph } from '../model/mobilenetv2.js';
 import type { Graph } from '../model/graph.js';
@@ -30,7 +31,7 @@ const CLASSIFIER: Record<Arch, string> = { imagenet: 'classifier.1.weight', 'see
 
 /** Read a weights file and rebuild its model; every missing, unexpected or mis-shaped tensor is named. */
 export function loadWeights(path: string, hint: ArchHint = {}): LoadedWeights {
-  const file = readSafetensors(path);
+  const file = readTensorFile(path);
   let config: ModelConfig;
   const stored = file.metadata[CONFIG_KEY];
   if (stored !== undefined) {
