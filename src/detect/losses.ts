@@ -112,19 +112,47 @@ function boxLoss(x: SsdLossInput, grad: Float32Array, target: Float32Array, off:
 
 const countMatched = (matches: readonly Int32Array[]): number => matches.reduce((s, m) => s + m.filter((g) => g >= 0).length, 0);
 
+/** Running sums and gradients of a batch (gradients already divided by the normalizer N). */
+interface Accumulator extends Shapes {
+  N: number;
+  localization: number;
+  classification: number;
+  gradLogits: Float32Array;
+  gradRegression: Float32Array;
+}
+
+/** One image: its index, matches, encoded regression targets ([A, 4], zeros where unmatched), class per anchor. */
+interface ImageTerms {
+  b: number;
+  m: Int32Array;
+  target: Float32Array;
+  label: (a: number) => number;
+}
+
+/** Shared driver: validates, runs perImage on each image, divides both sums by N = max(1, #matched). */
+function batchLoss(x: SsdLossInput, coder: BoxCoder, perImage: (acc: Accumulator, img: ImageTerms) => void): SsdLoss {
+  const acc: Accumulator = {
+    ...checkInput(x),
+    N: Math.max(1, countMatched(x.matches)),
+    localization: 0,
+    classification: 0,
+    gradLogits: new Float32Array(x.clsLogits.length),
+    gradRegression: new Float32Array(x.boxRegression.length),
+  };
+  for (let b = 0; b < acc.batch; b++) {
+    const m = x.matches[b]!;
+    const label = (a: number): number => (m[a]! >= 0 ? x.targets[b]!.labels[m[a]!]! : 0);
+    perImage(acc, { b, m, target: regressionTargets(x, b, coder), label });
+  }
+  const { N } = acc;
+  return { localization: acc.localization / N, classification: acc.classification / N, gradLogits: acc.gradLogits, gradRegression: acc.gradRegression, normalizer: N };
+}
+
 /** torchvision's SSD.compute_loss (neg_to_pos_ratio 3, BoxCoder(10, 10, 5, 5)). */
 export function ssdLossTorchvision(x: SsdLossInput, o: { negToPosRatio?: number; coder?: BoxCoder } = {}): SsdLoss {
-  const { batch, anchors, classes } = checkInput(x);
   const ratio = o.negToPosRatio ?? 3;
-  const N = Math.max(1, countMatched(x.matches));
-  const gradLogits = new Float32Array(x.clsLogits.length);
-  const gradRegression = new Float32Array(x.boxRegression.length);
-  let localization = 0;
-  let classification = 0;
-  for (let b = 0; b < batch; b++) {
-    const m = x.matches[b]!;
-    const target = regressionTargets(x, b, o.coder ?? TORCHVISION_BOX_CODER);
-    const label = (a: number): number => (m[a]! >= 0 ? x.targets[b]!.labels[m[a]!]! : 0);
+  return batchLoss(x, o.coder ?? TORCHVISION_BOX_CODER, (acc, { b, m, target, label }) => {
+    const { anchors, classes, N } = acc;
     const ce = new Float64Array(anchors);
     const prob = new Float64Array(anchors * classes);
     let numPos = 0;
@@ -138,7 +166,7 @@ export function ssdLossTorchvision(x: SsdLossInput, o: { negToPosRatio?: number;
       ce[a] = max + Math.log(z) - x.clsLogits[off + label(a)]!;
       if (m[a]! >= 0) {
         numPos++;
-        localization += boxLoss(x, gradRegression, target, b * anchors * 4, a, N);
+        acc.localization += boxLoss(x, acc.gradRegression, target, b * anchors * 4, a, N);
       }
     }
     // Hard negatives: rank by loss with positives at −inf; anchors ranked < 3·#positives count as background
@@ -153,12 +181,11 @@ export function ssdLossTorchvision(x: SsdLossInput, o: { negToPosRatio?: number;
     order.slice(0, ratio * numPos).forEach((a) => (weight[a]! += 1));
     for (let a = 0; a < anchors; a++) {
       if (weight[a] === 0) continue;
-      classification += weight[a]! * ce[a]!;
+      acc.classification += weight[a]! * ce[a]!;
       const off = (b * anchors + a) * classes;
-      for (let c = 0; c < classes; c++) gradLogits[off + c] = (weight[a]! * (prob[a * classes + c]! - (c === label(a) ? 1 : 0))) / N;
+      for (let c = 0; c < classes; c++) acc.gradLogits[off + c] = (weight[a]! * (prob[a * classes + c]! - (c === label(a) ? 1 : 0))) / N;
     }
-  }
-  return { localization: localization / N, classification: classification / N, gradLogits, gradRegression, normalizer: N };
+  });
 }
 
 export interface HardExampleMinerOptions {
@@ -196,38 +223,29 @@ function subsampleSelection(selected: number[], m: Int32Array, o: HardExampleMin
 
 /** TF OD API's SSD loss with hard example mining (see the file comment). */
 export function ssdLossTf(x: SsdLossInput, o: { miner?: HardExampleMinerOptions; coder?: BoxCoder } = {}): SsdLoss {
-  const { batch, anchors, classes } = checkInput(x);
   const miner = o.miner ?? SSDLITE_HARD_MINER;
   const coder = o.coder ?? TF_BOX_CODER;
-  const N = Math.max(1, countMatched(x.matches));
-  const gradLogits = new Float32Array(x.clsLogits.length);
-  const gradRegression = new Float32Array(x.boxRegression.length);
-  let localization = 0;
-  let classification = 0;
-  for (let b = 0; b < batch; b++) {
-    const m = x.matches[b]!;
-    const target = regressionTargets(x, b, coder);
+  return batchLoss(x, coder, (acc, { b, m, target, label }) => {
+    const { anchors, classes, N } = acc;
     // Class targets: one-hot of the gt label, background (column 0) when unmatched; ignored anchors weigh 0.
-    const label = (a: number): number => (m[a]! >= 0 ? x.targets[b]!.labels[m[a]!]! : 0);
+    const weighted = (a: number): boolean => m[a]! >= 0 || m[a] === UNMATCHED;
     const clsLoss = new Float64Array(anchors);
     for (let a = 0; a < anchors; a++) {
-      if (m[a]! < 0 && m[a] !== UNMATCHED) continue;
+      if (!weighted(a)) continue;
       const off = (b * anchors + a) * classes;
       for (let c = 0; c < classes; c++) clsLoss[a]! += sigmoidCe(x.clsLogits[off + c]!, c === label(a) ? 1 : 0);
     }
-    const regression = x.boxRegression.subarray(b * anchors * 4, (b + 1) * anchors * 4);
-    const decoded = decodeBoxes(regression, x.anchors, coder);
+    const decoded = decodeBoxes(x.boxRegression.subarray(b * anchors * 4, (b + 1) * anchors * 4), x.anchors, coder);
     const selected = subsampleSelection(nms(decoded, clsLoss, miner.iouThreshold, miner.numHardExamples), m, miner);
     for (const a of selected) {
-      classification += clsLoss[a]!;
-      if (m[a]! >= 0) localization += boxLoss(x, gradRegression, target, b * anchors * 4, a, N);
-      if (m[a]! < 0 && m[a] !== UNMATCHED) continue;
+      acc.classification += clsLoss[a]!;
+      if (m[a]! >= 0) acc.localization += boxLoss(x, acc.gradRegression, target, b * anchors * 4, a, N);
+      if (!weighted(a)) continue;
       const off = (b * anchors + a) * classes;
       for (let c = 0; c < classes; c++) {
         const s = 1 / (1 + Math.exp(-x.clsLogits[off + c]!));
-        gradLogits[off + c] = (s - (c === label(a) ? 1 : 0)) / N;
+        acc.gradLogits[off + c] = (s - (c === label(a) ? 1 : 0)) / N;
       }
     }
-  }
-  return { localization: localization / N, classification: classification / N, gradLogits, gradRegression, normalizer: N };
+  });
 }
