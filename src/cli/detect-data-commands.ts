@@ -1,10 +1,11 @@
-/** `mnv2 data make fashion-detect`, `mnv2 data inspect-detect` and `mnv2 detect coco-eval`: thin wrappers over src/detect. */
+/** `mnv2 data make fashion-detect | fetch-detect | inspect-detect` and `mnv2 detect coco-eval`: thin wrappers over src/detect. */
 import { readFileSync } from 'node:fs';
 import { dirname } from 'node:path';
 import type { Command } from 'commander';
 import { int, num } from './args.js';
 import { FASHION_DETECT_DEFAULTS, makeFashionDetect } from '../detect/fashion-detect.js';
 import { formatSkips, loadCocoDetection, loadVocDetection, loadYoloDetection, type DetectionDataset } from '../detect/dataset.js';
+import { DETECTION_SOURCES, fetchDetectionDataset, type DetectionDatasetName } from '../detect/fetch-detect.js';
 import { cocoEvaluate, formatCocoStats, type CocoDetection } from '../detect/coco-eval.js';
 
 /** The `data` group registered by train-commands.ts, or a new one. */
@@ -54,6 +55,28 @@ export function registerDetectDataCommands(program: Command): void {
         { fashionMnistDir: s('fashionMnist'), force: Boolean(o.force) },
       );
       for (const sp of r.splits) console.log(`${sp.name}: ${sp.images} images, ${sp.boxes} boxes → ${sp.json}`);
+    });
+
+  const USE: Record<DetectionDatasetName, (dir: string) => string> = {
+    voc2007: (dir) => `mnv2 data inspect-detect --format voc --path ${dir}/VOCdevkit/VOC2007 --split test`,
+    'coco2017-val': (dir) => `mnv2 data inspect-detect --format coco --path ${dir}/annotations/instances_val2017.json --images ${dir}/val2017`,
+    'penn-fudan': (dir) => `${dir}/PennFudanPed (masks and text annotations; no reader yet)`,
+  };
+  dataGroup(program)
+    .command('fetch-detect')
+    .description('download and unpack a detection dataset from its official URLs (md5-checked where published, resumable)')
+    .argument('<dataset>', Object.keys(DETECTION_SOURCES).join(' | '))
+    .option('--dir <dir>', 'destination folder (default data/<dataset>)')
+    .option('--base-url <url>', 'download the files from this base URL instead of the official ones')
+    .action(async (name: string, o: { dir?: string; baseUrl?: string }) => {
+      if (!(name in DETECTION_SOURCES)) throw new Error(`unknown dataset '${name}' (known: ${Object.keys(DETECTION_SOURCES).join(', ')})`);
+      const n = name as DetectionDatasetName;
+      const r = await fetchDetectionDataset(n, o.dir ?? `data/${n}`, { baseUrl: o.baseUrl });
+      for (const f of r.downloaded) console.error(`downloaded ${f}`);
+      for (const f of r.present) console.error(`already present ${f}`);
+      for (const f of r.unpacked) console.error(`unpacked ${f}`);
+      console.log(r.dir);
+      console.error(`use it with: ${USE[n](r.dir)}`);
     });
 
   dataGroup(program)
