@@ -3,7 +3,10 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
 import { dequantize, readTflite } from '../src/io/tflite.js';
+import { toObject } from 'flatbuffers/js/flexbuffers.js';
 import { ssdAnchors } from '../src/detect/anchors.js';
+import { TF_BOX_CODER } from '../src/detect/box-coder.js';
+import { SSDLITE_NMS } from '../src/detect/nms.js';
 
 const MODEL = new URL('../../../shared/data/detection/clownfish-ssdlite/ssdlite_mobilenet_v2_clownfish.tflite', import.meta.url).pathname;
 const skip = existsSync(MODEL) ? false : `${MODEL} is absent (the shared reference data is not on this machine)`;
@@ -27,4 +30,15 @@ test('1917 anchors at 300×300 equal the model\'s TFLite_Detection_PostProcess a
   let equal = 0;
   for (let i = 0; i < ours.length; i++) if (Math.round(ours[i]! / step) === t.data![i]) equal++;
   assert.equal(equal, 4 * 1917);
+});
+
+test('the model\'s post-process options are the box coder\'s scales and SSDLITE_NMS', { skip }, () => {
+  const op = readTflite(MODEL).subgraphs[0]!.operators.find((o) => o.opcode === 'TFLite_Detection_PostProcess')!;
+  // Decoded from a copy of the bytes: FlexBuffers reads from the end of the ArrayBuffer it is given.
+  const opt = toObject(new Uint8Array(op.customOptionsBytes!).buffer) as Record<string, number | boolean>;
+  assert.deepEqual([opt.y_scale, opt.x_scale, opt.h_scale, opt.w_scale], [...TF_BOX_CODER.scales]);
+  assert.ok(Math.abs((opt.nms_iou_threshold as number) - SSDLITE_NMS.iouThreshold) < 1e-7);
+  assert.ok(Math.abs((opt.nms_score_threshold as number) - SSDLITE_NMS.scoreThreshold) < 1e-15);
+  assert.equal(opt.detections_per_class, SSDLITE_NMS.maxPerClass);
+  assert.equal(opt.num_classes, 1);
 });
