@@ -21,8 +21,8 @@ export type DatasetName = 'cifar10' | 'fashion-mnist';
 export interface RemoteFile {
   /** File name, relative to the base URL and the destination folder. */
   name: string;
-  /** Expected md5 (hex); null where the publisher gives none (the file is kept as downloaded). */
-  md5: string | null;
+  /** Expected md5 (hex). */
+  md5: string;
 }
 
 export interface DatasetSource {
@@ -223,14 +223,12 @@ async function downloadOnce(url: URL, part: string, label: string, opts: Require
 
 /**
  * Downloads `url` to `dest` (via `dest.part`, resumed if present) and checks its md5; skips the download if `dest`
- * already has the right md5 (with md5 null: if `dest` exists, which only a completed download leaves). Returns
- * whether it downloaded.
+ * already has the right md5. Returns whether it downloaded.
  */
-export async function downloadFile(url: string | URL, dest: string, md5: string | null, opts: DownloadOptions = {}): Promise<'downloaded' | 'present'> {
+export async function downloadFile(url: string | URL, dest: string, md5: string, opts: DownloadOptions = {}): Promise<'downloaded' | 'present'> {
   const o = { timeoutMs: 30000, retries: 3, retryDelayMs: 1000, maxRedirects: 5, ...opts };
   const label = dest.split(sep).pop()!;
-  const want = md5?.toLowerCase() ?? null;
-  if (existsSync(dest) && want === null) return 'present';
+  const want = md5.toLowerCase();
   if (existsSync(dest)) {
     const size = await fileSize(dest);
     const got = await md5File(dest, (d) => o.onProgress?.({ phase: 'verify', file: label, done: d, total: size }));
@@ -250,7 +248,7 @@ export async function downloadFile(url: string | URL, dest: string, md5: string 
     }
   }
   const size = await fileSize(part);
-  const got = want === null ? null : await md5File(part, (d) => o.onProgress?.({ phase: 'verify', file: label, done: d, total: size }));
+  const got = await md5File(part, (d) => o.onProgress?.({ phase: 'verify', file: label, done: d, total: size }));
   if (got !== want) {
     await rm(part, { force: true });
     throw new FetchError(`md5 mismatch for ${label} from ${u.href}: expected ${want}, got ${got} (${size} bytes); the partial file was deleted, run the fetch again`, false);
