@@ -1,15 +1,14 @@
-/** `mnv2 import keras | tfjs`: Keras / TF.js MobileNetV2 weights -> a model file that infer, predict, eval and export take as is. */
+/** `mnv2 import keras | tfjs | tflite`: Keras / TF.js / TFLite MobileNetV2 weights -> a model file that infer, predict, eval and export take as is. */
 import path from 'node:path';
 import type { Command } from 'commander';
 import { importKerasH5 } from '../io/keras.js';
 import { importTfjs } from '../io/tfjs.js';
+import { importTflite, type TfliteImport } from '../io/tflite-mobilenetv2.js';
 import type { ImportedModel, KerasImportOptions } from '../io/keras-names.js';
 import { saveWeights } from '../io/weights.js';
-import { PREPROCESS_KEY } from '../train/checkpoint.js';
+import { LABELS_KEY, PREPROCESS_KEY, SOURCE_KEY } from '../train/checkpoint.js';
 import { num } from './args.js';
 
-/** Metadata key naming the file a model was imported from. */
-export const SOURCE_KEY = 'mnv2.source';
 
 interface ImportOpts {
   out: string;
@@ -40,11 +39,11 @@ function options(o: ImportOpts): KerasImportOptions {
   return { alpha: num(o.alpha, '--alpha'), resolution: num(o.resolution, '--resolution'), numClasses: num(o.classes, '--classes'), seed: num(o.seed, '--seed') };
 }
 
-function save(m: ImportedModel, source: string, o: ImportOpts): void {
-  saveWeights(o.out, m.graph, m.weights, new Map(), { [PREPROCESS_KEY]: 'keras', [SOURCE_KEY]: path.basename(source) });
+function save(m: ImportedModel, source: string, o: ImportOpts, metadata: Record<string, string> = {}): void {
+  saveWeights(o.out, m.graph, m.weights, new Map(), { [PREPROCESS_KEY]: 'keras', [SOURCE_KEY]: path.basename(source), ...metadata });
   const c = m.graph.config;
   const head = m.head === 'imported' ? `head ${m.headLayer}` : `fresh head (seed ${o.seed}): fine-tune it before use`;
-  console.error(`wrote ${o.out}: MobileNetV2 α ${c.alpha} @ ${c.resolution}, ${c.numClasses} classes (${head}), Keras padding, BN eps ${c.bnEps}, preset keras`);
+  console.error(`wrote ${o.out}: MobileNetV2 α ${c.alpha} @ ${c.resolution}, ${c.numClasses} classes (${head}), Keras padding, BN eps ${c.bnEps}, preset ${metadata[PREPROCESS_KEY] ?? 'keras'}`);
 }
 
 export function registerImportCommands(program: Command): void {
@@ -55,4 +54,23 @@ export function registerImportCommands(program: Command): void {
   importOptions(imp.command('tfjs').description('a TF.js layers model of a Keras MobileNetV2, any single-Dense head; uint8/uint16/float16-quantized weights too'))
     .argument('<model.json>', 'model.json with its weight shards beside it')
     .action((file: string, o: ImportOpts) => save(importTfjs(file, options(o)), file, o));
+  importOptions(imp.command('tflite').description("a MobileNetV2 classifier in TFLite (TF-slim or Keras names; uint8/int8 weights dequantized, BN already folded); 1001 classes = background + ImageNet"))
+    .argument('<file>', '.tflite model')
+    .action((file: string, o: ImportOpts) => {
+      const m = importTflite(file, options(o));
+      checkTfliteInput(m, file);
+      // TF-slim's eval preprocessing; 1001 classes are TF-slim's background + ImageNet
+      save(m, file, o, { [PREPROCESS_KEY]: 'tf-slim', ...(m.graph.config.numClasses === 1001 ? { [LABELS_KEY]: 'imagenet-background' } : {}) });
+    });
+}
+
+/** The 'tf-slim' preset feeds [-1, 1]: a quantized input must mean the same (TF-slim: q/128 - 1). */
+function checkTfliteInput(m: TfliteImport, file: string): void {
+  const { scale, zeroPoint } = m.input;
+  if (scale === undefined) return;
+  const lo = scale * (0 - zeroPoint!);
+  const hi = scale * ((m.input.type === 'int8' ? 127 : 255) - zeroPoint!) + (m.input.type === 'int8' ? scale * 128 : 0);
+  if (Math.abs(lo + 1) > 0.02 || Math.abs(hi - 1) > 0.02) {
+    console.error(`${file}: note: the quantized input spans [${lo.toFixed(3)}, ${hi.toFixed(3)}], not [-1, 1]; pass --preset to predict accordingly`);
+  }
 }

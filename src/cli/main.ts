@@ -7,6 +7,7 @@ import { registerTrainCommands } from './train-commands.js';
 import { registerQuantizeCommand } from './quantize-command.js';
 import { registerImportCommands } from './import-commands.js';
 import { registerServeCommands } from './serve-command.js';
+import { registerWeightsCommands } from './weights-command.js';
 import { registerDetectDataCommands } from './detect-data-commands.js';
 
 const program = new Command();
@@ -21,6 +22,7 @@ registerTrainCommands(program);
 registerQuantizeCommand(program);
 registerImportCommands(program);
 registerServeCommands(program);
+registerWeightsCommands(program);
 registerDetectDataCommands(program); // after registerTrainCommands: adds to its `data` group
 
 program.parseAsync(process.argv).catch((e: unknown) => {

@@ -65,7 +65,7 @@ export function registerModelCommands(program: Command): void {
     });
 
   engineOption(archOptions(program.command('infer').description('run a batch stored as a tensor (key "input", NCHW float32) and write "logits"')))
-    .requiredOption('--weights <file>', 'weights (.safetensors)')
+    .requiredOption('--weights <file>', 'weights: .safetensors, .pth or a catalogue name (mnv2 weights list)')
     .requiredOption('--input <file>', 'input tensor file (.safetensors)')
     .requiredOption('--output <file>', 'output file (.safetensors)')
     .action(async (o: ArchOpts & { weights: string; input: string; output: string; engine: EngineName; threads?: string }) => {
@@ -86,7 +86,7 @@ export function registerModelCommands(program: Command): void {
 
   const exp = program.command('export').description('export a model');
   archOptions(exp.command('onnx').description('ONNX (opset 17, BN folded, dynamic batch; input "input", output "logits")'))
-    .option('--weights <file>', 'weights (.safetensors); default: random init (--seed)')
+    .option('--weights <file>', 'weights (.safetensors, .pth or a catalogue name); default: random init (--seed)')
     .option('--seed <n>', 'init seed when no weights are given', '0')
     .option('--opset <n>', 'ONNX opset (>= 17)', '17')
     .option('--fp16', 'store weights and compute in float16 (input/output stay float32)')
@@ -103,7 +103,7 @@ export function registerModelCommands(program: Command): void {
 
   imageOptions(engineOption(archOptions(program.command('predict').description('classify JPEG/PNG images and print the top-k classes'))))
     .argument('<images...>', 'image files')
-    .option('--weights <file>', 'weights (.safetensors); default: the bundled Fashion-MNIST model')
+    .option('--weights <file>', 'weights (.safetensors, .pth or a catalogue name); default: the bundled Fashion-MNIST model')
     .option('--json', 'print JSON')
     .action(async (images: string[], o: ArchOpts & ImageOpts & { weights?: string; json?: boolean; engine: EngineName; threads?: string }) => {
       const m = loadModel(o, true);
@@ -140,7 +140,7 @@ export interface ImageOpts {
 export function imageOptions(cmd: Command): Command {
   return cmd
     .addOption(new Option('--preset <name>', 'preprocessing preset').choices([...PRESET_NAMES]))
-    .addOption(new Option('--labels <name>', 'label list').choices(['imagenet', 'cifar10', 'fashion-mnist']))
+    .addOption(new Option('--labels <name>', 'label list').choices(['imagenet', 'imagenet-background', 'cifar10', 'fashion-mnist']))
     .option('--invert', 'invert pixel values (photos of garments on white, for fashion-mnist)')
     .option('--top <k>', 'how many classes to report', '5');
 }
@@ -160,6 +160,7 @@ export function inputSpec(
 
 function defaultLabels(cfg: ModelConfig): LabelSetName | undefined {
   if (cfg.arch === 'imagenet' && cfg.numClasses === 1000) return 'imagenet';
+  if (cfg.arch === 'imagenet' && cfg.numClasses === 1001) return 'imagenet-background';
   if (cfg.arch === 'seed-cifar' && cfg.numClasses === 10) return 'cifar10';
   return undefined;
 }

@@ -60,7 +60,7 @@ async function openModel(o: ServeOpts): Promise<{ classifier: Classifier; config
 
 export function registerServeCommands(program: Command): void {
   imageOptions(engineOption(archOptions(program.command('serve').description('HTTP inference server: POST an image to /v1/classify; /healthz, /metrics')), 'ort'))
-    .option('--weights <file>', 'weights (.safetensors); default: the bundled Fashion-MNIST model')
+    .option('--weights <file>', 'weights (.safetensors, .pth or a catalogue name); default: the bundled Fashion-MNIST model')
     .option('--onnx <file>', 'serve an ONNX model exported by mnv2 (ONNX Runtime) instead of --weights')
     .option('--host <addr>', 'address to listen on', '127.0.0.1')
     .option('--port <n>', 'port (0: any free port)', '8080')
@@ -123,14 +123,14 @@ export function registerServeCommands(program: Command): void {
   if (!exp) throw new Error('mnv2: the export command must be registered before the serving commands');
   archOptions(exp.command('triton').description('a Triton Inference Server model repository: DIR/NAME/config.pbtxt + DIR/NAME/1/model.onnx'))
     .argument('<dir>', 'model repository directory (created if missing)')
-    .option('--weights <file>', 'weights (.safetensors); default: the bundled Fashion-MNIST model')
+    .option('--weights <file>', 'weights (.safetensors, .pth or a catalogue name); default: the bundled Fashion-MNIST model')
     .option('--name <name>', 'model name (its directory in the repository)', 'mobilenetv2')
     .option('--max-batch <n>', 'max_batch_size', '128')
     .option('--preferred-batch <sizes>', 'dynamic batcher preferred batch sizes, comma-separated (capped at --max-batch)', '16,32')
     .option('--max-queue-delay-us <us>', 'dynamic batcher max_queue_delay_microseconds', '5000')
     .option('--instances <n>', 'CPU instances (instance_group count)', '1')
     .addOption(new Option('--preset <name>', 'preprocessing the clients must apply (noted in config.pbtxt)').choices([...PRESET_NAMES]))
-    .addOption(new Option('--labels <name>', 'label list for labels.txt').choices(['imagenet', 'cifar10', 'fashion-mnist']))
+    .addOption(new Option('--labels <name>', 'label list for labels.txt').choices(['imagenet', 'imagenet-background', 'cifar10', 'fashion-mnist']))
     .option('--fp16', 'float16 weights and compute (input and output stay float32)')
     .option('--force', 'replace an existing model directory')
     .action((dir: string, o: ArchOpts & { weights?: string; name: string; maxBatch: string; preferredBatch: string; maxQueueDelayUs: string; instances: string; preset?: string; labels?: LabelSetName; fp16?: boolean; force?: boolean }) => {

@@ -17,6 +17,8 @@ import type { TrainRecipe } from './presets.js';
 export const TRAIN_KEY = 'mnv2.train';
 export const PREPROCESS_KEY = 'mnv2.preprocess';
 export const LABELS_KEY = 'mnv2.labels';
+/** Metadata key naming the file a model was imported from. */
+export const SOURCE_KEY = 'mnv2.source';
 /** Class names as a JSON array (image folders: the folder names). */
 export const CLASSES_KEY = 'mnv2.classes';
 export const RNG_KEY = 'train.rng';
