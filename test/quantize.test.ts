@@ -15,11 +15,11 @@ import onnxProto from 'onnx-proto';
 import { loadWeights } from '../src/io/weights.js';
 import { exportOnnx, readOnnxConfig } from '../src/engine/onnx/export.js';
 import { OrtModel } from '../src/engine/onnx/session.js';
-import { Histogram, calibrationRange, datasetBatches, entropyThreshold, histogramFor, percentileRange } from '../src/engine/onnx/calibrate.js';
+import { Histogram, calibrationRange, datasetBatches, entropyThreshold, histogramFor, percentileRange } from '../src/quant/calibrate.js';
 import {
   QUANT_KEY, activationParams, buildQdqModel, optimizedOpCounts, quantizeOnnx, quantizePerChannel, type QuantizeResult,
-} from '../src/engine/onnx/quantize.js';
-import { openDataset } from '../src/train/presets.js';
+} from '../src/quant/quantize.js';
+import { openDataset } from '../src/data/open.js';
 import { mobilenetV2 } from '../src/model/mobilenetv2.js';
 import { initWeights } from '../src/model/weights.js';
 import { Rng } from '../src/util/rng.js';
@@ -292,7 +292,7 @@ describe('mnv2 quantize', () => {
     await fail(['--data', join(tmp, 'nowhere')], /Fashion-MNIST folder .*nowhere does not exist/);
     mkdirSync(join(tmp, 'empty'));
     await fail(['--data', join(tmp, 'empty')], /Fashion-MNIST file train-images-idx3-ubyte\(\.gz\) not found in .*empty/);
-    await fail(['--calib-images', '0'], /calibration images must be a positive integer, got 0/);
+    await fail(['--calib-images', '0'], /--calib-images expects an integer in \[1, 1000000\], got '0'/);
     await fail(['--method', 'kl'], /argument 'kl' is invalid/);
     await fail(['--weights', join(tmp, 'missing.onnx')], /missing\.onnx: no such file/);
   });

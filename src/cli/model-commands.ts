@@ -4,24 +4,25 @@ import { writeFileAtomic } from '../util/atomic-write.js';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Command, Option } from 'commander';
-import { makeConfig, type Arch, type ModelConfig } from '../model/config.js';
-import { buildGraph } from '../model/mobilenetv2.js';
+import type { BaseConfig } from '../model/family.js';
+import { archConfig, archNames, buildModel } from '../model/registry.js';
 import { formatSummary, summarize } from '../model/summary.js';
 import { initWeights } from '../model/weights.js';
-import { loadWeights, type LoadedWeights } from '../io/weights.js';
+import { loadModelFile, type LoadedWeights } from '../io/weights.js';
 import { readSafetensors, toFloat32, writeSafetensors } from '../io/safetensors.js';
 import { createClassifier, topK, type EngineName } from '../engine/classifier.js';
 import { exportOnnx } from '../engine/onnx/export.js';
 import { loadImages, preset as makePreset, PRESET_NAMES, type Preset } from '../data/preprocess.js';
-import { labelsFor, type LabelSetName } from '../data/labels.js';
-import { LABELS_KEY, PREPROCESS_KEY } from '../train/checkpoint.js';
-import { num } from './args.js';
+import { labelsFor, LABEL_SET_NAMES, type LabelSetName } from '../data/labels.js';
+import { classNamesOf, descriptiveInfo, labelSetOf, preprocessOf, type ModelInfo } from '../io/metadata.js';
+import { int, num, SEED, THREADS, TOP, type Range } from './args.js';
+import { refuseInputAsOutput } from '../util/outputs.js';
 
 /** The model trained by this project on Fashion-MNIST, used when --weights is not given. */
 export const DEFAULT_MODEL = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', '..', '..', 'models', 'fashion-mnist', 'model.safetensors');
 
 export interface ArchOpts {
-  arch?: Arch;
+  arch?: string;
   alpha?: string;
   resolution?: string;
   classes?: string;
@@ -30,24 +31,34 @@ export interface ArchOpts {
 
 export function archOptions(cmd: Command): Command {
   return cmd
-    .addOption(new Option('--arch <arch>', 'architecture').choices(['imagenet', 'seed-cifar']))
+    .addOption(new Option('--arch <arch>', 'architecture: a model family or one of its variants').choices(archNames()))
     .option('--alpha <alpha>', 'width multiplier')
     .option('--resolution <px>', 'input resolution (imagenet: a multiple of 32)')
     .option('--classes <n>', 'number of classes');
 }
 
-export function configFrom(o: ArchOpts, fallback: Arch = 'imagenet'): ModelConfig {
-  return makeConfig(o.arch ?? fallback, { alpha: num(o.alpha, '--alpha'), resolution: num(o.resolution, '--resolution'), numClasses: num(o.classes, '--classes') });
+export const ALPHA: Range = { above: 0, max: 10 };
+export const RESOLUTION: Range = { min: 1, max: 4096 };
+export const CLASSES: Range = { min: 1, max: 1_000_000 };
+
+/** --alpha, --resolution, --classes, range-checked. */
+export function archNumbers(o: ArchOpts): { alpha?: number; resolution?: number; numClasses?: number } {
+  return { alpha: num(o.alpha, '--alpha', ALPHA), resolution: int(o.resolution, '--resolution', RESOLUTION), numClasses: int(o.classes, '--classes', CLASSES) };
+}
+
+export function configFrom(o: ArchOpts, fallback = 'imagenet'): BaseConfig {
+  return archConfig(o.arch ?? fallback, archNumbers(o));
 }
 
 /** Weights from --weights (with --arch etc. for a PyTorch state dict), or the built-in default model. */
 export function loadModel(o: ArchOpts & { weights?: string }, allowDefault: boolean): LoadedWeights {
+  const hint = { arch: o.arch, ...archNumbers(o) };
   const file = o.weights ?? (allowDefault ? DEFAULT_MODEL : undefined);
   if (!file) throw new Error('--weights FILE is required');
   if (!existsSync(file)) {
     throw new Error(o.weights ? `${file}: no such file` : `no --weights given and the default model ${file} is missing (train one with npm start)`);
   }
-  return loadWeights(file, { arch: o.arch, alpha: num(o.alpha, '--alpha'), numClasses: num(o.classes, '--classes'), resolution: num(o.resolution, '--resolution') });
+  return loadModelFile(file, hint);
 }
 
 export function engineOption(cmd: Command, fallback: EngineName = 'native'): Command {
@@ -60,7 +71,7 @@ export function registerModelCommands(program: Command): void {
   archOptions(program.command('summary').description('per-layer table: input, operator, t, c, n, s, output, params, MACs'))
     .option('--json', 'print JSON')
     .action((o: ArchOpts & { json?: boolean }) => {
-      const s = summarize(buildGraph(configFrom(o)));
+      const s = summarize(buildModel(configFrom(o)));
       console.log(o.json ? JSON.stringify(s, null, 2) : formatSummary(s));
     });
 
@@ -69,6 +80,9 @@ export function registerModelCommands(program: Command): void {
     .requiredOption('--input <file>', 'input tensor file (.safetensors)')
     .requiredOption('--output <file>', 'output file (.safetensors)')
     .action(async (o: ArchOpts & { weights: string; input: string; output: string; engine: EngineName; threads?: string }) => {
+      const threads = int(o.threads, '--threads', THREADS);
+      archNumbers(o); // every flag checked before any file is read
+      refuseInputAsOutput({ path: o.output, flag: '--output' }, [{ path: o.input, flag: '--input' }, { path: o.weights, flag: '--weights' }]);
       const file = readSafetensors(o.input);
       const t = file.tensors.get('input');
       if (!t) throw new Error(`${o.input}: no tensor named 'input' (found: ${[...file.tensors.keys()].join(', ') || 'none'})`);
@@ -77,7 +91,7 @@ export function registerModelCommands(program: Command): void {
       if (h !== w) throw new Error(`${o.input}: input must be square, got ${h}x${w}`);
       const m = loadModel({ ...o, resolution: o.resolution ?? String(h) }, false);
       if (c !== m.graph.config.inChannels) throw new Error(`${o.input}: input has ${c} channels, the model takes ${m.graph.config.inChannels}`);
-      const clf = await createClassifier(m.graph, m.weights, o.engine, num(o.threads, '--threads'));
+      const clf = await createClassifier(m.graph, m.weights, o.engine, threads);
       const logits = await clf.run(toFloat32(t, 'input', o.input), n);
       await clf.release();
       writeSafetensors(o.output, { logits: { dtype: 'F32', shape: [n, m.graph.config.numClasses], data: logits } }, { engine: o.engine });
@@ -88,15 +102,18 @@ export function registerModelCommands(program: Command): void {
   archOptions(exp.command('onnx').description('ONNX (opset 17, BN folded, dynamic batch; input "input", output "logits")'))
     .option('--weights <file>', 'weights (.safetensors, .pth or a catalogue name); default: random init (--seed)')
     .option('--seed <n>', 'init seed when no weights are given', '0')
-    .option('--opset <n>', 'ONNX opset (>= 17)', '17')
+    .option('--opset <n>', 'ONNX opset (13-23)', '17')
     .option('--fp16', 'store weights and compute in float16 (input/output stay float32)')
     .requiredOption('--out <file>', 'output .onnx file')
     .action((o: ArchOpts & { weights?: string; seed: string; opset: string; fp16?: boolean; out: string }) => {
+      const seed = int(o.seed, '--seed', SEED)!;
+      const opset = int(o.opset, '--opset', { min: 13, max: 23 });
+      refuseInputAsOutput({ path: o.out, flag: '--out' }, [{ path: o.weights, flag: '--weights' }]);
       const m = o.weights ? loadModel(o, false) : (() => {
-        const graph = buildGraph(configFrom(o));
-        return { graph, weights: initWeights(graph, num(o.seed, '--seed')) };
+        const graph = buildModel(configFrom(o));
+        return { graph, weights: initWeights(graph, seed), info: { config: graph.config } };
       })();
-      const bytes = exportOnnx(m.graph, m.weights, { opset: num(o.opset, '--opset'), fp16: o.fp16 });
+      const bytes = exportOnnx(m.graph, m.weights, { opset, fp16: o.fp16, info: descriptiveInfo(m.info) });
       writeFileAtomic(o.out, bytes);
       console.error(`wrote ${o.out} (${(bytes.length / 1e6).toFixed(2)} MB, opset ${o.opset}${o.fp16 ? ', fp16' : ''})`);
     });
@@ -106,14 +123,15 @@ export function registerModelCommands(program: Command): void {
     .option('--weights <file>', 'weights (.safetensors, .pth or a catalogue name); default: the bundled Fashion-MNIST model')
     .option('--json', 'print JSON')
     .action(async (images: string[], o: ArchOpts & ImageOpts & { weights?: string; json?: boolean; engine: EngineName; threads?: string }) => {
+      const threads = int(o.threads, '--threads', THREADS);
+      const k = int(o.top, '--top', TOP)!;
       const m = loadModel(o, true);
       const cfg = m.graph.config;
-      const { preset: p, labels } = inputSpec(cfg, m.metadata, o);
+      const { preset: p, labels } = inputSpec(m.info, o);
       const input = await loadImages(images, p, { invert: o.invert });
-      const clf = await createClassifier(m.graph, m.weights, o.engine, num(o.threads, '--threads'));
+      const clf = await createClassifier(m.graph, m.weights, o.engine, threads);
       const logits = await clf.run(input, images.length);
       await clf.release();
-      const k = num(o.top, '--top')!;
       const results = images.map((file, i) => ({
         file,
         top: topK(logits, cfg.numClasses, i, k).map((t) => ({ index: t.index, label: labels?.[t.index] ?? String(t.index), prob: t.prob })),
@@ -140,27 +158,24 @@ export interface ImageOpts {
 export function imageOptions(cmd: Command): Command {
   return cmd
     .addOption(new Option('--preset <name>', 'preprocessing preset').choices([...PRESET_NAMES]))
-    .addOption(new Option('--labels <name>', 'label list').choices(['imagenet', 'imagenet-background', 'cifar10', 'fashion-mnist']))
+    .addOption(new Option('--labels <name>', 'label list').choices([...LABEL_SET_NAMES]))
     .option('--invert', 'invert pixel values (photos of garments on white, for fashion-mnist)')
     .option('--top <k>', 'how many classes to report', '5');
 }
 
-/** The preprocessing and class names of a model: the flags, else the model file's metadata, else the arch's defaults. */
+/**
+ * The preprocessing and class names of a model: the flags, else the model file's metadata (class names, label
+ * set, preset), else its family's defaults.
+ */
 export function inputSpec(
-  cfg: ModelConfig, metadata: Record<string, string>, o: Pick<ImageOpts, 'preset' | 'labels'>,
+  info: Pick<ModelInfo, 'config' | 'preprocess' | 'labels' | 'classes'>, o: Pick<ImageOpts, 'preset' | 'labels'>,
 ): { preset: Preset; labels?: readonly string[]; labelSet?: LabelSetName } {
-  const presetName = o.preset ?? metadata[PREPROCESS_KEY] ?? (cfg.arch === 'imagenet' ? 'torchvision' : 'seed-cifar');
-  const labelName = (o.labels ?? metadata[LABELS_KEY] ?? defaultLabels(cfg)) as LabelSetName | undefined;
-  const labels = labelName ? labelsFor(labelName) : undefined;
+  const cfg = info.config;
+  const presetName = o.preset ?? preprocessOf(info);
+  const labelName = (o.labels ?? labelSetOf(info)) as LabelSetName | undefined;
+  const labels = o.labels ? labelsFor(o.labels) : classNamesOf(info);
   if (labels && labels.length !== cfg.numClasses) throw new Error(`label list ${labelName} has ${labels.length} names, the model has ${cfg.numClasses} classes`);
   const p = makePreset(presetName, cfg.resolution);
   if (p.channels !== cfg.inChannels) throw new Error(`preset ${presetName} makes ${p.channels}-channel inputs, the model takes ${cfg.inChannels}`);
   return { preset: p, labels, labelSet: labelName };
-}
-
-function defaultLabels(cfg: ModelConfig): LabelSetName | undefined {
-  if (cfg.arch === 'imagenet' && cfg.numClasses === 1000) return 'imagenet';
-  if (cfg.arch === 'imagenet' && cfg.numClasses === 1001) return 'imagenet-background';
-  if (cfg.arch === 'seed-cifar' && cfg.numClasses === 10) return 'cifar10';
-  return undefined;
 }

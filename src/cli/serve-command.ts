@@ -6,14 +6,14 @@ import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { Option, type Command } from 'commander';
 import { createClassifier, ortClassifier, type Classifier, type EngineName } from '../engine/classifier.js';
-import { decodeOnnx, readOnnxConfig } from '../engine/onnx/export.js';
+import { readOnnxInfo } from '../engine/onnx/export.js';
 import { exportTriton } from '../engine/onnx/triton.js';
-import type { LabelSetName } from '../data/labels.js';
+import { LABEL_SET_NAMES, type LabelSetName } from '../data/labels.js';
 import { PRESET_NAMES } from '../data/preprocess.js';
-import type { ModelConfig } from '../model/config.js';
+import { descriptiveInfo, type ModelInfo } from '../io/metadata.js';
 import { startServer, type RunningServer } from '../serve/server.js';
 import { archOptions, engineOption, imageOptions, inputSpec, loadModel, type ArchOpts, type ImageOpts } from './model-commands.js';
-import { int, num } from './args.js';
+import { BATCH, int, num, THREADS, TOP } from './args.js';
 
 interface ServeOpts extends ArchOpts, ImageOpts {
   weights?: string;
@@ -26,6 +26,7 @@ interface ServeOpts extends ArchOpts, ImageOpts {
   maxWaitMs: string;
   maxQueue: string;
   bodyLimit: string;
+  shutdownGrace: string;
 }
 
 const UNITS: Record<string, number> = { '': 1, b: 1, kb: 1024, mb: 1 << 20, gb: 1 << 30 };
@@ -38,8 +39,7 @@ function parseBytes(v: string, flag: string): number {
   return n;
 }
 
-async function openModel(o: ServeOpts): Promise<{ classifier: Classifier; config: ModelConfig; metadata: Record<string, string>; name: string }> {
-  const threads = int(o.threads, '--threads', 1);
+async function openModel(o: ServeOpts, threads: number | undefined): Promise<{ classifier: Classifier; info: ModelInfo; name: string }> {
   if (o.onnx) {
     if (o.weights) throw new Error('give either --weights or --onnx, not both');
     if (o.engine !== 'ort') throw new Error('--onnx runs on ONNX Runtime: use --engine ort (the default), or --weights for the native engine');
@@ -49,13 +49,12 @@ async function openModel(o: ServeOpts): Promise<{ classifier: Classifier; config
     } catch (e) {
       throw new Error(`${o.onnx}: ${(e as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such file' : (e as Error).message}`);
     }
-    const config = readOnnxConfig(bytes, o.onnx);
-    const metadata = Object.fromEntries(decodeOnnx(bytes, o.onnx).metadataProps.map((p) => [p.key ?? '', p.value ?? '']));
-    return { classifier: await ortClassifier(bytes, threads), config, metadata, name: path.basename(o.onnx) };
+    const info = readOnnxInfo(bytes, o.onnx);
+    return { classifier: await ortClassifier(bytes, threads), info, name: path.basename(o.onnx) };
   }
   const m = loadModel(o, true);
   const name = o.weights ? path.basename(o.weights) : 'fashion-mnist (bundled)';
-  return { classifier: await createClassifier(m.graph, m.weights, o.engine, threads), config: m.graph.config, metadata: m.metadata, name };
+  return { classifier: await createClassifier(m.graph, m.weights, o.engine, threads), info: m.info, name };
 }
 
 export function registerServeCommands(program: Command): void {
@@ -68,26 +67,29 @@ export function registerServeCommands(program: Command): void {
     .option('--max-wait-ms <ms>', 'how long the first queued image waits for a batch to fill', '5')
     .option('--max-queue <n>', 'most requests in progress at once; more get 503 with Retry-After', '256')
     .option('--body-limit <size>', 'largest request body (413 beyond it)', '10mb')
-    .addHelpText('after', '\nThe bound address is printed on stdout as "listening on http://HOST:PORT". SIGINT/SIGTERM: finish the requests in progress, then exit 0.')
+    .option('--shutdown-grace <s>', 'on SIGINT/SIGTERM, seconds unfinished requests may take before their connections are cut', '10')
+    .addHelpText('after', '\nThe bound address is printed on stdout as "listening on http://HOST:PORT". SIGINT/SIGTERM: close idle connections, finish the requests in progress (cut after --shutdown-grace), then exit 0.')
     .action(async (o: ServeOpts) => {
-      const maxBatch = int(o.maxBatch, '--max-batch', 1)!;
-      const maxWaitMs = num(o.maxWaitMs, '--max-wait-ms')!;
-      if (maxWaitMs < 0) throw new Error(`--max-wait-ms expects a number >= 0, got '${o.maxWaitMs}'`);
+      const maxBatch = int(o.maxBatch, '--max-batch', BATCH)!;
+      const maxWaitMs = num(o.maxWaitMs, '--max-wait-ms', { min: 0, max: 60_000 })!;
+      const graceS = num(o.shutdownGrace, '--shutdown-grace', { min: 0, max: 3600 })!;
+      const threads = int(o.threads, '--threads', THREADS);
       const settings = {
         host: o.host,
-        port: int(o.port, '--port', 0)!,
+        port: int(o.port, '--port', { min: 0, max: 65535 })!,
         maxBatch,
         maxWaitMs,
-        maxQueue: int(o.maxQueue, '--max-queue', 1)!,
+        maxQueue: int(o.maxQueue, '--max-queue', { min: 1, max: 1_000_000 })!,
         bodyLimit: parseBytes(o.bodyLimit, '--body-limit'),
-        top: int(o.top, '--top', 1)!,
+        top: int(o.top, '--top', TOP)!,
+        shutdownGraceMs: graceS * 1000,
       };
-      const m = await openModel(o);
-      const cfg = m.config;
+      const m = await openModel(o, threads);
+      const cfg = m.info.config;
       let spec: ReturnType<typeof inputSpec>;
       let srv: RunningServer;
       try {
-        spec = inputSpec(cfg, m.metadata, o);
+        spec = inputSpec(m.info, o);
         srv = await startServer({
           ...settings,
           classifier: m.classifier,
@@ -108,7 +110,10 @@ export function registerServeCommands(program: Command): void {
       const stop = (signal: NodeJS.Signals): void => {
         console.error(`mnv2 serve: ${signal}: finishing the requests in progress`);
         srv.close().then(
-          () => console.error('mnv2 serve: stopped'),
+          (r) => {
+            if (r.cut) console.error(`mnv2 serve: ${r.cut} unfinished request(s) cut after the ${graceS} s grace period (--shutdown-grace)`);
+            console.error('mnv2 serve: stopped');
+          },
           (e: unknown) => {
             console.error(`mnv2 serve: shutdown failed: ${e instanceof Error ? e.message : String(e)}`);
             process.exitCode = 1;
@@ -130,23 +135,26 @@ export function registerServeCommands(program: Command): void {
     .option('--max-queue-delay-us <us>', 'dynamic batcher max_queue_delay_microseconds', '5000')
     .option('--instances <n>', 'CPU instances (instance_group count)', '1')
     .addOption(new Option('--preset <name>', 'preprocessing the clients must apply (noted in config.pbtxt)').choices([...PRESET_NAMES]))
-    .addOption(new Option('--labels <name>', 'label list for labels.txt').choices(['imagenet', 'imagenet-background', 'cifar10', 'fashion-mnist']))
+    .addOption(new Option('--labels <name>', 'label list for labels.txt').choices([...LABEL_SET_NAMES]))
     .option('--fp16', 'float16 weights and compute (input and output stay float32)')
     .option('--force', 'replace an existing model directory')
     .action((dir: string, o: ArchOpts & { weights?: string; name: string; maxBatch: string; preferredBatch: string; maxQueueDelayUs: string; instances: string; preset?: string; labels?: LabelSetName; fp16?: boolean; force?: boolean }) => {
+      const maxBatch = int(o.maxBatch, '--max-batch', BATCH)!;
+      const preferred = [...new Set(o.preferredBatch.split(',').filter((s) => s.trim()).map((s) => Math.min(int(s.trim(), '--preferred-batch', BATCH)!, maxBatch)))];
+      const maxQueueDelayUs = int(o.maxQueueDelayUs, '--max-queue-delay-us', { min: 0, max: 60_000_000 })!;
+      const instances = int(o.instances, '--instances', { min: 1, max: 1024 })!;
       const m = loadModel(o, true);
-      const spec = inputSpec(m.graph.config, m.metadata, o);
-      const maxBatch = int(o.maxBatch, '--max-batch', 1)!;
-      const preferred = [...new Set(o.preferredBatch.split(',').filter((s) => s.trim()).map((s) => Math.min(int(s.trim(), '--preferred-batch', 1)!, maxBatch)))];
+      const spec = inputSpec(m.info, o);
       const modelDir = exportTriton(dir, m.graph, m.weights, {
         name: o.name,
         maxBatch,
         preferredBatch: preferred,
-        maxQueueDelayUs: int(o.maxQueueDelayUs, '--max-queue-delay-us', 0)!,
-        instances: int(o.instances, '--instances', 1)!,
+        maxQueueDelayUs,
+        instances,
         labels: spec.labels,
         fp16: o.fp16,
         force: o.force,
+        info: descriptiveInfo(m.info),
         notes: [
           `Written by mobilenetv2-ts (mnv2 export triton) from ${o.weights ?? 'the bundled Fashion-MNIST model'}.`,
           `input: float32 NCHW, images preprocessed with mnv2's '${spec.preset.name}' preset; output: logits (softmax gives probabilities).`,

@@ -13,7 +13,7 @@ import path from 'node:path';
 import { downloadFile, hashFile, type DownloadOptions } from '../data/fetch.js';
 import { importKerasH5 } from '../io/keras.js';
 import { loadWeights, saveWeights } from '../io/weights.js';
-import { LABELS_KEY, PREPROCESS_KEY, SOURCE_KEY } from '../train/checkpoint.js';
+import { encodeModelInfo } from '../io/metadata.js';
 import { WEIGHTS_CATALOG, type WeightsEntry } from './catalog.js';
 
 export interface WeightsOptions extends DownloadOptions {
@@ -100,7 +100,7 @@ export async function resolveWeights(name: string, opts: WeightsOptions = {}): P
   const { file } = await fetchWeights(name, opts);
   const m = e.format === 'pth' ? loadWeights(file) : await importKerasH5(file, { alpha: e.alpha, resolution: e.resolution });
   await mkdir(path.dirname(out), { recursive: true });
-  const labels: Record<string, string> = m.graph.config.numClasses === 1000 ? { [LABELS_KEY]: 'imagenet' } : {};
-  saveWeights(out, m.graph, m.weights, new Map(), { [PREPROCESS_KEY]: e.preset, [SOURCE_KEY]: fileName(e), ...labels });
+  const labels = m.graph.config.numClasses === 1000 ? { labels: 'imagenet' } : {};
+  saveWeights(out, m.graph, m.weights, new Map(), encodeModelInfo({ config: m.graph.config, preprocess: e.preset, source: fileName(e), ...labels }));
   return out;
 }
