@@ -2,11 +2,15 @@
 import { readFileSync } from 'node:fs';
 import { dirname } from 'node:path';
 import type { Command } from 'commander';
-import { int, num } from './args.js';
+import { int, num, SEED, type Range } from './args.js';
 import { FASHION_DETECT_DEFAULTS, makeFashionDetect } from '../detect/fashion-detect.js';
 import { formatSkips, loadCocoDetection, loadVocDetection, loadYoloDetection, type DetectionDataset } from '../detect/dataset.js';
 import { DETECTION_SOURCES, fetchDetectionDataset, type DetectionDatasetName } from '../detect/fetch-detect.js';
 import { cocoEvaluate, formatCocoStats, type CocoDetection } from '../detect/coco-eval.js';
+
+const IMAGES: Range = { min: 0, max: 10_000_000 };
+const OBJECTS: Range = { min: 1, max: 100 };
+const SCALE: Range = { above: 0, max: 100 };
 
 /** The `data` group registered by train-commands.ts, or a new one. */
 function dataGroup(program: Command): Command {
@@ -47,10 +51,12 @@ export function registerDetectDataCommands(program: Command): void {
       const r = await makeFashionDetect(
         s('out')!,
         {
-          train: int(s('train'), '--train', 0), val: int(s('val'), '--val', 0), test: int(s('test'), '--test', 0),
-          canvas: int(s('canvas'), '--canvas', 1), minObjects: int(s('minObjects'), '--min-objects', 1), maxObjects: int(s('maxObjects'), '--max-objects', 1),
-          minScale: num(s('minScale'), '--min-scale'), maxScale: num(s('maxScale'), '--max-scale'), maxOverlap: num(s('maxOverlap'), '--max-overlap'),
-          seed: int(s('seed'), '--seed', 0),
+          train: int(s('train'), '--train', IMAGES), val: int(s('val'), '--val', IMAGES), test: int(s('test'), '--test', IMAGES),
+          canvas: int(s('canvas'), '--canvas', { min: 28, max: 4096 }),
+          minObjects: int(s('minObjects'), '--min-objects', OBJECTS), maxObjects: int(s('maxObjects'), '--max-objects', OBJECTS),
+          minScale: num(s('minScale'), '--min-scale', SCALE), maxScale: num(s('maxScale'), '--max-scale', SCALE),
+          maxOverlap: num(s('maxOverlap'), '--max-overlap', { min: 0, max: 1 }),
+          seed: int(s('seed'), '--seed', SEED),
         },
         { fashionMnistDir: s('fashionMnist'), force: Boolean(o.force) },
       );
