@@ -109,6 +109,8 @@ test('resume: stopped mid-epoch and at an epoch end, then resumed, ends bitwise 
     assert.equal(b.globalStep, 8);
     assertBitwiseEqual(straight, weightsOf(join(dir, 'last.safetensors')), `stop at ${stopAt}`);
     assertBitwiseEqual(straightOptim, loadCheckpoint(dir).optim, `optimizer state, stop at ${stopAt}`);
+    // The final model file is byte-exact (checkpoints differ only in the wall-clock time they record).
+    assert.ok(readFileSync(join(dir, 'model.safetensors')).equals(readFileSync(join(straightDir, 'model.safetensors'))), `model.safetensors bytes, stop at ${stopAt}`);
     const m1 = readMetrics(straightDir).rows;
     const m2 = readMetrics(dir).rows;
     assert.deepEqual(m2.map((r) => [r.epoch, r.train_loss, r.train_acc, r.val_top1]), m1.map((r) => [r.epoch, r.train_loss, r.train_acc, r.val_top1]));
