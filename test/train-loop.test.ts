@@ -117,6 +117,16 @@ test('resume: stopped mid-epoch and at an epoch end, then resumed, ends bitwise 
   }
 });
 
+test('a checkpoint records the thread count; resuming with another warns', async () => {
+  const dir = join(tmp, 'threads');
+  await train({ recipe: tinyRecipe({ epochs: 1 }), out: dir, ...quiet, threads: 2, stopAfterSteps: 1 });
+  assert.equal(loadCheckpoint(dir).position!.threads, 2);
+  const logs: string[] = [];
+  await train({ recipe: tinyRecipe(), resume: dir, ...quiet, threads: 1, log: (m) => logs.push(m) });
+  assert.ok(logs.some((m) => m === 'warning: this run was trained with 2 threads and resumes with 1: the results will differ from an uninterrupted run\'s (pass --threads 2 to match)'), logs.join('\n'));
+  assert.equal(loadCheckpoint(dir).position!.threads, 1);
+});
+
 test('eval --json prints exactly top1, top5, correct and total', async () => {
   assert.ok(straightDir);
   const model = join(straightDir, 'model.safetensors');
