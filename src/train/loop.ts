@@ -13,6 +13,7 @@
 import { appendFileSync, existsSync, mkdirSync, readFileSync, openSync, fsyncSync, closeSync } from 'node:fs';
 import { writeFileAtomic } from '../util/atomic-write.js';
 import { dirname, join, resolve } from 'node:path';
+import os from 'node:os';
 import cliProgress from 'cli-progress';
 import { NativeModel } from '../engine/native/model.js';
 import { softmaxCrossEntropy } from '../engine/native/loss.js';
@@ -386,6 +387,11 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
     epoch: 0, step: 0, globalStep: 0, epochLoss: 0, epochCorrect: 0, epochSeen: 0, elapsed: 0, bestTop1: -1, bestEpoch: 0, recipe, headOnly,
   };
   pos.recipe = recipe;
+  const threads = opts.threads ?? os.availableParallelism();
+  if (pos.threads !== undefined && pos.threads !== threads) {
+    log(`warning: this run was trained with ${pos.threads} threads and resumes with ${threads}: the results will differ from an uninterrupted run's (pass --threads ${pos.threads} to match)`);
+  }
+  pos.threads = threads;
   const metricsFile = join(runDir, METRICS_FILE);
   trimMetrics(metricsFile, pos.epoch);
   const files: Record<string, string> = { runDir, metrics: metricsFile, last: join(runDir, 'last.safetensors'), best: join(runDir, 'best.safetensors') };
