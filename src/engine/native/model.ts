@@ -6,6 +6,7 @@ import os from 'node:os';
 import { native, setThreads, type ActFormat, type NativeProgram } from './binding.js';
 import { buildTrainProgram, TRAIN_IO, type Externals } from './plan.js';
 import { buildInferProgram, foldedWeights, INFER_IO } from './infer-plan.js';
+import { foldBatchNorm, type FoldedGraph } from '../../model/fold.js';
 import { numel, type BatchNormNode, type DropoutNode, type Graph } from '../../model/graph.js';
 import { checkStateDict, initWeights, type StateDict } from '../../model/weights.js';
 import { softmaxCrossEntropy } from './loss.js';
@@ -73,7 +74,9 @@ export class NativeModel {
   private readonly trainPrograms = new Map<string, { prog: NativeProgram; io: ArrayStore }>();
   private readonly inferPrograms = new Map<number, { prog: NativeProgram; io: ArrayStore }>();
   // Folded conv weights, falling back to the plain weights (the classifier) by name.
-  private readonly folded = new ArrayStore({ get: (name) => this.weights.get(name) });
+  private readonly folded = new ArrayStore();
+  // The folded graph's structure does not depend on the weights; it is built once, with the first weights.
+  private fgCache: FoldedGraph | null = null;
   private version = 0;
   private foldedVersion = -1;
 
@@ -121,7 +124,7 @@ export class NativeModel {
   predict(input: Float32Array, batch: number): Float32Array {
     this.checkInput(input, batch);
     if (this.foldedVersion !== this.version) {
-      foldedWeights(this.graph, this.weights, this.folded);
+      foldedWeights(this.foldedGraph(), this.folded);
       for (const p of this.inferPrograms.values()) p.prog.weightsChanged();
       this.foldedVersion = this.version;
     }
@@ -131,12 +134,18 @@ export class NativeModel {
       io.ensure(INFER_IO.input, input.length);
       io.ensure(INFER_IO.logits, batch * this.graph.config.numClasses);
       const { Program } = native();
-      p = { prog: new Program(buildInferProgram(this.graph, batch, io, this.actFormat, { fuseDepthwise: this.fuseDepthwise })), io };
+      p = { prog: new Program(buildInferProgram(this.foldedGraph(), batch, io, this.actFormat, { fuseDepthwise: this.fuseDepthwise })), io };
       this.inferPrograms.set(batch, p);
     }
     p.io.get(INFER_IO.input).set(input);
     p.prog.run(0);
     return p.io.get(INFER_IO.logits).slice();
+  }
+
+  /** The eval-mode folded graph of the current weights (refolded when they changed). */
+  private foldedGraph(): FoldedGraph {
+    if (!this.fgCache || this.foldedVersion !== this.version) this.fgCache = foldBatchNorm(this.graph, this.weights);
+    return this.fgCache;
   }
 
   private trainProgram(batch: number, inputGrad: boolean): { prog: NativeProgram; io: ArrayStore } {
