@@ -1,5 +1,6 @@
 /**
- * Downloads the official dataset files with Node's http/https: resumable (.part file + HTTP Range), md5-verified,
+ * Downloads the official dataset (and weights) files with Node's http/https: resumable (.part file + HTTP Range),
+ * checksum-verified (md5 or sha256, or a sha256 prefix as torchvision's file names carry),
  * redirects followed (max 5), idle timeouts, progress callbacks, atomic final rename, and a minimal validated
  * ustar reader to unpack the CIFAR-10 tar.gz.
  *
@@ -14,7 +15,7 @@ import https from 'node:https';
 import { isAbsolute, join, normalize, resolve, sep } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { createGunzip } from 'node:zlib';
-import { CIFAR_BATCH_DIR, CIFAR_RECORD_BYTES, CIFAR_TEST_FILES, CIFAR_TRAIN_FILES } from './cifar.js';
+import { CIFAR_BATCH_DIR, CIFAR_BATCH_RECORDS, CIFAR_RECORD_BYTES, CIFAR_TEST_FILES, CIFAR_TRAIN_FILES } from './cifar.js';
 
 export type DatasetName = 'cifar10' | 'fashion-mnist';
 
@@ -28,8 +29,11 @@ export interface RemoteFile {
 export interface DatasetSource {
   baseUrl: string;
   files: readonly RemoteFile[];
-  /** For archives: the file to unpack, and the folder (inside the archive) that must come out of it. */
-  extract?: { archive: string; dir: string; expect: readonly string[] };
+  /**
+   * For archives: the file to unpack, the folder (inside the archive) that must come out of it, and the most bytes
+   * the archive may inflate to (a bound for a decompression bomb).
+   */
+  extract?: { archive: string; dir: string; expect: readonly string[]; maxBytes: number };
 }
 
 export const DATASET_SOURCES: Readonly<Record<DatasetName, DatasetSource>> = {
@@ -45,7 +49,11 @@ export const DATASET_SOURCES: Readonly<Record<DatasetName, DatasetSource>> = {
   cifar10: {
     baseUrl: 'https://www.cs.toronto.edu/~kriz/',
     files: [{ name: 'cifar-10-binary.tar.gz', md5: 'c32a1d4ab5d03f1284b67883e8d87530' }],
-    extract: { archive: 'cifar-10-binary.tar.gz', dir: CIFAR_BATCH_DIR, expect: [...CIFAR_TRAIN_FILES, ...CIFAR_TEST_FILES] },
+    extract: {
+      archive: 'cifar-10-binary.tar.gz', dir: CIFAR_BATCH_DIR, expect: [...CIFAR_TRAIN_FILES, ...CIFAR_TEST_FILES],
+      // Six batches of 10,000 records, plus 1 MB for tar headers, batches.meta.txt and readme.html.
+      maxBytes: (CIFAR_TRAIN_FILES.length + CIFAR_TEST_FILES.length) * CIFAR_BATCH_RECORDS * CIFAR_RECORD_BYTES + (1 << 20),
+    },
   },
 };
 
@@ -94,8 +102,24 @@ export class FetchError extends Error {
   }
 }
 
+/**
+ * What a download must hash to: md5 or sha256 hex digits, all of them or a prefix of at least 8 (torchvision's
+ * `name-<sha256[:8]>.pth`); null where no checksum is published (the caller checks the content instead).
+ */
+export type Checksum = { algo: 'md5' | 'sha256'; hex: string } | null;
+
+function checksumOf(expected: string | Checksum): Checksum {
+  const c = typeof expected === 'string' ? { algo: 'md5' as const, hex: expected } : expected;
+  if (c && !/^[0-9a-fA-F]{8,}$/.test(c.hex)) throw new Error(`bad ${c.algo} checksum '${c.hex}' (8 or more hex digits)`);
+  return c && { algo: c.algo, hex: c.hex.toLowerCase() };
+}
+
 export async function md5File(path: string, onBytes?: (done: number) => void): Promise<string> {
-  const h = createHash('md5');
+  return hashFile(path, 'md5', onBytes);
+}
+
+export async function hashFile(path: string, algo: 'md5' | 'sha256', onBytes?: (done: number) => void): Promise<string> {
+  const h = createHash(algo);
   let done = 0;
   for await (const chunk of createReadStream(path, { highWaterMark: 1 << 20 })) {
     h.update(chunk as Buffer);
@@ -222,17 +246,21 @@ async function downloadOnce(url: URL, part: string, label: string, opts: Require
 }
 
 /**
- * Downloads `url` to `dest` (via `dest.part`, resumed if present) and checks its md5; skips the download if `dest`
- * already has the right md5. Returns whether it downloaded.
+ * Downloads `url` to `dest` (via `dest.part`, resumed if present) and checks its checksum (a string: md5); skips the
+ * download if `dest` already matches (with no checksum: if it exists). Returns whether it downloaded.
  */
-export async function downloadFile(url: string | URL, dest: string, md5: string, opts: DownloadOptions = {}): Promise<'downloaded' | 'present'> {
+export async function downloadFile(url: string | URL, dest: string, expected: string | Checksum, opts: DownloadOptions = {}): Promise<'downloaded' | 'present'> {
   const o = { timeoutMs: 30000, retries: 3, retryDelayMs: 1000, maxRedirects: 5, ...opts };
   const label = dest.split(sep).pop()!;
-  const want = md5.toLowerCase();
+  const want = checksumOf(expected);
+  const verify = async (file: string): Promise<string | null> => {
+    if (!want) return null;
+    const size = await fileSize(file);
+    const got = await hashFile(file, want.algo, (d) => o.onProgress?.({ phase: 'verify', file: label, done: d, total: size }));
+    return got.startsWith(want.hex) ? null : got;
+  };
   if (existsSync(dest)) {
-    const size = await fileSize(dest);
-    const got = await md5File(dest, (d) => o.onProgress?.({ phase: 'verify', file: label, done: d, total: size }));
-    if (got === want) return 'present';
+    if ((await verify(dest)) === null) return 'present';
     await unlink(dest); // wrong content: download again
   }
   const part = `${dest}.part`;
@@ -247,11 +275,11 @@ export async function downloadFile(url: string | URL, dest: string, md5: string,
       await sleep(o.retryDelayMs * 2 ** attempt);
     }
   }
-  const size = await fileSize(part);
-  const got = await md5File(part, (d) => o.onProgress?.({ phase: 'verify', file: label, done: d, total: size }));
-  if (got !== want) {
+  const got = await verify(part);
+  if (got !== null) {
+    const size = await fileSize(part);
     await rm(part, { force: true });
-    throw new FetchError(`md5 mismatch for ${label} from ${u.href}: expected ${want}, got ${got} (${size} bytes); the partial file was deleted, run the fetch again`, false);
+    throw new FetchError(`${want!.algo} mismatch for ${label} from ${u.href}: expected ${want!.hex}${want!.hex.length < got.length ? '…' : ''}, got ${got} (${size} bytes); the partial file was deleted, run the fetch again`, false);
   }
   await rename(part, dest);
   return 'downloaded';
@@ -284,7 +312,7 @@ export async function fetchDataset(name: DatasetName, destDir: string, opts: Fet
       await rm(tmp, { recursive: true, force: true });
       await mkdir(tmp);
       try {
-        await extractTarGz(archive, tmp, opts.onProgress);
+        await extractTarGz(archive, tmp, opts.onProgress, ex.maxBytes);
         const problem = await checkExtracted(join(tmp, ex.dir), ex.expect, true);
         if (problem !== true) throw new Error(`${archive}: unexpected archive content: ${problem}`);
         await rm(out, { recursive: true, force: true });
@@ -366,6 +394,21 @@ class ChunkReader {
   }
 }
 
+/**
+ * The chunks of `src`, failing once they add up to more than `maxBytes`. Iterated by hand: leaving a for-await
+ * would destroy the stream first, and pipeline() would report that abort instead of this error.
+ */
+async function* bounded(src: AsyncIterable<Buffer>, maxBytes: number): AsyncGenerator<Buffer> {
+  const it = src[Symbol.asyncIterator]();
+  for (let n = 0; ; ) {
+    const r = await it.next();
+    if (r.done) return;
+    n += r.value.length;
+    if (n > maxBytes) throw new Error(`inflates to more than ${maxBytes} bytes, more than the dataset holds`);
+    yield r.value;
+  }
+}
+
 function cstr(b: Buffer, off: number, len: number): string {
   const s = b.subarray(off, off + len);
   const z = s.indexOf(0);
@@ -396,10 +439,10 @@ function safeTarget(root: string, name: string): string {
 
 /**
  * Extracts a .tar.gz (ustar, with pax 'x' and GNU 'L' long names) into destDir. Regular files and directories
- * only: links and devices are skipped. Validates header checksums and detects truncation.
- * Returns the extracted files' paths relative to destDir.
+ * only: links and devices are skipped. Validates header checksums and detects truncation. Inflation stops with an
+ * error beyond `maxBytes` (default: no limit). Returns the extracted files' paths relative to destDir.
  */
-export async function extractTarGz(archive: string, destDir: string, onProgress?: (p: FetchProgress) => void): Promise<string[]> {
+export async function extractTarGz(archive: string, destDir: string, onProgress?: (p: FetchProgress) => void, maxBytes = Infinity): Promise<string[]> {
   const root = resolve(destDir);
   const label = archive.split(sep).pop()!;
   const total = (await stat(archive)).size;
@@ -417,7 +460,7 @@ export async function extractTarGz(archive: string, destDir: string, onProgress?
       },
       createGunzip(),
       async function (src: AsyncIterable<Buffer>) {
-        const r = new ChunkReader(src[Symbol.asyncIterator]());
+        const r = new ChunkReader(bounded(src, maxBytes)[Symbol.asyncIterator]());
         let longName: string | null = null;
         let paxPath: string | null = null;
         let paxSize: number | null = null;

@@ -13,9 +13,11 @@
 import { appendFileSync, existsSync, mkdirSync, readFileSync, openSync, fsyncSync, closeSync } from 'node:fs';
 import { writeFileAtomic } from '../util/atomic-write.js';
 import { dirname, join, resolve } from 'node:path';
+import os from 'node:os';
 import cliProgress from 'cli-progress';
 import { NativeModel } from '../engine/native/model.js';
 import { softmaxCrossEntropy } from '../engine/native/loss.js';
+import { assertConverging } from './divergence.js';
 import { exportOnnx } from '../engine/onnx/export.js';
 import type { Graph, LinearNode } from '../model/graph.js';
 import { archConfig, buildModel, familyOf, reconfigure } from '../model/registry.js';
@@ -40,6 +42,8 @@ export interface TrainOptions {
   recipe: TrainRecipe;
   /** Run folder (created). Default when resuming: the checkpoint's folder. */
   out?: string;
+  /** Replace a run already in `out` (otherwise refused: its model files would be overwritten). */
+  force?: boolean;
   /** Resume from a run folder (its last.safetensors) or a checkpoint file. */
   resume?: string;
   /** When resuming: train to this many epochs in all (extends the run; the schedule is recomputed for it). */
@@ -223,6 +227,16 @@ function headForward(feat: Float32Array, rows: ArrayLike<number>, F: number, W: 
   }
 }
 
+/** The files a run writes into its folder (and that another run there would overwrite). */
+const RUN_FILES = ['last.safetensors', 'best.safetensors', 'model.safetensors', 'model.onnx', METRICS_FILE];
+
+function refuseRunFolder(runDir: string, force = false): void {
+  const found = RUN_FILES.filter((f) => existsSync(join(runDir, f)));
+  if (found.length && !force) {
+    throw new Error(`${runDir} already holds a run (${found.join(', ')}); resume it with --resume ${runDir}, replace it with --force, or choose another --out`);
+  }
+}
+
 /** Trains a MobileNetV2. See TrainOptions. */
 export async function train(opts: TrainOptions): Promise<TrainResult> {
   const log = opts.log ?? ((m: string) => console.error(m));
@@ -255,14 +269,13 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
     rngState = ck.rng;
     headOnly = ck.position.headOnly ?? false;
     runDir = resolve(opts.out ?? dirname(file));
+    if (runDir !== resolve(dirname(file))) refuseRunFolder(runDir, opts.force);
     baseInfo = descriptiveInfo(ck.info);
     log(`resuming ${file}: epoch ${position.epoch + 1}/${recipe.epochs}, batch ${position.step}, step ${position.globalStep}`);
   } else {
     recipe = opts.recipe;
     runDir = resolve(opts.out ?? join('runs', `${recipe.preset}-${new Date().toISOString().replace(/[:.]/g, '-').slice(0, 19)}`));
-    if (existsSync(join(runDir, 'last.safetensors'))) {
-      throw new Error(`${runDir} already holds a run (last.safetensors); resume it with --resume ${runDir} or choose another --out`);
-    }
+    refuseRunFolder(runDir, opts.force);
     if (opts.weights) {
       const l = loadModelFile(opts.weights, { resolution: recipe.arch === 'imagenet' ? recipe.resolution : undefined });
       graph = l.graph;
@@ -374,6 +387,11 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
     epoch: 0, step: 0, globalStep: 0, epochLoss: 0, epochCorrect: 0, epochSeen: 0, elapsed: 0, bestTop1: -1, bestEpoch: 0, recipe, headOnly,
   };
   pos.recipe = recipe;
+  const threads = opts.threads ?? os.availableParallelism();
+  if (pos.threads !== undefined && pos.threads !== threads) {
+    log(`warning: this run was trained with ${pos.threads} threads and resumes with ${threads}: the results will differ from an uninterrupted run's (pass --threads ${pos.threads} to match)`);
+  }
+  pos.threads = threads;
   const metricsFile = join(runDir, METRICS_FILE);
   trimMetrics(metricsFile, pos.epoch);
   const files: Record<string, string> = { runDir, metrics: metricsFile, last: join(runDir, 'last.safetensors'), best: join(runDir, 'best.safetensors') };
@@ -487,8 +505,8 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
           for await (const b of loader!.epoch(epoch, { startBatch: pos.step })) {
             const lr = schedule(epoch, b.index, stepsPerEpoch);
             const r = model.trainStep(b.input, b.labels, b.size, { bnMomentum: recipe.bnMomentum, labelSmoothing: recipe.labelSmoothing, rng });
-            if (!Number.isFinite(r.loss)) throw new Error(`loss is ${r.loss} at epoch ${epoch + 1}, step ${b.index + 1}: training diverged (try a lower --lr)`);
             optimizer.step(params, lr);
+            assertConverging(r.loss, params, epoch, b.index);
             model.weightsChanged();
             ema?.update(live);
             stepDone(b.size, r.loss, r.correct, lr);
@@ -522,6 +540,7 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
               }
             }
             optimizer.step(params, lr);
+            assertConverging(loss, params, epoch, s);
             ema?.update(live);
             stepDone(n, loss, correct, lr);
             if (stopped) break;
