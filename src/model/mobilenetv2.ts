@@ -3,9 +3,9 @@
  *  - `imagenet`: torchvision's mobilenet_v2 (state-dict keys `features.N...`, `classifier.1`).
  *  - `seed-cifar`: the seed document's CIFAR-10 model (kuangliu/pytorch-cifar; keys `conv1`, `layers.N...`).
  */
-import { GraphBuilder } from './builder.js';
+import { GraphBuilder, type LayerStyle } from './builder.js';
 import { ARCHS, IMAGENET_SETTINGS, MOBILENETV2, SEED_SETTINGS, makeConfig, parseModelConfig, type Arch, type ModelConfig } from './config.js';
-import type { ModelFamily, TensorShapes } from './family.js';
+import type { BaseConfig, ModelFamily, TensorShapes } from './family.js';
 import { LOGITS, type Graph } from './graph.js';
 
 /** torchvision's _make_divisible: round to the nearest multiple of `divisor`, never below 90% of v. */
@@ -68,14 +68,26 @@ function fitAlpha(arch: Arch, base: Partial<ModelConfig>, tensors: TensorShapes)
   return fits.length === 1 ? fits[0] : undefined;
 }
 
-function imagenet(cfg: ModelConfig): Graph<ModelConfig> {
-  const b = new GraphBuilder(cfg);
-  const { alpha } = cfg;
+/** What the backbone needs of a config: width α and the two ablation switches. */
+export type FeatureOptions = Pick<ModelConfig, 'alpha' | 'linearBottleneck' | 'residual'>;
+
+/** The features of torchvision's MobileNetV2 (stem, Table 2's blocks, 1x1 conv to 1280·max(1, α)) on `input`. */
+export interface Features {
+  /** The last conv's activation (`features.18`, 1280 channels at α ≤ 1). */
+  out: string;
+  /** expand[i]: the activation after block `features.i`'s expand conv (undefined for t = 1 blocks and the convs). */
+  expand: (string | undefined)[];
+}
+
+/** Builds `features.0` .. `features.18` (state-dict names as torchvision's), one summary row per Table-2 layer. */
+export function imagenetFeatures<C extends BaseConfig & LayerStyle>(b: GraphBuilder<C>, input: string, opts: FeatureOptions): Features {
+  const { alpha } = opts;
   let inC = makeDivisible(32 * alpha);
   const lastC = makeDivisible(1280 * Math.max(1, alpha));
+  const expand: (string | undefined)[] = [];
 
-  b.beginRow('features.0', 'conv2d 3x3', b.g.input, { c: inC, n: 1, s: 2 });
-  let x = b.convBnAct('features.0.0', 'features.0.1', b.g.input, inC, 3, 2);
+  b.beginRow('features.0', 'conv2d 3x3', input, { c: inC, n: 1, s: 2 });
+  let x = b.convBnAct('features.0.0', 'features.0.1', input, inC, 3, 2);
 
   let idx = 1;
   for (const [t, c, n, s] of IMAGENET_SETTINGS) {
@@ -88,13 +100,13 @@ function imagenet(cfg: ModelConfig): Graph<ModelConfig> {
       let y = x;
       let j = 0; // torchvision numbers the Sequential's children
       if (t !== 1) {
-        y = b.convBnAct(`${p}.${j}.0`, `${p}.${j}.1`, y, hidden, 1, 1);
+        y = expand[idx] = b.convBnAct(`${p}.${j}.0`, `${p}.${j}.1`, y, hidden, 1, 1);
         j++;
       }
       y = b.convBnAct(`${p}.${j}.0`, `${p}.${j}.1`, y, hidden, 3, stride, hidden);
       y = b.bn(`${p}.${j + 2}`, b.conv(`${p}.${j + 1}`, y, outC, 1, 1));
-      if (!cfg.linearBottleneck) y = b.act(`${p}.${j + 2}.act`, y);
-      if (cfg.residual && stride === 1 && inC === outC) y = b.addValues(`features.${idx}.add`, x, y);
+      if (!opts.linearBottleneck) y = b.act(`${p}.${j + 2}.act`, y);
+      if (opts.residual && stride === 1 && inC === outC) y = b.addValues(`features.${idx}.add`, x, y);
       x = y;
       inC = outC;
       idx++;
@@ -103,6 +115,12 @@ function imagenet(cfg: ModelConfig): Graph<ModelConfig> {
 
   b.beginRow(`features.${idx}`, 'conv2d 1x1', x, { c: lastC, n: 1, s: 1 });
   x = b.convBnAct(`features.${idx}.0`, `features.${idx}.1`, x, lastC, 1, 1);
+  return { out: x, expand };
+}
+
+function imagenet(cfg: ModelConfig): Graph<ModelConfig> {
+  const b = new GraphBuilder(cfg);
+  let x = imagenetFeatures(b, b.g.input, cfg).out;
   b.beginRow('pool', 'avgpool', x, { n: 1 });
   x = b.avgpool('pool', x);
   b.beginRow('classifier', 'dropout + linear', x, { c: cfg.numClasses });

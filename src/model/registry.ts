@@ -3,10 +3,11 @@
  * {@link ModelFamily} object) and listing it here; everything that reads or builds models goes through this.
  */
 import { mobilenetV2Family } from './mobilenetv2.js';
+import { ssdliteFamily } from './ssdlite.js';
 import type { BaseConfig, ModelFamily, TensorShapes } from './family.js';
 import type { Graph } from './graph.js';
 
-const FAMILIES: readonly ModelFamily[] = [mobilenetV2Family];
+const FAMILIES: readonly ModelFamily[] = [mobilenetV2Family, ssdliteFamily];
 
 export function families(): readonly ModelFamily[] {
   return FAMILIES;

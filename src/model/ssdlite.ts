@@ -1,0 +1,126 @@
+/**
+ * SSDLite + MobileNetV2 (Sandler et al. 2018, §6.2 and Table 6), as TF's Object Detection API builds
+ * `ssdlite_mobilenet_v2_coco`: the MobileNetV2 backbone (this project's builder, unchanged), feature maps at
+ * block 13's expand activation (stride 16) and the last conv (stride 32), four extra layers (1x1 to d/2,
+ * 3x3/2 depthwise, 1x1 to d), and on every map a depthwise-separable box and class predictor.
+ *
+ * Parameter names: the backbone keeps torchvision's MobileNetV2 names (`features.N...`, so ImageNet weights
+ * load into it as they are); extras and heads use torchvision's SSDLite names (`extra.i.j.{0,1}`,
+ * `head.{regression,classification}_head.module_list.i.{0.0, 0.1, 1}`). TF scope ↔ name:
+ *   Conv → features.0, expanded_conv[_N] → features.N+1, Conv_1 → features.18,
+ *   layer_19_{1,2}_Conv2d_{i+2}_... → extra.i.{0 | 1 (depthwise), 2},
+ *   BoxPredictor_i/{BoxEncoding,Class}Predictor[_depthwise] → head.{regression,classification}_head.module_list.i.{1 | 0}.
+ *
+ * Outputs, in TF's anchor order (feature map, then y, x, anchor; channel = anchor·K + k):
+ * `boxes` [anchors, 4] box encodings (ty, tx, th, tw) and `logits` [anchors, classes + 1], column 0 background.
+ */
+import { GraphBuilder, type LayerStyle, type PaddingMode } from './builder.js';
+import { definedOnly, type BaseConfig, type ModelFamily } from './family.js';
+import type { Graph } from './graph.js';
+import { imagenetFeatures } from './mobilenetv2.js';
+
+export const SSDLITE = 'ssdlite';
+export const BOXES = 'boxes';
+export const DETECTION_LOGITS = 'logits';
+
+export interface SsdliteConfig extends BaseConfig, LayerStyle {
+  family: typeof SSDLITE;
+  /** Width multiplier α of the backbone and extras (TF's depth_multiplier). */
+  alpha: number;
+  /** Foreground classes; the class head has numClasses + 1 outputs (0 = background). */
+  numClasses: number;
+}
+
+/** Output depths d of the four extra layers (the 1x1 before the depthwise has d/2). */
+export const EXTRA_DEPTHS = [512, 256, 256, 128] as const;
+/** Anchors per location on each feature map (TF's reduce_boxes_in_lowest_layer: 3 on the first). */
+export const ANCHORS_PER_LOCATION = [3, 6, 6, 6, 6, 6] as const;
+/** TF's min_depth of the extras. */
+const MIN_DEPTH = 16;
+
+const DEFAULTS: SsdliteConfig = {
+  family: SSDLITE, alpha: 1, resolution: 300, inChannels: 3, numClasses: 90,
+  bnEps: 1e-3, padding: 'keras', activation: 'relu6',
+};
+
+export function makeSsdliteConfig(overrides: Partial<SsdliteConfig> = {}): SsdliteConfig {
+  const cfg: SsdliteConfig = { ...DEFAULTS, ...definedOnly(overrides), family: SSDLITE };
+  const bad = (msg: string): never => {
+    throw new Error(`invalid ssdlite config: ${msg}`);
+  };
+  if (!(cfg.alpha > 0) || !Number.isFinite(cfg.alpha)) bad(`alpha must be a positive number, got ${cfg.alpha}`);
+  // Six feature maps down to stride 256 need at least 1x1 at the end: any size ≥ 129 works, 300 and 320 are usual.
+  if (!Number.isInteger(cfg.resolution) || cfg.resolution < 129) bad(`resolution must be an integer ≥ 129, got ${cfg.resolution}`);
+  if (!Number.isInteger(cfg.inChannels) || cfg.inChannels <= 0) bad(`inChannels must be a positive integer, got ${cfg.inChannels}`);
+  if (!Number.isInteger(cfg.numClasses) || cfg.numClasses <= 0) bad(`numClasses must be a positive integer, got ${cfg.numClasses}`);
+  if (!(cfg.bnEps > 0)) bad(`bnEps must be positive, got ${cfg.bnEps}`);
+  if (!(['symmetric', 'keras'] as PaddingMode[]).includes(cfg.padding)) bad(`padding must be symmetric or keras, got ${cfg.padding}`);
+  if (cfg.activation !== 'relu6' && cfg.activation !== 'relu') bad(`activation must be relu6 or relu, got ${cfg.activation}`);
+  return cfg;
+}
+
+/** 1x1 → d/2, 3x3/2 depthwise, 1x1 → d, each conv + BN + activation (torchvision's `_extra_block`). */
+function extraLayer(b: GraphBuilder<SsdliteConfig>, i: number, x: string, d: number): string {
+  const p = `extra.${i}`;
+  const depth = (c: number): number => Math.max(Math.floor(c * b.g.config.alpha), MIN_DEPTH);
+  b.beginRow(p, 'extra 1x1, dw 3x3/2, 1x1', x, { c: depth(d), n: 1, s: 2 });
+  const mid = depth(d / 2);
+  let y = b.convBnAct(`${p}.0.0`, `${p}.0.1`, x, mid, 1, 1);
+  y = b.convBnAct(`${p}.1.0`, `${p}.1.1`, y, mid, 3, 2, mid);
+  return b.convBnAct(`${p}.2.0`, `${p}.2.1`, y, depth(d), 1, 1);
+}
+
+/**
+ * One SSDLite predictor tower on feature map i: 3x3 depthwise + BN + activation, 1x1 conv with bias to
+ * anchors·k channels, then [anchors·k, H, W] → [H·W·anchors, k] (TF's `BoxPredictor_i/Reshape`).
+ */
+function predictor(b: GraphBuilder<SsdliteConfig>, head: string, i: number, x: string, anchors: number, k: number): string {
+  const p = `head.${head}.module_list.${i}`;
+  const c = b.shapeOf(x)[0]!;
+  const y = b.convBnAct(`${p}.0.0`, `${p}.0.1`, x, c, 3, 1, c);
+  const z = b.conv(`${p}.1`, y, anchors * k, 1, 1, 1, true);
+  return b.reshape(`${p}.reshape`, b.transpose(`${p}.hwc`, z, [1, 2, 0]), [-1, k]);
+}
+
+export function buildSsdlite(cfg: SsdliteConfig): Graph<SsdliteConfig> {
+  const b = new GraphBuilder(cfg);
+  const features = imagenetFeatures(b, b.g.input, { alpha: cfg.alpha, linearBottleneck: true, residual: true });
+  // TF's `layer_15/expansion_output`: expanded_conv_13 (= features.14) after its expand conv's ReLU6, stride 16.
+  const maps = [features.expand[14]!, features.out];
+  for (const [i, d] of EXTRA_DEPTHS.entries()) maps.push(extraLayer(b, i, maps[maps.length - 1]!, d));
+
+  const boxes: string[] = [];
+  const logits: string[] = [];
+  for (const [i, x] of maps.entries()) {
+    const a = ANCHORS_PER_LOCATION[i]!;
+    b.beginRow(`head.${i}`, 'dw 3x3 + 1x1 (box, class)', x, { c: a * (4 + cfg.numClasses + 1) });
+    boxes.push(predictor(b, 'regression_head', i, x, a, 4));
+    logits.push(predictor(b, 'classification_head', i, x, a, cfg.numClasses + 1));
+  }
+  b.beginRow('outputs', 'concat', maps[0]!, {});
+  b.output(BOXES, b.concat('head.boxes', boxes, 0));
+  b.output(DETECTION_LOGITS, b.concat('head.logits', logits, 0));
+  return b.g;
+}
+
+/** Feature map sizes (H = W) of a config, in output order: what the anchor generator needs. */
+export function featureMapSizes(graph: Graph<SsdliteConfig>): number[] {
+  return ANCHORS_PER_LOCATION.map((_, i) => graph.nodes.find((n) => n.name === `head.regression_head.module_list.${i}.1`)!.shape[1]!);
+}
+
+export const ssdliteFamily: ModelFamily<SsdliteConfig> = {
+  name: SSDLITE,
+  variants: [SSDLITE],
+  makeConfig: (_variant, overrides) => makeSsdliteConfig(overrides),
+  parseConfig: (raw) => {
+    if (raw['family'] !== SSDLITE) throw new Error(`model config of family '${String(raw['family'])}' is not an ${SSDLITE} config`);
+    return makeSsdliteConfig(raw as Partial<SsdliteConfig>);
+  },
+  build: buildSsdlite,
+  // [-1, 1] as Keras; `mnv2 detect` resizes to the input size without a crop, as the TF OD API does
+  defaultPreprocess: () => 'keras',
+  defaultLabels: () => undefined,
+  describe: (c) => `SSDLite MobileNetV2, alpha ${c.alpha}, ${c.resolution}x${c.resolution}x${c.inChannels}, ${c.numClasses} classes + background`,
+  // The class head's width is anchors·(classes + 1), not a class count: SSDLite files carry their config as metadata.
+  detect: () => undefined,
+};

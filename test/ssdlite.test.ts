@@ -1,0 +1,79 @@
+/** The SSDLite-MobileNetV2 family: sizes against the TF OD API layout (MobileNetV2 paper, Table 6). */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { existsSync, readFileSync } from 'node:fs';
+import { archConfig, buildModel } from '../src/model/registry.js';
+import { summarize } from '../src/model/summary.js';
+import { nodeMacs, nodeParamCount, type Graph } from '../src/model/graph.js';
+import { featureMapSizes, type SsdliteConfig } from '../src/model/ssdlite.js';
+import { ssdAnchors, ssdliteFeatureMapSizes } from '../src/detect/anchors.js';
+
+const LAYOUT = new URL('../../../shared/data/detection/ssdlite-mobilenetv2-coco-layout.md', import.meta.url).pathname;
+const skip = existsSync(LAYOUT) ? false : `${LAYOUT} is absent (the shared reference data is not on this machine)`;
+
+const ssdlite = (resolution: number, numClasses = 90) => buildModel(archConfig('ssdlite', { resolution, numClasses })) as Graph<SsdliteConfig>;
+const outShape = (g: Graph, name: string) => g.nodes.find((n) => n.output === g.outputs.find((o) => o.name === name)!.value)!.shape;
+
+test('ssdlite 90 classes @ 300: 4,500,543 trainable parameters and 749,503,856 MACs, per part as the TF layout', () => {
+  const s = summarize(ssdlite(300));
+  assert.deepEqual(s.totals, { params: 4_500_543, macs: 749_503_856 });
+  const part = (prefix: string) => s.rows.filter((r) => r.layer.startsWith(prefix)).reduce((a, r) => ({ params: a.params + r.params, macs: a.macs + r.macs }), { params: 0, macs: 0 });
+  // The layout file's size table: weights + BN γ, β (half its 4×C) + head biases.
+  assert.deepEqual(part('features.'), { params: 2_189_760 + 68_224 / 2, macs: 563_125_744 });
+  assert.deepEqual(part('extra.'), { params: 652_352 + 9_216 / 2, macs: 38_550_976 });
+  assert.deepEqual(part('head.'), { params: 1_604_544 + 24_064 / 2 + 3_135, macs: 147_827_136 });
+});
+
+test('ssdlite outputs: boxes [1917, 4] and logits [1917, C+1] at 300, 2034 anchors at 320, feature maps as the anchor generator', () => {
+  for (const [res, anchors] of [[300, 1917], [320, 2034]] as const) {
+    const g = ssdlite(res, 1);
+    assert.deepEqual(outShape(g, 'boxes'), [anchors, 4]);
+    assert.deepEqual(outShape(g, 'logits'), [anchors, 2]);
+    assert.deepEqual(featureMapSizes(g), ssdliteFeatureMapSizes(res));
+    assert.equal(ssdAnchors({ height: res, width: res }).center.length, anchors * 4);
+  }
+  assert.deepEqual(featureMapSizes(ssdlite(300)), [19, 10, 5, 3, 2, 1]);
+});
+
+/** TF scope → this project's conv and BN names (the mapping documented in src/model/ssdlite.ts). */
+function ourNames(scope: string): { conv: string; bn?: string } {
+  const fe = /^FeatureExtractor\/MobilenetV2\/(.+)$/.exec(scope);
+  const bp = /^BoxPredictor_(\d)\/(BoxEncoding|Class)Predictor(_depthwise)?$/.exec(scope);
+  if (bp) {
+    const p = `head.${bp[2] === 'Class' ? 'classification' : 'regression'}_head.module_list.${bp[1]}`;
+    return bp[3] ? { conv: `${p}.0.0`, bn: `${p}.0.1` } : { conv: `${p}.1` };
+  }
+  const s = fe![1]!;
+  if (s === 'Conv') return { conv: 'features.0.0', bn: 'features.0.1' };
+  if (s === 'Conv_1') return { conv: 'features.18.0', bn: 'features.18.1' };
+  const block = /^expanded_conv(?:_(\d+))?\/(expand|depthwise|project)$/.exec(s);
+  if (block) {
+    const idx = block[1] ? Number(block[1]) + 1 : 1;
+    const j = { expand: 0, depthwise: idx === 1 ? 0 : 1, project: idx === 1 ? 1 : 2 }[block[2] as 'expand'];
+    return block[2] === 'project' ? { conv: `features.${idx}.conv.${j}`, bn: `features.${idx}.conv.${j + 1}` } : { conv: `features.${idx}.conv.${j}.0`, bn: `features.${idx}.conv.${j}.1` };
+  }
+  const extra = /^layer_19_(1|2)_Conv2d_(\d)_.*?(_depthwise)?$/.exec(s)!;
+  const j = extra[1] === '1' ? 0 : extra[3] ? 1 : 2;
+  return { conv: `extra.${Number(extra[2]) - 2}.${j}.0`, bn: `extra.${Number(extra[2]) - 2}.${j}.1` };
+}
+
+test('every scope of the TF layout table: same parameter count (BN as 4×C) and MACs, at our name', { skip }, () => {
+  const g = ssdlite(300);
+  const byName = new Map(g.nodes.map((n) => [n.name, n]));
+  const rows = readFileSync(LAYOUT, 'utf8').split('\n').filter((l) => /^\| `(FeatureExtractor|BoxPredictor)/.test(l));
+  assert.equal(rows.length, 52 + 12 + 24, 'rows of the layout table');
+  let params = 0;
+  for (const row of rows) {
+    const cells = row.split('|').map((c) => c.trim());
+    const scope = cells[1]!.replace(/`/g, '');
+    const { conv, bn } = ourNames(scope);
+    const c = byName.get(conv);
+    assert.ok(c?.op === 'conv', `${scope}: no conv ${conv}`);
+    const n = nodeParamCount(c) + (bn ? 2 * nodeParamCount(byName.get(bn)!) : 0);
+    assert.equal(n, Number(cells[5]), `${scope} (${conv}): params`);
+    assert.equal((nodeMacs(c) / 1e6).toFixed(2), cells[6], `${scope} (${conv}): MMACs`);
+    assert.equal(`${c.shape[1]}x${c.shape[2]}`, cells[3], `${scope}: output size`);
+    params += n;
+  }
+  assert.equal(params, 4_551_295, 'the layout total with BN unfolded');
+});
