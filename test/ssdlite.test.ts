@@ -7,6 +7,12 @@ import { summarize } from '../src/model/summary.js';
 import { nodeMacs, nodeParamCount, type Graph } from '../src/model/graph.js';
 import { featureMapSizes, type SsdliteConfig } from '../src/model/ssdlite.js';
 import { ssdAnchors, ssdliteFeatureMapSizes } from '../src/detect/anchors.js';
+import * as ort from 'onnxruntime-node';
+import { initWeights } from '../src/model/weights.js';
+import { exportOnnx } from '../src/engine/onnx/export.js';
+import { Rng } from '../src/util/rng.js';
+import { referenceOutputs } from './helpers/reference-forward.js';
+import { maxAbs, maxAbsDiff } from './helpers/fixtures.js';
 
 const LAYOUT = new URL('../../../shared/data/detection/ssdlite-mobilenetv2-coco-layout.md', import.meta.url).pathname;
 const skip = existsSync(LAYOUT) ? false : `${LAYOUT} is absent (the shared reference data is not on this machine)`;
@@ -76,4 +82,29 @@ test('every scope of the TF layout table: same parameter count (BN as 4×C) and 
     params += n;
   }
   assert.equal(params, 4_551_295, 'the layout total with BN unfolded');
+});
+
+test('ONNX export of an SSDLite (α 0.35 @ 160, 2 classes) on ONNX Runtime: boxes and logits within 1e-4 relative of the float64 reference', async (t) => {
+  const g = buildModel(archConfig('ssdlite', { alpha: 0.35, resolution: 160, numClasses: 2 }));
+  const w = initWeights(g, 3);
+  // Non-trivial BN statistics and head biases, so folding and biases matter.
+  const rng = new Rng(4);
+  for (const [name, v] of w) {
+    if (name.endsWith('running_mean') || /\.1\.bias$/.test(name)) v.forEach((_, i, a) => (a[i] = 0.2 * rng.normal()));
+    if (name.endsWith('running_var')) v.forEach((_, i, a) => (a[i] = 0.5 + rng.uniform()));
+  }
+  const batch = 2;
+  const input = Float32Array.from({ length: batch * 3 * 160 * 160 }, () => rng.uniform() * 2 - 1);
+  const ref = referenceOutputs(g, w, input, batch);
+  const session = await ort.InferenceSession.create(exportOnnx(g, w));
+  assert.deepEqual(session.outputNames, ['boxes', 'logits']);
+  const out = await session.run({ input: new ort.Tensor('float32', input, [batch, 3, 160, 160]) });
+  for (const [name, r] of ref) {
+    assert.deepEqual(out[name]!.dims, [batch, ...outShape(g, name)]);
+    const d = maxAbsDiff(out[name]!.data as Float32Array, r);
+    t.diagnostic(`${name}: max |diff| ${d.toExponential(2)}, max |value| ${maxAbs(r).toFixed(3)}`);
+    assert.ok(maxAbs(r) > 0.1, `${name}: outputs are not all near zero`);
+    assert.ok(d <= 1e-4 * maxAbs(r), `${name}: ${d}`);
+  }
+  await session.release();
 });
