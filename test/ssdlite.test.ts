@@ -6,6 +6,7 @@ import { archConfig, buildModel } from '../src/model/registry.js';
 import { summarize } from '../src/model/summary.js';
 import { nodeMacs, nodeParamCount, type Graph } from '../src/model/graph.js';
 import { featureMapSizes, type SsdliteConfig } from '../src/model/ssdlite.js';
+import { ssdliteNamesOf } from '../src/io/tflite-ssdlite.js';
 import { ssdAnchors, ssdliteFeatureMapSizes } from '../src/detect/anchors.js';
 import * as ort from 'onnxruntime-node';
 import { initWeights } from '../src/model/weights.js';
@@ -41,29 +42,7 @@ test('ssdlite outputs: boxes [1917, 4] and logits [1917, C+1] at 300, 2034 ancho
   assert.deepEqual(featureMapSizes(ssdlite(300)), [19, 10, 5, 3, 2, 1]);
 });
 
-/** TF scope → this project's conv and BN names (the mapping documented in src/model/ssdlite.ts). */
-function ourNames(scope: string): { conv: string; bn?: string } {
-  const fe = /^FeatureExtractor\/MobilenetV2\/(.+)$/.exec(scope);
-  const bp = /^BoxPredictor_(\d)\/(BoxEncoding|Class)Predictor(_depthwise)?$/.exec(scope);
-  if (bp) {
-    const p = `head.${bp[2] === 'Class' ? 'classification' : 'regression'}_head.module_list.${bp[1]}`;
-    return bp[3] ? { conv: `${p}.0.0`, bn: `${p}.0.1` } : { conv: `${p}.1` };
-  }
-  const s = fe![1]!;
-  if (s === 'Conv') return { conv: 'features.0.0', bn: 'features.0.1' };
-  if (s === 'Conv_1') return { conv: 'features.18.0', bn: 'features.18.1' };
-  const block = /^expanded_conv(?:_(\d+))?\/(expand|depthwise|project)$/.exec(s);
-  if (block) {
-    const idx = block[1] ? Number(block[1]) + 1 : 1;
-    const j = { expand: 0, depthwise: idx === 1 ? 0 : 1, project: idx === 1 ? 1 : 2 }[block[2] as 'expand'];
-    return block[2] === 'project' ? { conv: `features.${idx}.conv.${j}`, bn: `features.${idx}.conv.${j + 1}` } : { conv: `features.${idx}.conv.${j}.0`, bn: `features.${idx}.conv.${j}.1` };
-  }
-  const extra = /^layer_19_(1|2)_Conv2d_(\d)_.*?(_depthwise)?$/.exec(s)!;
-  const j = extra[1] === '1' ? 0 : extra[3] ? 1 : 2;
-  return { conv: `extra.${Number(extra[2]) - 2}.${j}.0`, bn: `extra.${Number(extra[2]) - 2}.${j}.1` };
-}
-
-test('every scope of the TF layout table: same parameter count (BN as 4×C) and MACs, at our name', { skip }, () => {
+test('every scope of the TF layout table: same parameter count (BN as 4×C) and MACs at the name the TFLite import gives it', { skip }, () => {
   const g = ssdlite(300);
   const byName = new Map(g.nodes.map((n) => [n.name, n]));
   const rows = readFileSync(LAYOUT, 'utf8').split('\n').filter((l) => /^\| `(FeatureExtractor|BoxPredictor)/.test(l));
@@ -72,7 +51,7 @@ test('every scope of the TF layout table: same parameter count (BN as 4×C) and 
   for (const row of rows) {
     const cells = row.split('|').map((c) => c.trim());
     const scope = cells[1]!.replace(/`/g, '');
-    const { conv, bn } = ourNames(scope);
+    const { conv, bn } = ssdliteNamesOf(scope) ?? assert.fail(`${scope}: no name`);
     const c = byName.get(conv);
     assert.ok(c?.op === 'conv', `${scope}: no conv ${conv}`);
     const n = nodeParamCount(c) + (bn ? 2 * nodeParamCount(byName.get(bn)!) : 0);

@@ -4,6 +4,8 @@ import type { Command } from 'commander';
 import { importKerasH5 } from '../io/keras.js';
 import { importTfjs } from '../io/tfjs.js';
 import { importTflite, type TfliteImport } from '../io/tflite-mobilenetv2.js';
+import { importTfliteSsdlite, isSsdliteTflite } from '../io/tflite-ssdlite.js';
+import { POSTPROCESS_KEY } from './detect-command.js';
 import type { ImportedModel, KerasImportOptions } from '../io/keras-names.js';
 import { saveWeights } from '../io/weights.js';
 import { encodeModelInfo, type ModelInfoInput } from '../io/metadata.js';
@@ -60,11 +62,22 @@ export function registerImportCommands(program: Command): void {
   importOptions(imp.command('tflite').description("a MobileNetV2 classifier in TFLite (TF-slim or Keras names; uint8/int8 weights dequantized, BN already folded); 1001 classes = background + ImageNet"))
     .argument('<file>', '.tflite model')
     .action((file: string, o: ImportOpts) => {
+      if (isSsdliteTflite(file)) return saveSsdlite(file, o);
       const m = importTflite(file, options(file, o));
       checkTfliteInput(m, file);
       // TF-slim's eval preprocessing; 1001 classes are TF-slim's background + ImageNet
       save(m, file, o, { preprocess: 'tf-slim', ...(m.graph.config.numClasses === 1001 ? { labels: 'imagenet-background' } : {}) });
     });
+}
+
+/** A TF OD API SSDLite-MobileNetV2 export: the detector, its post-processing options as metadata. */
+function saveSsdlite(file: string, o: ImportOpts): void {
+  refuseInputAsOutput({ path: o.out, flag: '--out' }, [{ path: file, flag: 'the imported file' }]);
+  const m = importTfliteSsdlite(file);
+  const info = encodeModelInfo({ config: m.graph.config, source: path.basename(file), preprocess: 'keras' });
+  saveWeights(o.out, m.graph, m.weights, new Map(), { ...info, ...(m.postprocess ? { [POSTPROCESS_KEY]: JSON.stringify(m.postprocess) } : {}) });
+  const c = m.graph.config;
+  console.error(`wrote ${o.out}: SSDLite MobileNetV2 α ${c.alpha} @ ${c.resolution}, ${c.numClasses} classes + background${m.postprocess ? ', TFLite_Detection_PostProcess options as metadata' : ''}`);
 }
 
 /** The 'tf-slim' preset feeds [-1, 1]: a quantized input must mean the same (TF-slim: q/128 - 1). */

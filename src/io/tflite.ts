@@ -281,7 +281,7 @@ export function parseTflite(buf: Uint8Array, source: string): TfliteModel {
         op.customOptionsBytes = custom;
         if (o.byte(6) === 0) {
           try {
-            op.customOptions = toObject(custom.slice().buffer);
+            op.customOptions = toObject(new Uint8Array(custom).buffer); // a copy: slice() of a Node Buffer is a view
           } catch (e) {
             fail(`operator ${oi} (${code.name}): custom options are not valid FlexBuffers (${(e as Error).message})`);
           }

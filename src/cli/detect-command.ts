@@ -1,0 +1,62 @@
+/** `mnv2 detect photo.jpg --weights W`: an SSDLite model's detections, drawn and/or as JSON. */
+import { existsSync } from 'node:fs';
+import type { Command } from 'commander';
+import { loadModelFile } from '../io/weights.js';
+import { classNamesOf } from '../io/metadata.js';
+import { SSDLITE, type SsdliteConfig } from '../model/ssdlite.js';
+import type { Graph } from '../model/graph.js';
+import { drawDetections, SsdliteDetector } from '../detect/ssdlite-detector.js';
+import { writeFileAtomic } from '../util/atomic-write.js';
+import { refuseInputAsOutput } from '../util/outputs.js';
+import { int, num, THREADS } from './args.js';
+
+/** Metadata key of an imported detector's TFLite_Detection_PostProcess options (JSON). */
+export const POSTPROCESS_KEY = 'mnv2.postprocess';
+
+interface DetectOpts {
+  weights?: string;
+  out?: string;
+  json?: boolean;
+  score: string;
+  max: string;
+  threads?: string;
+}
+
+/** Joins the `detect` group of src/cli/detect-data-commands.ts (`detect coco-eval`) when it exists: `mnv2 detect photo.jpg`. */
+export function registerDetectCommand(program: Command): void {
+  (program.commands.find((c) => c.name() === 'detect') ?? program.command('detect'))
+    .description('detect objects in a photo with an SSDLite model (mnv2 import tflite of a TF OD API export), or a detection tool')
+    .argument('[image]', 'photo (any format sharp reads)')
+    .option('--weights <file>', 'SSDLite model file (.safetensors with metadata)')
+    .option('--out <file>', 'write the photo with the boxes drawn (PNG)')
+    .option('--json', 'print the detections as JSON')
+    .option('--score <s>', 'score threshold', '0.3')
+    .option('--max <n>', 'at most this many detections', '100')
+    .option('--threads <n>', 'ONNX Runtime threads', '1')
+    .action(async (image: string | undefined, o: DetectOpts) => {
+      if (image === undefined) throw new Error('detect: an image is required (or a subcommand, e.g. detect coco-eval)');
+      const scoreThreshold = num(o.score, '--score', { min: 0, max: 1 })!;
+      const maxDetections = int(o.max, '--max', { min: 1, max: 100_000 })!;
+      const threads = int(o.threads, '--threads', THREADS);
+      if (!o.weights) throw new Error('detect: --weights FILE is required');
+      if (o.out) refuseInputAsOutput({ path: o.out, flag: '--out' }, [{ path: image, flag: 'the image' }, { path: o.weights, flag: '--weights' }]);
+      if (!existsSync(image)) throw new Error(`${image}: no such file`);
+      const m = loadModelFile(o.weights);
+      if (m.graph.config.family !== SSDLITE) throw new Error(`${o.weights}: a ${m.graph.config.family} model, not an SSDLite detector`);
+      const post = m.metadata[POSTPROCESS_KEY] ? (JSON.parse(m.metadata[POSTPROCESS_KEY]) as Record<string, number>) : {};
+      const scales = post['y_scale'] ? ([post['y_scale'], post['x_scale'], post['h_scale'], post['w_scale']] as [number, number, number, number]) : undefined;
+      const det = await SsdliteDetector.create(m.graph as Graph<SsdliteConfig>, m.weights, threads);
+      const classNames = classNamesOf(m.info);
+      const r = await det.detect(image, {
+        scoreThreshold, maxDetections, ...(scales ? { scales } : {}), ...(post['nms_iou_threshold'] ? { iouThreshold: post['nms_iou_threshold'] } : {}),
+        ...(classNames ? { classNames } : {}),
+      });
+      await det.release();
+      if (o.out) {
+        writeFileAtomic(o.out, await drawDetections(image, r.width, r.height, r.detections));
+        console.error(`wrote ${o.out}: ${r.detections.length} detections`);
+      }
+      if (o.json) console.log(JSON.stringify({ image, width: r.width, height: r.height, detections: r.detections }, null, 2));
+      else for (const d of r.detections) console.log(`${d.score.toFixed(3)}  ${d.label}  [${d.box.map((v) => v.toFixed(1)).join(', ')}]`);
+    });
+}

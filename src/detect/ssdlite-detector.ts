@@ -1,0 +1,115 @@
+/**
+ * Detection with an SSDLite model (src/model/ssdlite.ts), the TF OD API way: the photo resized to the input size
+ * without a crop, pixels to [-1, 1]; the ONNX export run by ONNX Runtime; box codes decoded against the anchors
+ * with the (10, 10, 5, 5) coder, sigmoid scores, TF's per-class NMS. Boxes come back in image pixels.
+ */
+import * as ort from 'onnxruntime-node';
+import sharp from 'sharp';
+import type { Graph } from '../model/graph.js';
+import type { StateDict } from '../model/weights.js';
+import { BOXES, DETECTION_LOGITS, type SsdliteConfig } from '../model/ssdlite.js';
+import { exportOnnx, ONNX_INPUT } from '../engine/onnx/export.js';
+import { loadImage, type Preset } from '../data/preprocess.js';
+import { ssdAnchors } from './anchors.js';
+import { decodeBoxes, TF_BOX_CODER, type BoxCoder } from './box-coder.js';
+import { multiclassNms, SSDLITE_NMS, type MulticlassNmsOptions } from './nms.js';
+
+export interface Detection {
+  /** [x1, y1, x2, y2] in image pixels. */
+  box: [number, number, number, number];
+  score: number;
+  /** Foreground class, 1-based (TF's label map ids; column 0 of the logits is background). */
+  classId: number;
+  label: string;
+}
+
+export interface DetectOptions {
+  /** Keep detections scoring above this (default 0.3, the zoo pipeline's). */
+  scoreThreshold?: number;
+  /** At most this many detections (default 100). */
+  maxDetections?: number;
+  iouThreshold?: number;
+  /** Box coder scales (y, x, h, w), e.g. from TFLite_Detection_PostProcess. */
+  scales?: BoxCoder['scales'];
+  /** Names of classes 1..C (default `class N`). */
+  classNames?: readonly string[];
+  threads?: number;
+}
+
+/** TF OD API's fixed_shape_resizer + [-1, 1]: a direct (aspect-changing) bilinear resize. */
+export function detectorPreset(size: number): Preset {
+  return { name: 'keras', size, channels: 3, greyscale: false, background: 'white', mean: [0.5, 0.5, 0.5], std: [0.5, 0.5, 0.5] };
+}
+
+/** Decode, score and suppress one image's raw outputs (boxes [A, 4] codes, logits [A, C+1]) into normalized boxes. */
+export function postprocess(codes: Float32Array, logits: Float32Array, resolution: number, o: DetectOptions = {}): ReturnType<typeof multiclassNms> {
+  const anchors = ssdAnchors({ height: resolution, width: resolution });
+  const boxes = decodeBoxes(codes, anchors.corners, { ...TF_BOX_CODER, scales: o.scales ?? TF_BOX_CODER.scales });
+  const scores = logits.map((v) => 1 / (1 + Math.exp(-v)));
+  const nms: MulticlassNmsOptions = {
+    ...SSDLITE_NMS,
+    scoreThreshold: o.scoreThreshold ?? 0.3,
+    maxTotal: o.maxDetections ?? SSDLITE_NMS.maxTotal,
+    iouThreshold: o.iouThreshold ?? SSDLITE_NMS.iouThreshold,
+  };
+  return multiclassNms(boxes, scores, nms);
+}
+
+/** An SSDLite model on ONNX Runtime: photo in, detections out. */
+export class SsdliteDetector {
+  private constructor(
+    readonly graph: Graph<SsdliteConfig>,
+    private session: ort.InferenceSession,
+  ) {}
+
+  static async create(graph: Graph<SsdliteConfig>, weights: StateDict, threads = 1): Promise<SsdliteDetector> {
+    const session = await ort.InferenceSession.create(exportOnnx(graph, weights), { intraOpNumThreads: threads, interOpNumThreads: 1 });
+    return new SsdliteDetector(graph, session);
+  }
+
+  /** Raw outputs of one preprocessed image [3, R, R]: box codes [A, 4] and logits [A, C+1]. */
+  async forward(input: Float32Array): Promise<{ codes: Float32Array; logits: Float32Array }> {
+    const r = this.graph.config.resolution;
+    const out = await this.session.run({ [ONNX_INPUT]: new ort.Tensor('float32', input, [1, 3, r, r]) });
+    return { codes: out[BOXES]!.data as Float32Array, logits: out[DETECTION_LOGITS]!.data as Float32Array };
+  }
+
+  async detect(image: string, o: DetectOptions = {}): Promise<{ width: number; height: number; detections: Detection[] }> {
+    const r = this.graph.config.resolution;
+    const { width, height } = await sharp(image).metadata();
+    if (!width || !height) throw new Error(`${image}: cannot read the image size`);
+    const { codes, logits } = await this.forward(await loadImage(image, detectorPreset(r)));
+    const d = postprocess(codes, logits, r, o);
+    const detections = Array.from({ length: d.count }, (_, i): Detection => {
+      const b = d.boxes.subarray(4 * i, 4 * i + 4);
+      const classId = d.classes[i]!;
+      return {
+        box: [b[0]! * width, b[1]! * height, b[2]! * width, b[3]! * height],
+        score: d.scores[i]!,
+        classId,
+        label: o.classNames?.[classId - 1] ?? `class ${classId}`,
+      };
+    });
+    return { width, height, detections };
+  }
+
+  async release(): Promise<void> {
+    await this.session.release();
+  }
+}
+
+const escapeXml = (s: string): string => s.replace(/[<>&'"]/g, (c) => `&#${c.charCodeAt(0)};`);
+
+/** The photo with each detection's box and `label score` drawn over it, as PNG. */
+export async function drawDetections(image: string, width: number, height: number, detections: readonly Detection[]): Promise<Buffer> {
+  const stroke = Math.max(2, Math.round(Math.min(width, height) / 200));
+  const font = Math.max(12, Math.round(Math.min(width, height) / 30));
+  const marks = detections.map((d) => {
+    const [x1, y1, x2, y2] = d.box;
+    const text = escapeXml(`${d.label} ${d.score.toFixed(2)}`);
+    return `<rect x="${x1}" y="${y1}" width="${x2 - x1}" height="${y2 - y1}" fill="none" stroke="#ff2d55" stroke-width="${stroke}"/>`
+      + `<text x="${x1 + stroke}" y="${Math.max(font, y1 - stroke)}" font-family="sans-serif" font-size="${font}" fill="#ff2d55" stroke="white" stroke-width="${stroke / 2}" paint-order="stroke">${text}</text>`;
+  });
+  const svg = `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}">${marks.join('')}</svg>`;
+  return sharp(image).composite([{ input: Buffer.from(svg), top: 0, left: 0 }]).png().toBuffer();
+}
