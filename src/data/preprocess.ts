@@ -121,17 +121,11 @@ export function preset(name: string, resolution?: number): Preset {
         std: tv ? [0.229, 0.224, 0.225] : [0.5, 0.5, 0.5],
       };
     }
-    case 'tf-slim':
-      return {
-        name,
-        size: resolution ?? 224,
-        centralFraction: 0.875,
-        channels: 3,
-        greyscale: false,
-        background: 'white',
-        mean: [0.5, 0.5, 0.5],
-        std: [0.5, 0.5, 0.5],
-      };
+    case 'tf-slim': {
+      // keras's normalization, TF's crop instead of resize + center crop
+      const { resize: _resize, ...keras } = preset('keras', resolution);
+      return { ...keras, name, centralFraction: 0.875 };
+    }
     case 'seed-cifar':
       return {
         name,
