@@ -21,3 +21,4 @@ export { WEIGHTS_CATALOG, findWeights, type WeightsEntry } from './weights/catal
 export { fetchWeights, resolveWeights, weightsCacheDir, type WeightsOptions } from './weights/cache.js';
 export { loadImage, loadImages, preset } from './data/preprocess.js';
 export { labelsFor, IMAGENET_LABELS, IMAGENET_BACKGROUND_LABELS, CIFAR10_LABELS, FASHION_MNIST_LABELS } from './data/labels.js';
+export * as detect from './detect/index.js';

@@ -8,6 +8,7 @@ import { registerQuantizeCommand } from './quantize-command.js';
 import { registerImportCommands } from './import-commands.js';
 import { registerServeCommands } from './serve-command.js';
 import { registerWeightsCommands } from './weights-command.js';
+import { registerDetectDataCommands } from './detect-data-commands.js';
 
 const program = new Command();
 program
@@ -22,6 +23,7 @@ registerQuantizeCommand(program);
 registerImportCommands(program);
 registerServeCommands(program);
 registerWeightsCommands(program);
+registerDetectDataCommands(program); // after registerTrainCommands: adds to its `data` group
 
 program.parseAsync(process.argv).catch((e: unknown) => {
   console.error(`mnv2: ${e instanceof Error ? e.message : String(e)}`);

@@ -12,7 +12,7 @@ import type { ModelConfig } from '../model/config.js';
 import { isMobileNetV2 } from '../model/mobilenetv2.js';
 import { buildModel, detectFamily, familyOf, resolveArch } from '../model/registry.js';
 import type { Graph } from '../model/graph.js';
-import { checkStateDict, type StateDict } from '../model/weights.js';
+import { checkStateDict, checkWeightValues, type StateDict } from '../model/weights.js';
 
 export interface LoadedWeights<C extends BaseConfig = BaseConfig> {
   graph: Graph<C>;
@@ -65,6 +65,7 @@ export function loadModelFile(path: string, hint: ArchHint = {}): LoadedWeights 
       throw new Error(`${path}: ${t.name} has shape [${got.join(', ')}], the model expects [${want.join(', ')}]`);
     }
   }
+  checkWeightValues(graph, weights, path);
   return { graph, weights, extra, metadata: file.metadata, info };
 }
 
