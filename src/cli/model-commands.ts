@@ -4,7 +4,7 @@ import { writeFileAtomic } from '../util/atomic-write.js';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Command, Option } from 'commander';
-import { makeConfig, type Arch, type ModelConfig } from '../model/config.js';
+import { ARCHS, makeConfig, type Arch, type ModelConfig } from '../model/config.js';
 import { buildGraph } from '../model/mobilenetv2.js';
 import { formatSummary, summarize } from '../model/summary.js';
 import { initWeights } from '../model/weights.js';
@@ -30,7 +30,7 @@ export interface ArchOpts {
 
 export function archOptions(cmd: Command): Command {
   return cmd
-    .addOption(new Option('--arch <arch>', 'architecture').choices(['imagenet', 'seed-cifar']))
+    .addOption(new Option('--arch <arch>', 'architecture').choices(ARCHS))
     .option('--alpha <alpha>', 'width multiplier')
     .option('--resolution <px>', 'input resolution (imagenet: a multiple of 32)')
     .option('--classes <n>', 'number of classes');

@@ -1,7 +1,7 @@
 /** `mnv2 train | eval | plot | data fetch`: thin wrappers over src/train and src/data. */
 import { existsSync } from 'node:fs';
 import { Command, Option } from 'commander';
-import type { Arch } from '../model/config.js';
+import { ARCHS, type Arch } from '../model/config.js';
 import { loadWeights } from '../io/weights.js';
 import { NativeModel } from '../engine/native/model.js';
 import { fetchDataset, type DatasetName, type FetchProgress } from '../data/fetch.js';
@@ -93,7 +93,7 @@ export function registerTrainCommands(program: Command): void {
     .option('--full', 'fashion-mnist: the full-length recipe (all 60k images, 40 epochs) instead of the ~10-minute default')
     .option('--dataset <name|dir>', 'fashion-mnist, cifar10, or an image folder (class subfolders, or train/ + val/)')
     .option('--data <dir>', 'where the dataset is (paper-imagenet: the image folder)')
-    .addOption(new Option('--arch <arch>', 'architecture').choices(['imagenet', 'seed-cifar']))
+    .addOption(new Option('--arch <arch>', 'architecture').choices(ARCHS))
     .option('--alpha <a>', 'width multiplier')
     .option('--resolution <px>', 'input resolution (imagenet arch)')
     .option('--dropout <p>', 'dropout before the classifier')

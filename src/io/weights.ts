@@ -4,7 +4,7 @@
  * dict (converted with tools/pth-to-safetensors.py) needs the arch (and alpha) from the caller.
  */
 import { readSafetensors, toFloat32, writeSafetensors, type WritableTensor } from './safetensors.js';
-import { CONFIG_KEY, configFromJSON, makeConfig, type Arch, type ModelConfig } from '../model/config.js';
+import { ARCHS, CONFIG_KEY, configFromJSON, makeConfig, type Arch, type ModelConfig } from '../model/config.js';
 import { buildGraph } from '../model/mobilenetv2.js';
 import type { Graph } from '../model/graph.js';
 import { checkStateDict, type StateDict } from '../model/weights.js';
@@ -26,7 +26,9 @@ export interface ArchHint {
   bnEps?: number;
 }
 
-const CLASSIFIER: Record<Arch, string> = { imagenet: 'classifier.1.weight', 'seed-cifar': 'linear.weight' };
+const CLASSIFIER: Record<Arch, string> = {
+  imagenet: 'classifier.1.weight', 'seed-cifar': 'linear.weight', mobilenetv1: 'classifier.1.weight', 'mobilenetv1-cifar': 'classifier.1.weight',
+};
 
 /** Read a weights file and rebuild its model; every missing, unexpected or mis-shaped tensor is named. */
 export function loadWeights(path: string, hint: ArchHint = {}): LoadedWeights {
@@ -39,7 +41,7 @@ export function loadWeights(path: string, hint: ArchHint = {}): LoadedWeights {
     if (hint.resolution !== undefined) config = makeConfig(config.arch, { ...config, resolution: hint.resolution });
   } else {
     const arch = hint.arch ?? guessArch(file.tensors);
-    if (!arch) throw new Error(`${path}: no ${CONFIG_KEY} metadata and the keys match neither torchvision's nor the seed's MobileNetV2; pass --arch imagenet|seed-cifar`);
+    if (!arch) throw new Error(`${path}: no ${CONFIG_KEY} metadata and the keys match neither torchvision's nor the seed's MobileNetV2 nor MobileNetV1; pass --arch ${ARCHS.join('|')}`);
     const cls = file.tensors.get(CLASSIFIER[arch]);
     const numClasses = hint.numClasses ?? cls?.shape[0];
     const base = { numClasses, resolution: hint.resolution, bnEps: hint.bnEps };
@@ -69,15 +71,20 @@ export function loadWeights(path: string, hint: ArchHint = {}): LoadedWeights {
 
 /** The standard width multiplier whose parameter shapes all match the file (PyTorch files carry no config). */
 function detectAlpha(arch: Arch, base: Partial<ModelConfig>, tensors: ReadonlyMap<string, { shape: number[] }>): number | undefined {
-  const fits = STANDARD_ALPHAS.filter((alpha) =>
+  const fits = (arch.startsWith('mobilenetv1') ? V1_ALPHAS : STANDARD_ALPHAS).filter((alpha) =>
     buildGraph(makeConfig(arch, { ...base, alpha })).params.every((p) => tensors.get(p.name)?.shape.join() === p.shape.join()),
   );
   return fits.length === 1 ? fits[0] : undefined;
 }
 
 const STANDARD_ALPHAS = [0.35, 0.5, 0.75, 1, 1.3, 1.4];
+/** The widths of the MobileNetV1 paper (and of Keras's published weights). */
+const V1_ALPHAS = [0.25, 0.5, 0.75, 1];
 
 function guessArch(tensors: ReadonlyMap<string, unknown>): Arch | undefined {
+  // MobileNetV1's pair 1 starts with its depthwise conv; torchvision's V2 block 1 is `features.1.conv...`.
+  // Its CIFAR variant has the same tensors (only strides differ), so it needs --arch mobilenetv1-cifar.
+  if (tensors.has('features.1.0.0.weight')) return 'mobilenetv1';
   if (tensors.has('features.0.0.weight')) return 'imagenet';
   if (tensors.has('conv1.weight') && tensors.has('layers.0.conv1.weight')) return 'seed-cifar';
   return undefined;

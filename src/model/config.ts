@@ -9,7 +9,8 @@ export type StageSetting = readonly [t: number, c: number, n: number, s: number]
 /** Metadata key holding the config as JSON, in safetensors and ONNX files alike. */
 export const CONFIG_KEY = 'mnv2.config';
 
-export type Arch = 'imagenet' | 'seed-cifar';
+/** MobileNetV2: torchvision's `imagenet`, the seed's `seed-cifar`; MobileNetV1: `mobilenetv1` and its 32x32 variant. */
+export type Arch = 'imagenet' | 'seed-cifar' | 'mobilenetv1' | 'mobilenetv1-cifar';
 export type ActivationKind = 'relu' | 'relu6';
 /** 'symmetric': PyTorch padding (k-1)/2. 'keras': TF 'same' padding, asymmetric for stride 2. */
 export type PaddingMode = 'symmetric' | 'keras';
@@ -65,11 +66,23 @@ const DEFAULTS: Record<Arch, ModelConfig> = {
     arch: 'seed-cifar', alpha: 1, resolution: 32, inChannels: 3, numClasses: 10,
     activation: 'relu', linearBottleneck: true, residual: true, bnEps: 1e-5, dropout: 0, padding: 'symmetric',
   },
+  // linearBottleneck and residual are MobileNetV2's switches: V1 has neither bottleneck nor shortcut.
+  mobilenetv1: {
+    arch: 'mobilenetv1', alpha: 1, resolution: 224, inChannels: 3, numClasses: 1000,
+    activation: 'relu6', linearBottleneck: true, residual: false, bnEps: 1e-5, dropout: 0, padding: 'symmetric',
+  },
+  'mobilenetv1-cifar': {
+    arch: 'mobilenetv1-cifar', alpha: 1, resolution: 32, inChannels: 3, numClasses: 10,
+    activation: 'relu6', linearBottleneck: true, residual: false, bnEps: 1e-5, dropout: 0, padding: 'symmetric',
+  },
 };
+
+/** Every architecture name, for CLI choices and error messages. */
+export const ARCHS = Object.keys(DEFAULTS) as Arch[];
 
 /** A full config from an arch name and overrides; validates every field. */
 export function makeConfig(arch: Arch, overrides: Partial<ModelConfig> = {}): ModelConfig {
-  if (!(arch in DEFAULTS)) throw new Error(`unknown arch '${arch}' (expected imagenet or seed-cifar)`);
+  if (!ARCHS.includes(arch)) throw new Error(`unknown arch '${arch}' (expected ${ARCHS.join(', ')})`);
   const cfg: ModelConfig = { ...DEFAULTS[arch], ...stripUndefined(overrides), arch };
   validateConfig(cfg);
   return cfg;
@@ -87,6 +100,10 @@ export function validateConfig(cfg: ModelConfig): void {
   if (!Number.isInteger(cfg.resolution) || cfg.resolution <= 0) bad(`resolution must be a positive integer, got ${cfg.resolution}`);
   if (cfg.arch === 'imagenet' && cfg.resolution % 32 !== 0) bad(`imagenet resolution must be a multiple of 32, got ${cfg.resolution}`);
   if (cfg.arch === 'seed-cifar' && cfg.resolution !== 32) bad(`seed-cifar resolution must be 32 (avg-pool 4 on the 4x4 map), got ${cfg.resolution}`);
+  if (cfg.arch === 'mobilenetv1' && cfg.resolution % 32 !== 0) bad(`mobilenetv1 resolution must be a multiple of 32, got ${cfg.resolution}`);
+  if (cfg.arch === 'mobilenetv1-cifar' && cfg.resolution % 8 !== 0) bad(`mobilenetv1-cifar resolution must be a multiple of 8, got ${cfg.resolution}`);
+  // V1 widths are int(c * α): the 32-channel stem must keep at least one channel.
+  if (cfg.arch.startsWith('mobilenetv1') && Math.trunc(32 * cfg.alpha) < 1) bad(`mobilenetv1 alpha must be at least 1/32, got ${cfg.alpha}`);
   if (!Number.isInteger(cfg.inChannels) || cfg.inChannels <= 0) bad(`inChannels must be a positive integer, got ${cfg.inChannels}`);
   if (!Number.isInteger(cfg.numClasses) || cfg.numClasses <= 0) bad(`numClasses must be a positive integer, got ${cfg.numClasses}`);
   if (cfg.activation !== 'relu' && cfg.activation !== 'relu6') bad(`activation must be relu or relu6, got ${cfg.activation}`);
@@ -106,9 +123,9 @@ export function configFromJSON(json: string, source: string): ModelConfig {
   }
   if (typeof raw !== 'object' || raw === null) throw new Error(`${source}: model config metadata is not an object`);
   const r = raw as Partial<ModelConfig>;
-  if (r.arch !== 'imagenet' && r.arch !== 'seed-cifar') throw new Error(`${source}: model config has unknown arch '${String(r.arch)}'`);
+  if (!ARCHS.includes(r.arch as Arch)) throw new Error(`${source}: model config has unknown arch '${String(r.arch)}'`);
   try {
-    return makeConfig(r.arch, r);
+    return makeConfig(r.arch as Arch, r);
   } catch (e) {
     throw new Error(`${source}: ${(e as Error).message}`);
   }

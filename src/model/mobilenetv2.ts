@@ -6,6 +6,7 @@
 import { GraphBuilder } from './builder.js';
 import { IMAGENET_SETTINGS, SEED_SETTINGS, makeConfig, type Arch, type ModelConfig } from './config.js';
 import type { Graph } from './graph.js';
+import { mobilenetV1Graph } from './mobilenetv1.js';
 
 /** torchvision's _make_divisible: round to the nearest multiple of `divisor`, never below 90% of v. */
 export function makeDivisible(v: number, divisor = 8, minValue = divisor): number {
@@ -21,7 +22,15 @@ function pyRound(x: number): number {
 }
 
 export function buildGraph(config: ModelConfig): Graph {
-  return config.arch === 'imagenet' ? imagenet(config) : seedCifar(config);
+  switch (config.arch) {
+    case 'imagenet':
+      return imagenet(config);
+    case 'seed-cifar':
+      return seedCifar(config);
+    case 'mobilenetv1':
+    case 'mobilenetv1-cifar':
+      return mobilenetV1Graph(config);
+  }
 }
 
 /** Convenience: a graph from an arch name and overrides. */

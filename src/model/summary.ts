@@ -57,6 +57,7 @@ export function formatSummary(s: Summary): string {
   const line = (r: string[]): string => r.map((v, i) => (numeric.has(i) ? v.padStart(widths[i]!) : v.padEnd(widths[i]!))).join('  ').trimEnd();
   const rule = widths.map((w) => '-'.repeat(w)).join('  ');
   const c = s.config;
-  const title = `MobileNetV2 ${c.arch}, alpha ${c.alpha}, ${c.resolution}x${c.resolution}x${c.inChannels}, ${c.numClasses} classes, ${c.activation}`;
+  const family = c.arch.startsWith('mobilenetv1') ? 'MobileNetV1' : 'MobileNetV2';
+  const title = `${family} ${c.arch}, alpha ${c.alpha}, ${c.resolution}x${c.resolution}x${c.inChannels}, ${c.numClasses} classes, ${c.activation}`;
   return [title, '', line(head), rule, ...body.map(line), rule, line(total)].join('\n');
 }
