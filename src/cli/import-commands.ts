@@ -1,10 +1,11 @@
-/** `mnv2 import keras | tfjs`: Keras / TF.js MobileNetV2 weights -> a model file that infer, predict, eval and export take as is. */
+/** `mnv2 import keras | tfjs`: Keras / TF.js MobileNetV2 or MobileNet weights -> a model file that infer, predict, eval and export take as is. */
 import path from 'node:path';
 import type { Command } from 'commander';
 import { importKerasH5 } from '../io/keras.js';
 import { importTfjs } from '../io/tfjs.js';
 import type { ImportedModel, KerasImportOptions } from '../io/keras-names.js';
 import { saveWeights } from '../io/weights.js';
+import { familyName } from '../model/config.js';
 import { PREPROCESS_KEY } from '../train/checkpoint.js';
 import { num } from './args.js';
 
@@ -44,15 +45,15 @@ function save(m: ImportedModel, source: string, o: ImportOpts): void {
   saveWeights(o.out, m.graph, m.weights, new Map(), { [PREPROCESS_KEY]: 'keras', [SOURCE_KEY]: path.basename(source) });
   const c = m.graph.config;
   const head = m.head === 'imported' ? `head ${m.headLayer}` : `fresh head (seed ${o.seed}): fine-tune it before use`;
-  console.error(`wrote ${o.out}: MobileNetV2 α ${c.alpha} @ ${c.resolution}, ${c.numClasses} classes (${head}), Keras padding, BN eps ${c.bnEps}, preset keras`);
+  console.error(`wrote ${o.out}: ${familyName(c.arch)} α ${c.alpha} @ ${c.resolution}, ${c.numClasses} classes (${head}), Keras padding, BN eps ${c.bnEps}, preset keras`);
 }
 
 export function registerImportCommands(program: Command): void {
-  const imp = program.command('import').description('import Keras (.h5) or TF.js (model.json) MobileNetV2 weights');
-  importOptions(imp.command('keras').description('a Keras MobileNetV2 weight file (mobilenet_v2_weights_tf_dim_ordering_tf_kernels_{alpha}_{rows}[_no_top].h5)'))
+  const imp = program.command('import').description('import Keras (.h5) or TF.js (model.json) MobileNetV2 or MobileNet (V1) weights');
+  importOptions(imp.command('keras').description('a Keras MobileNetV2 or MobileNet weight file (mobilenet_v2_weights_tf_dim_ordering_tf_kernels_{alpha}_{rows}[_no_top].h5, mobilenet_{1_0|7_5|5_0|2_5}_{rows}_tf[_no_top].h5)'))
     .argument('<file>', 'Keras .h5 weight file (save_weights or keras.applications)')
     .action(async (file: string, o: ImportOpts) => save(await importKerasH5(file, options(o)), file, o));
-  importOptions(imp.command('tfjs').description('a TF.js layers model of a Keras MobileNetV2, any single-Dense head; uint8/uint16/float16-quantized weights too'))
+  importOptions(imp.command('tfjs').description('a TF.js layers model of a Keras MobileNetV2 or MobileNet, any single-Dense head; uint8/uint16/float16-quantized weights too'))
     .argument('<model.json>', 'model.json with its weight shards beside it')
     .action((file: string, o: ImportOpts) => save(importTfjs(file, options(o)), file, o));
 }

@@ -4,7 +4,7 @@
  * dict (converted with tools/pth-to-safetensors.py) needs the arch (and alpha) from the caller.
  */
 import { readSafetensors, toFloat32, writeSafetensors, type WritableTensor } from './safetensors.js';
-import { ARCHS, CONFIG_KEY, configFromJSON, makeConfig, type Arch, type ModelConfig } from '../model/config.js';
+import { ARCHS, CONFIG_KEY, configFromJSON, familyName, makeConfig, type Arch, type ModelConfig } from '../model/config.js';
 import { buildGraph } from '../model/mobilenetv2.js';
 import type { Graph } from '../model/graph.js';
 import { checkStateDict, type StateDict } from '../model/weights.js';
@@ -71,7 +71,7 @@ export function loadWeights(path: string, hint: ArchHint = {}): LoadedWeights {
 
 /** The standard width multiplier whose parameter shapes all match the file (PyTorch files carry no config). */
 function detectAlpha(arch: Arch, base: Partial<ModelConfig>, tensors: ReadonlyMap<string, { shape: number[] }>): number | undefined {
-  const fits = (arch.startsWith('mobilenetv1') ? V1_ALPHAS : STANDARD_ALPHAS).filter((alpha) =>
+  const fits = (familyName(arch) === 'MobileNetV1' ? V1_ALPHAS : STANDARD_ALPHAS).filter((alpha) =>
     buildGraph(makeConfig(arch, { ...base, alpha })).params.every((p) => tensors.get(p.name)?.shape.join() === p.shape.join()),
   );
   return fits.length === 1 ? fits[0] : undefined;

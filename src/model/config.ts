@@ -77,6 +77,11 @@ const DEFAULTS: Record<Arch, ModelConfig> = {
   },
 };
 
+/** The paper an architecture implements, for titles and messages. */
+export function familyName(arch: Arch): 'MobileNetV1' | 'MobileNetV2' {
+  return arch === 'mobilenetv1' || arch === 'mobilenetv1-cifar' ? 'MobileNetV1' : 'MobileNetV2';
+}
+
 /** Every architecture name, for CLI choices and error messages. */
 export const ARCHS = Object.keys(DEFAULTS) as Arch[];
 
@@ -103,7 +108,7 @@ export function validateConfig(cfg: ModelConfig): void {
   if (cfg.arch === 'mobilenetv1' && cfg.resolution % 32 !== 0) bad(`mobilenetv1 resolution must be a multiple of 32, got ${cfg.resolution}`);
   if (cfg.arch === 'mobilenetv1-cifar' && cfg.resolution % 8 !== 0) bad(`mobilenetv1-cifar resolution must be a multiple of 8, got ${cfg.resolution}`);
   // V1 widths are int(c * α): the 32-channel stem must keep at least one channel.
-  if (cfg.arch.startsWith('mobilenetv1') && Math.trunc(32 * cfg.alpha) < 1) bad(`mobilenetv1 alpha must be at least 1/32, got ${cfg.alpha}`);
+  if (familyName(cfg.arch) === 'MobileNetV1' && Math.trunc(32 * cfg.alpha) < 1) bad(`mobilenetv1 alpha must be at least 1/32, got ${cfg.alpha}`);
   if (!Number.isInteger(cfg.inChannels) || cfg.inChannels <= 0) bad(`inChannels must be a positive integer, got ${cfg.inChannels}`);
   if (!Number.isInteger(cfg.numClasses) || cfg.numClasses <= 0) bad(`numClasses must be a positive integer, got ${cfg.numClasses}`);
   if (cfg.activation !== 'relu' && cfg.activation !== 'relu6') bad(`activation must be relu or relu6, got ${cfg.activation}`);

@@ -1,6 +1,6 @@
 /** Per-layer summary (Table-2 style): input, operator, t, c, n, s, output, params, MACs, and totals. */
 import { nodeMacs, nodeParamCount, totalMacs, totalParams, type Graph } from './graph.js';
-import type { ModelConfig } from './config.js';
+import { familyName, type ModelConfig } from './config.js';
 
 export interface SummaryRow {
   layer: string;
@@ -57,7 +57,6 @@ export function formatSummary(s: Summary): string {
   const line = (r: string[]): string => r.map((v, i) => (numeric.has(i) ? v.padStart(widths[i]!) : v.padEnd(widths[i]!))).join('  ').trimEnd();
   const rule = widths.map((w) => '-'.repeat(w)).join('  ');
   const c = s.config;
-  const family = c.arch.startsWith('mobilenetv1') ? 'MobileNetV1' : 'MobileNetV2';
-  const title = `${family} ${c.arch}, alpha ${c.alpha}, ${c.resolution}x${c.resolution}x${c.inChannels}, ${c.numClasses} classes, ${c.activation}`;
+  const title = `${familyName(c.arch)} ${c.arch}, alpha ${c.alpha}, ${c.resolution}x${c.resolution}x${c.inChannels}, ${c.numClasses} classes, ${c.activation}`;
   return [title, '', line(head), rule, ...body.map(line), rule, line(total)].join('\n');
 }

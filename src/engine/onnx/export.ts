@@ -4,7 +4,7 @@
  * output `logits` float32 [batch, classes]; the model config travels in the `mnv2.config` metadata.
  */
 import onnxProto from 'onnx-proto';
-import { configFromJSON, type ModelConfig } from '../../model/config.js';
+import { configFromJSON, familyName, type ModelConfig } from '../../model/config.js';
 import type { Graph } from '../../model/graph.js';
 import { checkStateDict, type StateDict } from '../../model/weights.js';
 import { foldBatchNorm, type FoldedGraph } from './fold.js';
@@ -180,7 +180,7 @@ export function foldedToOnnx(fg: FoldedGraph, config: ModelConfig, opts: ExportO
     opsetImport: [{ domain: '', version: opset }],
     producerName: opts.producer ?? 'mobilenetv2-ts',
     producerVersion: '0.1.0',
-    docString: `MobileNetV2 (${config.arch}, alpha ${config.alpha}, ${config.resolution}px, ${config.numClasses} classes), eval mode, BN folded${fp16 ? ', float16' : ''}`,
+    docString: `${familyName(config.arch)} (${config.arch}, alpha ${config.alpha}, ${config.resolution}px, ${config.numClasses} classes), eval mode, BN folded${fp16 ? ', float16' : ''}`,
     graph: {
       name: `mobilenetv2-${config.arch}`,
       node: nodes,
