@@ -12,16 +12,15 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { after, before, describe, it } from 'node:test';
-import { createClassifier, type EngineName } from '../src/engine/classifier.js';
 import { importKerasH5, parseKerasFileName } from '../src/io/keras.js';
-import type { ImportedModel } from '../src/io/keras-names.js';
 import { importTfjs } from '../src/io/tfjs.js';
 import { loadWeights } from '../src/io/weights.js';
 import { makeConfig } from '../src/model/config.js';
 import { buildGraph } from '../src/model/mobilenetv2.js';
 import { initWeights } from '../src/model/weights.js';
 import { Rng } from '../src/util/rng.js';
-import { maxAbs, maxAbsDiff } from './helpers/fixtures.js';
+import { assertEnginesMatch, classify } from './helpers/engines.js';
+import { maxAbsDiff } from './helpers/fixtures.js';
 import { layerData, writeKerasH5, type LayerData } from './helpers/keras-h5.js';
 import { kerasMobileNetV1, randomizeWeights, saveArtifacts, tf, tfjsPredict, toNhwc } from './helpers/keras-model.js';
 
@@ -32,15 +31,6 @@ const CLASSES = 5;
 const BATCH = 2;
 const TOL = 1e-4;
 const FILE = 'mobilenet_2_5_128_tf.h5';
-
-async function logits(m: Pick<ImportedModel, 'graph' | 'weights'>, engine: EngineName, input: Float32Array): Promise<Float32Array> {
-  const clf = await createClassifier(m.graph, m.weights, engine, 1);
-  try {
-    return await clf.run(input, BATCH);
-  } finally {
-    await clf.release();
-  }
-}
 
 describe('import keras / tfjs: MobileNet (V1)', () => {
   let dir: string;
@@ -80,15 +70,9 @@ describe('import keras / tfjs: MobileNet (V1)', () => {
     const c = m.graph.config;
     assert.deepEqual([c.arch, c.alpha, c.resolution, c.numClasses, c.padding, c.bnEps, c.activation], ['mobilenetv1', 0.25, 128, 5, 'keras', 1e-3, 'relu6']);
     assert.equal(m.metadata['mnv2.preprocess'], 'keras');
-    const scale = maxAbs(reference);
-    assert.ok(scale > 0.1, `reference logits are not trivial (max ${scale})`);
-    for (const engine of ['native', 'ort'] as const) {
-      const d = maxAbsDiff(await logits(m, engine, input), reference);
-      t.diagnostic(`${engine}: max |diff| ${d.toExponential(2)}, max |logit| ${scale.toFixed(3)}`);
-      assert.ok(d <= TOL * scale, `${engine}: max |diff| ${d} > ${TOL} * ${scale}`);
-    }
+    const scale = await assertEnginesMatch(t, m, input, BATCH, reference, TOL);
     const sym = { graph: buildGraph(makeConfig('mobilenetv1', { ...c, padding: 'symmetric' })), weights: m.weights };
-    const d = maxAbsDiff(await logits(sym, 'native', input), reference);
+    const d = maxAbsDiff(await classify(sym, 'native', input, BATCH), reference);
     t.diagnostic(`symmetric padding instead: max |diff| ${d.toExponential(2)}`);
     assert.ok(d > 100 * TOL * scale, `symmetric padding differs by only ${d}`);
   });
@@ -127,7 +111,7 @@ describe('import keras / tfjs: MobileNet (V1)', () => {
     await assert.rejects(importKerasH5(shaped), /Keras MobileNet α 0\.25 \(the closest Keras width; pass --alpha for another\) with 5 classes:\n  conv_pw_3 kernel: expected \[1, 1, 32, 32\], got \[1, 1, 32, 16\]$/);
   });
 
-  it('TF.js model.json: α and size from the topology, conv_preds head; logits match tfjs; symmetric stride-2 padding rejected', async (t) => {
+  it('TF.js model.json: α and size from the topology, conv_preds head; native and ORT match tfjs; symmetric stride-2 padding rejected', async (t) => {
     const write = async (name: string, symmetricPad: boolean): Promise<{ file: string; ref: Float32Array }> => {
       const model = kerasMobileNetV1({ alpha: ALPHA, rows: ROWS, classes: CLASSES, symmetricPad });
       randomizeWeights(model, 5);
@@ -144,9 +128,7 @@ describe('import keras / tfjs: MobileNet (V1)', () => {
     const m = importTfjs(file);
     const c = m.graph.config;
     assert.deepEqual([c.arch, c.alpha, c.resolution, c.numClasses, c.padding, m.headLayer], ['mobilenetv1', 0.25, 128, 5, 'keras', 'conv_preds']);
-    const d = maxAbsDiff(await logits(m, 'native', input), ref);
-    t.diagnostic(`native: max |diff| ${d.toExponential(2)}, max |logit| ${maxAbs(ref).toFixed(3)}`);
-    assert.ok(d <= TOL * maxAbs(ref), `max |diff| ${d}`);
+    await assertEnginesMatch(t, m, input, BATCH, ref, TOL);
     const bad = await write('sym-', true);
     assert.throws(() => importTfjs(bad.file), /stride-2 layer conv_dw_2 uses padding 'valid' after conv_pad_2 \[\[1,1\],\[1,1\]\]/);
   });

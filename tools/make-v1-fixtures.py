@@ -30,6 +30,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from fixture_common import BN_PERTURB_DOC, perturb_bn, rel_l2  # noqa: E402
 from mobilenet_v1 import MobileNetV1, count  # noqa: E402
 from safetensors_io import read_safetensors, write_safetensors  # noqa: E402
 
@@ -47,21 +48,6 @@ COUNT_CASES = [
     ("cifar", 0.25, 32, 10),
 ]
 PAPER = (4_231_976, 568_740_352)
-
-BN_PERTURB_DOC = ("every BatchNorm2d in module order: weight.uniform_(0.5,1.5), bias.normal_(0,0.1), "
-                  "running_mean.normal_(0,0.1), running_var.uniform_(0.5,1.5), num_batches_tracked=0")
-
-
-@torch.no_grad()
-def perturb_bn(model: nn.Module) -> None:
-    for m in model.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            m.weight.uniform_(0.5, 1.5)
-            m.bias.normal_(0.0, 0.1)
-            m.running_mean.normal_(0.0, 0.1)
-            m.running_var.uniform_(0.5, 1.5)
-            m.num_batches_tracked.zero_()
-
 
 KINK_MARGIN = 1e-4
 
@@ -103,10 +89,6 @@ def relu6_inputs(model: nn.Module, x: torch.Tensor) -> list[torch.Tensor]:
     for h in hooks:
         h.remove()
     return seen
-
-
-def rel_l2(a: torch.Tensor, b: torch.Tensor) -> float:
-    return (a.double() - b.double()).norm().item() / b.double().norm().item()
 
 
 def meta(**kw) -> dict:

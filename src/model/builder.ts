@@ -96,6 +96,16 @@ export class GraphBuilder {
     return this.add({ op: 'linear', name, output: name, input, inF, outF, shape: [outF] });
   }
 
+  /** torchvision's classifier: global average pool, dropout `classifier.0` (if the config has one), linear `classifier.1`. */
+  torchvisionHead(input: string): string {
+    const { numClasses, dropout } = this.g.config;
+    this.beginRow('pool', 'avgpool', input, { n: 1 });
+    let x = this.avgpool('pool', input);
+    this.beginRow('classifier', 'dropout + linear', x, { c: numClasses });
+    if (dropout > 0) x = this.dropout('classifier.0', x, dropout);
+    return this.linear('classifier.1', x, numClasses);
+  }
+
   /** conv -> BN -> activation (torchvision's Conv2dNormActivation); the activation node is named `${bnName}.act`. */
   convBnAct(convName: string, bnName: string, input: string, outC: number, k: number, stride: number, groups = 1, act = true): string {
     const y = this.bn(bnName, this.conv(convName, input, outC, k, stride, groups));

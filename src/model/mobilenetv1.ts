@@ -53,10 +53,6 @@ export function mobilenetV1Graph(cfg: ModelConfig): Graph {
     inC = outC;
   });
 
-  b.beginRow('pool', 'avgpool', x, { n: 1 });
-  x = b.avgpool('pool', x);
-  b.beginRow('classifier', 'dropout + linear', x, { c: cfg.numClasses });
-  if (cfg.dropout > 0) x = b.dropout('classifier.0', x, cfg.dropout);
-  b.linear('classifier.1', x, cfg.numClasses);
+  b.torchvisionHead(x);
   return b.g;
 }

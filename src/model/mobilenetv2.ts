@@ -73,11 +73,7 @@ function imagenet(cfg: ModelConfig): Graph {
 
   b.beginRow(`features.${idx}`, 'conv2d 1x1', x, { c: lastC, n: 1, s: 1 });
   x = b.convBnAct(`features.${idx}.0`, `features.${idx}.1`, x, lastC, 1, 1);
-  b.beginRow('pool', 'avgpool', x, { n: 1 });
-  x = b.avgpool('pool', x);
-  b.beginRow('classifier', 'dropout + linear', x, { c: cfg.numClasses });
-  if (cfg.dropout > 0) x = b.dropout('classifier.0', x, cfg.dropout);
-  b.linear('classifier.1', x, cfg.numClasses);
+  b.torchvisionHead(x);
   return b.g;
 }
 
