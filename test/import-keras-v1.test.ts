@@ -14,9 +14,8 @@ import { fileURLToPath } from 'node:url';
 import { after, before, describe, it } from 'node:test';
 import { importKerasH5, parseKerasFileName } from '../src/io/keras.js';
 import { importTfjs } from '../src/io/tfjs.js';
-import { loadWeights } from '../src/io/weights.js';
-import { makeConfig } from '../src/model/config.js';
-import { buildGraph } from '../src/model/mobilenetv2.js';
+import { loadModelFile } from '../src/io/weights.js';
+import { mobilenetV1, type MobileNetV1Config } from '../src/model/mobilenetv1.js';
 import { initWeights } from '../src/model/weights.js';
 import { Rng } from '../src/util/rng.js';
 import { assertEnginesMatch, classify } from './helpers/engines.js';
@@ -66,12 +65,12 @@ describe('import keras / tfjs: MobileNet (V1)', () => {
     const r = spawnSync(process.execPath, [CLI, 'import', 'keras', h5, '--out', out], { encoding: 'utf8' });
     assert.equal(r.status, 0, r.stderr);
     assert.match(r.stderr, /MobileNetV1 α 0\.25 @ 128, 5 classes \(head conv_preds\)/);
-    const m = loadWeights(out);
-    const c = m.graph.config;
-    assert.deepEqual([c.arch, c.alpha, c.resolution, c.numClasses, c.padding, c.bnEps, c.activation], ['mobilenetv1', 0.25, 128, 5, 'keras', 1e-3, 'relu6']);
+    const m = loadModelFile(out);
+    const c = m.graph.config as MobileNetV1Config;
+    assert.deepEqual([c.variant, c.alpha, c.resolution, c.numClasses, c.padding, c.bnEps, c.activation], ['mobilenetv1', 0.25, 128, 5, 'keras', 1e-3, 'relu6']);
     assert.equal(m.metadata['mnv2.preprocess'], 'keras');
     const scale = await assertEnginesMatch(t, m, input, BATCH, reference, TOL);
-    const sym = { graph: buildGraph(makeConfig('mobilenetv1', { ...c, padding: 'symmetric' })), weights: m.weights };
+    const sym = { graph: mobilenetV1('mobilenetv1', { ...c, padding: 'symmetric' }), weights: m.weights };
     const d = maxAbsDiff(await classify(sym, 'native', input, BATCH), reference);
     t.diagnostic(`symmetric padding instead: max |diff| ${d.toExponential(2)}`);
     assert.ok(d > 100 * TOL * scale, `symmetric padding differs by only ${d}`);
@@ -81,7 +80,7 @@ describe('import keras / tfjs: MobileNet (V1)', () => {
     const plain = path.join(dir, 'weights.h5');
     copyFileSync(h5, plain);
     const m = await importKerasH5(plain, { resolution: ROWS });
-    assert.deepEqual([m.graph.config.arch, m.graph.config.alpha, m.headLayer], ['mobilenetv1', 0.25, 'conv_preds']);
+    assert.deepEqual([m.graph.config.family, m.graph.config.alpha, m.headLayer], ['mobilenetv1', 0.25, 'conv_preds']);
   });
 
   it('no top: requires --classes, keeps the backbone, seeds a fresh head', async () => {
@@ -127,7 +126,7 @@ describe('import keras / tfjs: MobileNet (V1)', () => {
     const { file, ref } = await write('tfjs-', false);
     const m = importTfjs(file);
     const c = m.graph.config;
-    assert.deepEqual([c.arch, c.alpha, c.resolution, c.numClasses, c.padding, m.headLayer], ['mobilenetv1', 0.25, 128, 5, 'keras', 'conv_preds']);
+    assert.deepEqual([c.family, c.alpha, c.resolution, c.numClasses, c.padding, m.headLayer], ['mobilenetv1', 0.25, 128, 5, 'keras', 'conv_preds']);
     await assertEnginesMatch(t, m, input, BATCH, ref, TOL);
     const bad = await write('sym-', true);
     assert.throws(() => importTfjs(bad.file), /stride-2 layer conv_dw_2 uses padding 'valid' after conv_pad_2 \[\[1,1\],\[1,1\]\]/);

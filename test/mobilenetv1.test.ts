@@ -7,11 +7,10 @@ import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
-import { makeConfig, type Arch } from '../src/model/config.js';
 import { totalMacs, totalParams, type Graph } from '../src/model/graph.js';
-import { buildGraph } from '../src/model/mobilenetv2.js';
+import { makeV1Config, mobilenetV1, mobilenetV1Family, type MobileNetV1Config, type V1Variant } from '../src/model/mobilenetv1.js';
 import { readSafetensors } from '../src/io/safetensors.js';
-import { loadWeights } from '../src/io/weights.js';
+import { loadModelFile } from '../src/io/weights.js';
 import { NativeModel } from '../src/engine/native/model.js';
 import { OrtModel } from '../src/engine/onnx/session.js';
 import { exportOnnx } from '../src/engine/onnx/export.js';
@@ -21,15 +20,15 @@ import { fixturePath, get, loadFixture, maxAbs, maxAbsDiff, relL2 } from './help
 const CLI = fileURLToPath(new URL('../src/cli/main.js', import.meta.url));
 const WEIGHTS = fixturePath('v1-0.25.weights.safetensors');
 const io = loadFixture('v1-0.25.io.safetensors');
-const VARIANTS: { tag: 'imagenet' | 'cifar'; arch: Arch; resolution: number }[] = [
+const VARIANTS: { tag: 'imagenet' | 'cifar'; arch: V1Variant; resolution: number }[] = [
   { tag: 'imagenet', arch: 'mobilenetv1', resolution: 64 },
   { tag: 'cifar', arch: 'mobilenetv1-cifar', resolution: 32 },
 ];
-const fixtureModel = (arch: Arch, resolution: number): ReturnType<typeof loadWeights> => loadWeights(WEIGHTS, { arch, resolution });
+const fixtureModel = (arch: V1Variant, resolution: number): ReturnType<typeof loadModelFile> => loadModelFile(WEIGHTS, { arch, resolution });
 
 describe('MobileNetV1 graph (Table 1)', () => {
   it('α 1.0 @ 224, 1000 classes: 4,231,976 parameters and 568,740,352 multiply-adds (the paper: 4.2M, 569M)', () => {
-    const g = buildGraph(makeConfig('mobilenetv1'));
+    const g = mobilenetV1('mobilenetv1');
     assert.equal(totalParams(g), 4_231_976);
     assert.equal(totalMacs(g), 568_740_352);
   });
@@ -38,14 +37,14 @@ describe('MobileNetV1 graph (Table 1)', () => {
     const counts = JSON.parse(io.metadata.counts!) as { variant: string; alpha: number; resolution: number; classes: number; params: number; macs: number }[];
     assert.equal(counts.length, 7);
     for (const c of counts) {
-      const g = buildGraph(makeConfig(c.variant === 'cifar' ? 'mobilenetv1-cifar' : 'mobilenetv1', { alpha: c.alpha, resolution: c.resolution, numClasses: c.classes }));
+      const g = mobilenetV1(c.variant === 'cifar' ? 'mobilenetv1-cifar' : 'mobilenetv1', { alpha: c.alpha, resolution: c.resolution, numClasses: c.classes });
       assert.deepEqual([totalParams(g), totalMacs(g)], [c.params, c.macs], `${c.variant} α ${c.alpha} @ ${c.resolution}`);
     }
   });
 
   it('28 layers: a 3x3 conv, 13 depthwise + pointwise pairs each with BN + ReLU6, one linear; no shortcuts', () => {
     for (const arch of ['mobilenetv1', 'mobilenetv1-cifar'] as const) {
-      const g = buildGraph(makeConfig(arch));
+      const g = mobilenetV1(arch);
       const convs = g.nodes.filter((n) => n.op === 'conv');
       assert.equal(convs.length, 27);
       assert.equal(convs.filter((n) => n.op === 'conv' && n.groups === n.inC && n.k === 3).length, 13);
@@ -65,7 +64,7 @@ describe('MobileNetV1 graph (Table 1)', () => {
 
   it('state-dict names and shapes are exactly those of the PyTorch model', () => {
     const file = readSafetensors(WEIGHTS);
-    const g = buildGraph(makeConfig('mobilenetv1', { alpha: 0.25, numClasses: 10 }));
+    const g = mobilenetV1('mobilenetv1', { alpha: 0.25, numClasses: 10 });
     // Scalars (num_batches_tracked) compare as one element.
     const ours = new Map([...g.params, ...g.buffers].map((t) => [t.name, (t.shape.length ? t.shape : [1]).join()]));
     const theirs = new Map([...file.tensors].map(([k, t]) => [k, (t.shape.length ? t.shape : [1]).join()]));
@@ -80,16 +79,19 @@ describe('MobileNetV1 graph (Table 1)', () => {
   });
 
   it('bad configs are rejected', () => {
-    assert.throws(() => makeConfig('mobilenetv1', { resolution: 100 }), /mobilenetv1 resolution must be a multiple of 32, got 100/);
-    assert.throws(() => makeConfig('mobilenetv1-cifar', { resolution: 30 }), /mobilenetv1-cifar resolution must be a multiple of 8, got 30/);
-    assert.throws(() => makeConfig('mobilenetv1', { alpha: 0.01 }), /alpha must be at least 1\/32, got 0.01/);
+    assert.throws(() => makeV1Config('mobilenetv1', { resolution: 100 }), /mobilenetv1 resolution must be a multiple of 32, got 100/);
+    assert.throws(() => makeV1Config('mobilenetv1-cifar', { resolution: 30 }), /mobilenetv1-cifar resolution must be a multiple of 8, got 30/);
+    assert.throws(() => makeV1Config('mobilenetv1', { alpha: 0.01 }), /alpha must be at least 1\/32, got 0.01/);
   });
 });
 
 describe('MobileNetV1 weights without metadata', () => {
-  it('PyTorch keys are detected as mobilenetv1; α and classes come from the shapes', () => {
-    const { graph } = loadWeights(WEIGHTS);
-    assert.deepEqual([graph.config.arch, graph.config.alpha, graph.config.numClasses, graph.config.resolution], ['mobilenetv1', 0.25, 10, 224]);
+  it('PyTorch keys are detected as mobilenetv1; α and classes come from the shapes; the default preprocessing is torchvision\'s', () => {
+    const { graph } = loadModelFile(WEIGHTS);
+    const c = graph.config as MobileNetV1Config;
+    assert.deepEqual([c.family, c.variant, c.alpha, c.numClasses, c.resolution], ['mobilenetv1', 'mobilenetv1', 0.25, 10, 224]);
+    assert.equal(mobilenetV1Family.defaultPreprocess(c), 'torchvision');
+    assert.equal(mobilenetV1Family.defaultPreprocess(makeV1Config('mobilenetv1-cifar')), 'seed-cifar');
   });
 });
 

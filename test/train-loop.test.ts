@@ -16,7 +16,8 @@ import { train } from '../src/train/loop.js';
 import { resolvePreset, type TrainRecipe } from '../src/train/presets.js';
 import { loadCheckpoint } from '../src/train/checkpoint.js';
 import { readMetrics, plotRun } from '../src/train/plot.js';
-import { loadWeights } from '../src/io/weights.js';
+import { loadModelFile, loadWeights } from '../src/io/weights.js';
+import type { MobileNetV1Config } from '../src/model/mobilenetv1.js';
 import { NativeModel } from '../src/engine/native/model.js';
 import { evaluate } from '../src/train/metrics.js';
 import { loadFashionMnist } from '../src/data/idx.js';
@@ -98,8 +99,8 @@ test('the same recipe trains MobileNetV1\'s 32x32 variant: loss decreases, the m
   assert.equal(r.epochs, 2);
   const { rows } = readMetrics(dir);
   assert.ok(rows[1]!.train_loss < rows[0]!.train_loss, `train loss ${rows[0]!.train_loss} -> ${rows[1]!.train_loss}`);
-  const c = loadWeights(join(dir, 'model.safetensors')).graph.config;
-  assert.deepEqual([c.arch, c.alpha, c.resolution, c.numClasses], ['mobilenetv1-cifar', 0.25, 32, 10]);
+  const c = loadModelFile(join(dir, 'model.safetensors')).graph.config as MobileNetV1Config;
+  assert.deepEqual([c.family, c.variant, c.alpha, c.resolution, c.numClasses], ['mobilenetv1', 'mobilenetv1-cifar', 0.25, 32, 10]);
 });
 
 test('resume: stopped mid-epoch and at an epoch end, then resumed, ends bitwise equal to the straight run', async () => {

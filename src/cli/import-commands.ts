@@ -5,12 +5,9 @@ import { importKerasH5 } from '../io/keras.js';
 import { importTfjs } from '../io/tfjs.js';
 import type { ImportedModel, KerasImportOptions } from '../io/keras-names.js';
 import { saveWeights } from '../io/weights.js';
-import { familyName } from '../model/config.js';
-import { PREPROCESS_KEY } from '../train/checkpoint.js';
+import { encodeModelInfo } from '../io/metadata.js';
 import { num } from './args.js';
-
-/** Metadata key naming the file a model was imported from. */
-export const SOURCE_KEY = 'mnv2.source';
+import { MOBILENETV1 } from '../model/mobilenetv1.js';
 
 interface ImportOpts {
   out: string;
@@ -42,10 +39,11 @@ function options(o: ImportOpts): KerasImportOptions {
 }
 
 function save(m: ImportedModel, source: string, o: ImportOpts): void {
-  saveWeights(o.out, m.graph, m.weights, new Map(), { [PREPROCESS_KEY]: 'keras', [SOURCE_KEY]: path.basename(source) });
+  saveWeights(o.out, m.graph, m.weights, new Map(), encodeModelInfo({ config: m.graph.config, preprocess: 'keras', source: path.basename(source) }));
   const c = m.graph.config;
   const head = m.head === 'imported' ? `head ${m.headLayer}` : `fresh head (seed ${o.seed}): fine-tune it before use`;
-  console.error(`wrote ${o.out}: ${familyName(c.arch)} α ${c.alpha} @ ${c.resolution}, ${c.numClasses} classes (${head}), Keras padding, BN eps ${c.bnEps}, preset keras`);
+  const family = c.family === MOBILENETV1 ? 'MobileNetV1' : 'MobileNetV2';
+  console.error(`wrote ${o.out}: ${family} α ${c.alpha} @ ${c.resolution}, ${c.numClasses} classes (${head}), Keras padding, BN eps ${c.bnEps}, preset keras`);
 }
 
 export function registerImportCommands(program: Command): void {

@@ -4,24 +4,24 @@ import { writeFileAtomic } from '../util/atomic-write.js';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Command, Option } from 'commander';
-import { ARCHS, makeConfig, type Arch, type ModelConfig } from '../model/config.js';
-import { buildGraph } from '../model/mobilenetv2.js';
+import type { BaseConfig } from '../model/family.js';
+import { archConfig, archNames, buildModel } from '../model/registry.js';
 import { formatSummary, summarize } from '../model/summary.js';
 import { initWeights } from '../model/weights.js';
-import { loadWeights, type LoadedWeights } from '../io/weights.js';
+import { loadModelFile, type LoadedWeights } from '../io/weights.js';
 import { readSafetensors, toFloat32, writeSafetensors } from '../io/safetensors.js';
 import { createClassifier, topK, type EngineName } from '../engine/classifier.js';
 import { exportOnnx } from '../engine/onnx/export.js';
 import { loadImages, preset as makePreset, PRESET_NAMES, type Preset } from '../data/preprocess.js';
-import { labelsFor, type LabelSetName } from '../data/labels.js';
-import { LABELS_KEY, PREPROCESS_KEY } from '../train/checkpoint.js';
+import { labelsFor, LABEL_SET_NAMES, type LabelSetName } from '../data/labels.js';
+import { classNamesOf, descriptiveInfo, labelSetOf, preprocessOf, type ModelInfo } from '../io/metadata.js';
 import { num } from './args.js';
 
 /** The model trained by this project on Fashion-MNIST, used when --weights is not given. */
 export const DEFAULT_MODEL = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', '..', '..', 'models', 'fashion-mnist', 'model.safetensors');
 
 export interface ArchOpts {
-  arch?: Arch;
+  arch?: string;
   alpha?: string;
   resolution?: string;
   classes?: string;
@@ -30,14 +30,14 @@ export interface ArchOpts {
 
 export function archOptions(cmd: Command): Command {
   return cmd
-    .addOption(new Option('--arch <arch>', 'architecture').choices(ARCHS))
+    .addOption(new Option('--arch <arch>', 'architecture: a model family or one of its variants').choices(archNames()))
     .option('--alpha <alpha>', 'width multiplier')
     .option('--resolution <px>', 'input resolution (imagenet: a multiple of 32)')
     .option('--classes <n>', 'number of classes');
 }
 
-export function configFrom(o: ArchOpts, fallback: Arch = 'imagenet'): ModelConfig {
-  return makeConfig(o.arch ?? fallback, { alpha: num(o.alpha, '--alpha'), resolution: num(o.resolution, '--resolution'), numClasses: num(o.classes, '--classes') });
+export function configFrom(o: ArchOpts, fallback = 'imagenet'): BaseConfig {
+  return archConfig(o.arch ?? fallback, { alpha: num(o.alpha, '--alpha'), resolution: num(o.resolution, '--resolution'), numClasses: num(o.classes, '--classes') });
 }
 
 /** Weights from --weights (with --arch etc. for a PyTorch state dict), or the built-in default model. */
@@ -47,7 +47,7 @@ export function loadModel(o: ArchOpts & { weights?: string }, allowDefault: bool
   if (!existsSync(file)) {
     throw new Error(o.weights ? `${file}: no such file` : `no --weights given and the default model ${file} is missing (train one with npm start)`);
   }
-  return loadWeights(file, { arch: o.arch, alpha: num(o.alpha, '--alpha'), numClasses: num(o.classes, '--classes'), resolution: num(o.resolution, '--resolution') });
+  return loadModelFile(file, { arch: o.arch, alpha: num(o.alpha, '--alpha'), numClasses: num(o.classes, '--classes'), resolution: num(o.resolution, '--resolution') });
 }
 
 export function engineOption(cmd: Command, fallback: EngineName = 'native'): Command {
@@ -60,7 +60,7 @@ export function registerModelCommands(program: Command): void {
   archOptions(program.command('summary').description('per-layer table: input, operator, t, c, n, s, output, params, MACs'))
     .option('--json', 'print JSON')
     .action((o: ArchOpts & { json?: boolean }) => {
-      const s = summarize(buildGraph(configFrom(o)));
+      const s = summarize(buildModel(configFrom(o)));
       console.log(o.json ? JSON.stringify(s, null, 2) : formatSummary(s));
     });
 
@@ -93,10 +93,10 @@ export function registerModelCommands(program: Command): void {
     .requiredOption('--out <file>', 'output .onnx file')
     .action((o: ArchOpts & { weights?: string; seed: string; opset: string; fp16?: boolean; out: string }) => {
       const m = o.weights ? loadModel(o, false) : (() => {
-        const graph = buildGraph(configFrom(o));
-        return { graph, weights: initWeights(graph, num(o.seed, '--seed')) };
+        const graph = buildModel(configFrom(o));
+        return { graph, weights: initWeights(graph, num(o.seed, '--seed')), info: { config: graph.config } };
       })();
-      const bytes = exportOnnx(m.graph, m.weights, { opset: num(o.opset, '--opset'), fp16: o.fp16 });
+      const bytes = exportOnnx(m.graph, m.weights, { opset: num(o.opset, '--opset'), fp16: o.fp16, info: descriptiveInfo(m.info) });
       writeFileAtomic(o.out, bytes);
       console.error(`wrote ${o.out} (${(bytes.length / 1e6).toFixed(2)} MB, opset ${o.opset}${o.fp16 ? ', fp16' : ''})`);
     });
@@ -108,7 +108,7 @@ export function registerModelCommands(program: Command): void {
     .action(async (images: string[], o: ArchOpts & ImageOpts & { weights?: string; json?: boolean; engine: EngineName; threads?: string }) => {
       const m = loadModel(o, true);
       const cfg = m.graph.config;
-      const { preset: p, labels } = inputSpec(cfg, m.metadata, o);
+      const { preset: p, labels } = inputSpec(m.info, o);
       const input = await loadImages(images, p, { invert: o.invert });
       const clf = await createClassifier(m.graph, m.weights, o.engine, num(o.threads, '--threads'));
       const logits = await clf.run(input, images.length);
@@ -140,26 +140,24 @@ export interface ImageOpts {
 export function imageOptions(cmd: Command): Command {
   return cmd
     .addOption(new Option('--preset <name>', 'preprocessing preset').choices([...PRESET_NAMES]))
-    .addOption(new Option('--labels <name>', 'label list').choices(['imagenet', 'cifar10', 'fashion-mnist']))
+    .addOption(new Option('--labels <name>', 'label list').choices([...LABEL_SET_NAMES]))
     .option('--invert', 'invert pixel values (photos of garments on white, for fashion-mnist)')
     .option('--top <k>', 'how many classes to report', '5');
 }
 
-/** The preprocessing and class names of a model: the flags, else the model file's metadata, else the arch's defaults. */
+/**
+ * The preprocessing and class names of a model: the flags, else the model file's metadata (class names, label
+ * set, preset), else its family's defaults.
+ */
 export function inputSpec(
-  cfg: ModelConfig, metadata: Record<string, string>, o: Pick<ImageOpts, 'preset' | 'labels'>,
+  info: Pick<ModelInfo, 'config' | 'preprocess' | 'labels' | 'classes'>, o: Pick<ImageOpts, 'preset' | 'labels'>,
 ): { preset: Preset; labels?: readonly string[]; labelSet?: LabelSetName } {
-  const presetName = o.preset ?? metadata[PREPROCESS_KEY] ?? (cfg.arch === 'imagenet' ? 'torchvision' : 'seed-cifar');
-  const labelName = (o.labels ?? metadata[LABELS_KEY] ?? defaultLabels(cfg)) as LabelSetName | undefined;
-  const labels = labelName ? labelsFor(labelName) : undefined;
+  const cfg = info.config;
+  const presetName = o.preset ?? preprocessOf(info);
+  const labelName = (o.labels ?? labelSetOf(info)) as LabelSetName | undefined;
+  const labels = o.labels ? labelsFor(o.labels) : classNamesOf(info);
   if (labels && labels.length !== cfg.numClasses) throw new Error(`label list ${labelName} has ${labels.length} names, the model has ${cfg.numClasses} classes`);
   const p = makePreset(presetName, cfg.resolution);
   if (p.channels !== cfg.inChannels) throw new Error(`preset ${presetName} makes ${p.channels}-channel inputs, the model takes ${cfg.inChannels}`);
   return { preset: p, labels, labelSet: labelName };
-}
-
-function defaultLabels(cfg: ModelConfig): LabelSetName | undefined {
-  if (cfg.arch === 'imagenet' && cfg.numClasses === 1000) return 'imagenet';
-  if (cfg.arch === 'seed-cifar' && cfg.numClasses === 10) return 'cifar10';
-  return undefined;
 }

@@ -3,9 +3,9 @@
  * names, TF -> PyTorch weight layouts, and the config Keras implies (TF 'same'/correct_pad padding, BN eps 1e-3,
  * ReLU6, no dropout). Shared by the .h5 and TF.js importers, which differ only in how they read tensors.
  */
-import { makeConfig, type Arch } from '../model/config.js';
+import { makeConfig, type ModelConfig } from '../model/config.js';
 import type { Graph } from '../model/graph.js';
-import { TABLE1_PAIRS } from '../model/mobilenetv1.js';
+import { TABLE1_PAIRS, makeV1Config, mobilenetV1Graph, type MobileNetV1Config } from '../model/mobilenetv1.js';
 import { buildGraph } from '../model/mobilenetv2.js';
 import { checkStateDict, initWeights, type StateDict } from '../model/weights.js';
 
@@ -30,8 +30,13 @@ export interface KerasImportOptions {
   dropout?: number;
 }
 
+/** The configs a Keras import builds: MobileNetV2's `imagenet` or MobileNetV1's `mobilenetv1`. */
+export type KerasModelConfig = ModelConfig | MobileNetV1Config;
+/** What Keras's files imply for the config, the same fields in both families. */
+type KerasOverrides = Pick<KerasModelConfig, 'alpha' | 'resolution' | 'numClasses' | 'padding' | 'bnEps' | 'dropout'>;
+
 export interface ImportedModel {
-  graph: Graph;
+  graph: Graph<KerasModelConfig>;
   weights: StateDict;
   /** 'imported': the file's classifier; 'initialized': the file had no top, the head is freshly initialized. */
   head: 'imported' | 'initialized';
@@ -86,7 +91,8 @@ const KIND_WEIGHTS: Record<Kind, readonly WeightSpec[]> = {
 export interface KerasFamily {
   /** The keras.applications name, for messages. */
   name: 'MobileNetV2' | 'MobileNet';
-  arch: Arch;
+  /** Our model with Keras's hyperparameters. */
+  build(o: KerasOverrides): Graph<KerasModelConfig>;
   /** The widths Keras publishes weights for. */
   alphas: readonly number[];
   /** The conv/BN layers of the backbone, in model order, with our state-dict prefixes. */
@@ -99,7 +105,7 @@ export interface KerasFamily {
 
 export const KERAS_FAMILIES: readonly KerasFamily[] = [
   {
-    name: 'MobileNetV2', arch: 'imagenet', alphas: [0.35, 0.5, 0.75, 1, 1.3, 1.4], backbone: mobilenetV2Layers(),
+    name: 'MobileNetV2', build: (o) => buildGraph(makeConfig('imagenet', o)), alphas: [0.35, 0.5, 0.75, 1, 1.3, 1.4], backbone: mobilenetV2Layers(),
     example: 'Conv1, expanded_conv_depthwise, block_1_expand, ..., Conv_1',
     padLayer: (conv) => {
       if (conv === 'Conv1') return 'Conv1_pad';
@@ -108,7 +114,7 @@ export const KERAS_FAMILIES: readonly KerasFamily[] = [
     },
   },
   {
-    name: 'MobileNet', arch: 'mobilenetv1', alphas: [0.25, 0.5, 0.75, 1], backbone: mobilenetV1Layers(),
+    name: 'MobileNet', build: (o) => mobilenetV1Graph(makeV1Config('mobilenetv1', o)), alphas: [0.25, 0.5, 0.75, 1], backbone: mobilenetV1Layers(),
     example: 'conv1, conv_dw_1, conv_pw_1, ..., conv_pw_13',
     padLayer: (conv) => {
       if (conv === 'conv1') return 'conv1_pad';
@@ -282,10 +288,10 @@ export function kerasToModel(layers: KerasWeights, source: string, opts: KerasIm
     numClasses = opts.numClasses;
   }
 
-  const configFor = (alpha: number) =>
-    makeConfig(family.arch, { alpha, resolution: opts.resolution ?? 224, numClasses, padding: 'keras', bnEps: 1e-3, dropout: opts.dropout ?? 0 });
-  const alpha = opts.alpha ?? inferAlpha(layers, family, (a) => buildGraph(configFor(a)));
-  const graph = buildGraph(configFor(alpha));
+  const graphFor = (alpha: number) =>
+    family.build({ alpha, resolution: opts.resolution ?? 224, numClasses, padding: 'keras', bnEps: 1e-3, dropout: opts.dropout ?? 0 });
+  const alpha = opts.alpha ?? inferAlpha(layers, family, graphFor);
+  const graph = graphFor(alpha);
 
   const shapes = new Map([...graph.params, ...graph.buffers].map((t) => [t.name, t.shape]));
   const mappings: LayerMapping[] = headLayer && head ? [...backbone, { keras: headLayer, torch: 'classifier.1', kind: head }] : backbone;

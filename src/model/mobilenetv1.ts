@@ -8,9 +8,22 @@
  *  - `mobilenetv1-cifar`: the same layers for 32x32 input, with the strides the seed's CIFAR MobileNetV2
  *    changes set to 1 (the stem and the first stride-2 pair), so 32x32 ends at 4x4 like the seed's.
  */
-import { GraphBuilder } from './builder.js';
-import type { ModelConfig } from './config.js';
+import { GraphBuilder, type LayerStyle } from './builder.js';
+import { definedOnly, fitAlpha, type BaseConfig, type ModelFamily } from './family.js';
 import type { Graph } from './graph.js';
+
+export const MOBILENETV1 = 'mobilenetv1';
+export const V1_VARIANTS = ['mobilenetv1', 'mobilenetv1-cifar'] as const;
+export type V1Variant = (typeof V1_VARIANTS)[number];
+
+export interface MobileNetV1Config extends BaseConfig, LayerStyle {
+  family: typeof MOBILENETV1;
+  variant: V1Variant;
+  /** Width multiplier α: every layer has int(c * α) channels. */
+  alpha: number;
+  /** Dropout before the classifier (the paper: none). */
+  dropout: number;
+}
 
 /** One Table-1 pair after the stem: depthwise stride s, pointwise output channels c. */
 export type PairSetting = readonly [s: number, c: number];
@@ -31,9 +44,9 @@ export const TABLE1_PAIRS: readonly PairSetting[] = [
   [1, 1024],
 ];
 
-export function mobilenetV1Graph(cfg: ModelConfig): Graph {
+export function mobilenetV1Graph(cfg: MobileNetV1Config): Graph<MobileNetV1Config> {
   const b = new GraphBuilder(cfg);
-  const cifar = cfg.arch === 'mobilenetv1-cifar';
+  const cifar = cfg.variant === 'mobilenetv1-cifar';
   // Width α: αM channels, truncated (the paper's αM, keras.applications.MobileNet's int(c * α)).
   const width = (c: number): number => Math.trunc(c * cfg.alpha);
   let inC = width(32);
@@ -53,6 +66,74 @@ export function mobilenetV1Graph(cfg: ModelConfig): Graph {
     inC = outC;
   });
 
-  b.torchvisionHead(x);
+  b.torchvisionHead(x, cfg.dropout);
   return b.g;
 }
+
+const DEFAULTS: Record<V1Variant, MobileNetV1Config> = {
+  mobilenetv1: {
+    family: MOBILENETV1, variant: 'mobilenetv1', alpha: 1, resolution: 224, inChannels: 3, numClasses: 1000,
+    activation: 'relu6', bnEps: 1e-5, dropout: 0, padding: 'symmetric',
+  },
+  'mobilenetv1-cifar': {
+    family: MOBILENETV1, variant: 'mobilenetv1-cifar', alpha: 1, resolution: 32, inChannels: 3, numClasses: 10,
+    activation: 'relu6', bnEps: 1e-5, dropout: 0, padding: 'symmetric',
+  },
+};
+
+/** A full MobileNetV1 config from a variant and overrides; validates every field. */
+export function makeV1Config(variant: V1Variant = 'mobilenetv1', overrides: Partial<MobileNetV1Config> = {}): MobileNetV1Config {
+  if (!V1_VARIANTS.includes(variant)) throw new Error(`unknown MobileNetV1 variant '${String(variant)}' (expected ${V1_VARIANTS.join(' or ')})`);
+  const cfg: MobileNetV1Config = { ...DEFAULTS[variant], ...definedOnly(overrides), family: MOBILENETV1, variant };
+  validate(cfg);
+  return cfg;
+}
+
+function validate(cfg: MobileNetV1Config): void {
+  const bad = (msg: string): never => {
+    throw new Error(`invalid model config: ${msg}`);
+  };
+  if (!(cfg.alpha > 0) || !Number.isFinite(cfg.alpha)) bad(`alpha must be a positive number, got ${cfg.alpha}`);
+  // Widths are int(c * α): the 32-channel stem must keep at least one channel.
+  if (Math.trunc(32 * cfg.alpha) < 1) bad(`mobilenetv1 alpha must be at least 1/32, got ${cfg.alpha}`);
+  if (!Number.isInteger(cfg.resolution) || cfg.resolution <= 0) bad(`resolution must be a positive integer, got ${cfg.resolution}`);
+  const stride = cfg.variant === 'mobilenetv1' ? 32 : 8;
+  if (cfg.resolution % stride !== 0) bad(`${cfg.variant} resolution must be a multiple of ${stride}, got ${cfg.resolution}`);
+  if (!Number.isInteger(cfg.inChannels) || cfg.inChannels <= 0) bad(`inChannels must be a positive integer, got ${cfg.inChannels}`);
+  if (!Number.isInteger(cfg.numClasses) || cfg.numClasses <= 0) bad(`numClasses must be a positive integer, got ${cfg.numClasses}`);
+  if (cfg.activation !== 'relu' && cfg.activation !== 'relu6') bad(`activation must be relu or relu6, got ${cfg.activation}`);
+  if (!(cfg.bnEps > 0)) bad(`bnEps must be positive, got ${cfg.bnEps}`);
+  if (!(cfg.dropout >= 0 && cfg.dropout < 1)) bad(`dropout must be in [0, 1), got ${cfg.dropout}`);
+  if (cfg.padding !== 'symmetric' && cfg.padding !== 'keras') bad(`padding must be symmetric or keras, got ${cfg.padding}`);
+}
+
+/** Convenience: a graph from a variant and overrides. */
+export function mobilenetV1(variant: V1Variant = 'mobilenetv1', overrides: Partial<MobileNetV1Config> = {}): Graph<MobileNetV1Config> {
+  return mobilenetV1Graph(makeV1Config(variant, overrides));
+}
+
+/** The paper's widths (and Keras's published ones), tried in turn on a file without metadata. */
+const V1_ALPHAS = [0.25, 0.5, 0.75, 1];
+
+export const mobilenetV1Family: ModelFamily<MobileNetV1Config> = {
+  name: MOBILENETV1,
+  variants: V1_VARIANTS,
+  makeConfig: (variant, overrides) => makeV1Config(variant as V1Variant | undefined, overrides),
+  parseConfig: (raw) => {
+    if (raw['family'] !== MOBILENETV1) throw new Error(`model config of family '${String(raw['family'])}' is not a ${MOBILENETV1} config`);
+    if (!V1_VARIANTS.includes(raw['variant'] as V1Variant)) throw new Error(`model config has unknown ${MOBILENETV1} variant '${String(raw['variant'])}'`);
+    return makeV1Config(raw['variant'] as V1Variant, raw as Partial<MobileNetV1Config>);
+  },
+  build: mobilenetV1Graph,
+  defaultPreprocess: (c) => (c.variant === 'mobilenetv1' ? 'torchvision' : 'seed-cifar'),
+  defaultLabels: (c) => {
+    if (c.variant === 'mobilenetv1' && c.numClasses === 1000) return 'imagenet';
+    if (c.variant === 'mobilenetv1-cifar' && c.numClasses === 10) return 'cifar10';
+    return undefined;
+  },
+  describe: (c) => `MobileNetV1 ${c.variant}, alpha ${c.alpha}, ${c.resolution}x${c.resolution}x${c.inChannels}, ${c.numClasses} classes, ${c.activation}`,
+  // Pair 1 starts with its depthwise conv. Both variants have the same tensors (only strides differ), so a
+  // state dict reads as the ImageNet one; a 32x32 one needs --arch mobilenetv1-cifar.
+  detect: (tensors) => (tensors.has('features.1.0.0.weight') ? { variant: 'mobilenetv1', classifier: 'classifier.1.weight' } : undefined),
+  fitShapes: (variant, base, tensors) => ({ alpha: fitAlpha(V1_ALPHAS, (alpha) => mobilenetV1(variant as V1Variant, { ...base, alpha }), tensors) }),
+};

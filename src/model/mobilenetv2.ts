@@ -4,9 +4,9 @@
  *  - `seed-cifar`: the seed document's CIFAR-10 model (kuangliu/pytorch-cifar; keys `conv1`, `layers.N...`).
  */
 import { GraphBuilder } from './builder.js';
-import { IMAGENET_SETTINGS, SEED_SETTINGS, makeConfig, type Arch, type ModelConfig } from './config.js';
+import { ARCHS, IMAGENET_SETTINGS, MOBILENETV2, SEED_SETTINGS, makeConfig, parseModelConfig, type Arch, type ModelConfig } from './config.js';
+import { fitAlpha, type ModelFamily } from './family.js';
 import type { Graph } from './graph.js';
-import { mobilenetV1Graph } from './mobilenetv1.js';
 
 /** torchvision's _make_divisible: round to the nearest multiple of `divisor`, never below 90% of v. */
 export function makeDivisible(v: number, divisor = 8, minValue = divisor): number {
@@ -21,24 +21,47 @@ function pyRound(x: number): number {
   return Math.abs(x % 1) === 0.5 && r % 2 !== 0 ? r - 1 : r;
 }
 
-export function buildGraph(config: ModelConfig): Graph {
-  switch (config.arch) {
-    case 'imagenet':
-      return imagenet(config);
-    case 'seed-cifar':
-      return seedCifar(config);
-    case 'mobilenetv1':
-    case 'mobilenetv1-cifar':
-      return mobilenetV1Graph(config);
-  }
+export function buildGraph(config: ModelConfig): Graph<ModelConfig> {
+  return config.arch === 'imagenet' ? imagenet(config) : seedCifar(config);
 }
 
 /** Convenience: a graph from an arch name and overrides. */
-export function mobilenetV2(arch: Arch = 'imagenet', overrides: Partial<ModelConfig> = {}): Graph {
+export function mobilenetV2(arch: Arch = 'imagenet', overrides: Partial<ModelConfig> = {}): Graph<ModelConfig> {
   return buildGraph(makeConfig(arch, overrides));
 }
 
-function imagenet(cfg: ModelConfig): Graph {
+export function isMobileNetV2(graph: Graph): graph is Graph<ModelConfig> {
+  return graph.config.family === MOBILENETV2;
+}
+
+const CLASSIFIER: Record<Arch, string> = { imagenet: 'classifier.1.weight', 'seed-cifar': 'linear.weight' };
+/** Width multipliers of the published models, tried in turn on a file without metadata. */
+const STANDARD_ALPHAS = [0.35, 0.5, 0.75, 1, 1.3, 1.4];
+
+export const mobilenetV2Family: ModelFamily<ModelConfig> = {
+  name: MOBILENETV2,
+  variants: ARCHS,
+  makeConfig: (variant, overrides) => makeConfig((variant ?? 'imagenet') as Arch, overrides),
+  parseConfig: parseModelConfig,
+  build: buildGraph,
+  defaultPreprocess: (c) => (c.arch === 'imagenet' ? 'torchvision' : 'seed-cifar'),
+  defaultLabels: (c) => {
+    if (c.arch === 'imagenet' && c.numClasses === 1000) return 'imagenet';
+    if (c.arch === 'seed-cifar' && c.numClasses === 10) return 'cifar10';
+    return undefined;
+  },
+  describe: (c) => `MobileNetV2 ${c.arch}, alpha ${c.alpha}, ${c.resolution}x${c.resolution}x${c.inChannels}, ${c.numClasses} classes, ${c.activation}`,
+  detect(tensors) {
+    let arch: Arch | undefined;
+    // features.1.0.0 is MobileNetV1's first depthwise conv; torchvision's V2 block 1 is features.1.conv.
+    if (tensors.has('features.0.0.weight') && !tensors.has('features.1.0.0.weight')) arch = 'imagenet';
+    else if (tensors.has('conv1.weight') && tensors.has('layers.0.conv1.weight')) arch = 'seed-cifar';
+    return arch && { variant: arch, classifier: CLASSIFIER[arch] };
+  },
+  fitShapes: (variant, base, tensors) => ({ alpha: fitAlpha(STANDARD_ALPHAS, (alpha) => mobilenetV2(variant as Arch, { ...base, alpha }), tensors) }),
+};
+
+function imagenet(cfg: ModelConfig): Graph<ModelConfig> {
   const b = new GraphBuilder(cfg);
   const { alpha } = cfg;
   let inC = makeDivisible(32 * alpha);
@@ -73,11 +96,11 @@ function imagenet(cfg: ModelConfig): Graph {
 
   b.beginRow(`features.${idx}`, 'conv2d 1x1', x, { c: lastC, n: 1, s: 1 });
   x = b.convBnAct(`features.${idx}.0`, `features.${idx}.1`, x, lastC, 1, 1);
-  b.torchvisionHead(x);
+  b.torchvisionHead(x, cfg.dropout);
   return b.g;
 }
 
-function seedCifar(cfg: ModelConfig): Graph {
+function seedCifar(cfg: ModelConfig): Graph<ModelConfig> {
   const b = new GraphBuilder(cfg);
   const ch = (c: number): number => (cfg.alpha === 1 ? c : makeDivisible(c * cfg.alpha));
   let inC = ch(32);
