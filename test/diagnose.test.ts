@@ -20,7 +20,7 @@ import { testSample } from '../src/diagnose/sample.js';
 import { exportOnnx, ONNX_INPUT, ONNX_OUTPUT } from '../src/engine/onnx/export.js';
 import { loadModelFile } from '../src/io/weights.js';
 import type { ConvNode } from '../src/model/graph.js';
-import { maxAbs, maxAbsDiff } from './helpers/fixtures.js';
+import { fixturePath, maxAbs, maxAbsDiff } from './helpers/fixtures.js';
 
 const CLI = fileURLToPath(new URL('../src/cli/main.js', import.meta.url));
 const MODEL = fileURLToPath(new URL('../../models/fashion-mnist/model.safetensors', import.meta.url));
@@ -50,6 +50,15 @@ describe('diagnose: dead kernels', () => {
     const convs = new Map(model.graph.nodes.filter((n): n is ConvNode => n.op === 'conv').map((n) => [n.name, n]));
     for (const l of half.layers) assert.equal(l.deadKernels, recount(convs.get(l.layer)!, model.weights.get(`${l.layer}.weight`)!, 0.5), l.layer);
     assert.deepEqual(half.layers.filter((l) => l.deadKernels).map((l) => [l.layer, l.deadKernels]), [['layers.1.conv2', 2], ['layers.2.conv2', 1], ['layers.3.conv2', 1]]);
+  });
+
+  it('MobileNetV1 (the α 0.25 fixture): its 13 depthwise and 13 pointwise convs, each followed by a ReLU6', async () => {
+    const v1 = loadModelFile(fixturePath('v1-0.25.weights.safetensors'));
+    const d = await diagnose(v1.graph, v1.weights);
+    assert.deepEqual([d.layers.filter((l) => l.kind === 'depthwise').length, d.layers.filter((l) => l.kind === 'pointwise').length], [13, 13]);
+    assert.ok(d.layers.every((l) => l.activation === `${l.layer.replace(/0$/, '1')}.act`));
+    // Depthwise: the pairs' inputs 8, 16, 32, 32, 64, 64, 6 x 128, 256; pointwise: their outputs 16, 32, 32, 64, 64, 6 x 128, 2 x 256.
+    assert.equal(d.totals.channels, 1240 + 1488);
   });
 });
 
