@@ -11,6 +11,7 @@
 import { GraphBuilder, type LayerStyle } from './builder.js';
 import { definedOnly, fitAlpha, type BaseConfig, type ModelFamily } from './family.js';
 import type { Graph } from './graph.js';
+import { checkSharedFields, invalidConfig } from './validate.js';
 
 export const MOBILENETV1 = 'mobilenetv1';
 export const V1_VARIANTS = ['mobilenetv1', 'mobilenetv1-cifar'] as const;
@@ -90,21 +91,11 @@ export function makeV1Config(variant: V1Variant = 'mobilenetv1', overrides: Part
 }
 
 function validate(cfg: MobileNetV1Config): void {
-  const bad = (msg: string): never => {
-    throw new Error(`invalid model config: ${msg}`);
-  };
-  if (!(cfg.alpha > 0) || !Number.isFinite(cfg.alpha)) bad(`alpha must be a positive number, got ${cfg.alpha}`);
+  checkSharedFields(cfg);
   // Widths are int(c * α): the 32-channel stem must keep at least one channel.
-  if (Math.trunc(32 * cfg.alpha) < 1) bad(`mobilenetv1 alpha must be at least 1/32, got ${cfg.alpha}`);
-  if (!Number.isInteger(cfg.resolution) || cfg.resolution <= 0) bad(`resolution must be a positive integer, got ${cfg.resolution}`);
+  if (Math.trunc(32 * cfg.alpha) < 1) invalidConfig(`mobilenetv1 alpha must be at least 1/32, got ${cfg.alpha}`);
   const stride = cfg.variant === 'mobilenetv1' ? 32 : 8;
-  if (cfg.resolution % stride !== 0) bad(`${cfg.variant} resolution must be a multiple of ${stride}, got ${cfg.resolution}`);
-  if (!Number.isInteger(cfg.inChannels) || cfg.inChannels <= 0) bad(`inChannels must be a positive integer, got ${cfg.inChannels}`);
-  if (!Number.isInteger(cfg.numClasses) || cfg.numClasses <= 0) bad(`numClasses must be a positive integer, got ${cfg.numClasses}`);
-  if (cfg.activation !== 'relu' && cfg.activation !== 'relu6') bad(`activation must be relu or relu6, got ${cfg.activation}`);
-  if (!(cfg.bnEps > 0)) bad(`bnEps must be positive, got ${cfg.bnEps}`);
-  if (!(cfg.dropout >= 0 && cfg.dropout < 1)) bad(`dropout must be in [0, 1), got ${cfg.dropout}`);
-  if (cfg.padding !== 'symmetric' && cfg.padding !== 'keras') bad(`padding must be symmetric or keras, got ${cfg.padding}`);
+  if (cfg.resolution % stride !== 0) invalidConfig(`${cfg.variant} resolution must be a multiple of ${stride}, got ${cfg.resolution}`);
 }
 
 /** Convenience: a graph from a variant and overrides. */
