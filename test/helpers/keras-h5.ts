@@ -1,4 +1,4 @@
-/** Keras .h5 weight files written from a tfjs-layers model, as Keras's save_weights lays them out. */
+/** Keras .h5 weight files written with h5wasm, as keras.applications ships them (tests of the Keras importer and the weights catalogue). */
 import h5wasm, { type Group } from 'h5wasm/node';
 import type { tfl } from './keras-model.js';
 
