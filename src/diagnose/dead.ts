@@ -9,7 +9,7 @@
  */
 import * as ort from 'onnxruntime-node';
 import { exportOnnx, ONNX_INPUT } from '../engine/onnx/export.js';
-import type { ConvNode, Graph, GraphNode } from '../model/graph.js';
+import { consumers, type ConvNode, type Graph, type GraphNode } from '../model/graph.js';
 import type { StateDict } from '../model/weights.js';
 
 export interface DiagnoseOptions {
@@ -51,10 +51,7 @@ interface Inspected {
 }
 
 function inspectedLayers(graph: Graph): Inspected[] {
-  const byInput = new Map<string, GraphNode[]>();
-  for (const n of graph.nodes) {
-    for (const i of n.op === 'add' ? n.inputs : 'input' in n ? [n.input] : []) byInput.set(i, [...(byInput.get(i) ?? []), n]);
-  }
+  const byInput = consumers(graph);
   const only = (value: string): GraphNode | undefined => {
     const u = byInput.get(value) ?? [];
     return u.length === 1 ? u[0] : undefined;

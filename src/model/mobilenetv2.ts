@@ -6,7 +6,7 @@
 import { GraphBuilder } from './builder.js';
 import { ARCHS, IMAGENET_SETTINGS, MOBILENETV2, SEED_SETTINGS, makeConfig, parseModelConfig, type Arch, type ModelConfig } from './config.js';
 import { fitAlpha, type ModelFamily } from './family.js';
-import type { Graph } from './graph.js';
+import { LOGITS, type Graph } from './graph.js';
 
 /** torchvision's _make_divisible: round to the nearest multiple of `divisor`, never below 90% of v. */
 export function makeDivisible(v: number, divisor = 8, minValue = divisor): number {
@@ -139,6 +139,6 @@ function seedCifar(cfg: ModelConfig): Graph<ModelConfig> {
   x = b.avgpool('pool', x);
   b.beginRow('linear', 'linear', x, { c: cfg.numClasses });
   if (cfg.dropout > 0) x = b.dropout('dropout', x, cfg.dropout);
-  b.linear('linear', x, cfg.numClasses);
+  b.output(LOGITS, b.linear('linear', x, cfg.numClasses));
   return b.g;
 }
