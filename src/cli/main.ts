@@ -9,6 +9,7 @@ import { registerImportCommands } from './import-commands.js';
 import { registerServeCommands } from './serve-command.js';
 import { registerWeightsCommands } from './weights-command.js';
 import { registerDetectDataCommands } from './detect-data-commands.js';
+import { registerDiagnoseCommand } from './diagnose-command.js';
 
 const program = new Command();
 program
@@ -24,6 +25,7 @@ registerImportCommands(program);
 registerServeCommands(program);
 registerWeightsCommands(program);
 registerDetectDataCommands(program); // after registerTrainCommands: adds to its `data` group
+registerDiagnoseCommand(program);
 
 program.parseAsync(process.argv).catch((e: unknown) => {
   console.error(`mnv2: ${e instanceof Error ? e.message : String(e)}`);
