@@ -4,6 +4,7 @@ export * from './model/graph.js';
 export type { BaseConfig, ModelFamily } from './model/family.js';
 export { families, getFamily, familyOf, buildModel, archNames, archConfig, configFromJSON, reconfigure } from './model/registry.js';
 export { mobilenetV2, buildGraph, makeDivisible, mobilenetV2Family } from './model/mobilenetv2.js';
+export { mobilenetV1, makeV1Config, mobilenetV1Family, TABLE1_PAIRS, type MobileNetV1Config } from './model/mobilenetv1.js';
 export { summarize, formatSummary, type Summary, type SummaryRow } from './model/summary.js';
 export { initWeights, checkStateDict, type StateDict } from './model/weights.js';
 export { NativeModel, type NativeOptions, type StepOptions, type StepResult } from './engine/native/model.js';

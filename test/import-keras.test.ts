@@ -12,7 +12,6 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { after, before, describe, it } from 'node:test';
 import h5wasm from 'h5wasm/node';
-import { createClassifier, type EngineName } from '../src/engine/classifier.js';
 import { importKerasH5, parseKerasFileName } from '../src/io/keras.js';
 import { permute } from '../src/io/keras-names.js';
 import { readSafetensors, toFloat32, writeSafetensors } from '../src/io/safetensors.js';
@@ -21,6 +20,7 @@ import { makeConfig } from '../src/model/config.js';
 import { buildGraph } from '../src/model/mobilenetv2.js';
 import { initWeights } from '../src/model/weights.js';
 import { Rng } from '../src/util/rng.js';
+import { assertEnginesMatch, classify } from './helpers/engines.js';
 import { maxAbs, maxAbsDiff, relL2 } from './helpers/fixtures.js';
 import { NativeModel } from '../src/engine/native/model.js';
 import { kerasMobileNetV2, randomizeWeights, tf, tfjsPredict, toNhwc } from './helpers/keras-model.js';
@@ -39,15 +39,6 @@ function randomInput(seed: number): Float32Array {
   return Float32Array.from({ length: BATCH * 3 * ROWS * ROWS }, () => rng.uniform() * 2 - 1);
 }
 
-async function runEngine(file: string, engine: EngineName, input: Float32Array): Promise<Float32Array> {
-  const m = loadWeights(file);
-  const clf = await createClassifier(m.graph, m.weights, engine, 1);
-  try {
-    return await clf.run(input, BATCH);
-  } finally {
-    await clf.release();
-  }
-}
 
 function cli(...args: string[]): { status: number | null; stderr: string } {
   const r = spawnSync(process.execPath, [CLI, ...args], { encoding: 'utf8' });
@@ -102,19 +93,10 @@ describe('import keras (.h5)', () => {
     const stem = m.graph.nodes.find((n) => n.name === 'features.0.0');
     assert.deepEqual(stem?.op === 'conv' && stem.pads, [0, 0, 1, 1]);
 
-    const scale = maxAbs(reference);
-    assert.ok(scale > 0.1, `reference logits are not trivial (max ${scale})`);
-    for (const engine of ['native', 'ort'] as const) {
-      const logits = await runEngine(out, engine, input);
-      const d = maxAbsDiff(logits, reference);
-      t.diagnostic(`${engine}: max |diff| ${d.toExponential(2)}, max |logit| ${scale.toFixed(3)}`);
-      assert.ok(d <= TOL * scale, `${engine}: max |diff| ${d} > ${TOL} * ${scale}`);
-    }
+    const scale = await assertEnginesMatch(t, m, input, BATCH, reference, TOL);
     // The check can tell the paddings apart: PyTorch's symmetric padding on the same weights is far off.
     const sym = buildGraph(makeConfig('imagenet', { ...c, padding: 'symmetric' }));
-    const clf = await createClassifier(sym, m.weights, 'native', 1);
-    const d = maxAbsDiff(await clf.run(input, BATCH), reference);
-    await clf.release();
+    const d = maxAbsDiff(await classify({ graph: sym, weights: m.weights }, 'native', input, BATCH), reference);
     t.diagnostic(`symmetric padding instead: max |diff| ${d.toExponential(2)}`);
     assert.ok(d > 100 * TOL * scale, `symmetric padding differs by only ${d}`);
   });

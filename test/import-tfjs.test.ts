@@ -12,12 +12,10 @@ import { fileURLToPath } from 'node:url';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { createClassifier } from '../src/engine/classifier.js';
 import { float32ToFloat16 } from '../src/io/safetensors.js';
 import { importTfjs, readTfjsWeights } from '../src/io/tfjs.js';
-import type { ImportedModel } from '../src/io/keras-names.js';
 import { Rng } from '../src/util/rng.js';
-import { maxAbs, maxAbsDiff } from './helpers/fixtures.js';
+import { assertEnginesMatch } from './helpers/engines.js';
 import { kerasMobileNetV2, randomizeWeights, saveArtifacts, tf, tfjsPredict, tfl, toNhwc } from './helpers/keras-model.js';
 
 const ALPHA = 0.35;
@@ -75,14 +73,6 @@ function quantize(specs: Spec[], data: ArrayBuffer): { specs: Spec[]; data: Uint
   return { specs: out, data: Buffer.concat(chunks) };
 }
 
-async function logits(m: ImportedModel, engine: 'native' | 'ort', input: Float32Array): Promise<Float32Array> {
-  const clf = await createClassifier(m.graph, m.weights, engine, 1);
-  try {
-    return await clf.run(input, BATCH);
-  } finally {
-    await clf.release();
-  }
-}
 
 describe('import tfjs (model.json)', () => {
   let root: string;
@@ -117,13 +107,7 @@ describe('import tfjs (model.json)', () => {
     const m = importTfjs(file);
     const c = m.graph.config;
     assert.deepEqual([c.alpha, c.resolution, c.numClasses, c.padding, c.bnEps, c.dropout, m.headLayer], [0.35, 96, 5, 'keras', 1e-3, 0, 'predictions']);
-    const scale = maxAbs(reference);
-    assert.ok(scale > 0.1, `reference logits are not trivial (max ${scale})`);
-    for (const engine of ['native', 'ort'] as const) {
-      const d = maxAbsDiff(await logits(m, engine, input), reference);
-      t.diagnostic(`${engine}: max |diff| ${d.toExponential(2)}, max |logit| ${scale.toFixed(3)}`);
-      assert.ok(d <= TOL * scale, `${engine}: max |diff| ${d} > ${TOL} * ${scale}`);
-    }
+    await assertEnginesMatch(t, m, input, BATCH, reference, TOL);
   });
 
   it('quantized uint8/uint16/float16, nested base + dropout + custom head: decodes as tfjs does, logits match', async (t) => {
@@ -151,12 +135,7 @@ describe('import tfjs (model.json)', () => {
     const m = importTfjs(file);
     const c = m.graph.config;
     assert.deepEqual([c.alpha, c.resolution, c.numClasses, c.dropout, m.headLayer], [0.35, 96, 3, 0.25, 'my_head']);
-    const scale = maxAbs(reference);
-    for (const engine of ['native', 'ort'] as const) {
-      const d = maxAbsDiff(await logits(m, engine, input), reference);
-      t.diagnostic(`quantized, ${engine}: max |diff| ${d.toExponential(2)}, max |logit| ${scale.toFixed(3)}`);
-      assert.ok(d <= TOL * scale, `${engine}: max |diff| ${d} > ${TOL} * ${scale}`);
-    }
+    await assertEnginesMatch(t, m, input, BATCH, reference, TOL);
   });
 
   describe('errors', () => {
@@ -201,7 +180,7 @@ describe('import tfjs (model.json)', () => {
       const art = await saveArtifacts(dense);
       dense.dispose();
       const other = writeModel(sub('other'), art.modelTopology, art.weightSpecs!, new Uint8Array(tf.io.CompositeArrayBuffer.join(art.weightData!)));
-      assert.throws(() => importTfjs(other), /not a Keras MobileNetV2: .*dense_a/);
+      assert.throws(() => importTfjs(other), /not a Keras MobileNetV2 or MobileNet: .*dense_a/);
 
       const sym = kerasMobileNetV2({ alpha: ALPHA, rows: ROWS, classes: 4, symmetricPad: true });
       const symArt = await saveArtifacts(sym);

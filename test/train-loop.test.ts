@@ -1,7 +1,7 @@
 /**
  * The training loop on a tiny configuration (the ImageNet architecture at alpha 0.35, 32×32, 10 classes) and a
  * small synthetic Fashion-MNIST-format dataset written to a temp folder (no network, no system dataset):
- * loss decreases; an interrupted-and-resumed run ends bitwise equal to an uninterrupted one; `eval --json`;
+ * loss decreases (also for MobileNetV1's 32x32 variant); an interrupted-and-resumed run ends bitwise equal to an uninterrupted one; `eval --json`;
  * `plot` writes a valid SVG and PNG.
  */
 import assert from 'node:assert/strict';
@@ -16,7 +16,8 @@ import { train } from '../src/train/loop.js';
 import { resolvePreset, type TrainRecipe } from '../src/train/presets.js';
 import { loadCheckpoint } from '../src/train/checkpoint.js';
 import { readMetrics, plotRun } from '../src/train/plot.js';
-import { loadWeights } from '../src/io/weights.js';
+import { loadModelFile, loadWeights } from '../src/io/weights.js';
+import type { MobileNetV1Config } from '../src/model/mobilenetv1.js';
 import { NativeModel } from '../src/engine/native/model.js';
 import { evaluate } from '../src/train/metrics.js';
 import { loadFashionMnist } from '../src/data/idx.js';
@@ -90,6 +91,16 @@ test('a short run decreases the loss and writes the run files', async () => {
   const ck = loadCheckpoint(straightDir);
   assert.equal(ck.position!.epoch, 2);
   assert.ok(ck.optim.size > 0 && ck.rng !== null);
+});
+
+test('the same recipe trains MobileNetV1\'s 32x32 variant: loss decreases, the model file rebuilds it', async () => {
+  const dir = join(tmp, 'v1');
+  const r = await train({ recipe: tinyRecipe({ arch: 'mobilenetv1-cifar', alpha: 0.25 }), out: dir, ...quiet });
+  assert.equal(r.epochs, 2);
+  const { rows } = readMetrics(dir);
+  assert.ok(rows[1]!.train_loss < rows[0]!.train_loss, `train loss ${rows[0]!.train_loss} -> ${rows[1]!.train_loss}`);
+  const c = loadModelFile(join(dir, 'model.safetensors')).graph.config as MobileNetV1Config;
+  assert.deepEqual([c.family, c.variant, c.alpha, c.resolution, c.numClasses], ['mobilenetv1', 'mobilenetv1-cifar', 0.25, 32, 10]);
 });
 
 test('resume: stopped mid-epoch and at an epoch end, then resumed, ends bitwise equal to the straight run', async () => {

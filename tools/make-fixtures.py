@@ -38,22 +38,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from fixture_common import BN_PERTURB_DOC, perturb_bn, rel_l2  # noqa: E402
 from safetensors_io import read_safetensors, write_safetensors  # noqa: E402
 from seed_model import Block, MobileNetV2  # noqa: E402,F401  (the seed, copied exactly)
-
-
-@torch.no_grad()
-def perturb_bn(model: nn.Module) -> int:
-    n = 0
-    for m in model.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            m.weight.uniform_(0.5, 1.5)
-            m.bias.normal_(0.0, 0.1)
-            m.running_mean.normal_(0.0, 0.1)
-            m.running_var.uniform_(0.5, 1.5)
-            m.num_batches_tracked.zero_()
-            n += 1
-    return n
 
 
 # Seed model: BatchNorm2d layers whose output goes straight into F.relu (model bn1/bn2, every Block's bn1/bn2).
@@ -178,14 +165,6 @@ def write(out_dir, name, tensors, metadata, dtypes=None):
     WRITTEN.append(path)
     print(f"wrote {path}  ({len(tensors)} tensors, {size / 1e6:.3f} MB)")
     return path
-
-
-def rel_l2(a: torch.Tensor, b: torch.Tensor) -> float:
-    a = a.double()
-    b = b.double()
-    den = b.norm().item()
-    num = (a - b).norm().item()
-    return num / den if den > 0 else (0.0 if num == 0 else float("inf"))
 
 
 # ---------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-/** `mnv2 import keras | tfjs | tflite`: Keras / TF.js / TFLite MobileNetV2 weights -> a model file that infer, predict, eval and export take as is. */
+/** `mnv2 import keras | tfjs | tflite`: Keras / TF.js MobileNetV2 or MobileNet, TFLite MobileNetV2 weights -> a model file that infer, predict, eval and export take as is. */
 import path from 'node:path';
 import type { Command } from 'commander';
 import { importKerasH5 } from '../io/keras.js';
@@ -12,6 +12,7 @@ import { encodeModelInfo, type ModelInfoInput } from '../io/metadata.js';
 import { int, SEED } from './args.js';
 import { archNumbers } from './model-commands.js';
 import { refuseInputAsOutput } from '../util/outputs.js';
+import { MOBILENETV1 } from '../model/mobilenetv1.js';
 
 interface ImportOpts {
   out: string;
@@ -48,15 +49,16 @@ function save(m: ImportedModel, source: string, o: ImportOpts, info: Omit<ModelI
   saveWeights(o.out, m.graph, m.weights, new Map(), encodeModelInfo({ config: m.graph.config, source: path.basename(source), ...info }));
   const c = m.graph.config;
   const head = m.head === 'imported' ? `head ${m.headLayer}` : `fresh head (seed ${o.seed}): fine-tune it before use`;
-  console.error(`wrote ${o.out}: MobileNetV2 α ${c.alpha} @ ${c.resolution}, ${c.numClasses} classes (${head}), Keras padding, BN eps ${c.bnEps}, preset ${info.preprocess}`);
+  const family = c.family === MOBILENETV1 ? 'MobileNetV1' : 'MobileNetV2';
+  console.error(`wrote ${o.out}: ${family} α ${c.alpha} @ ${c.resolution}, ${c.numClasses} classes (${head}), Keras padding, BN eps ${c.bnEps}, preset ${info.preprocess}`);
 }
 
 export function registerImportCommands(program: Command): void {
-  const imp = program.command('import').description('import Keras (.h5), TF.js (model.json) or TFLite MobileNetV2 weights');
-  importOptions(imp.command('keras').description('a Keras MobileNetV2 weight file (mobilenet_v2_weights_tf_dim_ordering_tf_kernels_{alpha}_{rows}[_no_top].h5)'))
+  const imp = program.command('import').description('import Keras (.h5), TF.js (model.json) MobileNetV2 or MobileNet (V1), or TFLite MobileNetV2 weights');
+  importOptions(imp.command('keras').description('a Keras MobileNetV2 or MobileNet weight file (mobilenet_v2_weights_tf_dim_ordering_tf_kernels_{alpha}_{rows}[_no_top].h5, mobilenet_{1_0|7_5|5_0|2_5}_{rows}_tf[_no_top].h5)'))
     .argument('<file>', 'Keras .h5 weight file (save_weights or keras.applications)')
     .action(async (file: string, o: ImportOpts) => save(await importKerasH5(file, options(file, o)), file, o));
-  importOptions(imp.command('tfjs').description('a TF.js layers model of a Keras MobileNetV2, any single-Dense head; uint8/uint16/float16-quantized weights too'))
+  importOptions(imp.command('tfjs').description('a TF.js layers model of a Keras MobileNetV2 or MobileNet, any single-Dense head; uint8/uint16/float16-quantized weights too'))
     .argument('<model.json>', 'model.json with its weight shards beside it')
     .action((file: string, o: ImportOpts) => save(importTfjs(file, options(file, o)), file, o));
   importOptions(imp.command('tflite').description("a MobileNetV2 classifier in TFLite (TF-slim or Keras names; uint8/int8 weights dequantized, BN already folded); 1001 classes = background + ImageNet"))

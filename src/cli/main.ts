@@ -10,6 +10,7 @@ import { registerServeCommands } from './serve-command.js';
 import { registerWeightsCommands } from './weights-command.js';
 import { registerDetectDataCommands } from './detect-data-commands.js';
 import { registerDetectCommand } from './detect-command.js';
+import { registerDiagnoseCommand } from './diagnose-command.js';
 
 const program = new Command();
 program
@@ -26,6 +27,7 @@ registerServeCommands(program);
 registerWeightsCommands(program);
 registerDetectDataCommands(program); // after registerTrainCommands: adds to its `data` group
 registerDetectCommand(program);
+registerDiagnoseCommand(program);
 
 program.parseAsync(process.argv).catch((e: unknown) => {
   console.error(`mnv2: ${e instanceof Error ? e.message : String(e)}`);

@@ -1,6 +1,7 @@
 /**
- * Keras MobileNetV2 weight files (.h5, `model.save_weights` / keras.applications'
- * `mobilenet_v2_weights_tf_dim_ordering_tf_kernels_{alpha}_{rows}[_no_top].h5`), read with h5wasm.
+ * Keras MobileNetV2 and MobileNet weight files (.h5, `model.save_weights` / keras.applications'
+ * `mobilenet_v2_weights_tf_dim_ordering_tf_kernels_{alpha}_{rows}[_no_top].h5` and
+ * `mobilenet_{1_0|7_5|5_0|2_5}_{rows}_tf[_no_top].h5`), read with h5wasm.
  *
  * Layout: the root (or, in a whole-model file, the `model_weights` group) has the attribute `layer_names`; each
  * layer is a group with the attribute `weight_names` (`Conv1/kernel:0`, ...), and each weight is the dataset
@@ -11,15 +12,22 @@ import path from 'node:path';
 import type { Dataset, File, Group } from 'h5wasm/node';
 import { kerasToModel, splitWeightName, type ImportedModel, type KerasImportOptions, type KerasTensor, type KerasWeights } from './keras-names.js';
 
-const FILE_NAME = /mobilenet_v2_weights_tf_dim_ordering_tf_kernels_(\d+(?:\.\d+)?)_(\d+)(_no_top)?\.h5$/;
+const V2_FILE_NAME = /mobilenet_v2_weights_tf_dim_ordering_tf_kernels_(\d+(?:\.\d+)?)_(\d+)(_no_top)?\.h5$/;
+/** MobileNet (V1) writes α as two digits: 1_0, 7_5, 5_0, 2_5. */
+const V1_FILE_NAME = /mobilenet_(1_0|[1-9]_[0-9])_(\d+)_tf(_no_top)?\.h5$/;
 
 /** α, resolution and top-ness from a keras.applications weight file name, if it is one. */
 export function parseKerasFileName(file: string): { alpha: number; resolution: number; noTop: boolean } | undefined {
-  const m = FILE_NAME.exec(path.basename(file));
-  return m ? { alpha: Number(m[1]), resolution: Number(m[2]), noTop: Boolean(m[3]) } : undefined;
+  const base = path.basename(file);
+  const v2 = V2_FILE_NAME.exec(base);
+  if (v2) return { alpha: Number(v2[1]), resolution: Number(v2[2]), noTop: Boolean(v2[3]) };
+  const v1 = V1_FILE_NAME.exec(base);
+  if (!v1) return undefined;
+  const alpha = v1[1] === '1_0' ? 1 : Number(`0.${v1[1]!.replace('_', '')}`);
+  return { alpha, resolution: Number(v1[2]), noTop: Boolean(v1[3]) };
 }
 
-/** Import a Keras MobileNetV2 .h5 weight file. α and resolution default to the file name's, then to the shapes and 224. */
+/** Import a Keras MobileNetV2 or MobileNet .h5 weight file. α and resolution default to the file name's, then to the shapes and 224. */
 export async function importKerasH5(file: string, opts: KerasImportOptions = {}): Promise<ImportedModel> {
   const named = parseKerasFileName(file);
   const layers = await readKerasH5(file);

@@ -1,6 +1,6 @@
 /**
- * TF.js layers models of a Keras MobileNetV2: `model.json` ({modelTopology, weightsManifest}) with its weight
- * shards beside it, any single-Dense classifier head (or none). Weights decode as tfjs-core's io_utils
+ * TF.js layers models of a Keras MobileNetV2 or MobileNet (V1): `model.json` ({modelTopology, weightsManifest})
+ * with its weight shards beside it, any single-Dense classifier head, MobileNet's 1x1 Conv2D `conv_preds`, or none. Weights decode as tfjs-core's io_utils
  * decodeWeights does: float32 as stored; `quantization: {dtype: 'uint8' | 'uint16', scale, min}` as
  * q * scale + min (double precision, one rounding to float32); `{dtype: 'float16'}` as IEEE half.
  * Shards of one manifest group are concatenated in order and the group's weights follow each other in it.
@@ -11,7 +11,7 @@ import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { toFloat32 } from './safetensors.js';
 import { readFileBounded, resolveInside } from '../util/read-file.js';
-import { kerasToModel, splitWeightName, type ImportedModel, type KerasImportOptions, type KerasTensor, type KerasWeights } from './keras-names.js';
+import { KERAS_FAMILIES, kerasToModel, splitWeightName, type ImportedModel, type KerasImportOptions, type KerasTensor, type KerasWeights } from './keras-names.js';
 
 interface TopologyLayer {
   className: string;
@@ -21,17 +21,17 @@ interface TopologyLayer {
 
 /** What the topology says about the architecture. */
 export interface TfjsTopologyInfo {
-  /** From the Keras model name `mobilenetv2_{alpha:.2f}_{rows}`. */
+  /** From the Keras model name `mobilenetv2_{alpha:.2f}_{rows}` or `mobilenet_{alpha:.2f}_{rows}`. */
   alpha?: number;
   /** From the input layer's [null, H, W, 3] (absent when the input size is free). */
   resolution?: number;
   /** Rate of a Dropout layer before the head. */
   dropout?: number;
-  /** Units of the Dense layers. */
+  /** Outputs of the layers that can be a classifier: Dense units, MobileNet's conv_preds filters. */
   dense: { name: string; units: number }[];
 }
 
-/** Import a TF.js layers model.json of a Keras MobileNetV2. Options override what the topology says. */
+/** Import a TF.js layers model.json of a Keras MobileNetV2 or MobileNet. Options override what the topology says. */
 export function importTfjs(file: string, opts: KerasImportOptions = {}): ImportedModel {
   const json = readModelJson(file);
   const topo = topologyInfo(json.modelTopology, file);
@@ -81,19 +81,20 @@ export function topologyInfo(modelTopology: unknown, file: string): TfjsTopology
 
   const info: TfjsTopologyInfo = { dense: [] };
   for (const name of models) {
-    const m = /^mobilenetv2_(\d+\.\d+)_\w+$/.exec(name);
+    const m = /^mobilenet(?:v2)?_(\d+\.\d+)_\w+$/.exec(name);
     if (m) info.alpha = Number(m[1]);
   }
   const shape = layers.map((l) => l.config['batch_input_shape'] ?? l.config['batch_shape']).find(Array.isArray) as unknown[] | undefined;
   if (shape && typeof shape[1] === 'number' && typeof shape[2] === 'number') {
     if (shape.length !== 4 || shape[1] !== shape[2] || shape[3] !== 3) {
-      throw new Error(`${file}: input shape [${shape.join(', ')}] is not a square RGB image (MobileNetV2 takes [batch, n, n, 3])`);
+      throw new Error(`${file}: input shape [${shape.join(', ')}] is not a square RGB image (MobileNet takes [batch, n, n, 3])`);
     }
     info.resolution = shape[1];
   }
   for (const l of layers) {
     if (l.className === 'Dropout' && typeof l.config['rate'] === 'number') info.dropout = l.config['rate'];
     if (l.className === 'Dense' && typeof l.config['units'] === 'number') info.dense.push({ name: l.name, units: l.config['units'] });
+    if (l.name === 'conv_preds' && typeof l.config['filters'] === 'number') info.dense.push({ name: l.name, units: l.config['filters'] });
   }
   checkStride2Padding(layers, file);
   return info;
@@ -116,19 +117,20 @@ function flatten(node: unknown, out: TopologyLayer[], models: string[]): void {
 
 /**
  * Keras pads stride-2 convs (0 before, 1 after) on even sizes: TF 'same', or ZeroPadding2D(((0, 1), (0, 1))) then
- * 'valid' (correct_pad). The import reproduces exactly that, so anything else would silently change the outputs.
+ * 'valid' (correct_pad in MobileNetV2, conv_pad_N in MobileNet). The import reproduces exactly that, so anything
+ * else would silently change the outputs.
  */
 function checkStride2Padding(layers: TopologyLayer[], file: string): void {
   const byName = new Map(layers.map((l) => [l.name, l]));
   for (const l of layers) {
     const strides = String(l.config['strides']);
-    if (!/^(Conv1|expanded_conv_depthwise|block_\d+_depthwise)$/.test(l.name) || (strides !== '2' && strides !== '2,2') || l.config['padding'] === 'same') continue;
-    const padName = l.name === 'Conv1' ? 'Conv1_pad' : l.name.replace(/depthwise$/, 'pad');
+    const padName = KERAS_FAMILIES.map((f) => f.padLayer(l.name)).find((p) => p !== undefined);
+    if (!padName || (strides !== '2' && strides !== '2,2') || l.config['padding'] === 'same') continue;
     const pad = byName.get(padName)?.config['padding'];
     if (JSON.stringify(normalizePad(pad)) !== '[[0,1],[0,1]]') {
       throw new Error(
         `${file}: stride-2 layer ${l.name} uses padding '${String(l.config['padding'])}' ${pad === undefined ? `with no ${padName} layer` : `after ${padName} ${JSON.stringify(pad)}`}; ` +
-          "Keras MobileNetV2 pads 0 before and 1 after (TF 'same'), which is what the import reproduces",
+          "Keras MobileNet and MobileNetV2 pad 0 before and 1 after (TF 'same'), which is what the import reproduces",
       );
     }
   }

@@ -10,7 +10,7 @@ import { carriedInfo, decodeModelInfo, encodeModelInfo, CONFIG_KEY, type ModelIn
 import type { BaseConfig } from '../model/family.js';
 import type { ModelConfig } from '../model/config.js';
 import { isMobileNetV2 } from '../model/mobilenetv2.js';
-import { buildModel, detectFamily, familyOf, resolveArch } from '../model/registry.js';
+import { archNames, buildModel, detectFamily, familyOf, resolveArch } from '../model/registry.js';
 import type { Graph } from '../model/graph.js';
 import { checkStateDict, checkWeightValues, type StateDict } from '../model/weights.js';
 
@@ -83,7 +83,7 @@ export function loadWeights(path: string, hint: ArchHint = {}): LoadedWeights<Mo
 function configFromKeys(path: string, tensors: ReadonlyMap<string, { shape: number[] }>, hint: ArchHint): BaseConfig {
   const { family, variant } = hint.arch !== undefined ? resolveArch(hint.arch) : (detectFamily(tensors) ?? {});
   if (!family || !variant) {
-    throw new Error(`${path}: no ${CONFIG_KEY} metadata and the keys match neither torchvision's nor the seed's MobileNetV2; pass --arch imagenet|seed-cifar`);
+    throw new Error(`${path}: no ${CONFIG_KEY} metadata and the keys match none of torchvision's or the seed's MobileNetV2 or MobileNetV1; pass --arch ${archNames().join('|')}`);
   }
   const classifier = family.detect(tensors)?.classifier;
   const base = { numClasses: hint.numClasses ?? (classifier ? tensors.get(classifier)?.shape[0] : undefined), resolution: hint.resolution, bnEps: hint.bnEps };

@@ -1,6 +1,6 @@
 /** A small helper that appends nodes to a Graph while tracking shapes, parameters and summary rows. */
 import type { BaseConfig } from './family.js';
-import { numel, type ActivationKind, type EltwiseKind, type Graph, type GraphNode, type LayerRow, type Pads } from './graph.js';
+import { LOGITS, numel, type ActivationKind, type EltwiseKind, type Graph, type GraphNode, type LayerRow, type Pads } from './graph.js';
 
 export type PaddingMode = 'symmetric' | 'keras';
 
@@ -158,6 +158,16 @@ export class GraphBuilder<C extends BaseConfig & LayerStyle> {
     this.shapeOf(value);
     if (this.g.outputs.some((o) => o.name === name)) throw new Error(`graph builder: duplicate output name ${name}`);
     this.g.outputs.push({ name, value });
+  }
+
+  /** torchvision's classifier: global average pool, dropout `classifier.0` (when p > 0), linear `classifier.1`, the logits output. */
+  torchvisionHead(input: string, dropout: number): void {
+    const { numClasses } = this.g.config;
+    this.beginRow('pool', 'avgpool', input, { n: 1 });
+    let x = this.avgpool('pool', input);
+    this.beginRow('classifier', 'dropout + linear', x, { c: numClasses });
+    if (dropout > 0) x = this.dropout('classifier.0', x, dropout);
+    this.output(LOGITS, this.linear('classifier.1', x, numClasses));
   }
 
   /** conv -> BN -> activation (torchvision's Conv2dNormActivation); the activation node is named `${bnName}.act`. */

@@ -5,6 +5,7 @@
 import { definedOnly, type BaseConfig } from './family.js';
 import type { PaddingMode } from './builder.js';
 import type { ActivationKind } from './graph.js';
+import { checkSharedFields, invalidConfig } from './validate.js';
 
 export type { ActivationKind } from './graph.js';
 
@@ -79,20 +80,10 @@ export function makeConfig(arch: Arch, overrides: Partial<ModelConfig> = {}): Mo
 }
 
 export function validateConfig(cfg: ModelConfig): void {
-  const bad = (msg: string): never => {
-    throw new Error(`invalid model config: ${msg}`);
-  };
-  if (!(cfg.alpha > 0) || !Number.isFinite(cfg.alpha)) bad(`alpha must be a positive number, got ${cfg.alpha}`);
-  if (!Number.isInteger(cfg.resolution) || cfg.resolution <= 0) bad(`resolution must be a positive integer, got ${cfg.resolution}`);
-  if (cfg.arch === 'imagenet' && cfg.resolution % 32 !== 0) bad(`imagenet resolution must be a multiple of 32, got ${cfg.resolution}`);
-  if (cfg.arch === 'seed-cifar' && cfg.resolution !== 32) bad(`seed-cifar resolution must be 32 (avg-pool 4 on the 4x4 map), got ${cfg.resolution}`);
-  if (!Number.isInteger(cfg.inChannels) || cfg.inChannels <= 0) bad(`inChannels must be a positive integer, got ${cfg.inChannels}`);
-  if (!Number.isInteger(cfg.numClasses) || cfg.numClasses <= 0) bad(`numClasses must be a positive integer, got ${cfg.numClasses}`);
-  if (cfg.activation !== 'relu' && cfg.activation !== 'relu6') bad(`activation must be relu or relu6, got ${cfg.activation}`);
-  if (!(cfg.bnEps > 0)) bad(`bnEps must be positive, got ${cfg.bnEps}`);
-  if (!(cfg.dropout >= 0 && cfg.dropout < 1)) bad(`dropout must be in [0, 1), got ${cfg.dropout}`);
-  if (cfg.padding !== 'symmetric' && cfg.padding !== 'keras') bad(`padding must be symmetric or keras, got ${cfg.padding}`);
-  if (typeof cfg.linearBottleneck !== 'boolean' || typeof cfg.residual !== 'boolean') bad('linearBottleneck and residual must be booleans');
+  checkSharedFields(cfg);
+  if (cfg.arch === 'imagenet' && cfg.resolution % 32 !== 0) invalidConfig(`imagenet resolution must be a multiple of 32, got ${cfg.resolution}`);
+  if (cfg.arch === 'seed-cifar' && cfg.resolution !== 32) invalidConfig(`seed-cifar resolution must be 32 (avg-pool 4 on the 4x4 map), got ${cfg.resolution}`);
+  if (typeof cfg.linearBottleneck !== 'boolean' || typeof cfg.residual !== 'boolean') invalidConfig('linearBottleneck and residual must be booleans');
 }
 
 /** A config from a plain object (a file's metadata, or an existing config with changes); files before the

@@ -50,3 +50,9 @@ export interface ModelFamily<C extends BaseConfig = BaseConfig> {
 export function definedOnly<T extends object>(o: T): Partial<T> {
   return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as Partial<T>;
 }
+
+/** The one width multiplier among `alphas` whose graph has exactly the tensors' parameter shapes, else undefined. */
+export function fitAlpha(alphas: readonly number[], graphFor: (alpha: number) => Graph, tensors: TensorShapes): number | undefined {
+  const fits = alphas.filter((alpha) => graphFor(alpha).params.every((p) => tensors.get(p.name)?.shape.join() === p.shape.join()));
+  return fits.length === 1 ? fits[0] : undefined;
+}

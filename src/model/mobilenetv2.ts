@@ -5,7 +5,7 @@
  */
 import { GraphBuilder, type LayerStyle } from './builder.js';
 import { ARCHS, IMAGENET_SETTINGS, MOBILENETV2, SEED_SETTINGS, makeConfig, parseModelConfig, type Arch, type ModelConfig } from './config.js';
-import type { BaseConfig, ModelFamily, TensorShapes } from './family.js';
+import { fitAlpha, type BaseConfig, type ModelFamily } from './family.js';
 import { LOGITS, type Graph } from './graph.js';
 
 /** torchvision's _make_divisible: round to the nearest multiple of `divisor`, never below 90% of v. */
@@ -53,20 +53,13 @@ export const mobilenetV2Family: ModelFamily<ModelConfig> = {
   describe: (c) => `MobileNetV2 ${c.arch}, alpha ${c.alpha}, ${c.resolution}x${c.resolution}x${c.inChannels}, ${c.numClasses} classes, ${c.activation}`,
   detect(tensors) {
     let arch: Arch | undefined;
-    if (tensors.has('features.0.0.weight')) arch = 'imagenet';
+    // features.1.0.0 is MobileNetV1's first depthwise conv; torchvision's V2 block 1 is features.1.conv.
+    if (tensors.has('features.0.0.weight') && !tensors.has('features.1.0.0.weight')) arch = 'imagenet';
     else if (tensors.has('conv1.weight') && tensors.has('layers.0.conv1.weight')) arch = 'seed-cifar';
     return arch && { variant: arch, classifier: CLASSIFIER[arch] };
   },
-  fitShapes: (variant, base, tensors) => ({ alpha: fitAlpha(variant as Arch, base, tensors) }),
+  fitShapes: (variant, base, tensors) => ({ alpha: fitAlpha(STANDARD_ALPHAS, (alpha) => mobilenetV2(variant as Arch, { ...base, alpha }), tensors) }),
 };
-
-/** The standard width multiplier whose parameter shapes all match the file (PyTorch files carry no config). */
-function fitAlpha(arch: Arch, base: Partial<ModelConfig>, tensors: TensorShapes): number | undefined {
-  const fits = STANDARD_ALPHAS.filter((alpha) =>
-    buildGraph(makeConfig(arch, { ...base, alpha })).params.every((p) => tensors.get(p.name)?.shape.join() === p.shape.join()),
-  );
-  return fits.length === 1 ? fits[0] : undefined;
-}
 
 /** What the backbone needs of a config: width α and the two ablation switches. */
 export type FeatureOptions = Pick<ModelConfig, 'alpha' | 'linearBottleneck' | 'residual'>;
@@ -120,12 +113,7 @@ export function imagenetFeatures<C extends BaseConfig & LayerStyle>(b: GraphBuil
 
 function imagenet(cfg: ModelConfig): Graph<ModelConfig> {
   const b = new GraphBuilder(cfg);
-  let x = imagenetFeatures(b, b.g.input, cfg).out;
-  b.beginRow('pool', 'avgpool', x, { n: 1 });
-  x = b.avgpool('pool', x);
-  b.beginRow('classifier', 'dropout + linear', x, { c: cfg.numClasses });
-  if (cfg.dropout > 0) x = b.dropout('classifier.0', x, cfg.dropout);
-  b.output(LOGITS, b.linear('classifier.1', x, cfg.numClasses));
+  b.torchvisionHead(imagenetFeatures(b, b.g.input, cfg).out, cfg.dropout);
   return b.g;
 }
 

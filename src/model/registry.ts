@@ -2,12 +2,13 @@
  * The model families the project knows, by name. A family is added by writing its module (config, builder,
  * {@link ModelFamily} object) and listing it here; everything that reads or builds models goes through this.
  */
+import { mobilenetV1Family } from './mobilenetv1.js';
 import { mobilenetV2Family } from './mobilenetv2.js';
 import { ssdliteFamily } from './ssdlite.js';
 import type { BaseConfig, ModelFamily, TensorShapes } from './family.js';
 import type { Graph } from './graph.js';
 
-const FAMILIES: readonly ModelFamily[] = [mobilenetV2Family, ssdliteFamily];
+const FAMILIES: readonly ModelFamily[] = [mobilenetV2Family, mobilenetV1Family, ssdliteFamily];
 
 export function families(): readonly ModelFamily[] {
   return FAMILIES;

@@ -14,7 +14,8 @@
  * Outputs, in TF's anchor order (feature map, then y, x, anchor; channel = anchor·K + k):
  * `boxes` [anchors, 4] box encodings (ty, tx, th, tw) and `logits` [anchors, classes + 1], column 0 background.
  */
-import { GraphBuilder, type LayerStyle, type PaddingMode } from './builder.js';
+import { GraphBuilder, type LayerStyle } from './builder.js';
+import { checkSharedFields, invalidConfig } from './validate.js';
 import { definedOnly, type BaseConfig, type ModelFamily } from './family.js';
 import type { Graph } from './graph.js';
 import { imagenetFeatures } from './mobilenetv2.js';
@@ -45,17 +46,9 @@ const DEFAULTS: SsdliteConfig = {
 
 export function makeSsdliteConfig(overrides: Partial<SsdliteConfig> = {}): SsdliteConfig {
   const cfg: SsdliteConfig = { ...DEFAULTS, ...definedOnly(overrides), family: SSDLITE };
-  const bad = (msg: string): never => {
-    throw new Error(`invalid ssdlite config: ${msg}`);
-  };
-  if (!(cfg.alpha > 0) || !Number.isFinite(cfg.alpha)) bad(`alpha must be a positive number, got ${cfg.alpha}`);
+  checkSharedFields({ ...cfg, dropout: 0 });
   // Six feature maps down to stride 256 need at least 1x1 at the end: any size ≥ 129 works, 300 and 320 are usual.
-  if (!Number.isInteger(cfg.resolution) || cfg.resolution < 129) bad(`resolution must be an integer ≥ 129, got ${cfg.resolution}`);
-  if (!Number.isInteger(cfg.inChannels) || cfg.inChannels <= 0) bad(`inChannels must be a positive integer, got ${cfg.inChannels}`);
-  if (!Number.isInteger(cfg.numClasses) || cfg.numClasses <= 0) bad(`numClasses must be a positive integer, got ${cfg.numClasses}`);
-  if (!(cfg.bnEps > 0)) bad(`bnEps must be positive, got ${cfg.bnEps}`);
-  if (!(['symmetric', 'keras'] as PaddingMode[]).includes(cfg.padding)) bad(`padding must be symmetric or keras, got ${cfg.padding}`);
-  if (cfg.activation !== 'relu6' && cfg.activation !== 'relu') bad(`activation must be relu6 or relu, got ${cfg.activation}`);
+  if (cfg.resolution < 129) invalidConfig(`ssdlite resolution must be at least 129, got ${cfg.resolution}`);
   return cfg;
 }
 

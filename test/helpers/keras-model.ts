@@ -1,7 +1,8 @@
 /**
- * keras.applications.MobileNetV2 rebuilt with the tfjs-layers API, layer for layer (names, ZeroPadding2D with
- * correct_pad + 'valid' before stride-2 depthwise convs, Conv1 'same', BN eps 1e-3, ReLU(6)), so the import tests
- * have a reference that shares no code with src/model. Weights are seeded random, BN statistics non-trivial.
+ * keras.applications.MobileNetV2 and MobileNet rebuilt with the tfjs-layers API, layer for layer (names,
+ * ZeroPadding2D ((0, 1), (0, 1)) + 'valid' before stride-2 depthwise convs, stems 'same', BN eps 1e-3, ReLU(6)),
+ * so the import tests have a reference that shares no code with src/model. Weights are seeded random, BN
+ * statistics non-trivial.
  */
 import * as tf from '@tensorflow/tfjs-core';
 import '@tensorflow/tfjs-backend-cpu';
@@ -85,6 +86,54 @@ export function kerasMobileNetV2(o: KerasModelOptions): tfl.LayersModel {
   return tfl.sequential({
     layers: [base, tfl.layers.globalAveragePooling2d({}), tfl.layers.dropout({ rate: 0.25 }), tfl.layers.dense({ units: o.classes, name: o.headName ?? 'dense' })],
   });
+}
+
+export interface KerasV1Options {
+  alpha: number;
+  rows: number;
+  /** conv_preds size; 0 = include_top=False. */
+  classes: number;
+  /** Keras 2.2's stem: ZeroPadding2D conv1_pad ((0, 1), (0, 1)) + 'valid' instead of 'same'. */
+  stemPad?: boolean;
+  /** Break the model: symmetric (1, 1) padding before stride-2 depthwise convs. */
+  symmetricPad?: boolean;
+}
+
+/**
+ * keras.applications.MobileNet (V1): _conv_block conv1, 13 _depthwise_conv_block (conv_pad_N before the stride-2
+ * ones, conv_dw_N, conv_pw_N, each with BN `_bn` and ReLU6 `_relu`), then GlobalAveragePooling2D, Reshape,
+ * Dropout(1e-3), the 1x1 Conv2D conv_preds with bias, Reshape to logits (the softmax left out).
+ */
+export function kerasMobileNetV1(o: KerasV1Options): tfl.LayersModel {
+  const { alpha, rows } = o;
+  const bnRelu6 = (x: SymT, name: string): SymT =>
+    tfl.layers.reLU({ maxValue: 6, name: `${name}_relu` }).apply(tfl.layers.batchNormalization({ epsilon: 1e-3, momentum: 0.99, name: `${name}_bn` }).apply(x)) as SymT;
+  const input = tfl.input({ shape: [rows, rows, 3], name: 'input_1' });
+  const stemIn = o.stemPad ? (tfl.layers.zeroPadding2d({ padding: [[0, 1], [0, 1]], name: 'conv1_pad' }).apply(input) as SymT) : input;
+  const conv1 = tfl.layers.conv2d({ filters: Math.trunc(32 * alpha), kernelSize: 3, strides: 2, padding: o.stemPad ? 'valid' : 'same', useBias: false, name: 'conv1' });
+  let x = bnRelu6(conv1.apply(stemIn) as SymT, 'conv1');
+  // [pointwise filters, stride] of block_id 1..13, as keras's mobilenet.py lists them.
+  const blocks: [number, number][] = [[64, 1], [128, 2], [128, 1], [256, 2], [256, 1], [512, 2], [512, 1], [512, 1], [512, 1], [512, 1], [512, 1], [1024, 2], [1024, 1]];
+  blocks.forEach(([filters, stride], i) => {
+    const id = i + 1;
+    if (stride === 2) {
+      const pad: [[number, number], [number, number]] = o.symmetricPad ? [[1, 1], [1, 1]] : [[0, 1], [0, 1]];
+      x = tfl.layers.zeroPadding2d({ padding: pad, name: `conv_pad_${id}` }).apply(x) as SymT;
+    }
+    x = tfl.layers.depthwiseConv2d({ kernelSize: 3, strides: stride, padding: stride === 1 ? 'same' : 'valid', useBias: false, name: `conv_dw_${id}` }).apply(x) as SymT;
+    x = bnRelu6(x, `conv_dw_${id}`);
+    x = tfl.layers.conv2d({ filters: Math.trunc(filters * alpha), kernelSize: 1, padding: 'same', useBias: false, name: `conv_pw_${id}` }).apply(x) as SymT;
+    x = bnRelu6(x, `conv_pw_${id}`);
+  });
+  const name = `mobilenet_${alpha.toFixed(2)}_${rows}`;
+  if (!o.classes) return tfl.model({ inputs: input, outputs: x, name });
+  const c = x.shape[3]!;
+  x = tfl.layers.globalAveragePooling2d({}).apply(x) as SymT;
+  x = tfl.layers.reshape({ targetShape: [1, 1, c], name: 'reshape_1' }).apply(x) as SymT;
+  x = tfl.layers.dropout({ rate: 1e-3, name: 'dropout' }).apply(x) as SymT;
+  x = tfl.layers.conv2d({ filters: o.classes, kernelSize: 1, padding: 'same', name: 'conv_preds' }).apply(x) as SymT;
+  x = tfl.layers.reshape({ targetShape: [o.classes], name: 'reshape_2' }).apply(x) as SymT;
+  return tfl.model({ inputs: input, outputs: x, name });
 }
 
 /** Seeded weights: He-normal kernels, BN gamma in [0.5, 1.5), beta/mean N(0, 0.2), variance in [0.5, 2). */

@@ -36,6 +36,11 @@ export interface ExportOptions {
   producer?: string;
   /** Preprocessing, labels, class names and provenance to store beside the config (a model file's metadata). */
   info?: Omit<ModelInfoInput, 'config'>;
+  /**
+   * Graph values to expose as extra outputs, by the graph's value names (an activation node's, or a BN's when no
+   * activation follows), e.g. for inspecting activations. Float32 exports only.
+   */
+  extraOutputs?: readonly string[];
 }
 
 const FLOAT = onnx.TensorProto.DataType.FLOAT;
@@ -207,6 +212,13 @@ export function foldedToOnnx(fg: FoldedGraph, config: BaseConfig, opts: ExportOp
   }
 
   const [c, h, w] = fg.inputShape as [number, number, number];
+  const extra = opts.extraOutputs ?? [];
+  if (extra.length && fp16) throw new Error('exportOnnx: extraOutputs needs a float32 export');
+  const extraInfo = extra.map((name) => {
+    const shape = fg.nodes.find((x) => x.output === name)?.shape;
+    if (!shape) throw new Error(`exportOnnx: extra output ${name} is not the output of a folded layer (BN and activation outputs are)`);
+    return valueInfo(v(name), ['batch', ...shape]);
+  });
   return {
     irVersion: irVersionFor(opset),
     opsetImport: [{ domain: '', version: opset }],
@@ -218,7 +230,7 @@ export function foldedToOnnx(fg: FoldedGraph, config: BaseConfig, opts: ExportOp
       node: nodes,
       initializer: inits,
       input: [valueInfo(ONNX_INPUT, ['batch', c, h, w])],
-      output: fg.outputs.map((o) => valueInfo(o.name, ['batch', ...shapeOf(o.value)])),
+      output: [...fg.outputs.map((o) => valueInfo(o.name, ['batch', ...shapeOf(o.value)])), ...extraInfo],
     },
     metadataProps: Object.entries({ ...encodeModelInfo({ ...opts.info, config }), [FORMAT_KEY]: FORMAT_VERSION }).map(([key, value]) => ({ key, value })),
   };
