@@ -25,6 +25,8 @@ interface DetectOpts {
 /** Joins the `detect` group of src/cli/detect-data-commands.ts (`detect coco-eval`) when it exists: `mnv2 detect photo.jpg`. */
 export function registerDetectCommand(program: Command): void {
   (program.commands.find((c) => c.name() === 'detect') ?? program.command('detect'))
+    // options after a subcommand name are the subcommand's (`detect coco-eval --json`), not these (main.ts enables it above)
+    .enablePositionalOptions()
     .description('detect objects in a photo with an SSDLite model (mnv2 import tflite of a TF OD API export), or a detection tool')
     .argument('[image]', 'photo (any format sharp reads)')
     .option('--weights <file>', 'SSDLite model file (.safetensors with metadata)')

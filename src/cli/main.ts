@@ -16,7 +16,9 @@ const program = new Command();
 program
   .name('mnv2')
   .description('MobileNetV2 in TypeScript: define, train, evaluate, export and run MobileNetV2')
-  .showHelpAfterError();
+  .showHelpAfterError()
+  // options after a command name are that command's: `detect photo.jpg --json` vs `detect coco-eval --json`
+  .enablePositionalOptions();
 
 registerModelCommands(program);
 registerBenchCommand(program);
