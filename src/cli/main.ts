@@ -7,6 +7,8 @@ import { registerTrainCommands } from './train-commands.js';
 import { registerQuantizeCommand } from './quantize-command.js';
 import { registerImportCommands } from './import-commands.js';
 import { registerServeCommands } from './serve-command.js';
+import { registerWeightsCommands } from './weights-command.js';
+import { registerDetectDataCommands } from './detect-data-commands.js';
 
 const program = new Command();
 program
@@ -20,6 +22,8 @@ registerTrainCommands(program);
 registerQuantizeCommand(program);
 registerImportCommands(program);
 registerServeCommands(program);
+registerWeightsCommands(program);
+registerDetectDataCommands(program); // after registerTrainCommands: adds to its `data` group
 
 program.parseAsync(process.argv).catch((e: unknown) => {
   console.error(`mnv2: ${e instanceof Error ? e.message : String(e)}`);

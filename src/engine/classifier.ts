@@ -3,6 +3,7 @@
  * Both run the same weights and must agree (tests check it).
  */
 import { NativeModel } from './native/model.js';
+import type { ProgramCacheStats } from './native/program-cache.js';
 import { OrtModel } from './onnx/session.js';
 import { exportOnnx } from './onnx/export.js';
 import type { Graph } from '../model/graph.js';
@@ -15,12 +16,14 @@ export interface Classifier {
   /** Eval-mode logits [N, classes] for an NCHW float32 batch. */
   run(input: Float32Array, batch: number): Promise<Float32Array>;
   release(): Promise<void>;
+  /** Native engine: the compiled programs it keeps (one per batch size, bounded by a byte budget). */
+  programs?(): ProgramCacheStats;
 }
 
 export async function createClassifier(graph: Graph, weights: StateDict, engine: EngineName, threads?: number): Promise<Classifier> {
   if (engine === 'native') {
     const m = new NativeModel(graph, weights, { threads });
-    return { engine, run: async (x, n) => m.predict(x, n), release: async () => {} };
+    return { engine, run: async (x, n) => m.predict(x, n), release: async () => {}, programs: () => m.programStats() };
   }
   if (engine === 'ort') return ortClassifier(exportOnnx(graph, weights), threads);
   throw new Error(`unknown engine '${String(engine)}' (expected native or ort)`);

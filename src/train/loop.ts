@@ -17,6 +17,7 @@ import os from 'node:os';
 import cliProgress from 'cli-progress';
 import { NativeModel } from '../engine/native/model.js';
 import { softmaxCrossEntropy } from '../engine/native/loss.js';
+import { assertConverging } from './divergence.js';
 import { exportOnnx } from '../engine/onnx/export.js';
 import type { Graph, LinearNode } from '../model/graph.js';
 import { archConfig, buildModel, familyOf, reconfigure } from '../model/registry.js';
@@ -504,8 +505,8 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
           for await (const b of loader!.epoch(epoch, { startBatch: pos.step })) {
             const lr = schedule(epoch, b.index, stepsPerEpoch);
             const r = model.trainStep(b.input, b.labels, b.size, { bnMomentum: recipe.bnMomentum, labelSmoothing: recipe.labelSmoothing, rng });
-            if (!Number.isFinite(r.loss)) throw new Error(`loss is ${r.loss} at epoch ${epoch + 1}, step ${b.index + 1}: training diverged (try a lower --lr)`);
             optimizer.step(params, lr);
+            assertConverging(r.loss, params, epoch, b.index);
             model.weightsChanged();
             ema?.update(live);
             stepDone(b.size, r.loss, r.correct, lr);
@@ -539,6 +540,7 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
               }
             }
             optimizer.step(params, lr);
+            assertConverging(loss, params, epoch, s);
             ema?.update(live);
             stepDone(n, loss, correct, lr);
             if (stopped) break;
