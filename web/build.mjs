@@ -34,9 +34,9 @@ async function lib(rel) {
 const stubNodeOnly = {
   name: 'stub-node-only',
   setup(b) {
-    b.onResolve({ filter: /^(sharp|node:fs\/promises)$/ }, (a) => ({ path: a.path, namespace: 'stub' }));
+    b.onResolve({ filter: /^(sharp|\.\.\/util\/read-file\.js)$/ }, (a) => ({ path: a.path, namespace: 'stub' }));
     b.onLoad({ filter: /.*/, namespace: 'stub' }, (a) => ({
-      contents: `const no = () => { throw new Error('${a.path} is not available in the browser'); }; export default no; export const readFile = no;`,
+      contents: `const no = () => { throw new Error('${a.path} is not available in the browser'); }; export default no; export const readFileBoundedAsync = no;`,
     }));
   },
 };
