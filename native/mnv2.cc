@@ -313,7 +313,8 @@ class Program : public Napi::ObjectWrap<Program> {
       beta = 6.f;
       return useDst ? algorithm::eltwise_clip_v2_use_dst_for_bwd : algorithm::eltwise_clip_v2;
     }
-    fail("activation must be relu or relu6, got " + kind);
+    if (kind == "sigmoid") return useDst ? algorithm::eltwise_logistic_use_dst_for_bwd : algorithm::eltwise_logistic;
+    fail("activation must be relu, relu6 or sigmoid, got " + kind);
   }
 
   void compileOp(const Napi::Object &o, std::vector<Step> &seg) {

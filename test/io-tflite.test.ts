@@ -58,7 +58,7 @@ test('corrupt TFLite files are clear errors naming the file', () => {
   for (const n of [12, 40, Math.floor(good.length / 2), good.length - 20]) {
     assert.throws(() => parseTflite(good.slice(0, n), 'cut.tflite'), (e: Error) => e.message.startsWith('cut.tflite: '), `cut at ${n}`);
   }
-  assert.throws(() => readTflite('/nonexistent/m.tflite'), /\/nonexistent\/m.tflite: cannot read file/);
+  assert.throws(() => readTflite('/nonexistent/m.tflite'), /\/nonexistent\/m.tflite: no such file/);
 });
 
 const REAL = '../shared/data/imagenet/weights/mobilenet_v2_1.0_224_quant.tflite';

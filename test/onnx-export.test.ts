@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { describe, it } from 'node:test';
 import onnxProto from 'onnx-proto';
-import { foldBatchNorm } from '../src/engine/onnx/fold.js';
+import { foldBatchNorm } from '../src/model/fold.js';
 import { exportOnnx, readOnnxConfig } from '../src/engine/onnx/export.js';
 import { OrtModel } from '../src/engine/onnx/session.js';
 import { readSafetensors, toFloat32 } from '../src/io/safetensors.js';

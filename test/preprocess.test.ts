@@ -7,7 +7,7 @@ import sharp from 'sharp';
 import { execFile, execFileSync } from 'node:child_process';
 import { promisify } from 'node:util';
 import { fileURLToPath } from 'node:url';
-import { preset, loadImage, loadImages, normalizeHWC, PRESET_NAMES, type Preset } from '../src/data/preprocess.js';
+import { centralCrop, preset, loadImage, loadImages, normalizeHWC, PRESET_NAMES, type Preset } from '../src/data/preprocess.js';
 import { IMAGENET_LABELS, CIFAR10_LABELS, FASHION_MNIST_LABELS, labelsFor } from '../src/data/labels.js';
 
 let dir = '';
@@ -113,6 +113,21 @@ test('keras at another resolution: length follows the resolution', async () => {
   const p = preset('keras', 96);
   const t = await loadImage(f('grey.png'), p);
   assert.equal(t.length, 3 * 96 * 96);
+});
+
+test('tf-slim: the central 87.5 % of each axis (tf.image.central_crop), resized to r x r, [-1, 1]', async () => {
+  assert.deepEqual(centralCrop(100, 80, 0.875), { left: 6, top: 5, width: 88, height: 70 });
+  // a blue 88x70 centre inside a red frame 6 px wide left/right and 5 px top/bottom: only blue may come out
+  const frame = await sharp({ create: { width: 100, height: 80, channels: 3, background: { r: 255, g: 0, b: 0 } } })
+    .composite([{ input: { create: { width: 88, height: 70, channels: 3, background: { r: 0, g: 0, b: 255 } } }, left: 6, top: 5 }])
+    .png().toFile(f('framed.png'));
+  assert.equal(frame.width, 100);
+  const p = preset('tf-slim', 96);
+  const t = await loadImage(f('framed.png'), p);
+  assert.equal(t.length, 3 * 96 * 96);
+  assertPlane(t, p, 0, -1);
+  assertPlane(t, p, 1, -1);
+  assertPlane(t, p, 2, 1);
 });
 
 test('seed-cifar: direct resize to 32x32 with CIFAR-10 statistics', async () => {

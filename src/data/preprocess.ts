@@ -121,17 +121,11 @@ export function preset(name: string, resolution?: number): Preset {
         std: tv ? [0.229, 0.224, 0.225] : [0.5, 0.5, 0.5],
       };
     }
-    case 'tf-slim':
-      return {
-        name,
-        size: resolution ?? 224,
-        centralFraction: 0.875,
-        channels: 3,
-        greyscale: false,
-        background: 'white',
-        mean: [0.5, 0.5, 0.5],
-        std: [0.5, 0.5, 0.5],
-      };
+    case 'tf-slim': {
+      // keras's normalization, TF's crop instead of resize + center crop
+      const { resize: _resize, ...keras } = preset('keras', resolution);
+      return { ...keras, name, centralFraction: 0.875 };
+    }
     case 'seed-cifar':
       return {
         name,
@@ -159,6 +153,13 @@ export function preset(name: string, resolution?: number): Preset {
     default:
       throw new Error(`unknown preprocessing preset '${name}'; valid presets: ${PRESET_NAMES.join(', ')}`);
   }
+}
+
+/** tf.image.central_crop's box: start = int((size - size * fraction) / 2) on each axis, the same margin at the end. */
+export function centralCrop(width: number, height: number, fraction: number): { left: number; top: number; width: number; height: number } {
+  const top = Math.floor((height - height * fraction) / 2);
+  const left = Math.floor((width - width * fraction) / 2);
+  return { left, top, width: width - 2 * left, height: height - 2 * top };
 }
 
 /** Python 3 round(): round half to even. torchvision's CenterCrop uses it for crop offsets. */
@@ -283,12 +284,7 @@ async function decode(
     const bg = white ? { r: 255, g: 255, b: 255 } : { r: 0, g: 0, b: 0 };
 
     let img = input().rotate();
-    if (p.centralFraction !== undefined) {
-      // tf.image.central_crop: start = int((size - size * fraction) / 2) on each axis, the same margin at the end
-      const top = Math.floor((h0 - h0 * p.centralFraction) / 2);
-      const left = Math.floor((w0 - w0 * p.centralFraction) / 2);
-      img = img.extract({ left, top, width: w0 - 2 * left, height: h0 - 2 * top });
-    }
+    if (p.centralFraction !== undefined) img = img.extract(centralCrop(w0, h0, p.centralFraction));
     img = img
       .flatten({ background: bg })
       .resize({ width: tw, height: th, fit: 'fill', kernel: 'linear', fastShrinkOnLoad: false });

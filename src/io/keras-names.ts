@@ -7,6 +7,7 @@ import { makeConfig, type ModelConfig } from '../model/config.js';
 import type { Graph } from '../model/graph.js';
 import { buildGraph } from '../model/mobilenetv2.js';
 import { checkStateDict, initWeights, type StateDict } from '../model/weights.js';
+import { stridedOffsets } from '../util/strided.js';
 
 export interface KerasTensor {
   shape: number[];
@@ -114,28 +115,14 @@ export function splitWeightName(name: string, fallbackLayer?: string): [layer: s
 
 /** Copy of `data` (row-major, `shape`) with its axes permuted: out dim j = in dim perm[j]. */
 export function permute(data: Float32Array, shape: readonly number[], perm: readonly number[]): Float32Array {
-  const n = shape.length;
-  const inStrides = new Array<number>(n);
-  for (let i = n - 1, s = 1; i >= 0; i--) {
+  const inStrides = new Array<number>(shape.length);
+  for (let i = shape.length - 1, s = 1; i >= 0; i--) {
     inStrides[i] = s;
     s *= shape[i]!;
   }
-  const outShape = perm.map((p) => shape[p]!);
-  const strides = perm.map((p) => inStrides[p]!);
+  const src = stridedOffsets(perm.map((p) => shape[p]!), perm.map((p) => inStrides[p]!));
   const out = new Float32Array(data.length);
-  const idx = new Array<number>(n).fill(0);
-  let src = 0;
-  for (let o = 0; o < out.length; o++) {
-    out[o] = data[src]!;
-    // Odometer over the output index, tracking the source offset.
-    for (let j = n - 1; j >= 0; j--) {
-      idx[j]!++;
-      src += strides[j]!;
-      if (idx[j]! < outShape[j]!) break;
-      src -= strides[j]! * outShape[j]!;
-      idx[j] = 0;
-    }
-  }
+  for (let o = 0; o < out.length; o++) out[o] = data[src[o]!]!;
   return out;
 }
 

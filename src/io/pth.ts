@@ -12,10 +12,11 @@
  * are copied element by element), as safetensors-style TensorInfo, so loadWeights takes them like a
  * .safetensors file's.
  */
-import { readFileSync } from 'node:fs';
 import { unzipSync } from 'fflate';
 import { describe, PyTuple, unpickle, type PyCallable, type UnpickleOptions } from './pickle.js';
 import { DTYPE_SIZE, type DType, type SafetensorsFile, type TensorInfo } from './safetensors.js';
+import { readFileBounded } from '../util/read-file.js';
+import { stridedOffsets } from '../util/strided.js';
 
 /** torch storage classes → safetensors dtypes. */
 const STORAGE_DTYPES: Readonly<Record<string, DType>> = {
@@ -25,6 +26,7 @@ const STORAGE_DTYPES: Readonly<Record<string, DType>> = {
 
 const LEGACY_MAGIC = 0x1950a86a20f9469cfc6cn;
 const LEGACY_PROTOCOL = 1001;
+const MAX_FILE = { maxBytes: 2 ** 31, limitWhat: 'bytes a .pth file may have here' };
 
 /** Where a storage's bytes are: filled from a zip record or from the legacy file's tail. */
 class Storage {
@@ -52,13 +54,7 @@ const isZip = (b: Uint8Array) => b[0] === 0x50 && b[1] === 0x4b && b[2] === 0x03
 
 /** Reads a .pth state dict; every error message starts with the path. */
 export function readPth(path: string): SafetensorsFile {
-  let buf: Uint8Array;
-  try {
-    buf = readFileSync(path);
-  } catch (e) {
-    throw new Error(`${path}: cannot read file: ${(e as Error).message}`, { cause: e });
-  }
-  return parsePth(buf, path);
+  return parsePth(readFileBounded(path, MAX_FILE), path);
 }
 
 export function parsePth(buf: Uint8Array, source: string): SafetensorsFile {
@@ -227,18 +223,8 @@ function isContiguous(shape: readonly number[], stride: readonly number[]): bool
 /** Copies a strided view into row-major order. */
 function gather(src: Uint8Array, size: number, offset: number, shape: readonly number[], stride: readonly number[], numel: number): Uint8Array {
   const out = new Uint8Array(numel * size);
-  const idx = new Array<number>(shape.length).fill(0);
-  let at = offset;
-  for (let i = 0; i < numel; i++) {
-    out.set(src.subarray(at * size, (at + 1) * size), i * size);
-    for (let d = shape.length - 1; d >= 0; d--) {
-      idx[d]!++;
-      at += stride[d]!;
-      if (idx[d]! < shape[d]!) break;
-      at -= idx[d]! * stride[d]!;
-      idx[d] = 0;
-    }
-  }
+  const at = stridedOffsets(shape, stride, offset);
+  for (let i = 0; i < numel; i++) out.set(src.subarray(at[i]! * size, (at[i]! + 1) * size), i * size);
   return out;
 }
 

@@ -2,7 +2,7 @@
  * The tensors of a weights file, whatever it is: safetensors or a PyTorch .pth read directly; a format that
  * needs an import step (Keras .h5, TF.js model.json, TFLite, ONNX, TorchScript) is named with its command.
  */
-import { closeSync, openSync, readSync } from 'node:fs';
+import { closeSync, openSync, readSync, statSync } from 'node:fs';
 import { extname } from 'node:path';
 import { isPth, readPth } from './pth.js';
 import { readSafetensors, type SafetensorsFile } from './safetensors.js';
@@ -21,6 +21,8 @@ function head(path: string): Uint8Array {
   const b = new Uint8Array(16);
   let fd: number;
   try {
+    // a FIFO or device would block or never end: regular files only
+    if (!statSync(path).isFile()) throw new Error('not a regular file');
     fd = openSync(path, 'r');
   } catch (e) {
     throw new Error(`${path}: cannot read file: ${(e as Error).message}`, { cause: e });

@@ -21,10 +21,10 @@
  * Every offset and length is checked against the file before it is used, so a corrupt file is an error, not
  * garbage or an out-of-range read.
  */
-import { readFileSync } from 'node:fs';
 import { ByteBuffer } from 'flatbuffers';
 import { toObject } from 'flatbuffers/js/flexbuffers.js';
 import { halfBitsToNumber } from './safetensors.js';
+import { readFileBounded } from '../util/read-file.js';
 
 /** TensorType enum, by value. */
 const TENSOR_TYPES = [
@@ -142,25 +142,24 @@ class Table {
     if (pos < 0 || size < 0 || pos + size > this.bb.capacity()) this.fail(`corrupt flatbuffer: ${size} bytes at ${pos} lie outside the ${this.bb.capacity()}-byte file`);
   }
 
+  private scalar(id: number, size: number, read: (p: number) => number, def: number): number {
+    const p = this.at(id, size);
+    return p ? read(p) : def;
+  }
   int(id: number, def = 0): number {
-    const p = this.at(id, 4);
-    return p ? this.bb.readInt32(p) : def;
+    return this.scalar(id, 4, (p) => this.bb.readInt32(p), def);
   }
   uint(id: number, def = 0): number {
-    const p = this.at(id, 4);
-    return p ? this.bb.readUint32(p) : def;
+    return this.scalar(id, 4, (p) => this.bb.readUint32(p), def);
   }
   byte(id: number, def = 0): number {
-    const p = this.at(id, 1);
-    return p ? this.bb.readInt8(p) : def;
+    return this.scalar(id, 1, (p) => this.bb.readInt8(p), def);
   }
   ubyte(id: number, def = 0): number {
-    const p = this.at(id, 1);
-    return p ? this.bb.readUint8(p) : def;
+    return this.scalar(id, 1, (p) => this.bb.readUint8(p), def);
   }
   float(id: number, def = 0): number {
-    const p = this.at(id, 4);
-    return p ? this.bb.readFloat32(p) : def;
+    return this.scalar(id, 4, (p) => this.bb.readFloat32(p), def);
   }
   ulong(id: number): number {
     const p = this.at(id, 8);
@@ -220,13 +219,7 @@ class Table {
 
 /** Reads a .tflite file; every error message starts with the path. */
 export function readTflite(path: string): TfliteModel {
-  let buf: Uint8Array;
-  try {
-    buf = readFileSync(path);
-  } catch (e) {
-    throw new Error(`${path}: cannot read file: ${(e as Error).message}`, { cause: e });
-  }
-  return parseTflite(buf, path);
+  return parseTflite(readFileBounded(path, { maxBytes: 2 ** 31, limitWhat: 'bytes a TFLite flatbuffer can have' }), path);
 }
 
 export function parseTflite(buf: Uint8Array, source: string): TfliteModel {

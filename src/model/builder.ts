@@ -1,6 +1,6 @@
 /** A small helper that appends nodes to a Graph while tracking shapes, parameters and summary rows. */
 import type { BaseConfig } from './family.js';
-import type { ActivationKind, Graph, GraphNode, LayerRow, Pads } from './graph.js';
+import { numel, type ActivationKind, type EltwiseKind, type Graph, type GraphNode, type LayerRow, type Pads } from './graph.js';
 
 export type PaddingMode = 'symmetric' | 'keras';
 
@@ -28,7 +28,7 @@ export class GraphBuilder<C extends BaseConfig & LayerStyle> {
 
   constructor(config: C) {
     const inputShape = [config.inChannels, config.resolution, config.resolution];
-    this.g = { config, input: 'input', inputShape, output: 'input', nodes: [], params: [], buffers: [], layers: [] };
+    this.g = { config, input: 'input', inputShape, outputs: [], nodes: [], params: [], buffers: [], layers: [] };
   }
 
   shapeOf(value: string): readonly number[] {
@@ -45,8 +45,8 @@ export class GraphBuilder<C extends BaseConfig & LayerStyle> {
   }
 
   private add<N extends GraphNode>(node: N): string {
+    if (this.g.nodes.some((n) => n.name === node.name)) throw new Error(`graph builder: duplicate node name ${node.name}`);
     this.g.nodes.push(node);
-    this.g.output = node.output;
     if (this.row) {
       this.row.nodes.push(node.name);
       this.row.outShape = node.shape;
@@ -64,7 +64,7 @@ export class GraphBuilder<C extends BaseConfig & LayerStyle> {
     const ow = Math.floor((w + pl + pr - k) / stride) + 1;
     this.g.params.push({ name: `${name}.weight`, shape: [outC, inC / groups, k, k], role: 'conv.weight' });
     if (bias) this.g.params.push({ name: `${name}.bias`, shape: [outC], role: 'conv.bias' });
-    return this.add({ op: 'conv', name, output: name, input, inC, outC, k, stride, pads, groups, bias, shape: [outC, oh, ow] });
+    return this.add({ op: 'conv', name, output: name, inputs: [input], inC, outC, k, stride, pads, groups, bias, shape: [outC, oh, ow] });
   }
 
   bn(name: string, input: string): string {
@@ -76,11 +76,11 @@ export class GraphBuilder<C extends BaseConfig & LayerStyle> {
       { name: `${name}.running_var`, shape: [c], role: 'bn.running_var' },
       { name: `${name}.num_batches_tracked`, shape: [], role: 'bn.num_batches_tracked' },
     );
-    return this.add({ op: 'bn', name, output: name, input, channels: c, eps: this.g.config.bnEps, shape });
+    return this.add({ op: 'bn', name, output: name, inputs: [input], channels: c, eps: this.g.config.bnEps, shape });
   }
 
-  act(name: string, input: string, kind: ActivationKind = this.g.config.activation): string {
-    return this.add({ op: 'act', name, output: name, input, kind, shape: this.shapeOf(input) });
+  act(name: string, input: string, kind: EltwiseKind = this.g.config.activation): string {
+    return this.add({ op: 'act', name, output: name, inputs: [input], kind, shape: this.shapeOf(input) });
   }
 
   addValues(name: string, a: string, b: string): string {
@@ -93,17 +93,71 @@ export class GraphBuilder<C extends BaseConfig & LayerStyle> {
   /** Global average pool. The seed's avg_pool2d(4) on its 4x4 map is the same operation. */
   avgpool(name: string, input: string): string {
     const c = this.shapeOf(input)[0]!;
-    return this.add({ op: 'avgpool', name, output: name, input, shape: [c] });
+    return this.add({ op: 'avgpool', name, output: name, inputs: [input], shape: [c] });
   }
 
   dropout(name: string, input: string, p: number): string {
-    return this.add({ op: 'dropout', name, output: name, input, p, shape: this.shapeOf(input) });
+    return this.add({ op: 'dropout', name, output: name, inputs: [input], p, shape: this.shapeOf(input) });
   }
 
   linear(name: string, input: string, outF: number): string {
     const inF = this.shapeOf(input)[0]!;
     this.g.params.push({ name: `${name}.weight`, shape: [outF, inF], role: 'linear.weight' }, { name: `${name}.bias`, shape: [outF], role: 'linear.bias' });
-    return this.add({ op: 'linear', name, output: name, input, inF, outF, shape: [outF] });
+    return this.add({ op: 'linear', name, output: name, inputs: [input], inF, outF, shape: [outF] });
+  }
+
+  /** Values joined along per-image axis `axis`; every other dim must agree. */
+  concat(name: string, inputs: readonly string[], axis: number): string {
+    if (inputs.length < 1) throw new Error(`graph builder: concat ${name} needs at least one input`);
+    const shapes = inputs.map((v) => this.shapeOf(v));
+    const rank = shapes[0]!.length;
+    if (!Number.isInteger(axis) || axis < 0 || axis >= rank) throw new Error(`graph builder: concat ${name} axis ${axis} outside [0, ${rank})`);
+    for (const [i, s] of shapes.entries()) {
+      if (s.length !== rank || s.some((d, j) => j !== axis && d !== shapes[0]![j])) {
+        throw new Error(`graph builder: concat ${name}: input ${inputs[i]} has shape [${s.join(', ')}], input ${inputs[0]} [${shapes[0]!.join(', ')}] (only axis ${axis} may differ)`);
+      }
+    }
+    const shape = shapes[0]!.map((d, j) => (j === axis ? shapes.reduce((t, s) => t + s[j]!, 0) : d));
+    return this.add({ op: 'concat', name, output: name, inputs: [...inputs], axis, shape });
+  }
+
+  /** The same values in per-image shape `shape`; one dim may be -1 (inferred). */
+  reshape(name: string, input: string, shape: readonly number[]): string {
+    const n = numel(this.shapeOf(input));
+    const known = shape.filter((d) => d !== -1);
+    if (shape.length - known.length > 1 || known.some((d) => !Number.isInteger(d) || d < 1)) {
+      throw new Error(`graph builder: reshape ${name} to [${shape.join(', ')}]: dims must be positive integers, at most one -1`);
+    }
+    const rest = n / numel(known);
+    const out = shape.map((d) => (d === -1 ? rest : d));
+    if (!Number.isInteger(rest) || numel(out) !== n) throw new Error(`graph builder: reshape ${name}: [${this.shapeOf(input).join(', ')}] (${n} values) cannot be [${shape.join(', ')}]`);
+    return this.add({ op: 'reshape', name, output: name, inputs: [input], shape: out });
+  }
+
+  flatten(name: string, input: string): string {
+    return this.reshape(name, input, [-1]);
+  }
+
+  /** Per-image axes permuted: output dim i is input dim perm[i]. */
+  transpose(name: string, input: string, perm: readonly number[]): string {
+    const s = this.shapeOf(input);
+    if (perm.length !== s.length || [...perm].sort((a, b) => a - b).some((p, i) => p !== i)) {
+      throw new Error(`graph builder: transpose ${name}: [${perm.join(', ')}] is not a permutation of the ${s.length} axes of [${s.join(', ')}]`);
+    }
+    return this.add({ op: 'transpose', name, output: name, inputs: [input], perm: [...perm], shape: perm.map((p) => s[p]!) });
+  }
+
+  softmax(name: string, input: string, axis: number): string {
+    const s = this.shapeOf(input);
+    if (!Number.isInteger(axis) || axis < 0 || axis >= s.length) throw new Error(`graph builder: softmax ${name} axis ${axis} outside [0, ${s.length})`);
+    return this.add({ op: 'softmax', name, output: name, inputs: [input], axis, shape: s });
+  }
+
+  /** Declare `value` a graph output named `name`. */
+  output(name: string, value: string): void {
+    this.shapeOf(value);
+    if (this.g.outputs.some((o) => o.name === name)) throw new Error(`graph builder: duplicate output name ${name}`);
+    this.g.outputs.push({ name, value });
   }
 
   /** conv -> BN -> activation (torchvision's Conv2dNormActivation); the activation node is named `${bnName}.act`. */

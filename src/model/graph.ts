@@ -1,25 +1,29 @@
 /**
- * The layer graph every engine consumes: nodes in topological order, each with its output shape and the
- * PyTorch state-dict prefix of its parameters. Shapes are per image, [C, H, W] (or [F] after pooling).
+ * The layer graph every engine consumes: nodes in topological order, each with its inputs, its output shape and
+ * the PyTorch state-dict prefix of its parameters. Shapes are per image, [C, H, W] (or [F] after pooling).
  */
 import type { BaseConfig } from './family.js';
-
-export type ActivationKind = 'relu' | 'relu6';
 
 /** [top, left, bottom, right] zero padding. */
 export type Pads = readonly [number, number, number, number];
 
+/** Activations a block uses (the configs' ablation switch). */
+export type ActivationKind = 'relu' | 'relu6';
+/** Elementwise ops of an `act` node: a block activation, or a sigmoid (e.g. detection scores). */
+export type EltwiseKind = ActivationKind | 'sigmoid';
+
 interface NodeBase {
   /** Unique name; for nodes with parameters, the state-dict prefix (`features.3.conv.1.0`). */
   name: string;
+  /** Values the node reads, in operand order. */
+  inputs: readonly string[];
   /** Output value name (the node's name). */
   output: string;
-  /** Output shape per image. */
+  /** Output shape per image (no batch dimension). */
   shape: readonly number[];
 }
 export interface ConvNode extends NodeBase {
   op: 'conv';
-  input: string;
   inC: number;
   outC: number;
   k: number;
@@ -30,14 +34,12 @@ export interface ConvNode extends NodeBase {
 }
 export interface BatchNormNode extends NodeBase {
   op: 'bn';
-  input: string;
   channels: number;
   eps: number;
 }
 export interface ActNode extends NodeBase {
   op: 'act';
-  kind: ActivationKind;
-  input: string;
+  kind: EltwiseKind;
 }
 export interface AddNode extends NodeBase {
   op: 'add';
@@ -46,20 +48,47 @@ export interface AddNode extends NodeBase {
 /** Global average pooling: [C, H, W] -> [C]. */
 export interface PoolNode extends NodeBase {
   op: 'avgpool';
-  input: string;
 }
 export interface DropoutNode extends NodeBase {
   op: 'dropout';
-  input: string;
   p: number;
 }
 export interface LinearNode extends NodeBase {
   op: 'linear';
-  input: string;
   inF: number;
   outF: number;
 }
-export type GraphNode = ConvNode | BatchNormNode | ActNode | AddNode | PoolNode | DropoutNode | LinearNode;
+/** Inputs joined along per-image axis `axis` (all other dims equal). */
+export interface ConcatNode extends NodeBase {
+  op: 'concat';
+  axis: number;
+}
+/** The same values in another per-image shape (`flatten` is a reshape to [numel]). */
+export interface ReshapeNode extends NodeBase {
+  op: 'reshape';
+}
+/** Per-image axes permuted: output dim i is input dim perm[i] (CHW -> HWC is [1, 2, 0]). */
+export interface TransposeNode extends NodeBase {
+  op: 'transpose';
+  perm: readonly number[];
+}
+/** Softmax along per-image axis `axis`. */
+export interface SoftmaxNode extends NodeBase {
+  op: 'softmax';
+  axis: number;
+}
+export type GraphNode =
+  | ConvNode | BatchNormNode | ActNode | AddNode | PoolNode | DropoutNode | LinearNode
+  | ConcatNode | ReshapeNode | TransposeNode | SoftmaxNode;
+
+/** The output name of a classifier's class scores (the ONNX output name too). */
+export const LOGITS = 'logits';
+
+/** A named graph output (`logits`; a detector's `boxes`, `scores`) and the value it is. */
+export interface GraphOutput {
+  name: string;
+  value: string;
+}
 
 export type ParamRole = 'conv.weight' | 'conv.bias' | 'bn.weight' | 'bn.bias' | 'linear.weight' | 'linear.bias';
 export type BufferRole = 'bn.running_mean' | 'bn.running_var' | 'bn.num_batches_tracked';
@@ -89,7 +118,8 @@ export interface Graph<C extends BaseConfig = BaseConfig> {
   /** Name of the graph input value; its shape is [inChannels, resolution, resolution]. */
   input: string;
   inputShape: readonly number[];
-  output: string;
+  /** Named outputs, in order (a classifier: one, `logits`). */
+  outputs: GraphOutput[];
   nodes: GraphNode[];
   params: TensorSpec<ParamRole>[];
   buffers: TensorSpec<BufferRole>[];
@@ -129,4 +159,26 @@ export function totalMacs(g: Graph): number {
 
 export function numel(shape: readonly number[]): number {
   return shape.reduce((a, b) => a * b, 1);
+}
+
+/** Who reads each value (graph outputs are not nodes: see {@link isGraphOutput}). */
+export function consumers<N extends { inputs: readonly string[] }>(graph: { nodes: readonly N[] }): Map<string, N[]> {
+  const m = new Map<string, N[]>();
+  for (const n of graph.nodes) for (const v of n.inputs) m.set(v, [...(m.get(v) ?? []), n]);
+  return m;
+}
+
+export function isGraphOutput(graph: Pick<Graph, 'outputs'>, value: string): boolean {
+  return graph.outputs.some((o) => o.value === value);
+}
+
+/** The node computing `value`, if a node does (the graph input has none). */
+export function producer<N extends { output: string }>(graph: { nodes: readonly N[] }, value: string): N | undefined {
+  return graph.nodes.find((n) => n.output === value);
+}
+
+/** The one output of a single-output graph (a classifier's logits). */
+export function soleOutput(graph: Pick<Graph, 'outputs'>, what: string): GraphOutput {
+  if (graph.outputs.length !== 1) throw new Error(`${what}: expects a graph with one output, this one has ${graph.outputs.length} (${graph.outputs.map((o) => o.name).join(', ')})`);
+  return graph.outputs[0]!;
 }

@@ -6,7 +6,7 @@
 import { GraphBuilder } from './builder.js';
 import { ARCHS, IMAGENET_SETTINGS, MOBILENETV2, SEED_SETTINGS, makeConfig, parseModelConfig, type Arch, type ModelConfig } from './config.js';
 import type { ModelFamily, TensorShapes } from './family.js';
-import type { Graph } from './graph.js';
+import { LOGITS, type Graph } from './graph.js';
 
 /** torchvision's _make_divisible: round to the nearest multiple of `divisor`, never below 90% of v. */
 export function makeDivisible(v: number, divisor = 8, minValue = divisor): number {
@@ -107,7 +107,7 @@ function imagenet(cfg: ModelConfig): Graph<ModelConfig> {
   x = b.avgpool('pool', x);
   b.beginRow('classifier', 'dropout + linear', x, { c: cfg.numClasses });
   if (cfg.dropout > 0) x = b.dropout('classifier.0', x, cfg.dropout);
-  b.linear('classifier.1', x, cfg.numClasses);
+  b.output(LOGITS, b.linear('classifier.1', x, cfg.numClasses));
   return b.g;
 }
 
@@ -150,6 +150,6 @@ function seedCifar(cfg: ModelConfig): Graph<ModelConfig> {
   x = b.avgpool('pool', x);
   b.beginRow('linear', 'linear', x, { c: cfg.numClasses });
   if (cfg.dropout > 0) x = b.dropout('dropout', x, cfg.dropout);
-  b.linear('linear', x, cfg.numClasses);
+  b.output(LOGITS, b.linear('linear', x, cfg.numClasses));
   return b.g;
 }

@@ -55,14 +55,72 @@ function conv(n: ConvNode, x: Float64Array, inShape: readonly number[], w: Weigh
   return out;
 }
 
-/** Logits [batch, classes] (row-major) for a float32 NCHW batch, computed in float64. */
+/** Row-major strides of a shape. */
+function strides(shape: readonly number[]): number[] {
+  const s = new Array<number>(shape.length).fill(1);
+  for (let i = shape.length - 2; i >= 0; i--) s[i] = s[i + 1]! * shape[i + 1]!;
+  return s;
+}
+
+/** Inputs joined along `axis`: as many outer blocks as dims before the axis, each input's slab in turn. */
+function concat(xs: Float64Array[], shapes: (readonly number[])[], axis: number): Float64Array {
+  const outer = numel(shapes[0]!.slice(0, axis));
+  const out = new Float64Array(xs.reduce((t, x) => t + x.length, 0));
+  let o = 0;
+  for (let i = 0; i < outer; i++) {
+    xs.forEach((x) => {
+      const slab = x.length / outer;
+      out.set(x.subarray(i * slab, (i + 1) * slab), o);
+      o += slab;
+    });
+  }
+  return out;
+}
+
+function transpose(x: Float64Array, inShape: readonly number[], perm: readonly number[]): Float64Array {
+  const inStr = strides(inShape);
+  const outShape = perm.map((p) => inShape[p]!);
+  const out = new Float64Array(x.length);
+  const idx = new Array<number>(outShape.length).fill(0);
+  for (let o = 0; o < x.length; o++) {
+    let src = 0;
+    for (let d = 0; d < idx.length; d++) src += idx[d]! * inStr[perm[d]!]!;
+    out[o] = x[src]!;
+    for (let d = idx.length - 1; d >= 0; d--) {
+      if (++idx[d]! < outShape[d]!) break;
+      idx[d] = 0;
+    }
+  }
+  return out;
+}
+
+function softmax(x: Float64Array, shape: readonly number[], axis: number): Float64Array {
+  const out = new Float64Array(x.length);
+  const stride = strides(shape)[axis]!;
+  const len = shape[axis]!;
+  for (let start = 0; start < x.length; start++) {
+    if (Math.floor(start / stride) % len !== 0) continue; // first element of a softmax line
+    let max = -Infinity;
+    for (let i = 0; i < len; i++) max = Math.max(max, x[start + i * stride]!);
+    let sum = 0;
+    for (let i = 0; i < len; i++) sum += Math.exp(x[start + i * stride]! - max);
+    for (let i = 0; i < len; i++) out[start + i * stride] = Math.exp(x[start + i * stride]! - max) / sum;
+  }
+  return out;
+}
+
+/** The first graph output (a classifier's logits [batch, classes], row-major) for a float32 NCHW batch, in float64. */
 export function referenceForward(graph: Graph, weights: Weights, input: Float32Array, batch: number): Float64Array {
+  return referenceOutputs(graph, weights, input, batch).get(graph.outputs[0]!.name)!;
+}
+
+/** Every named graph output, [batch, ...shape] row-major, computed in float64. */
+export function referenceOutputs(graph: Graph, weights: Weights, input: Float32Array, batch: number): Map<string, Float64Array> {
   const inSize = numel(graph.inputShape);
   if (input.length !== batch * inSize) throw new Error(`reference forward: input has ${input.length} values, expected ${batch * inSize}`);
-  const outSize = numel(graph.nodes.find((n) => n.output === graph.output)!.shape);
-  const result = new Float64Array(batch * outSize);
   const shapes = new Map<string, readonly number[]>([[graph.input, graph.inputShape]]);
   for (const n of graph.nodes) shapes.set(n.output, n.shape);
+  const results = new Map(graph.outputs.map((o) => [o.name, new Float64Array(batch * numel(shapes.get(o.value)!))] as const));
 
   for (let b = 0; b < batch; b++) {
     const vals = new Map<string, Float64Array>();
@@ -76,10 +134,10 @@ export function referenceForward(graph: Graph, weights: Weights, input: Float32A
       let y: Float64Array;
       switch (n.op) {
         case 'conv':
-          y = conv(n, val(n.input), shapes.get(n.input)!, weights);
+          y = conv(n, val(n.inputs[0]!), shapes.get(n.inputs[0]!)!, weights);
           break;
         case 'bn': {
-          const x = val(n.input);
+          const x = val(n.inputs[0]!);
           const hw = x.length / n.channels;
           const g = get(weights, `${n.name}.weight`);
           const beta = get(weights, `${n.name}.bias`);
@@ -93,12 +151,24 @@ export function referenceForward(graph: Graph, weights: Weights, input: Float32A
           break;
         }
         case 'act': {
-          const x = val(n.input);
+          const x = val(n.inputs[0]!);
           y = new Float64Array(x.length);
           const hi = n.kind === 'relu6' ? 6 : Infinity;
-          for (let i = 0; i < x.length; i++) y[i] = Math.min(Math.max(x[i]!, 0), hi);
+          for (let i = 0; i < x.length; i++) y[i] = n.kind === 'sigmoid' ? 1 / (1 + Math.exp(-x[i]!)) : Math.min(Math.max(x[i]!, 0), hi);
           break;
         }
+        case 'concat':
+          y = concat(n.inputs.map(val), n.inputs.map((v) => shapes.get(v)!), n.axis);
+          break;
+        case 'reshape':
+          y = val(n.inputs[0]!);
+          break;
+        case 'transpose':
+          y = transpose(val(n.inputs[0]!), shapes.get(n.inputs[0]!)!, n.perm);
+          break;
+        case 'softmax':
+          y = softmax(val(n.inputs[0]!), n.shape, n.axis);
+          break;
         case 'add': {
           const a = val(n.inputs[0]);
           const c = val(n.inputs[1]);
@@ -107,7 +177,7 @@ export function referenceForward(graph: Graph, weights: Weights, input: Float32A
           break;
         }
         case 'avgpool': {
-          const x = val(n.input);
+          const x = val(n.inputs[0]!);
           const C = n.shape[0]!;
           const hw = x.length / C;
           y = new Float64Array(C);
@@ -119,10 +189,10 @@ export function referenceForward(graph: Graph, weights: Weights, input: Float32A
           break;
         }
         case 'dropout':
-          y = val(n.input);
+          y = val(n.inputs[0]!);
           break;
         case 'linear': {
-          const x = val(n.input);
+          const x = val(n.inputs[0]!);
           const w = get(weights, `${n.name}.weight`);
           const bias = get(weights, `${n.name}.bias`);
           y = new Float64Array(n.outF);
@@ -136,7 +206,11 @@ export function referenceForward(graph: Graph, weights: Weights, input: Float32A
       }
       vals.set(n.output, y);
     }
-    result.set(val(graph.output), b * outSize);
+    for (const o of graph.outputs) {
+      const r = results.get(o.name)!;
+      const size = r.length / batch;
+      r.set(val(o.value), b * size);
+    }
   }
-  return result;
+  return results;
 }

@@ -4,7 +4,7 @@
  * greyscale exactly as sharp/libvips computes it, invert, then the library's own normalizeHWC (crop/pad,
  * channel replication, (x/255 - mean) / std).
  */
-import { normalizeHWC, type Preset } from '../../src/data/preprocess.js';
+import { centralCrop, normalizeHWC, type Preset } from '../../src/data/preprocess.js';
 
 // sharp's toColourspace('b-w') is libvips' sRGB -> scRGB -> B_W: Rec. 709 luminance on linear light, encoded
 // back to 8-bit sRGB through a 256-entry table with linear interpolation. The tables and the float32 rounding
@@ -55,7 +55,8 @@ export function prepare(src: CanvasImageSource, width: number, height: number, p
   ctx.fillRect(0, 0, tw, th);
   ctx.imageSmoothingEnabled = true;
   ctx.imageSmoothingQuality = 'high';
-  ctx.drawImage(src, 0, 0, tw, th);
+  const box = p.centralFraction === undefined ? { left: 0, top: 0, width, height } : centralCrop(width, height, p.centralFraction);
+  ctx.drawImage(src, box.left, box.top, box.width, box.height, 0, 0, tw, th);
   const rgba = ctx.getImageData(0, 0, tw, th).data;
   const channels = p.greyscale ? 1 : 3;
   const px = new Uint8Array(tw * th * channels);

@@ -1,12 +1,12 @@
 /**
- * Inference program: every conv -> BN [-> activation] [-> residual add] chain becomes one oneDNN conv with
- * the BN folded into its weights and bias and the rest as post-ops. Dropout is the identity in eval mode.
+ * Inference program from the folded graph (src/model/fold.ts: BN folded into the convs, activations fused,
+ * dropout gone): each folded conv is one oneDNN conv with its activation as a post-op, and where possible the
+ * 3x3 depthwise conv after a 1x1 expand conv and a residual add join it as further post-ops.
  */
 import type { ActFormat, OpSpec, ProgramSpec } from './binding.js';
-import { ProgramBuilder, consumers, convGeometry, dims4, networkInput, type Externals } from './plan.js';
-import type { ConvNode, Graph, GraphNode } from '../../model/graph.js';
-import type { StateDict } from '../../model/weights.js';
-import { foldConvBn, foldChains } from '../../model/fold.js';
+import { ProgramBuilder, convGeometry, dims4, networkInput, unsupported, type Externals } from './plan.js';
+import { consumers, soleOutput } from '../../model/graph.js';
+import type { FoldedConv, FoldedGraph, FoldedNode } from '../../model/fold.js';
 
 export const INFER_IO = {
   input: 'io.input',
@@ -15,12 +15,12 @@ export const INFER_IO = {
   bias: (conv: string) => `fold.${conv}.bias`,
 } as const;
 
-/** Writes the folded conv weights/biases of every chain into `out` (arrays reused across calls). */
-export function foldedWeights(graph: Graph, weights: StateDict, out: { ensure(name: string, n: number): Float32Array }): void {
-  for (const ch of foldChains(graph)) {
-    const { weight, bias } = foldConvBn(ch.conv, ch.bn, weights);
-    out.ensure(INFER_IO.weight(ch.conv.name), weight.length).set(weight);
-    out.ensure(INFER_IO.bias(ch.conv.name), bias.length).set(bias);
+/** Writes the folded weights and biases of every conv and linear layer into `out` (arrays reused across calls). */
+export function foldedWeights(fg: FoldedGraph, out: { ensure(name: string, n: number): Float32Array }): void {
+  for (const n of fg.nodes) {
+    if (n.op !== 'conv' && n.op !== 'linear') continue;
+    out.ensure(INFER_IO.weight(n.name), n.weight.length).set(n.weight);
+    out.ensure(INFER_IO.bias(n.name), n.bias.length).set(n.bias);
   }
 }
 
@@ -33,26 +33,26 @@ export interface InferPlanOptions {
 }
 
 /** A depthwise 3x3 conv whose padding oneDNN's fused depthwise post-op reproduces ('same'-shaped output). */
-function fusableDepthwise(n: GraphNode | undefined, inShape: readonly number[]): n is ConvNode {
+function fusableDepthwise(n: FoldedNode | undefined, inShape: readonly number[]): n is FoldedConv {
   if (n?.op !== 'conv' || n.k !== 3 || n.groups !== n.inC || n.inC !== n.outC) return false;
   const [t, l, b, r] = n.pads;
   const same = n.shape[1] === Math.ceil(inShape[1]! / n.stride) && n.shape[2] === Math.ceil(inShape[2]! / n.stride);
   return same && t === l && b === r && (n.stride === 1 ? t === 1 : n.stride === 2 && t <= 1);
 }
 
-export function buildInferProgram(graph: Graph, batch: number, ext: Externals, actFormat: ActFormat, opts: InferPlanOptions = {}): ProgramSpec {
+export function buildInferProgram(fg: FoldedGraph, batch: number, ext: Externals, actFormat: ActFormat, opts: InferPlanOptions = {}): ProgramSpec {
+  const logits = soleOutput(fg, 'native inference').value;
   const b = new ProgramBuilder(actFormat);
   const seg: OpSpec[] = b.segment();
   const val = new Map<string, number>();
-  const inDims = dims4(batch, graph.inputShape);
-  val.set(graph.input, networkInput(b, seg, b.plain(inDims, ext.get(INFER_IO.input)), inDims));
+  const inDims = dims4(batch, fg.inputShape);
+  val.set(fg.input, networkInput(b, seg, b.plain(inDims, ext.get(INFER_IO.input)), inDims));
 
-  const chains = new Map(foldChains(graph).map((c) => [c.conv.name, c]));
   const done = new Set<string>();
-  const users = consumers(graph);
-  const single = (v: string): GraphNode | undefined => {
+  const users = consumers(fg);
+  const single = (v: string): FoldedNode | undefined => {
     const u = users.get(v) ?? [];
-    return u.length === 1 ? u[0] : undefined;
+    return u.length === 1 && v !== logits ? u[0] : undefined;
   };
   // Activation buffers are recycled once every reader of their value has been emitted.
   const reads = new Map<number, number>();
@@ -68,38 +68,26 @@ export function buildInferProgram(graph: Graph, batch: number, ext: Externals, a
       if (left === 0) b.release(id);
     }
   };
+  const weights = (n: FoldedConv) => ({
+    wei: b.plain([n.outC, n.inC / n.groups, n.k, n.k], ext.get(INFER_IO.weight(n.name))),
+    bias: b.plain([n.outC], ext.get(INFER_IO.bias(n.name))),
+  });
 
-  for (const n of graph.nodes) {
+  for (const n of fg.nodes) {
     if (done.has(n.name)) continue;
     const outDims = dims4(batch, n.shape);
     switch (n.op) {
       case 'conv': {
-        const ch = chains.get(n.name);
-        if (!ch) throw new Error(`inference plan: conv ${n.name} is not followed by a batch norm`);
-        const post: Record<string, unknown>[] = [];
-        // conv -> BN [-> act]: the BN is folded into the weights, the activation becomes a post-op.
-        const absorbChain = (conv: ConvNode): string => {
-          const bn = chains.get(conv.name)!.bn;
-          done.add(bn.name);
-          const act = single(bn.output);
-          if (act?.op !== 'act') return bn.output;
-          post.push({ kind: act.kind });
-          done.add(act.name);
-          return act.output;
-        };
-        let out = absorbChain(n);
+        const post: Record<string, unknown>[] = n.act ? [{ kind: n.act }] : [];
+        let out = n.output;
         // The conv whose output this primitive writes: `n`, or the depthwise conv fused into it.
-        let last: ConvNode = n;
+        let last: FoldedConv = n;
         const dw = single(out);
-        if (opts.fuseDepthwise !== false && n.k === 1 && n.stride === 1 && n.groups === 1 && n.pads.every((p) => p === 0) &&
-            chains.has(dw?.name ?? '') && fusableDepthwise(dw, n.shape)) {
-          post.push({
-            kind: 'dw', stride: dw.stride, pad: dw.pads[0],
-            wei: b.plain([dw.outC, 1, 3, 3], ext.get(INFER_IO.weight(dw.name))),
-            bias: b.plain([dw.outC], ext.get(INFER_IO.bias(dw.name))),
-          });
+        if (opts.fuseDepthwise !== false && n.k === 1 && n.stride === 1 && n.groups === 1 && n.pads.every((p) => p === 0) && fusableDepthwise(dw, n.shape)) {
+          post.push({ kind: 'dw', stride: dw.stride, pad: dw.pads[0], ...weights(dw) });
+          if (dw.act) post.push({ kind: dw.act });
           done.add(dw.name);
-          out = absorbChain(dw);
+          out = dw.output;
           last = dw;
         }
         // A residual add joins as a post-op when its other operand is already computed (and no depthwise
@@ -116,21 +104,16 @@ export function buildInferProgram(graph: Graph, batch: number, ext: Externals, a
           }
         }
         const y = b.temp(dims4(batch, last.shape));
-        seg.push({
-          op: 'conv', name: n.name, src: val.get(n.input)!, dst: y, train: false, ...convGeometry(n),
-          wei: b.plain([n.outC, n.inC / n.groups, n.k, n.k], ext.get(INFER_IO.weight(n.name))),
-          bias: b.plain([n.outC], ext.get(INFER_IO.bias(n.name))),
-          post,
-        });
+        seg.push({ op: 'conv', name: n.name, src: val.get(n.inputs[0]!)!, dst: y, train: false, ...convGeometry(n), ...weights(n), post });
         define(out, y);
-        doneReading(n.input, ...(other === undefined ? [] : [other]));
+        doneReading(n.inputs[0]!, ...(other === undefined ? [] : [other]));
         break;
       }
       case 'act': {
         const y = b.temp(outDims);
-        seg.push({ op: 'eltwise', name: n.name, kind: n.kind, src: val.get(n.input)!, dst: y });
+        seg.push({ op: 'eltwise', name: n.name, kind: n.kind, src: val.get(n.inputs[0]!)!, dst: y });
         define(n.output, y);
-        doneReading(n.input);
+        doneReading(n.inputs[0]!);
         break;
       }
       case 'add': {
@@ -142,28 +125,25 @@ export function buildInferProgram(graph: Graph, batch: number, ext: Externals, a
       }
       case 'avgpool': {
         const y = b.temp(outDims);
-        seg.push({ op: 'pool', name: n.name, src: val.get(n.input)!, dst: y });
+        seg.push({ op: 'pool', name: n.name, src: val.get(n.inputs[0]!)!, dst: y });
         define(n.output, y);
-        doneReading(n.input);
+        doneReading(n.inputs[0]!);
         break;
       }
-      case 'dropout':
-        define(n.output, val.get(n.input)!);
-        doneReading(n.input);
-        break;
       case 'linear': {
+        if (n.output !== logits) throw new Error(`native inference: linear ${n.name} must compute the graph output`);
         const y = b.plain([batch, n.outF], ext.get(INFER_IO.logits));
         seg.push({
-          op: 'ip', name: n.name, src: val.get(n.input)!, dst: y,
-          wei: b.plain([n.outF, n.inF, 1, 1], ext.get(`${n.name}.weight`)),
-          bias: b.plain([n.outF], ext.get(`${n.name}.bias`)),
+          op: 'ip', name: n.name, src: val.get(n.inputs[0]!)!, dst: y,
+          wei: b.plain([n.outF, n.inF, 1, 1], ext.get(INFER_IO.weight(n.name))),
+          bias: b.plain([n.outF], ext.get(INFER_IO.bias(n.name))),
         });
         val.set(n.output, y);
-        doneReading(n.input);
+        doneReading(n.inputs[0]!);
         break;
       }
-      case 'bn':
-        throw new Error(`inference plan: batch norm ${n.name} does not follow a conv`);
+      default:
+        throw unsupported(n, 'native inference');
     }
   }
   return { ...b.spec(), cacheWeights: true };

@@ -6,6 +6,7 @@ import os from 'node:os';
 import { native, setThreads, type ActFormat, type NativeProgram, type ProgramSpec } from './binding.js';
 import { buildTrainProgram, dims4, TRAIN_IO, type Externals } from './plan.js';
 import { buildInferProgram, foldedWeights, INFER_IO } from './infer-plan.js';
+import { foldBatchNorm, type FoldedGraph } from '../../model/fold.js';
 import { numel, type BatchNormNode, type DropoutNode, type Graph } from '../../model/graph.js';
 import { checkStateDict, checkWeightValues, initWeights, type StateDict } from '../../model/weights.js';
 import { assertFiniteInput } from '../../util/finite.js';
@@ -84,8 +85,9 @@ export class NativeModel {
   private readonly actFormat: ActFormat;
   private readonly fuseDepthwise: boolean;
   private readonly programs: ProgramCache<Compiled>;
-  // Folded conv weights, falling back to the plain weights (the classifier) by name.
-  private readonly folded = new ArrayStore({ get: (name) => this.weights.get(name) });
+  // Folded weights and biases of the convs and the classifier.
+  private readonly folded = new ArrayStore();
+  private fgCache: FoldedGraph | null = null;
   private version = 0;
   private foldedVersion = -1;
 
@@ -152,7 +154,7 @@ export class NativeModel {
   predict(input: Float32Array, batch: number): Float32Array {
     this.checkInput(input, batch);
     if (this.foldedVersion !== this.version) {
-      foldedWeights(this.graph, this.weights, this.folded);
+      foldedWeights(this.foldedGraph(), this.folded);
       for (const p of this.programs.values()) p.prog.weightsChanged();
       this.foldedVersion = this.version;
     }
@@ -162,11 +164,17 @@ export class NativeModel {
       const io = new ArrayStore(this.folded);
       io.ensure(INFER_IO.input, input.length);
       io.ensure(INFER_IO.logits, batch * this.graph.config.numClasses);
-      p = this.compile(key, buildInferProgram(this.graph, batch, io, this.actFormat, { fuseDepthwise: this.fuseDepthwise }), io, batch);
+      p = this.compile(key, buildInferProgram(this.foldedGraph(), batch, io, this.actFormat, { fuseDepthwise: this.fuseDepthwise }), io, batch);
     }
     p.io.get(INFER_IO.input).set(input);
     p.prog.run(0);
     return p.io.get(INFER_IO.logits).slice();
+  }
+
+  /** The eval-mode folded graph of the current weights (refolded when they changed). */
+  private foldedGraph(): FoldedGraph {
+    if (!this.fgCache || this.foldedVersion !== this.version) this.fgCache = foldBatchNorm(this.graph, this.weights);
+    return this.fgCache;
   }
 
   /**

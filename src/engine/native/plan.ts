@@ -5,7 +5,7 @@
  * are recycled as soon as their last reader has been emitted.
  */
 import type { ActFormat, BufferSpec, OpSpec, ProgramSpec } from './binding.js';
-import type { ConvNode, Graph, GraphNode } from '../../model/graph.js';
+import { consumers, producer, type Graph } from '../../model/graph.js';
 
 /** The caller-owned arrays a program reads and writes, by name. */
 export interface Externals {
@@ -89,7 +89,7 @@ export function networkInput(b: ProgramBuilder, seg: OpSpec[], plain: number, di
   return act;
 }
 
-export function convGeometry(n: ConvNode): Record<string, unknown> {
+export function convGeometry(n: { pads: readonly number[]; stride: number; groups: number }): Record<string, unknown> {
   const [pt, pl, pb, pr] = n.pads;
   return { stride: [n.stride, n.stride], padL: [pt, pl], padR: [pb, pr], groups: n.groups };
 }
@@ -99,14 +99,9 @@ export function dims4(batch: number, shape: readonly number[]): number[] {
   return shape.length === 3 ? [batch, ...shape] : [batch, shape[0]!, 1, 1];
 }
 
-/** Who reads each value. */
-export function consumers(graph: Graph): Map<string, GraphNode[]> {
-  const m = new Map<string, GraphNode[]>();
-  for (const n of graph.nodes) {
-    const ins = n.op === 'add' ? n.inputs : [n.input];
-    for (const v of ins) m.set(v, [...(m.get(v) ?? []), n]);
-  }
-  return m;
+/** The error for a node the native engine has no primitive for yet (ONNX Runtime runs it). */
+export function unsupported(n: { op: string; name: string }, what: string): Error {
+  return new Error(`${what}: the native engine does not run ${n.op} nodes yet (${n.name}); export the model to ONNX and use --engine ort`);
 }
 
 /** Names of the per-step arrays a training program exchanges with TypeScript. */
@@ -167,7 +162,7 @@ export function buildTrainProgram(graph: Graph, batch: number, ext: Externals, a
     const outDims = dims4(batch, n.shape);
     switch (n.op) {
       case 'conv': {
-        const x = val.get(n.input)!;
+        const x = val.get(n.inputs[0]!)!;
         const y = b.act(outDims);
         const wDims = [n.outC, n.inC / n.groups, n.k, n.k];
         const w = param(`${n.name}.weight`, wDims);
@@ -178,10 +173,10 @@ export function buildTrainProgram(graph: Graph, batch: number, ext: Externals, a
           const dw = grad(`${n.name}.weight`, wDims);
           const db = n.bias ? { diff_bias: grad(`${n.name}.bias`, [n.outC]) } : {};
           bwd.push({ op: 'conv_bwd_weights', name: n.name, src: x, diff_dst: dy, diff_wei: dw, ...geo, ...db });
-          if (needsInputGrad(n.input)) {
+          if (needsInputGrad(n.inputs[0]!)) {
             const dx = b.temp(b.buffers[x]!.dims!);
             bwd.push({ op: 'conv_bwd_data', name: n.name, diff_dst: dy, wei: w, diff_src: dx, ...geo });
-            addGrad(n.input, dx);
+            addGrad(n.inputs[0]!, dx);
           }
           b.release(dy);
         });
@@ -189,7 +184,7 @@ export function buildTrainProgram(graph: Graph, batch: number, ext: Externals, a
         break;
       }
       case 'bn': {
-        const x = val.get(n.input)!;
+        const x = val.get(n.inputs[0]!)!;
         const y = b.act(outDims);
         const c = n.channels;
         const next = users.get(n.output) ?? [];
@@ -209,14 +204,14 @@ export function buildTrainProgram(graph: Graph, batch: number, ext: Externals, a
           const dy = takeGrad(outValue);
           const dx = b.temp(outDims);
           bwd.push({ op: 'bn_bwd', name: n.name, ...common, diff_dst: dy, diff_src: dx, diff_scale: grad(`${n.name}.weight`, [c]), diff_shift: grad(`${n.name}.bias`, [c]) });
-          addGrad(n.input, dx);
+          addGrad(n.inputs[0]!, dx);
           b.release(dy);
         });
         val.set(n.output, y);
         break;
       }
       case 'act': {
-        const x = val.get(n.input)!;
+        const x = val.get(n.inputs[0]!)!;
         if (fusedRelu.has(n.name)) {
           val.set(n.output, x);
           break;
@@ -227,7 +222,7 @@ export function buildTrainProgram(graph: Graph, batch: number, ext: Externals, a
           const dy = takeGrad(n.output);
           const dx = b.temp(outDims);
           bwd.push({ op: 'eltwise_bwd', name: n.name, kind: n.kind, data: x, diff_dst: dy, diff_src: dx });
-          addGrad(n.input, dx);
+          addGrad(n.inputs[0]!, dx);
           b.release(dy);
         });
         val.set(n.output, y);
@@ -236,7 +231,7 @@ export function buildTrainProgram(graph: Graph, batch: number, ext: Externals, a
       case 'add': {
         // In place into an operand that only this add reads and whose producer's backward does not need it
         // (a BN output: BN backward reads the BN input), saving one activation per residual block.
-        const inPlace = n.inputs.find((v) => (users.get(v) ?? []).length === 1 && graph.nodes.find((p) => p.output === v)?.op === 'bn');
+        const inPlace = n.inputs.find((v) => (users.get(v) ?? []).length === 1 && producer(graph, v)?.op === 'bn');
         const y = inPlace !== undefined ? val.get(inPlace)! : b.act(outDims);
         const [first, second] = inPlace === n.inputs[1] ? [n.inputs[1], n.inputs[0]] : n.inputs; // oneDNN: dst may alias src0
         fwd.push({ op: 'add', name: n.name, a: val.get(first)!, b: val.get(second)!, dst: y });
@@ -252,14 +247,14 @@ export function buildTrainProgram(graph: Graph, batch: number, ext: Externals, a
         break;
       }
       case 'avgpool': {
-        const x = val.get(n.input)!;
+        const x = val.get(n.inputs[0]!)!;
         const y = b.act(outDims);
         fwd.push({ op: 'pool', name: n.name, src: x, dst: y });
         backward.push(() => {
           const dy = takeGrad(n.output);
           const dx = b.temp(b.buffers[x]!.dims!);
           bwd.push({ op: 'pool_bwd', name: n.name, diff_dst: dy, diff_src: dx });
-          addGrad(n.input, dx);
+          addGrad(n.inputs[0]!, dx);
           b.release(dy);
         });
         val.set(n.output, y);
@@ -267,7 +262,7 @@ export function buildTrainProgram(graph: Graph, batch: number, ext: Externals, a
       }
       case 'dropout': {
         // The mask (0 or 1/(1-p) per element) is drawn in TypeScript before each step.
-        const x = val.get(n.input)!;
+        const x = val.get(n.inputs[0]!)!;
         const y = b.act(outDims);
         const mask = io(TRAIN_IO.mask(n.name), outDims);
         fwd.push({ op: 'mul', name: n.name, a: x, b: mask, dst: y });
@@ -275,14 +270,14 @@ export function buildTrainProgram(graph: Graph, batch: number, ext: Externals, a
           const dy = takeGrad(n.output);
           const dx = b.temp(outDims);
           bwd.push({ op: 'mul', name: `${n.name}.bwd`, a: dy, b: mask, dst: dx });
-          addGrad(n.input, dx);
+          addGrad(n.inputs[0]!, dx);
           b.release(dy);
         });
         val.set(n.output, y);
         break;
       }
       case 'linear': {
-        const x = val.get(n.input)!;
+        const x = val.get(n.inputs[0]!)!;
         const wDims = [n.outF, n.inF, 1, 1];
         const w = param(`${n.name}.weight`, wDims);
         const y = io(TRAIN_IO.logits, [batch, n.outF]);
@@ -292,11 +287,13 @@ export function buildTrainProgram(graph: Graph, batch: number, ext: Externals, a
           bwd.push({ op: 'ip_bwd_weights', name: n.name, src: x, diff_dst: dy, diff_wei: grad(`${n.name}.weight`, wDims), diff_bias: grad(`${n.name}.bias`, [n.outF]) });
           const dx = b.temp(b.buffers[x]!.dims!);
           bwd.push({ op: 'ip_bwd_data', name: n.name, diff_dst: dy, wei: w, diff_src: dx });
-          addGrad(n.input, dx);
+          addGrad(n.inputs[0]!, dx);
         });
         val.set(n.output, y);
         break;
       }
+      default:
+        throw unsupported(n, 'native training');
     }
   }
   if (graph.nodes.at(-1)?.op !== 'linear') throw new Error('training plan: the graph must end with the linear classifier');

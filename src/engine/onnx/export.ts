@@ -6,10 +6,10 @@
  */
 import onnxProto from 'onnx-proto';
 import type { BaseConfig } from '../../model/family.js';
-import type { Graph } from '../../model/graph.js';
+import { LOGITS, type EltwiseKind, type Graph } from '../../model/graph.js';
 import { familyOf } from '../../model/registry.js';
 import { checkStateDict, checkWeightValues, type StateDict } from '../../model/weights.js';
-import { foldBatchNorm, type FoldedGraph } from './fold.js';
+import { foldBatchNorm, type FoldedGraph } from '../../model/fold.js';
 import { CONFIG_KEY, decodeModelInfo, encodeModelInfo, type ModelInfo, type ModelInfoInput } from '../../io/metadata.js';
 import { float32ToFloat16 } from '../../io/safetensors.js';
 
@@ -23,7 +23,8 @@ type IValueInfoProto = onnxProto.onnx.IValueInfoProto;
 export const FORMAT_KEY = 'mnv2.format_version';
 export const FORMAT_VERSION = '1';
 export const ONNX_INPUT = 'input';
-export const ONNX_OUTPUT = 'logits';
+/** A classifier's output (graph output names are the ONNX output names). */
+export const ONNX_OUTPUT = LOGITS;
 export const DEFAULT_OPSET = 17;
 
 export interface ExportOptions {
@@ -39,6 +40,7 @@ export interface ExportOptions {
 
 const FLOAT = onnx.TensorProto.DataType.FLOAT;
 const FLOAT16 = onnx.TensorProto.DataType.FLOAT16;
+const INT64 = onnx.TensorProto.DataType.INT64;
 const AT = onnx.AttributeProto.AttributeType;
 
 export const attrInt = (name: string, i: number): IAttributeProto => ({ name, type: AT.INT, i });
@@ -100,10 +102,17 @@ export function foldedToOnnx(fg: FoldedGraph, config: BaseConfig, opts: ExportOp
     if (r === undefined) throw new Error(`exportOnnx: value ${name} used before it is defined`);
     return r;
   };
+  // A graph output keeps its name (`logits`) in float32; in float16 a Cast to it follows.
+  const outputName = new Map(fg.outputs.map((o) => [o.value, o.name] as const));
+  const outputNames = new Set(outputName.values());
   const def = (name: string): string => {
-    const onnxName = name === fg.output && !fp16 ? ONNX_OUTPUT : name;
+    const onnxName = fp16 ? (outputNames.has(name) ? `${name}.fp16` : name) : (outputName.get(name) ?? name);
     vmap.set(name, onnxName);
     return onnxName;
+  };
+  const int64s = (name: string, values: readonly number[]): string => {
+    inits.push({ name, dims: [values.length], dataType: INT64, rawData: new Uint8Array(BigInt64Array.from(values, BigInt).buffer) });
+    return name;
   };
 
   if (fp16) {
@@ -114,9 +123,9 @@ export function foldedToOnnx(fg: FoldedGraph, config: BaseConfig, opts: ExportOp
   }
 
   let clipBounds: [string, string] | null = null;
-  const activation = (name: string, kind: 'relu' | 'relu6', x: string, y: string): void => {
-    if (kind === 'relu') {
-      node({ name, opType: 'Relu', input: [x], output: [y] });
+  const activation = (name: string, kind: EltwiseKind, x: string, y: string): void => {
+    if (kind !== 'relu6') {
+      node({ name, opType: kind === 'relu' ? 'Relu' : 'Sigmoid', input: [x], output: [y] });
       return;
     }
     if (!clipBounds) {
@@ -129,7 +138,7 @@ export function foldedToOnnx(fg: FoldedGraph, config: BaseConfig, opts: ExportOp
   for (const n of fg.nodes) {
     switch (n.op) {
       case 'conv': {
-        const x = v(n.input);
+        const x = v(n.inputs[0]!);
         const w = `${n.name}.weight`;
         const b = `${n.name}.bias`;
         inits.push(tensor(w, [n.outC, n.inC / n.groups, n.k, n.k], n.weight, fp16), tensor(b, [n.outC], n.bias, fp16));
@@ -149,20 +158,20 @@ export function foldedToOnnx(fg: FoldedGraph, config: BaseConfig, opts: ExportOp
         break;
       }
       case 'act':
-        activation(n.name, n.kind, v(n.input), def(n.output));
+        activation(n.name, n.kind, v(n.inputs[0]!), def(n.output));
         break;
       case 'add':
         node({ name: n.name, opType: 'Add', input: [v(n.inputs[0]), v(n.inputs[1])], output: [def(n.output)] });
         break;
       case 'avgpool': {
-        const x = v(n.input);
+        const x = v(n.inputs[0]!);
         const pooled = `${n.name}.gap`;
         node({ name: n.name, opType: 'GlobalAveragePool', input: [x], output: [pooled] });
         node({ name: `${n.name}.flatten`, opType: 'Flatten', input: [pooled], output: [def(n.output)], attribute: [attrInt('axis', 1)] });
         break;
       }
       case 'linear': {
-        const x = v(n.input);
+        const x = v(n.inputs[0]!);
         const w = `${n.name}.weight`;
         const b = `${n.name}.bias`;
         inits.push(tensor(w, [n.outF, n.inF], n.weight, fp16), tensor(b, [n.outF], n.bias, fp16));
@@ -172,13 +181,32 @@ export function foldedToOnnx(fg: FoldedGraph, config: BaseConfig, opts: ExportOp
         });
         break;
       }
+      // Per-image axes are ONNX axes + 1 (the batch).
+      case 'concat':
+        node({ name: n.name, opType: 'Concat', input: n.inputs.map(v), output: [def(n.output)], attribute: [attrInt('axis', n.axis + 1)] });
+        break;
+      case 'reshape':
+        node({ name: n.name, opType: 'Reshape', input: [v(n.inputs[0]!), int64s(`${n.name}.shape`, [0, ...n.shape])], output: [def(n.output)] });
+        break;
+      case 'transpose':
+        node({ name: n.name, opType: 'Transpose', input: [v(n.inputs[0]!)], output: [def(n.output)], attribute: [attrInts('perm', [0, ...n.perm.map((p) => p + 1)])] });
+        break;
+      case 'softmax':
+        node({ name: n.name, opType: 'Softmax', input: [v(n.inputs[0]!)], output: [def(n.output)], attribute: [attrInt('axis', n.axis + 1)] });
+        break;
+      default: {
+        const never: never = n;
+        throw new Error(`exportOnnx: unsupported node ${JSON.stringify(never)}`);
+      }
     }
   }
-  if (fp16) node({ name: `${ONNX_OUTPUT}.cast`, opType: 'Cast', input: [v(fg.output)], output: [ONNX_OUTPUT], attribute: [attrInt('to', FLOAT)] });
-  else if (v(fg.output) !== ONNX_OUTPUT) throw new Error('exportOnnx: graph output is not produced by any node');
+  const shapeOf = (value: string): readonly number[] => fg.nodes.find((x) => x.output === value)?.shape ?? fg.inputShape;
+  for (const o of fg.outputs) {
+    if (fp16) node({ name: `${o.name}.cast`, opType: 'Cast', input: [v(o.value)], output: [o.name], attribute: [attrInt('to', FLOAT)] });
+    else if (v(o.value) !== o.name) throw new Error(`exportOnnx: graph output ${o.name} is not produced by a node of its own`);
+  }
 
   const [c, h, w] = fg.inputShape as [number, number, number];
-  const classes = fg.outputShape[0]!;
   return {
     irVersion: irVersionFor(opset),
     opsetImport: [{ domain: '', version: opset }],
@@ -190,7 +218,7 @@ export function foldedToOnnx(fg: FoldedGraph, config: BaseConfig, opts: ExportOp
       node: nodes,
       initializer: inits,
       input: [valueInfo(ONNX_INPUT, ['batch', c, h, w])],
-      output: [valueInfo(ONNX_OUTPUT, ['batch', classes])],
+      output: fg.outputs.map((o) => valueInfo(o.name, ['batch', ...shapeOf(o.value)])),
     },
     metadataProps: Object.entries({ ...encodeModelInfo({ ...opts.info, config }), [FORMAT_KEY]: FORMAT_VERSION }).map(([key, value]) => ({ key, value })),
   };
