@@ -43,7 +43,7 @@ function openError(path: string, e: unknown): Error {
     err.code === 'ENOTDIR' ? `${dir} is not a folder` :
     err.code === 'EACCES' || err.code === 'EPERM' ? `no permission to write in ${dir}` :
     err.code === 'EROFS' ? `${dir} is on a read-only file system` : err.message;
-  return new Error(`cannot write ${path}: ${problem}${err.code ? ` (${err.code})` : ''}`, { cause: e });
+  return new Error(`cannot write ${path}: ${problem}`, { cause: e });
 }
 
 /**
