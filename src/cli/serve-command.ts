@@ -57,6 +57,15 @@ async function openModel(o: ServeOpts, threads: number | undefined): Promise<{ c
   return { classifier: await createClassifier(m.graph, m.weights, o.engine, threads), info: m.info, name };
 }
 
+/** One zero image through the model before listening: a model the server cannot feed fails here, not on every request. */
+async function checkFeeds(clf: Classifier, [c, h, w]: [number, number, number], name: string): Promise<void> {
+  try {
+    await clf.run(new Float32Array(c * h * w), 1);
+  } catch (e) {
+    throw new Error(`${name}: cannot run on a 1×${c}×${h}×${w} float32 batch as the server feeds it (${(e as Error).message.trim()}); serve a model exported by mnv2 export onnx`);
+  }
+}
+
 export function registerServeCommands(program: Command): void {
   imageOptions(engineOption(archOptions(program.command('serve').description('HTTP inference server: POST an image to /v1/classify; /healthz, /metrics')), 'ort'))
     .option('--weights <file>', 'weights (.safetensors, .pth or a catalogue name); default: the bundled Fashion-MNIST model')
@@ -90,6 +99,7 @@ export function registerServeCommands(program: Command): void {
       let srv: RunningServer;
       try {
         spec = inputSpec(m.info, o);
+        await checkFeeds(m.classifier, [cfg.inChannels, cfg.resolution, cfg.resolution], m.name);
         srv = await startServer({
           ...settings,
           classifier: m.classifier,
