@@ -9,7 +9,9 @@ export { summarize, formatSummary, type Summary, type SummaryRow } from './model
 export { initWeights, checkStateDict, type StateDict } from './model/weights.js';
 export { NativeModel, type NativeOptions, type StepOptions, type StepResult } from './engine/native/model.js';
 export { setThreads } from './engine/native/binding.js';
-export { createClassifier, topK, type Classifier, type EngineName } from './engine/classifier.js';
+export { createClassifier, type Classifier, type EngineName } from './engine/classifier.js';
+export type { Task, TaskLoss } from './task/task.js';
+export { classification, topK } from './task/classification.js';
 export { exportOnnx, readOnnxConfig, readOnnxInfo } from './engine/onnx/export.js';
 export { encodeModelInfo, decodeModelInfo, type ModelInfo } from './io/metadata.js';
 export { OrtModel } from './engine/onnx/session.js';

@@ -10,12 +10,13 @@ import { formatSummary, summarize } from '../model/summary.js';
 import { initWeights } from '../model/weights.js';
 import { loadModelFile, type LoadedWeights } from '../io/weights.js';
 import { readSafetensors, toFloat32, writeSafetensors } from '../io/safetensors.js';
-import { createClassifier, topK, type EngineName } from '../engine/classifier.js';
+import { createClassifier, type EngineName } from '../engine/classifier.js';
+import { topK } from '../task/classification.js';
 import { exportOnnx } from '../engine/onnx/export.js';
 import { loadImages, preset as makePreset, PRESET_NAMES, type Preset } from '../data/preprocess.js';
 import { labelsFor, LABEL_SET_NAMES, type LabelSetName } from '../data/labels.js';
 import { classNamesOf, descriptiveInfo, labelSetOf, preprocessOf, type ModelInfo } from '../io/metadata.js';
-import { int, num, SEED, THREADS, TOP, type Range } from './args.js';
+import { deprecatedAlias, int, num, SEED, THREADS, TOP, type Range } from './args.js';
 import { refuseInputAsOutput } from '../util/outputs.js';
 
 /** The model trained by this project on Fashion-MNIST, used when --weights is not given. */
@@ -155,7 +156,7 @@ export function registerModelCommands(program: Command): void {
 const PREDICT_CHUNK = 16;
 
 export interface ImageOpts {
-  preset?: string;
+  preprocess?: string;
   labels?: LabelSetName;
   invert?: boolean;
   top: string;
@@ -163,8 +164,8 @@ export interface ImageOpts {
 
 /** Options of the commands that classify images: preprocessing, label list, how many classes to report. */
 export function imageOptions(cmd: Command): Command {
-  return cmd
-    .addOption(new Option('--preset <name>', 'preprocessing preset').choices([...PRESET_NAMES]))
+  return deprecatedAlias(cmd, 'preset', 'preprocess', PRESET_NAMES)
+    .addOption(new Option('--preprocess <name>', 'input preprocessing (default: the model file\'s, else its family\'s)').choices([...PRESET_NAMES]))
     .addOption(new Option('--labels <name>', 'label list').choices([...LABEL_SET_NAMES]))
     .option('--invert', 'invert pixel values (photos of garments on white, for fashion-mnist)')
     .option('--top <k>', 'how many classes to report', '5');
@@ -175,10 +176,10 @@ export function imageOptions(cmd: Command): Command {
  * set, preset), else its family's defaults.
  */
 export function inputSpec(
-  info: Pick<ModelInfo, 'config' | 'preprocess' | 'labels' | 'classes'>, o: Pick<ImageOpts, 'preset' | 'labels'>,
+  info: Pick<ModelInfo, 'config' | 'preprocess' | 'labels' | 'classes'>, o: Pick<ImageOpts, 'preprocess' | 'labels'>,
 ): { preset: Preset; labels?: readonly string[]; labelSet?: LabelSetName } {
   const cfg = info.config;
-  const presetName = o.preset ?? preprocessOf(info);
+  const presetName = o.preprocess ?? preprocessOf(info);
   const labelName = (o.labels ?? labelSetOf(info)) as LabelSetName | undefined;
   const labels = o.labels ? labelsFor(o.labels) : classNamesOf(info);
   if (labels && labels.length !== cfg.numClasses) throw new Error(`label list ${labelName} has ${labels.length} names, the model has ${cfg.numClasses} classes`);

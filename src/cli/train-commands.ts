@@ -6,7 +6,7 @@ import { loadModelFile } from '../io/weights.js';
 import { NativeModel } from '../engine/native/model.js';
 import { fetchDataset, type DatasetName } from '../data/fetch.js';
 import { downloadProgress } from './download-progress.js';
-import { BATCH, COUNT_OR_ALL, int, num, SEED, THREADS, type Range } from './args.js';
+import { BATCH, COUNT_OR_ALL, deprecatedAlias, int, num, SEED, THREADS, type Range } from './args.js';
 import { ALPHA, RESOLUTION } from './model-commands.js';
 import { refuseInputAsOutput } from '../util/outputs.js';
 import { PRESET_NAMES, resolvePreset, type PresetName, type TrainRecipe } from '../train/presets.js';
@@ -17,7 +17,7 @@ import { plotRun } from '../train/plot.js';
 
 
 interface TrainFlags {
-  preset: PresetName;
+  recipe: PresetName;
   full?: boolean;
   dataset?: string;
   data?: string;
@@ -66,7 +66,7 @@ const EPOCHS: Range = { min: 1, max: 100_000 };
 
 /** The recipe of `mnv2 train` flags: the preset's values, each overridable. */
 export function recipeFromFlags(o: TrainFlags): TrainRecipe {
-  const base = resolvePreset(o.preset, {}, o.full ?? false);
+  const base = resolvePreset(o.recipe, {}, o.full ?? false);
   let dataset = o.dataset;
   let dataDir = o.data;
   // Presets for image folders take the folder from --data.
@@ -77,7 +77,7 @@ export function recipeFromFlags(o: TrainFlags): TrainRecipe {
   const unit: Range = { min: 0, max: 1 };
   const positive: Range = { above: 0, max: 1e6 };
   const nonNegative: Range = { min: 0, max: 1e6 };
-  return resolvePreset(o.preset, {
+  return resolvePreset(o.recipe, {
     dataset, dataDir,
     arch: o.arch, alpha: num(o.alpha, '--alpha', ALPHA), resolution: int(o.resolution, '--resolution', RESOLUTION), dropout: num(o.dropout, '--dropout', { min: 0, max: 0.99 }),
     epochs: int(o.epochs, '--epochs', EPOCHS), batch: int(o.batch, '--batch', BATCH),
@@ -108,10 +108,10 @@ const DEFAULT_FETCH_DIR: Record<DatasetName, string> = { 'fashion-mnist': 'data/
 
 export function registerTrainCommands(program: Command): void {
   // ---- train ----
-  program
+  deprecatedAlias(program
     .command('train')
-    .description('train (or fine-tune) a MobileNetV2 with a preset recipe; every preset value can be overridden')
-    .addOption(new Option('--preset <name>', 'recipe').choices([...PRESET_NAMES]).default('fashion-mnist'))
+    .description('train (or fine-tune) a model with a recipe; every recipe value can be overridden'), 'preset', 'recipe', PRESET_NAMES)
+    .addOption(new Option('--recipe <name>', 'training recipe').choices([...PRESET_NAMES]).default('fashion-mnist'))
     .option('--full', 'fashion-mnist: the full-length recipe (all 60k images, 40 epochs) instead of the ~10-minute default')
     .option('--dataset <name|dir>', 'fashion-mnist, cifar10, or an image folder (class subfolders, or train/ + val/)')
     .option('--data <dir>', 'where the dataset is (paper-imagenet: the image folder)')
@@ -156,7 +156,7 @@ export function registerTrainCommands(program: Command): void {
     .option('--no-progress', 'no progress bars')
     .action(async (o: TrainFlags) => {
       const session = sessionFlags(o);
-      const recipe = o.resume ? resolvePreset(o.preset) : recipeFromFlags(o);
+      const recipe = o.resume ? resolvePreset(o.recipe) : recipeFromFlags(o);
       if (o.freezeBackbone && !o.weights && !o.resume) throw new Error('--freeze-backbone needs --weights (a trained backbone)');
       const r = await train({
         ...session, recipe, out: o.out, force: o.force, resume: o.resume, weights: o.weights, freezeBackbone: o.freezeBackbone,

@@ -35,14 +35,5 @@ export async function ortClassifier(model: Uint8Array | string, threads?: number
   return { engine: 'ort', run: (x, n) => m.run(x, n), release: () => m.release() };
 }
 
-/** Indices and softmax probabilities of the k largest logits of row `i`. */
-export function topK(logits: Float32Array, classes: number, i: number, k: number): { index: number; prob: number }[] {
-  const row = logits.subarray(i * classes, (i + 1) * classes);
-  const max = row.reduce((a, b) => Math.max(a, b), -Infinity);
-  const exps = Array.from(row, (v) => Math.exp(v - max));
-  const sum = exps.reduce((a, b) => a + b, 0);
-  return exps
-    .map((e, index) => ({ index, prob: e / sum }))
-    .sort((a, b) => b.prob - a.prob)
-    .slice(0, Math.min(k, classes));
-}
+/** Top-k decoding of a classifier's logits (the classification task's). */
+export { topK } from '../task/classification.js';
