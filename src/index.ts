@@ -13,3 +13,6 @@ export { loadWeights, saveWeights, type LoadedWeights, type ArchHint } from './i
 export { readSafetensors, writeSafetensors, parseSafetensors, toFloat32 } from './io/safetensors.js';
 export { loadImage, loadImages, preset } from './data/preprocess.js';
 export { labelsFor, IMAGENET_LABELS, CIFAR10_LABELS, FASHION_MNIST_LABELS } from './data/labels.js';
+export { load, resolveWeights, weightsHome, type LoadOptions, type Model, type Classification } from './api/load.js';
+export { imageTensor, type ImageInput, type RawImage } from './api/image-input.js';
+export { inputSpec, BUNDLED_MODEL, type InputSpec, type SpecOptions } from './api/spec.js';

@@ -1,8 +1,6 @@
 /** `mnv2 summary | infer | export onnx | predict`: thin wrappers over the library. */
 import { existsSync } from 'node:fs';
 import { writeFileAtomic } from '../util/atomic-write.js';
-import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { Command, Option } from 'commander';
 import { makeConfig, type Arch, type ModelConfig } from '../model/config.js';
 import { buildGraph } from '../model/mobilenetv2.js';
@@ -12,13 +10,13 @@ import { loadWeights, type LoadedWeights } from '../io/weights.js';
 import { readSafetensors, toFloat32, writeSafetensors } from '../io/safetensors.js';
 import { createClassifier, topK, type EngineName } from '../engine/classifier.js';
 import { exportOnnx } from '../engine/onnx/export.js';
-import { loadImages, preset as makePreset, PRESET_NAMES, type Preset } from '../data/preprocess.js';
-import { labelsFor, type LabelSetName } from '../data/labels.js';
-import { LABELS_KEY, PREPROCESS_KEY } from '../train/checkpoint.js';
+import { loadImages, PRESET_NAMES } from '../data/preprocess.js';
+import type { LabelSetName } from '../data/labels.js';
+import { BUNDLED_MODEL, inputSpec } from '../api/spec.js';
 import { num } from './args.js';
 
 /** The model trained by this project on Fashion-MNIST, used when --weights is not given. */
-export const DEFAULT_MODEL = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', '..', '..', 'models', 'fashion-mnist', 'model.safetensors');
+export const DEFAULT_MODEL = BUNDLED_MODEL;
 
 export interface ArchOpts {
   arch?: Arch;
@@ -50,9 +48,11 @@ export function loadModel(o: ArchOpts & { weights?: string }, allowDefault: bool
   return loadWeights(file, { arch: o.arch, alpha: num(o.alpha, '--alpha'), numClasses: num(o.classes, '--classes'), resolution: num(o.resolution, '--resolution') });
 }
 
-export function engineOption(cmd: Command, fallback: EngineName = 'native'): Command {
+/** --engine; without a fallback the default is native when the addon is built, else ONNX Runtime. */
+export function engineOption(cmd: Command, fallback?: EngineName): Command {
+  const opt = new Option('--engine <engine>', 'inference engine').choices(['native', 'ort']);
   return cmd
-    .addOption(new Option('--engine <engine>', 'inference engine').choices(['native', 'ort']).default(fallback))
+    .addOption(fallback ? opt.default(fallback) : opt.default(undefined, 'native if built, else ort'))
     .option('--threads <n>', 'threads (default: all cores)');
 }
 
@@ -68,7 +68,7 @@ export function registerModelCommands(program: Command): void {
     .requiredOption('--weights <file>', 'weights (.safetensors)')
     .requiredOption('--input <file>', 'input tensor file (.safetensors)')
     .requiredOption('--output <file>', 'output file (.safetensors)')
-    .action(async (o: ArchOpts & { weights: string; input: string; output: string; engine: EngineName; threads?: string }) => {
+    .action(async (o: ArchOpts & { weights: string; input: string; output: string; engine?: EngineName; threads?: string }) => {
       const file = readSafetensors(o.input);
       const t = file.tensors.get('input');
       if (!t) throw new Error(`${o.input}: no tensor named 'input' (found: ${[...file.tensors.keys()].join(', ') || 'none'})`);
@@ -80,8 +80,8 @@ export function registerModelCommands(program: Command): void {
       const clf = await createClassifier(m.graph, m.weights, o.engine, num(o.threads, '--threads'));
       const logits = await clf.run(toFloat32(t, 'input', o.input), n);
       await clf.release();
-      writeSafetensors(o.output, { logits: { dtype: 'F32', shape: [n, m.graph.config.numClasses], data: logits } }, { engine: o.engine });
-      console.error(`wrote logits [${n}, ${m.graph.config.numClasses}] to ${o.output} (${o.engine})`);
+      writeSafetensors(o.output, { logits: { dtype: 'F32', shape: [n, m.graph.config.numClasses], data: logits } }, { engine: clf.engine });
+      console.error(`wrote logits [${n}, ${m.graph.config.numClasses}] to ${o.output} (${clf.engine})`);
     });
 
   const exp = program.command('export').description('export a model');
@@ -105,7 +105,7 @@ export function registerModelCommands(program: Command): void {
     .argument('<images...>', 'image files')
     .option('--weights <file>', 'weights (.safetensors); default: the bundled Fashion-MNIST model')
     .option('--json', 'print JSON')
-    .action(async (images: string[], o: ArchOpts & ImageOpts & { weights?: string; json?: boolean; engine: EngineName; threads?: string }) => {
+    .action(async (images: string[], o: ArchOpts & ImageOpts & { weights?: string; json?: boolean; engine?: EngineName; threads?: string }) => {
       const m = loadModel(o, true);
       const cfg = m.graph.config;
       const { preset: p, labels } = inputSpec(cfg, m.metadata, o);
@@ -129,6 +129,8 @@ export function registerModelCommands(program: Command): void {
     });
 }
 
+export { inputSpec };
+
 export interface ImageOpts {
   preset?: string;
   labels?: LabelSetName;
@@ -143,23 +145,4 @@ export function imageOptions(cmd: Command): Command {
     .addOption(new Option('--labels <name>', 'label list').choices(['imagenet', 'cifar10', 'fashion-mnist']))
     .option('--invert', 'invert pixel values (photos of garments on white, for fashion-mnist)')
     .option('--top <k>', 'how many classes to report', '5');
-}
-
-/** The preprocessing and class names of a model: the flags, else the model file's metadata, else the arch's defaults. */
-export function inputSpec(
-  cfg: ModelConfig, metadata: Record<string, string>, o: Pick<ImageOpts, 'preset' | 'labels'>,
-): { preset: Preset; labels?: readonly string[]; labelSet?: LabelSetName } {
-  const presetName = o.preset ?? metadata[PREPROCESS_KEY] ?? (cfg.arch === 'imagenet' ? 'torchvision' : 'seed-cifar');
-  const labelName = (o.labels ?? metadata[LABELS_KEY] ?? defaultLabels(cfg)) as LabelSetName | undefined;
-  const labels = labelName ? labelsFor(labelName) : undefined;
-  if (labels && labels.length !== cfg.numClasses) throw new Error(`label list ${labelName} has ${labels.length} names, the model has ${cfg.numClasses} classes`);
-  const p = makePreset(presetName, cfg.resolution);
-  if (p.channels !== cfg.inChannels) throw new Error(`preset ${presetName} makes ${p.channels}-channel inputs, the model takes ${cfg.inChannels}`);
-  return { preset: p, labels, labelSet: labelName };
-}
-
-function defaultLabels(cfg: ModelConfig): LabelSetName | undefined {
-  if (cfg.arch === 'imagenet' && cfg.numClasses === 1000) return 'imagenet';
-  if (cfg.arch === 'seed-cifar' && cfg.numClasses === 10) return 'cifar10';
-  return undefined;
 }

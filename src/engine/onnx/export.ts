@@ -22,6 +22,8 @@ export const FORMAT_KEY = 'mnv2.format_version';
 export const FORMAT_VERSION = '1';
 export const ONNX_INPUT = 'input';
 export const ONNX_OUTPUT = 'logits';
+/** The optional second output: the pooled features the classifier reads, [batch, C]. */
+export const ONNX_FEATURES = 'features';
 export const DEFAULT_OPSET = 17;
 
 export interface ExportOptions {
@@ -31,6 +33,8 @@ export interface ExportOptions {
   fp16?: boolean;
   /** producer_name (default 'mobilenetv2-ts'). */
   producer?: string;
+  /** Also output the pooled features (`features`, float32 [batch, C]), for embeddings. */
+  features?: boolean;
 }
 
 const FLOAT = onnx.TensorProto.DataType.FLOAT;
@@ -110,6 +114,7 @@ export function foldedToOnnx(fg: FoldedGraph, config: ModelConfig, opts: ExportO
   }
 
   let clipBounds: [string, string] | null = null;
+  let featureWidth = 0;
   const activation = (name: string, kind: 'relu' | 'relu6', x: string, y: string): void => {
     if (kind === 'relu') {
       node({ name, opType: 'Relu', input: [x], output: [y] });
@@ -155,6 +160,12 @@ export function foldedToOnnx(fg: FoldedGraph, config: ModelConfig, opts: ExportO
         const pooled = `${n.name}.gap`;
         node({ name: n.name, opType: 'GlobalAveragePool', input: [x], output: [pooled] });
         node({ name: `${n.name}.flatten`, opType: 'Flatten', input: [pooled], output: [def(n.output)], attribute: [attrInt('axis', 1)] });
+        if (opts.features) {
+          const f = fp16 ? `${ONNX_FEATURES}.fp16` : ONNX_FEATURES;
+          node({ name: ONNX_FEATURES, opType: 'Identity', input: [v(n.output)], output: [f] });
+          if (fp16) node({ name: `${ONNX_FEATURES}.cast`, opType: 'Cast', input: [f], output: [ONNX_FEATURES], attribute: [attrInt('to', FLOAT)] });
+          featureWidth = n.shape[0]!;
+        }
         break;
       }
       case 'linear': {
@@ -186,7 +197,7 @@ export function foldedToOnnx(fg: FoldedGraph, config: ModelConfig, opts: ExportO
       node: nodes,
       initializer: inits,
       input: [valueInfo(ONNX_INPUT, ['batch', c, h, w])],
-      output: [valueInfo(ONNX_OUTPUT, ['batch', classes])],
+      output: [valueInfo(ONNX_OUTPUT, ['batch', classes]), ...(featureWidth ? [valueInfo(ONNX_FEATURES, ['batch', featureWidth])] : [])],
     },
     metadataProps: [
       { key: CONFIG_KEY, value: JSON.stringify(config) },

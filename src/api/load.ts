@@ -1,0 +1,136 @@
+/**
+ * The library API: `load()` a model once, then `classify` and `embed` images of any kind (see image-input.ts).
+ *
+ *   const model = await load({ weights: 'imagenet' });
+ *   const top = await model.classify('cat.jpg', { topk: 3 });   // [{ className, index, probability }]
+ *   const v = await model.embed('cat.jpg');                     // the 1280 pooled features
+ *
+ * Both engines run off the event loop: the native one on a libuv worker thread, ONNX Runtime on its own.
+ */
+import { existsSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import type { Arch, ModelConfig } from '../model/config.js';
+import { loadWeights } from '../io/weights.js';
+import { NativeModel } from '../engine/native/model.js';
+import { OrtModel } from '../engine/onnx/session.js';
+import { exportOnnx } from '../engine/onnx/export.js';
+import { resolveEngine, topK, type EngineName } from '../engine/classifier.js';
+import type { LoadImageOptions, Preset } from '../data/preprocess.js';
+import type { LabelSetName } from '../data/labels.js';
+import { BUNDLED_MODEL, inputSpec } from './spec.js';
+import { imageTensor, type ImageInput } from './image-input.js';
+
+export interface LoadOptions {
+  /**
+   * A weights file (.safetensors), or a name: `'fashion-mnist'` (the bundled model, the default) or `'imagenet'`
+   * (torchvision's ImageNet weights, once fetched with `mnv2 weights fetch`).
+   */
+  weights?: string;
+  /** For files without the project's metadata (PyTorch state dicts): what the keys and shapes do not tell. */
+  arch?: Arch;
+  alpha?: number;
+  classes?: number;
+  /** Input resolution (default: the file's, else 224 / 32). */
+  resolution?: number;
+  /** Default: native when the oneDNN addon is built, else ONNX Runtime. */
+  engine?: EngineName;
+  /** Threads of the engine (default: all cores). */
+  threads?: number;
+  /** Preprocessing preset (default: the file's, else torchvision for the ImageNet layout, seed-cifar for the seed). */
+  preset?: string;
+  /** Class names: a built-in list or the names (default: the file's, else ImageNet for 1000 torchvision classes). */
+  labels?: LabelSetName | readonly string[];
+  /** Invert pixel values before normalizing (photos of garments on white, for the Fashion-MNIST model). */
+  invert?: boolean;
+}
+
+export interface Classification {
+  /** The class name, or the index as a string when the model has no names. */
+  className: string;
+  index: number;
+  probability: number;
+}
+
+export interface Model {
+  readonly config: ModelConfig;
+  readonly engine: EngineName;
+  /** Where the weights came from. */
+  readonly source: string;
+  /** The preprocessing images go through (size, crop, mean, std). */
+  readonly preprocess: Preset;
+  readonly labels: readonly string[] | undefined;
+  /** Width of `embed`'s vectors: the pooled features the classifier reads (1280·max(1, α) for torchvision's layout). */
+  readonly embeddingSize: number;
+  /** The `topk` most probable classes (default 5), most probable first. */
+  classify(image: ImageInput, opts?: { topk?: number }): Promise<Classification[]>;
+  /** The pooled feature vector of an image (like tfjs-models' `infer(img, true)`). */
+  embed(image: ImageInput): Promise<Float32Array>;
+  /** Logits and pooled features of a preprocessed NCHW batch. */
+  forward(input: Float32Array, batch: number): Promise<{ logits: Float32Array; features: Float32Array }>;
+  dispose(): Promise<void>;
+}
+
+/** Where the pretrained ImageNet weights live once fetched (MNV2_HOME, else ~/.cache/mobilenetv2-ts). */
+export function weightsHome(): string {
+  return process.env.MNV2_HOME ?? path.join(os.homedir(), '.cache', 'mobilenetv2-ts');
+}
+
+/** A weights name or path → a file. The pretrained catalogue plugs in here. */
+export function resolveWeights(weights: string, alpha = 1, resolution = 224): string {
+  if (weights === 'fashion-mnist') return BUNDLED_MODEL;
+  if (weights === 'imagenet') {
+    const file = path.join(weightsHome(), `mobilenet_v2_imagenet_${alpha}_${resolution}.safetensors`);
+    if (!existsSync(file)) throw new Error(`weights 'imagenet' (alpha ${alpha}, ${resolution}px) are not downloaded (${file} missing); fetch them with mnv2 weights fetch, or pass a .safetensors path`);
+    return file;
+  }
+  if (!existsSync(weights)) throw new Error(`${weights}: no such weights file (names: fashion-mnist, imagenet)`);
+  return weights;
+}
+
+/** Load a model for classification and embeddings. */
+export async function load(opts: LoadOptions = {}): Promise<Model> {
+  const file = resolveWeights(opts.weights ?? 'fashion-mnist', opts.alpha, opts.resolution);
+  const m = loadWeights(file, { arch: opts.arch, alpha: opts.alpha, numClasses: opts.classes, resolution: opts.resolution });
+  const cfg = m.graph.config;
+  const spec = inputSpec(cfg, m.metadata, opts);
+  const engine = resolveEngine(opts.engine);
+  let forward: Model['forward'];
+  let release = async (): Promise<void> => {};
+  if (engine === 'native') {
+    const nm = new NativeModel(m.graph, m.weights, { threads: opts.threads });
+    forward = (x, n) => nm.forward(x, n);
+  } else if (engine === 'ort') {
+    const om = await OrtModel.create(exportOnnx(m.graph, m.weights, { features: true }), { threads: opts.threads });
+    forward = async (x, n) => {
+      const r = await om.forward(x, n);
+      return { logits: r.logits, features: r.features! };
+    };
+    release = () => om.release();
+  } else {
+    throw new Error(`load: unknown engine '${String(engine)}' (expected native or ort)`);
+  }
+  const pool = m.graph.nodes.find((n) => n.op === 'avgpool')!;
+  const imageOpts: LoadImageOptions = { invert: opts.invert };
+  const run = async (image: ImageInput): Promise<{ logits: Float32Array; features: Float32Array }> =>
+    forward(await imageTensor(image, spec.preset, imageOpts), 1);
+  return {
+    config: cfg,
+    engine,
+    source: file,
+    preprocess: spec.preset,
+    labels: spec.labels,
+    embeddingSize: pool.shape[0]!,
+    forward,
+    async classify(image, o = {}) {
+      const k = o.topk ?? 5;
+      if (!Number.isInteger(k) || k < 1) throw new Error(`classify: topk must be a positive integer, got ${k}`);
+      const { logits } = await run(image);
+      return topK(logits, cfg.numClasses, 0, k).map((t) => ({ className: spec.labels?.[t.index] ?? String(t.index), index: t.index, probability: t.prob }));
+    },
+    async embed(image) {
+      return (await run(image)).features;
+    },
+    dispose: () => release(),
+  };
+}
