@@ -3,6 +3,9 @@
  * onnx-proto (protobufjs) schema. Input `input` float32 [batch, C, H, W] with a symbolic batch dimension,
  * output `logits` float32 [batch, classes]; the model config travels in the `mnv2.config` metadata.
  */
+// onnx-proto's declarations use protobufjs 6's global `Long` type: referenced here so that a consumer's
+// type check (skipLibCheck: false, any `types` setting) finds it.
+/// <reference types="long" preserve="true" />
 import onnxProto from 'onnx-proto';
 import { configFromJSON, type ModelConfig } from '../../model/config.js';
 import type { Graph } from '../../model/graph.js';
