@@ -16,3 +16,5 @@ export { labelsFor, IMAGENET_LABELS, CIFAR10_LABELS, FASHION_MNIST_LABELS } from
 export { load, resolveWeights, weightsHome, type LoadOptions, type Model, type Classification } from './api/load.js';
 export { imageTensor, type ImageInput, type RawImage } from './api/image-input.js';
 export { inputSpec, BUNDLED_MODEL, type InputSpec, type SpecOptions } from './api/spec.js';
+export { KnnClassifier, type KnnPrediction, type KnnJSON } from './api/knn.js';
+export { Rng } from './util/rng.js';

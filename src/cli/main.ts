@@ -7,6 +7,7 @@ import { registerTrainCommands } from './train-commands.js';
 import { registerQuantizeCommand } from './quantize-command.js';
 import { registerImportCommands } from './import-commands.js';
 import { registerServeCommands } from './serve-command.js';
+import { registerKnnCommand } from './knn-command.js';
 
 const program = new Command();
 program
@@ -20,6 +21,7 @@ registerTrainCommands(program);
 registerQuantizeCommand(program);
 registerImportCommands(program);
 registerServeCommands(program);
+registerKnnCommand(program);
 
 program.parseAsync(process.argv).catch((e: unknown) => {
   console.error(`mnv2: ${e instanceof Error ? e.message : String(e)}`);
