@@ -17,9 +17,9 @@ import { fileURLToPath } from 'node:url';
 import { loadWeights } from '../src/io/weights.js';
 import { exportOnnx } from '../src/engine/onnx/export.js';
 import { OrtModel } from '../src/engine/onnx/session.js';
-import { CALIBRATION_METHODS, datasetBatches, evaluateOnnx, type CalibrationMethod } from '../src/engine/onnx/calibrate.js';
-import { formatOpCounts, optimizedOpCounts, quantizeOnnx } from '../src/engine/onnx/quantize.js';
-import { limitDataset, openDataset } from '../src/train/presets.js';
+import { CALIBRATION_METHODS, datasetBatches, evaluateOnnx, type CalibrationMethod } from '../src/quant/calibrate.js';
+import { formatOpCounts, optimizedOpCounts, quantizeOnnx } from '../src/quant/quantize.js';
+import { limitDataset, openDataset } from '../src/data/open.js';
 import { writeSection } from './sections.js';
 import { median } from '../src/util/stats.js';
 

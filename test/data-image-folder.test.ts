@@ -5,7 +5,7 @@ import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import sharp from 'sharp';
-import { IMAGENET_NORM, openDataset } from '../src/train/presets.js';
+import { IMAGENET_NORM, openDataset } from '../src/data/open.js';
 
 test('image folder: 9/1 split per class, pixels resized and cropped, torchvision or keras normalisation', async () => {
   const dir = mkdtempSync(join(tmpdir(), 'mnv2-folder-'));

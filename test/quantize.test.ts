@@ -15,11 +15,11 @@ import onnxProto from 'onnx-proto';
 import { loadWeights } from '../src/io/weights.js';
 import { exportOnnx, readOnnxConfig } from '../src/engine/onnx/export.js';
 import { OrtModel } from '../src/engine/onnx/session.js';
-import { Histogram, calibrationRange, datasetBatches, entropyThreshold, histogramFor, percentileRange } from '../src/engine/onnx/calibrate.js';
+import { Histogram, calibrationRange, datasetBatches, entropyThreshold, histogramFor, percentileRange } from '../src/quant/calibrate.js';
 import {
   QUANT_KEY, activationParams, buildQdqModel, optimizedOpCounts, quantizeOnnx, quantizePerChannel, type QuantizeResult,
-} from '../src/engine/onnx/quantize.js';
-import { openDataset } from '../src/train/presets.js';
+} from '../src/quant/quantize.js';
+import { openDataset } from '../src/data/open.js';
 import { mobilenetV2 } from '../src/model/mobilenetv2.js';
 import { initWeights } from '../src/model/weights.js';
 import { Rng } from '../src/util/rng.js';

@@ -51,10 +51,11 @@ function typecheck() {
 /** Export `weights` and build the page into `out` (replaced as a whole only when everything succeeded). */
 export async function buildWeb({ weights, out = path.join(WEB, 'dist') } = {}) {
   const t0 = performance.now();
-  const [{ loadWeights }, { exportOnnx }, cli] = await Promise.all([
+  const [{ loadModelFile }, { exportOnnx }, cli, { descriptiveInfo }] = await Promise.all([
     lib('io/weights.js'),
     lib('engine/onnx/export.js'),
     lib('cli/model-commands.js'),
+    lib('io/metadata.js'),
   ]);
   const file = weights ?? cli.DEFAULT_MODEL;
   if (!existsSync(file)) throw new Error(`${file}: no such weights file`);
@@ -80,12 +81,12 @@ export async function buildWeb({ weights, out = path.join(WEB, 'dist') } = {}) {
       logLevel: 'warning',
     });
 
-    const m = loadWeights(file);
+    const m = loadModelFile(file);
     const cfg = m.graph.config;
     // The preset and labels `mnv2 predict` would use for this file.
     let spec;
     try {
-      spec = cli.inputSpec(cfg, m.metadata, {});
+      spec = cli.inputSpec(m.info, {});
     } catch (e) {
       throw new Error(`${file}: ${e.message}`);
     }
@@ -96,7 +97,7 @@ export async function buildWeb({ weights, out = path.join(WEB, 'dist') } = {}) {
       ...(spec.labels && { labels: spec.labels }),
       config: cfg,
     };
-    await writeFile(path.join(tmp, 'model.onnx'), exportOnnx(m.graph, m.weights));
+    await writeFile(path.join(tmp, 'model.onnx'), exportOnnx(m.graph, m.weights, { info: descriptiveInfo(m.info) }));
     await writeFile(path.join(tmp, 'model.json'), `${JSON.stringify(info, null, 2)}\n`);
     await Promise.all([
       ...['index.html', 'style.css'].map((f) => copyFile(path.join(WEB, f), path.join(tmp, f))),

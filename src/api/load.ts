@@ -10,8 +10,8 @@
 import { existsSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import type { Arch, ModelConfig } from '../model/config.js';
-import { loadWeights } from '../io/weights.js';
+import type { BaseConfig } from '../model/family.js';
+import { loadModelFile } from '../io/weights.js';
 import { NativeModel } from '../engine/native/model.js';
 import { OrtModel } from '../engine/onnx/session.js';
 import { exportOnnx } from '../engine/onnx/export.js';
@@ -28,7 +28,8 @@ export interface LoadOptions {
    */
   weights?: string;
   /** For files without the project's metadata (PyTorch state dicts): what the keys and shapes do not tell. */
-  arch?: Arch;
+  /** A family or variant name (`mobilenetv2`, `imagenet`, `seed-cifar`). */
+  arch?: string;
   alpha?: number;
   classes?: number;
   /** Input resolution (default: the file's, else 224 / 32). */
@@ -53,7 +54,7 @@ export interface Classification {
 }
 
 export interface Model {
-  readonly config: ModelConfig;
+  readonly config: BaseConfig;
   readonly engine: EngineName;
   /** Where the weights came from. */
   readonly source: string;
@@ -91,9 +92,9 @@ export function resolveWeights(weights: string, alpha = 1, resolution = 224): st
 /** Load a model for classification and embeddings. */
 export async function load(opts: LoadOptions = {}): Promise<Model> {
   const file = resolveWeights(opts.weights ?? 'fashion-mnist', opts.alpha, opts.resolution);
-  const m = loadWeights(file, { arch: opts.arch, alpha: opts.alpha, numClasses: opts.classes, resolution: opts.resolution });
+  const m = loadModelFile(file, { arch: opts.arch, alpha: opts.alpha, numClasses: opts.classes, resolution: opts.resolution });
   const cfg = m.graph.config;
-  const spec = inputSpec(cfg, m.metadata, opts);
+  const spec = inputSpec(m.info, opts);
   const engine = resolveEngine(opts.engine);
   let forward: Model['forward'];
   let release = async (): Promise<void> => {};

@@ -5,11 +5,8 @@ import { importKerasH5 } from '../io/keras.js';
 import { importTfjs } from '../io/tfjs.js';
 import type { ImportedModel, KerasImportOptions } from '../io/keras-names.js';
 import { saveWeights } from '../io/weights.js';
-import { PREPROCESS_KEY } from '../train/checkpoint.js';
+import { encodeModelInfo } from '../io/metadata.js';
 import { num } from './args.js';
-
-/** Metadata key naming the file a model was imported from. */
-export const SOURCE_KEY = 'mnv2.source';
 
 interface ImportOpts {
   out: string;
@@ -41,7 +38,7 @@ function options(o: ImportOpts): KerasImportOptions {
 }
 
 function save(m: ImportedModel, source: string, o: ImportOpts): void {
-  saveWeights(o.out, m.graph, m.weights, new Map(), { [PREPROCESS_KEY]: 'keras', [SOURCE_KEY]: path.basename(source) });
+  saveWeights(o.out, m.graph, m.weights, new Map(), encodeModelInfo({ config: m.graph.config, preprocess: 'keras', source: path.basename(source) }));
   const c = m.graph.config;
   const head = m.head === 'imported' ? `head ${m.headLayer}` : `fresh head (seed ${o.seed}): fine-tune it before use`;
   console.error(`wrote ${o.out}: MobileNetV2 α ${c.alpha} @ ${c.resolution}, ${c.numClasses} classes (${head}), Keras padding, BN eps ${c.bnEps}, preset keras`);

@@ -2,16 +2,17 @@
 import { existsSync } from 'node:fs';
 import { writeFileAtomic } from '../util/atomic-write.js';
 import { Command, Option } from 'commander';
-import { makeConfig, type Arch, type ModelConfig } from '../model/config.js';
-import { buildGraph } from '../model/mobilenetv2.js';
+import type { BaseConfig } from '../model/family.js';
+import { archConfig, archNames, buildModel } from '../model/registry.js';
 import { formatSummary, summarize } from '../model/summary.js';
 import { initWeights } from '../model/weights.js';
-import { loadWeights, type LoadedWeights } from '../io/weights.js';
+import { loadModelFile, type LoadedWeights } from '../io/weights.js';
 import { readSafetensors, toFloat32, writeSafetensors } from '../io/safetensors.js';
 import { createClassifier, topK, type EngineName } from '../engine/classifier.js';
 import { exportOnnx } from '../engine/onnx/export.js';
 import { loadImages, PRESET_NAMES } from '../data/preprocess.js';
-import type { LabelSetName } from '../data/labels.js';
+import { LABEL_SET_NAMES, type LabelSetName } from '../data/labels.js';
+import { descriptiveInfo } from '../io/metadata.js';
 import { BUNDLED_MODEL, inputSpec } from '../api/spec.js';
 import { num } from './args.js';
 
@@ -19,7 +20,7 @@ import { num } from './args.js';
 export const DEFAULT_MODEL = BUNDLED_MODEL;
 
 export interface ArchOpts {
-  arch?: Arch;
+  arch?: string;
   alpha?: string;
   resolution?: string;
   classes?: string;
@@ -28,14 +29,14 @@ export interface ArchOpts {
 
 export function archOptions(cmd: Command): Command {
   return cmd
-    .addOption(new Option('--arch <arch>', 'architecture').choices(['imagenet', 'seed-cifar']))
+    .addOption(new Option('--arch <arch>', 'architecture: a model family or one of its variants').choices(archNames()))
     .option('--alpha <alpha>', 'width multiplier')
     .option('--resolution <px>', 'input resolution (imagenet: a multiple of 32)')
     .option('--classes <n>', 'number of classes');
 }
 
-export function configFrom(o: ArchOpts, fallback: Arch = 'imagenet'): ModelConfig {
-  return makeConfig(o.arch ?? fallback, { alpha: num(o.alpha, '--alpha'), resolution: num(o.resolution, '--resolution'), numClasses: num(o.classes, '--classes') });
+export function configFrom(o: ArchOpts, fallback = 'imagenet'): BaseConfig {
+  return archConfig(o.arch ?? fallback, { alpha: num(o.alpha, '--alpha'), resolution: num(o.resolution, '--resolution'), numClasses: num(o.classes, '--classes') });
 }
 
 /** Weights from --weights (with --arch etc. for a PyTorch state dict), or the built-in default model. */
@@ -45,7 +46,7 @@ export function loadModel(o: ArchOpts & { weights?: string }, allowDefault: bool
   if (!existsSync(file)) {
     throw new Error(o.weights ? `${file}: no such file` : `no --weights given and the default model ${file} is missing (train one with npm start)`);
   }
-  return loadWeights(file, { arch: o.arch, alpha: num(o.alpha, '--alpha'), numClasses: num(o.classes, '--classes'), resolution: num(o.resolution, '--resolution') });
+  return loadModelFile(file, { arch: o.arch, alpha: num(o.alpha, '--alpha'), numClasses: num(o.classes, '--classes'), resolution: num(o.resolution, '--resolution') });
 }
 
 /** --engine; without a fallback the default is native when the addon is built, else ONNX Runtime. */
@@ -60,7 +61,7 @@ export function registerModelCommands(program: Command): void {
   archOptions(program.command('summary').description('per-layer table: input, operator, t, c, n, s, output, params, MACs'))
     .option('--json', 'print JSON')
     .action((o: ArchOpts & { json?: boolean }) => {
-      const s = summarize(buildGraph(configFrom(o)));
+      const s = summarize(buildModel(configFrom(o)));
       console.log(o.json ? JSON.stringify(s, null, 2) : formatSummary(s));
     });
 
@@ -93,10 +94,10 @@ export function registerModelCommands(program: Command): void {
     .requiredOption('--out <file>', 'output .onnx file')
     .action((o: ArchOpts & { weights?: string; seed: string; opset: string; fp16?: boolean; out: string }) => {
       const m = o.weights ? loadModel(o, false) : (() => {
-        const graph = buildGraph(configFrom(o));
-        return { graph, weights: initWeights(graph, num(o.seed, '--seed')) };
+        const graph = buildModel(configFrom(o));
+        return { graph, weights: initWeights(graph, num(o.seed, '--seed')), info: { config: graph.config } };
       })();
-      const bytes = exportOnnx(m.graph, m.weights, { opset: num(o.opset, '--opset'), fp16: o.fp16 });
+      const bytes = exportOnnx(m.graph, m.weights, { opset: num(o.opset, '--opset'), fp16: o.fp16, info: descriptiveInfo(m.info) });
       writeFileAtomic(o.out, bytes);
       console.error(`wrote ${o.out} (${(bytes.length / 1e6).toFixed(2)} MB, opset ${o.opset}${o.fp16 ? ', fp16' : ''})`);
     });
@@ -108,7 +109,7 @@ export function registerModelCommands(program: Command): void {
     .action(async (images: string[], o: ArchOpts & ImageOpts & { weights?: string; json?: boolean; engine?: EngineName; threads?: string }) => {
       const m = loadModel(o, true);
       const cfg = m.graph.config;
-      const { preset: p, labels } = inputSpec(cfg, m.metadata, o);
+      const { preset: p, labels } = inputSpec(m.info, o);
       const input = await loadImages(images, p, { invert: o.invert });
       const clf = await createClassifier(m.graph, m.weights, o.engine, num(o.threads, '--threads'));
       const logits = await clf.run(input, images.length);
@@ -142,7 +143,7 @@ export interface ImageOpts {
 export function imageOptions(cmd: Command): Command {
   return cmd
     .addOption(new Option('--preset <name>', 'preprocessing preset').choices([...PRESET_NAMES]))
-    .addOption(new Option('--labels <name>', 'label list').choices(['imagenet', 'cifar10', 'fashion-mnist']))
+    .addOption(new Option('--labels <name>', 'label list').choices([...LABEL_SET_NAMES]))
     .option('--invert', 'invert pixel values (photos of garments on white, for fashion-mnist)')
     .option('--top <k>', 'how many classes to report', '5');
 }

@@ -4,11 +4,12 @@ import { writeFileAtomic } from '../util/atomic-write.js';
 import { Command, Option } from 'commander';
 import { exportOnnx, readOnnxConfig } from '../engine/onnx/export.js';
 import { OrtModel } from '../engine/onnx/session.js';
-import { CALIBRATION_METHODS, evaluateOnnx, type CalibrationMethod } from '../engine/onnx/calibrate.js';
-import { formatOpCounts, optimizedOpCounts, quantizeOnnx } from '../engine/onnx/quantize.js';
-import { openDataset } from '../train/presets.js';
+import { CALIBRATION_METHODS, evaluateOnnx, type CalibrationMethod } from '../quant/calibrate.js';
+import { formatOpCounts, optimizedOpCounts, quantizeOnnx } from '../quant/quantize.js';
+import { openDataset } from '../data/open.js';
 import { archOptions, loadModel, type ArchOpts } from './model-commands.js';
 import { num } from './args.js';
+import { descriptiveInfo } from '../io/metadata.js';
 
 interface QuantizeFlags extends ArchOpts {
   weights?: string;
@@ -33,7 +34,7 @@ function float32Onnx(o: QuantizeFlags): { bytes: Uint8Array; source: string } {
     return { bytes: new Uint8Array(readFileSync(o.weights)), source: o.weights };
   }
   const m = loadModel(o, true);
-  return { bytes: exportOnnx(m.graph, m.weights), source: o.weights ?? 'the bundled Fashion-MNIST model' };
+  return { bytes: exportOnnx(m.graph, m.weights, { info: descriptiveInfo(m.info) }), source: o.weights ?? 'the bundled Fashion-MNIST model' };
 }
 
 const mb = (n: number): string => `${(n / 1e6).toFixed(2)} MB`;

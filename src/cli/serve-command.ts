@@ -6,11 +6,11 @@ import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { Option, type Command } from 'commander';
 import { createClassifier, ortClassifier, type Classifier, type EngineName } from '../engine/classifier.js';
-import { decodeOnnx, readOnnxConfig } from '../engine/onnx/export.js';
+import { readOnnxInfo } from '../engine/onnx/export.js';
 import { exportTriton } from '../engine/onnx/triton.js';
-import type { LabelSetName } from '../data/labels.js';
+import { LABEL_SET_NAMES, type LabelSetName } from '../data/labels.js';
 import { PRESET_NAMES } from '../data/preprocess.js';
-import type { ModelConfig } from '../model/config.js';
+import { descriptiveInfo, type ModelInfo } from '../io/metadata.js';
 import { startServer, type RunningServer } from '../serve/server.js';
 import { archOptions, engineOption, imageOptions, inputSpec, loadModel, type ArchOpts, type ImageOpts } from './model-commands.js';
 import { int, num } from './args.js';
@@ -38,7 +38,7 @@ function parseBytes(v: string, flag: string): number {
   return n;
 }
 
-async function openModel(o: ServeOpts): Promise<{ classifier: Classifier; config: ModelConfig; metadata: Record<string, string>; name: string }> {
+async function openModel(o: ServeOpts): Promise<{ classifier: Classifier; info: ModelInfo; name: string }> {
   const threads = int(o.threads, '--threads', 1);
   if (o.onnx) {
     if (o.weights) throw new Error('give either --weights or --onnx, not both');
@@ -49,13 +49,12 @@ async function openModel(o: ServeOpts): Promise<{ classifier: Classifier; config
     } catch (e) {
       throw new Error(`${o.onnx}: ${(e as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such file' : (e as Error).message}`);
     }
-    const config = readOnnxConfig(bytes, o.onnx);
-    const metadata = Object.fromEntries(decodeOnnx(bytes, o.onnx).metadataProps.map((p) => [p.key ?? '', p.value ?? '']));
-    return { classifier: await ortClassifier(bytes, threads), config, metadata, name: path.basename(o.onnx) };
+    const info = readOnnxInfo(bytes, o.onnx);
+    return { classifier: await ortClassifier(bytes, threads), info, name: path.basename(o.onnx) };
   }
   const m = loadModel(o, true);
   const name = o.weights ? path.basename(o.weights) : 'fashion-mnist (bundled)';
-  return { classifier: await createClassifier(m.graph, m.weights, o.engine, threads), config: m.graph.config, metadata: m.metadata, name };
+  return { classifier: await createClassifier(m.graph, m.weights, o.engine, threads), info: m.info, name };
 }
 
 export function registerServeCommands(program: Command): void {
@@ -83,11 +82,11 @@ export function registerServeCommands(program: Command): void {
         top: int(o.top, '--top', 1)!,
       };
       const m = await openModel(o);
-      const cfg = m.config;
+      const cfg = m.info.config;
       let spec: ReturnType<typeof inputSpec>;
       let srv: RunningServer;
       try {
-        spec = inputSpec(cfg, m.metadata, o);
+        spec = inputSpec(m.info, o);
         srv = await startServer({
           ...settings,
           classifier: m.classifier,
@@ -130,12 +129,12 @@ export function registerServeCommands(program: Command): void {
     .option('--max-queue-delay-us <us>', 'dynamic batcher max_queue_delay_microseconds', '5000')
     .option('--instances <n>', 'CPU instances (instance_group count)', '1')
     .addOption(new Option('--preset <name>', 'preprocessing the clients must apply (noted in config.pbtxt)').choices([...PRESET_NAMES]))
-    .addOption(new Option('--labels <name>', 'label list for labels.txt').choices(['imagenet', 'cifar10', 'fashion-mnist']))
+    .addOption(new Option('--labels <name>', 'label list for labels.txt').choices([...LABEL_SET_NAMES]))
     .option('--fp16', 'float16 weights and compute (input and output stay float32)')
     .option('--force', 'replace an existing model directory')
     .action((dir: string, o: ArchOpts & { weights?: string; name: string; maxBatch: string; preferredBatch: string; maxQueueDelayUs: string; instances: string; preset?: string; labels?: LabelSetName; fp16?: boolean; force?: boolean }) => {
       const m = loadModel(o, true);
-      const spec = inputSpec(m.graph.config, m.metadata, o);
+      const spec = inputSpec(m.info, o);
       const maxBatch = int(o.maxBatch, '--max-batch', 1)!;
       const preferred = [...new Set(o.preferredBatch.split(',').filter((s) => s.trim()).map((s) => Math.min(int(s.trim(), '--preferred-batch', 1)!, maxBatch)))];
       const modelDir = exportTriton(dir, m.graph, m.weights, {
@@ -147,6 +146,7 @@ export function registerServeCommands(program: Command): void {
         labels: spec.labels,
         fp16: o.fp16,
         force: o.force,
+        info: descriptiveInfo(m.info),
         notes: [
           `Written by mobilenetv2-ts (mnv2 export triton) from ${o.weights ?? 'the bundled Fashion-MNIST model'}.`,
           `input: float32 NCHW, images preprocessed with mnv2's '${spec.preset.name}' preset; output: logits (softmax gives probabilities).`,

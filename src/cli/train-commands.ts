@@ -1,13 +1,13 @@
 /** `mnv2 train | eval | plot | data fetch`: thin wrappers over src/train and src/data. */
 import { existsSync } from 'node:fs';
 import { Command, Option } from 'commander';
-import type { Arch } from '../model/config.js';
-import { loadWeights } from '../io/weights.js';
+import { archNames } from '../model/registry.js';
+import { loadModelFile } from '../io/weights.js';
 import { NativeModel } from '../engine/native/model.js';
 import { fetchDataset, type DatasetName, type FetchProgress } from '../data/fetch.js';
-import { PREPROCESS_KEY } from '../train/checkpoint.js';
 import { int, num } from './args.js';
-import { PRESET_NAMES, limitDataset, openDataset, resolvePreset, type PresetName, type TrainRecipe } from '../train/presets.js';
+import { PRESET_NAMES, resolvePreset, type PresetName, type TrainRecipe } from '../train/presets.js';
+import { limitDataset, openDataset } from '../data/open.js';
 import { formatDuration, progressBar, train } from '../train/loop.js';
 import { evaluate, evalToJSON, formatEvalReport, writeConfusionPng } from '../train/metrics.js';
 import { plotRun } from '../train/plot.js';
@@ -18,7 +18,7 @@ interface TrainFlags {
   full?: boolean;
   dataset?: string;
   data?: string;
-  arch?: Arch;
+  arch?: string;
   alpha?: string;
   resolution?: string;
   dropout?: string;
@@ -93,7 +93,7 @@ export function registerTrainCommands(program: Command): void {
     .option('--full', 'fashion-mnist: the full-length recipe (all 60k images, 40 epochs) instead of the ~10-minute default')
     .option('--dataset <name|dir>', 'fashion-mnist, cifar10, or an image folder (class subfolders, or train/ + val/)')
     .option('--data <dir>', 'where the dataset is (paper-imagenet: the image folder)')
-    .addOption(new Option('--arch <arch>', 'architecture').choices(['imagenet', 'seed-cifar']))
+    .addOption(new Option('--arch <arch>', 'architecture: a model family or one of its variants').choices(archNames()))
     .option('--alpha <a>', 'width multiplier')
     .option('--resolution <px>', 'input resolution (imagenet arch)')
     .option('--dropout <p>', 'dropout before the classifier')
@@ -164,8 +164,8 @@ export function registerTrainCommands(program: Command): void {
       threads?: string; confusion?: string; json?: boolean; fullJson?: boolean; progress: boolean;
     }) => {
       if (!existsSync(o.weights)) throw new Error(`${o.weights}: no such weights file`);
-      const m = loadWeights(o.weights);
-      const src = await openDataset(o.dataset, o.split, { dir: o.data, resolution: m.graph.config.resolution, preprocess: m.metadata[PREPROCESS_KEY] });
+      const m = loadModelFile(o.weights);
+      const src = await openDataset(o.dataset, o.split, { dir: o.data, resolution: m.graph.config.resolution, preprocess: m.info.preprocess });
       const ds = limitDataset(src.dataset, int(o.limit, '--limit') ?? 0, int(o.seed, '--seed') ?? 0);
       const model = new NativeModel(m.graph, m.weights, { threads: int(o.threads, '--threads') });
       const pb = progressBar(o.progress && Boolean(process.stderr.isTTY), `evaluating |{bar}| {value}/{total} images | {speed} img/s | ETA {eta_formatted}`);

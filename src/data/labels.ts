@@ -32,7 +32,8 @@ export const FASHION_MNIST_LABELS: readonly string[] = Object.freeze([
   'Ankle boot',
 ]);
 
-export type LabelSetName = 'imagenet' | 'cifar10' | 'fashion-mnist';
+export const LABEL_SET_NAMES = ['imagenet', 'cifar10', 'fashion-mnist'] as const;
+export type LabelSetName = (typeof LABEL_SET_NAMES)[number];
 
 const LABEL_SETS: Record<LabelSetName, readonly string[]> = {
   imagenet: IMAGENET_LABELS,

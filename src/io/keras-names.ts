@@ -3,7 +3,7 @@
  * TF -> PyTorch weight layouts, and the config Keras implies (TF 'same'/correct_pad padding, BN eps 1e-3,
  * ReLU6, no dropout). Shared by the .h5 and TF.js importers, which differ only in how they read tensors.
  */
-import { makeConfig } from '../model/config.js';
+import { makeConfig, type ModelConfig } from '../model/config.js';
 import type { Graph } from '../model/graph.js';
 import { buildGraph } from '../model/mobilenetv2.js';
 import { checkStateDict, initWeights, type StateDict } from '../model/weights.js';
@@ -30,7 +30,7 @@ export interface KerasImportOptions {
 }
 
 export interface ImportedModel {
-  graph: Graph;
+  graph: Graph<ModelConfig>;
   weights: StateDict;
   /** 'imported': the file's classifier; 'initialized': the file had no top, the head is freshly initialized. */
   head: 'imported' | 'initialized';

@@ -1,51 +1,51 @@
 /**
- * Model files: safetensors with PyTorch state-dict names. The project's own files carry the architecture
- * config as JSON metadata (`mnv2.config`), so a weights file alone rebuilds its model; a plain PyTorch state
- * dict (converted with tools/pth-to-safetensors.py) needs the arch (and alpha) from the caller.
+ * Model files: safetensors with PyTorch state-dict names. The project's own files carry the model's family and
+ * config as metadata (src/io/metadata.ts), so a weights file alone rebuilds its model; a plain PyTorch state
+ * dict (converted with tools/pth-to-safetensors.py) is recognised by its parameter names, with the arch (and
+ * alpha) from the caller when the names do not tell.
  */
 import { readSafetensors, toFloat32, writeSafetensors, type WritableTensor } from './safetensors.js';
-import { CONFIG_KEY, configFromJSON, makeConfig, type Arch, type ModelConfig } from '../model/config.js';
-import { buildGraph } from '../model/mobilenetv2.js';
+import { carriedInfo, decodeModelInfo, encodeModelInfo, CONFIG_KEY, type ModelInfo } from './metadata.js';
+import type { BaseConfig } from '../model/family.js';
+import type { ModelConfig } from '../model/config.js';
+import { isMobileNetV2 } from '../model/mobilenetv2.js';
+import { buildModel, detectFamily, familyOf, resolveArch } from '../model/registry.js';
 import type { Graph } from '../model/graph.js';
 import { checkStateDict, type StateDict } from '../model/weights.js';
 
-export interface LoadedWeights {
-  graph: Graph;
+export interface LoadedWeights<C extends BaseConfig = BaseConfig> {
+  graph: Graph<C>;
   weights: StateDict;
   /** Tensors in the file that are not model weights (e.g. `optim.*` in training checkpoints). */
   extra: Map<string, Float32Array>;
   metadata: Record<string, string>;
+  /** The model as the metadata describes it (schema 0 and the detected config for a file without metadata). */
+  info: ModelInfo;
 }
 
 /** What the caller knows about a file without metadata (a PyTorch state dict). */
 export interface ArchHint {
-  arch?: Arch;
+  /** An `--arch` name: a family or one of its variants (`imagenet`, `seed-cifar`). */
+  arch?: string;
   alpha?: number;
   numClasses?: number;
   resolution?: number;
   bnEps?: number;
 }
 
-const CLASSIFIER: Record<Arch, string> = { imagenet: 'classifier.1.weight', 'seed-cifar': 'linear.weight' };
-
-/** Read a weights file and rebuild its model; every missing, unexpected or mis-shaped tensor is named. */
-export function loadWeights(path: string, hint: ArchHint = {}): LoadedWeights {
+/** Read a model file of any family and rebuild its model; every missing, unexpected or mis-shaped tensor is named. */
+export function loadModelFile(path: string, hint: ArchHint = {}): LoadedWeights {
   const file = readSafetensors(path);
-  let config: ModelConfig;
-  const stored = file.metadata[CONFIG_KEY];
-  if (stored !== undefined) {
-    config = configFromJSON(stored, path);
+  const stored = decodeModelInfo(file.metadata, path);
+  let info: ModelInfo;
+  if (stored) {
+    info = stored;
     // A caller may still override what does not change the weights (e.g. resolution).
-    if (hint.resolution !== undefined) config = makeConfig(config.arch, { ...config, resolution: hint.resolution });
+    if (hint.resolution !== undefined) info = { ...info, config: familyOf(info.config).parseConfig({ ...info.config, resolution: hint.resolution }) };
   } else {
-    const arch = hint.arch ?? guessArch(file.tensors);
-    if (!arch) throw new Error(`${path}: no ${CONFIG_KEY} metadata and the keys match neither torchvision's nor the seed's MobileNetV2; pass --arch imagenet|seed-cifar`);
-    const cls = file.tensors.get(CLASSIFIER[arch]);
-    const numClasses = hint.numClasses ?? cls?.shape[0];
-    const base = { numClasses, resolution: hint.resolution, bnEps: hint.bnEps };
-    config = makeConfig(arch, { ...base, alpha: hint.alpha ?? detectAlpha(arch, base, file.tensors) });
+    info = { config: configFromKeys(path, file.tensors, hint), schema: 0, ...carriedInfo(file.metadata, path) };
   }
-  const graph = buildGraph(config);
+  const graph = buildModel(info.config);
   const expected = new Set([...graph.params, ...graph.buffers].map((t) => t.name));
   const weights: StateDict = new Map();
   const extra = new Map<string, Float32Array>();
@@ -64,27 +64,34 @@ export function loadWeights(path: string, hint: ArchHint = {}): LoadedWeights {
       throw new Error(`${path}: ${t.name} has shape [${got.join(', ')}], the model expects [${want.join(', ')}]`);
     }
   }
-  return { graph, weights, extra, metadata: file.metadata };
+  return { graph, weights, extra, metadata: file.metadata, info };
 }
 
-/** The standard width multiplier whose parameter shapes all match the file (PyTorch files carry no config). */
-function detectAlpha(arch: Arch, base: Partial<ModelConfig>, tensors: ReadonlyMap<string, { shape: number[] }>): number | undefined {
-  const fits = STANDARD_ALPHAS.filter((alpha) =>
-    buildGraph(makeConfig(arch, { ...base, alpha })).params.every((p) => tensors.get(p.name)?.shape.join() === p.shape.join()),
-  );
-  return fits.length === 1 ? fits[0] : undefined;
-}
-
-const STANDARD_ALPHAS = [0.35, 0.5, 0.75, 1, 1.3, 1.4];
-
-function guessArch(tensors: ReadonlyMap<string, unknown>): Arch | undefined {
-  if (tensors.has('features.0.0.weight')) return 'imagenet';
-  if (tensors.has('conv1.weight') && tensors.has('layers.0.conv1.weight')) return 'seed-cifar';
-  return undefined;
+/** {@link loadModelFile} for a MobileNetV2 file, typed as one; another family's file is an error. */
+export function loadWeights(path: string, hint: ArchHint = {}): LoadedWeights<ModelConfig> {
+  const m = loadModelFile(path, hint);
+  if (!isMobileNetV2(m.graph)) throw new Error(`${path}: a ${m.graph.config.family} model, not a MobileNetV2 (read it with loadModelFile)`);
+  return m as LoadedWeights<ModelConfig>;
 }
 
 /**
- * Write weights (and optional extra tensors and metadata) atomically, with the config as metadata.
+ * The config of a state dict without metadata: family and variant from the parameter names, the class count
+ * from the classifier, the width from the parameter shapes; the hint overrides each.
+ */
+function configFromKeys(path: string, tensors: ReadonlyMap<string, { shape: number[] }>, hint: ArchHint): BaseConfig {
+  const { family, variant } = hint.arch !== undefined ? resolveArch(hint.arch) : (detectFamily(tensors) ?? {});
+  if (!family || !variant) {
+    throw new Error(`${path}: no ${CONFIG_KEY} metadata and the keys match neither torchvision's nor the seed's MobileNetV2; pass --arch imagenet|seed-cifar`);
+  }
+  const classifier = family.detect(tensors)?.classifier;
+  const base = { numClasses: hint.numClasses ?? (classifier ? tensors.get(classifier)?.shape[0] : undefined), resolution: hint.resolution, bnEps: hint.bnEps };
+  const fitted = hint.alpha === undefined && family.fitShapes ? family.fitShapes(variant, base, tensors) : { alpha: hint.alpha };
+  return family.makeConfig(variant, { ...base, ...fitted });
+}
+
+/**
+ * Write weights (and optional extra tensors and metadata) atomically, with the model's metadata
+ * (src/io/metadata.ts: schema, family, config; preprocess, labels, classes, source when `metadata` has them).
  * num_batches_tracked is stored as int64, like PyTorch.
  */
 export function saveWeights(
@@ -105,5 +112,5 @@ export function saveWeights(
     }
   }
   for (const [k, v] of extra) tensors.set(k, { dtype: 'F32', shape: [v.length], data: v });
-  writeSafetensors(path, tensors, { ...metadata, [CONFIG_KEY]: JSON.stringify(graph.config) });
+  writeSafetensors(path, tensors, { ...metadata, ...encodeModelInfo({ config: graph.config, ...carriedInfo(metadata, path) }) });
 }

@@ -1,9 +1,18 @@
 /** A small helper that appends nodes to a Graph while tracking shapes, parameters and summary rows. */
-import type { ActivationKind, ModelConfig } from './config.js';
-import type { Graph, GraphNode, LayerRow, Pads } from './graph.js';
+import type { BaseConfig } from './family.js';
+import type { ActivationKind, Graph, GraphNode, LayerRow, Pads } from './graph.js';
+
+export type PaddingMode = 'symmetric' | 'keras';
+
+/** How the builder's blocks are made: conv padding convention, BN epsilon, default activation. */
+export interface LayerStyle {
+  padding: PaddingMode;
+  bnEps: number;
+  activation: ActivationKind;
+}
 
 /** Output size and [before, after] padding of a k x k conv along one axis. */
-export function convPadding(size: number, k: number, stride: number, mode: 'symmetric' | 'keras'): [number, number] {
+export function convPadding(size: number, k: number, stride: number, mode: PaddingMode): [number, number] {
   const p = (k - 1) >> 1;
   if (mode === 'symmetric' || stride === 1) return [p, p];
   // TF 'same' (the stem) and Keras correct_pad + 'valid' (stride-2 depthwise) agree: extra padding goes after.
@@ -12,11 +21,12 @@ export function convPadding(size: number, k: number, stride: number, mode: 'symm
   return [total >> 1, total - (total >> 1)];
 }
 
-export class GraphBuilder {
-  readonly g: Graph;
+/** Builds the graph of a config that states its layer style (padding, BN eps, activation). */
+export class GraphBuilder<C extends BaseConfig & LayerStyle> {
+  readonly g: Graph<C>;
   private row: LayerRow | null = null;
 
-  constructor(config: ModelConfig) {
+  constructor(config: C) {
     const inputShape = [config.inChannels, config.resolution, config.resolution];
     this.g = { config, input: 'input', inputShape, output: 'input', nodes: [], params: [], buffers: [], layers: [] };
   }

@@ -1,27 +1,30 @@
 /**
- * Architecture configuration: everything needed to rebuild a MobileNetV2 from data.
- * Stored as JSON in checkpoint and ONNX metadata, so a weights file alone rebuilds its model.
+ * The MobileNetV2 family's configuration: everything needed to rebuild a MobileNetV2 from data.
+ * Stored as JSON in checkpoint and ONNX metadata (src/io/metadata.ts), so a weights file alone rebuilds its model.
  */
+import { definedOnly, type BaseConfig } from './family.js';
+import type { PaddingMode } from './builder.js';
+import type { ActivationKind } from './graph.js';
+
+export type { ActivationKind } from './graph.js';
 
 /** One Table-2 row: expansion t, output channels c, repeats n, first stride s. */
 export type StageSetting = readonly [t: number, c: number, n: number, s: number];
 
-/** Metadata key holding the config as JSON, in safetensors and ONNX files alike. */
-export const CONFIG_KEY = 'mnv2.config';
-
-export type Arch = 'imagenet' | 'seed-cifar';
-export type ActivationKind = 'relu' | 'relu6';
+export const MOBILENETV2 = 'mobilenetv2';
+/** The family's two variants: torchvision's ImageNet model and the seed document's CIFAR-10 model. */
+export const ARCHS = ['imagenet', 'seed-cifar'] as const;
+export type Arch = (typeof ARCHS)[number];
 /** 'symmetric': PyTorch padding (k-1)/2. 'keras': TF 'same' padding, asymmetric for stride 2. */
-export type PaddingMode = 'symmetric' | 'keras';
+export type { PaddingMode } from './builder.js';
 
-export interface ModelConfig {
+export interface ModelConfig extends BaseConfig {
+  family: typeof MOBILENETV2;
   arch: Arch;
   /** Width multiplier α. */
   alpha: number;
   /** Input height = width. ImageNet: any multiple of 32. */
   resolution: number;
-  inChannels: number;
-  numClasses: number;
   /** Paper ablation (Fig. 6a): ReLU6 (paper) or ReLU (seed). */
   activation: ActivationKind;
   /** Paper ablation (Fig. 6a): false puts an activation after the project conv. */
@@ -58,11 +61,11 @@ export const SEED_SETTINGS: readonly StageSetting[] = [
 
 const DEFAULTS: Record<Arch, ModelConfig> = {
   imagenet: {
-    arch: 'imagenet', alpha: 1, resolution: 224, inChannels: 3, numClasses: 1000,
+    family: MOBILENETV2, arch: 'imagenet', alpha: 1, resolution: 224, inChannels: 3, numClasses: 1000,
     activation: 'relu6', linearBottleneck: true, residual: true, bnEps: 1e-5, dropout: 0.2, padding: 'symmetric',
   },
   'seed-cifar': {
-    arch: 'seed-cifar', alpha: 1, resolution: 32, inChannels: 3, numClasses: 10,
+    family: MOBILENETV2, arch: 'seed-cifar', alpha: 1, resolution: 32, inChannels: 3, numClasses: 10,
     activation: 'relu', linearBottleneck: true, residual: true, bnEps: 1e-5, dropout: 0, padding: 'symmetric',
   },
 };
@@ -70,13 +73,9 @@ const DEFAULTS: Record<Arch, ModelConfig> = {
 /** A full config from an arch name and overrides; validates every field. */
 export function makeConfig(arch: Arch, overrides: Partial<ModelConfig> = {}): ModelConfig {
   if (!(arch in DEFAULTS)) throw new Error(`unknown arch '${arch}' (expected imagenet or seed-cifar)`);
-  const cfg: ModelConfig = { ...DEFAULTS[arch], ...stripUndefined(overrides), arch };
+  const cfg: ModelConfig = { ...DEFAULTS[arch], ...definedOnly(overrides), family: MOBILENETV2, arch };
   validateConfig(cfg);
   return cfg;
-}
-
-function stripUndefined<T extends object>(o: T): Partial<T> {
-  return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as Partial<T>;
 }
 
 export function validateConfig(cfg: ModelConfig): void {
@@ -96,20 +95,11 @@ export function validateConfig(cfg: ModelConfig): void {
   if (typeof cfg.linearBottleneck !== 'boolean' || typeof cfg.residual !== 'boolean') bad('linearBottleneck and residual must be booleans');
 }
 
-/** Parse a config stored as JSON (checkpoint or ONNX metadata), filling defaults for missing fields. */
-export function configFromJSON(json: string, source: string): ModelConfig {
-  let raw: unknown;
-  try {
-    raw = JSON.parse(json);
-  } catch (e) {
-    throw new Error(`${source}: model config metadata is not valid JSON (${(e as Error).message})`);
-  }
-  if (typeof raw !== 'object' || raw === null) throw new Error(`${source}: model config metadata is not an object`);
+/** A config from a plain object (a file's metadata, or an existing config with changes); files before the
+ * family registry stored `{ arch, ... }` without `family`. */
+export function parseModelConfig(raw: Record<string, unknown>): ModelConfig {
   const r = raw as Partial<ModelConfig>;
-  if (r.arch !== 'imagenet' && r.arch !== 'seed-cifar') throw new Error(`${source}: model config has unknown arch '${String(r.arch)}'`);
-  try {
-    return makeConfig(r.arch, r);
-  } catch (e) {
-    throw new Error(`${source}: ${(e as Error).message}`);
-  }
+  if (r.family !== undefined && r.family !== MOBILENETV2) throw new Error(`model config of family '${String(r.family)}' is not a ${MOBILENETV2} config`);
+  if (!ARCHS.includes(r.arch as Arch)) throw new Error(`model config has unknown arch '${String(r.arch)}'`);
+  return makeConfig(r.arch as Arch, r);
 }

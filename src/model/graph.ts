@@ -2,7 +2,9 @@
  * The layer graph every engine consumes: nodes in topological order, each with its output shape and the
  * PyTorch state-dict prefix of its parameters. Shapes are per image, [C, H, W] (or [F] after pooling).
  */
-import type { ActivationKind, ModelConfig } from './config.js';
+import type { BaseConfig } from './family.js';
+
+export type ActivationKind = 'relu' | 'relu6';
 
 /** [top, left, bottom, right] zero padding. */
 export type Pads = readonly [number, number, number, number];
@@ -82,8 +84,8 @@ export interface LayerRow {
   nodes: string[];
 }
 
-export interface Graph {
-  config: ModelConfig;
+export interface Graph<C extends BaseConfig = BaseConfig> {
+  config: C;
   /** Name of the graph input value; its shape is [inChannels, resolution, resolution]. */
   input: string;
   inputShape: readonly number[];

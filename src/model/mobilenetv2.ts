@@ -4,7 +4,8 @@
  *  - `seed-cifar`: the seed document's CIFAR-10 model (kuangliu/pytorch-cifar; keys `conv1`, `layers.N...`).
  */
 import { GraphBuilder } from './builder.js';
-import { IMAGENET_SETTINGS, SEED_SETTINGS, makeConfig, type Arch, type ModelConfig } from './config.js';
+import { ARCHS, IMAGENET_SETTINGS, MOBILENETV2, SEED_SETTINGS, makeConfig, parseModelConfig, type Arch, type ModelConfig } from './config.js';
+import type { ModelFamily, TensorShapes } from './family.js';
 import type { Graph } from './graph.js';
 
 /** torchvision's _make_divisible: round to the nearest multiple of `divisor`, never below 90% of v. */
@@ -20,16 +21,54 @@ function pyRound(x: number): number {
   return Math.abs(x % 1) === 0.5 && r % 2 !== 0 ? r - 1 : r;
 }
 
-export function buildGraph(config: ModelConfig): Graph {
+export function buildGraph(config: ModelConfig): Graph<ModelConfig> {
   return config.arch === 'imagenet' ? imagenet(config) : seedCifar(config);
 }
 
 /** Convenience: a graph from an arch name and overrides. */
-export function mobilenetV2(arch: Arch = 'imagenet', overrides: Partial<ModelConfig> = {}): Graph {
+export function mobilenetV2(arch: Arch = 'imagenet', overrides: Partial<ModelConfig> = {}): Graph<ModelConfig> {
   return buildGraph(makeConfig(arch, overrides));
 }
 
-function imagenet(cfg: ModelConfig): Graph {
+export function isMobileNetV2(graph: Graph): graph is Graph<ModelConfig> {
+  return graph.config.family === MOBILENETV2;
+}
+
+const CLASSIFIER: Record<Arch, string> = { imagenet: 'classifier.1.weight', 'seed-cifar': 'linear.weight' };
+/** Width multipliers of the published models, tried in turn on a file without metadata. */
+const STANDARD_ALPHAS = [0.35, 0.5, 0.75, 1, 1.3, 1.4];
+
+export const mobilenetV2Family: ModelFamily<ModelConfig> = {
+  name: MOBILENETV2,
+  variants: ARCHS,
+  makeConfig: (variant, overrides) => makeConfig((variant ?? 'imagenet') as Arch, overrides),
+  parseConfig: parseModelConfig,
+  build: buildGraph,
+  defaultPreprocess: (c) => (c.arch === 'imagenet' ? 'torchvision' : 'seed-cifar'),
+  defaultLabels: (c) => {
+    if (c.arch === 'imagenet' && c.numClasses === 1000) return 'imagenet';
+    if (c.arch === 'seed-cifar' && c.numClasses === 10) return 'cifar10';
+    return undefined;
+  },
+  describe: (c) => `MobileNetV2 ${c.arch}, alpha ${c.alpha}, ${c.resolution}x${c.resolution}x${c.inChannels}, ${c.numClasses} classes, ${c.activation}`,
+  detect(tensors) {
+    let arch: Arch | undefined;
+    if (tensors.has('features.0.0.weight')) arch = 'imagenet';
+    else if (tensors.has('conv1.weight') && tensors.has('layers.0.conv1.weight')) arch = 'seed-cifar';
+    return arch && { variant: arch, classifier: CLASSIFIER[arch] };
+  },
+  fitShapes: (variant, base, tensors) => ({ alpha: fitAlpha(variant as Arch, base, tensors) }),
+};
+
+/** The standard width multiplier whose parameter shapes all match the file (PyTorch files carry no config). */
+function fitAlpha(arch: Arch, base: Partial<ModelConfig>, tensors: TensorShapes): number | undefined {
+  const fits = STANDARD_ALPHAS.filter((alpha) =>
+    buildGraph(makeConfig(arch, { ...base, alpha })).params.every((p) => tensors.get(p.name)?.shape.join() === p.shape.join()),
+  );
+  return fits.length === 1 ? fits[0] : undefined;
+}
+
+function imagenet(cfg: ModelConfig): Graph<ModelConfig> {
   const b = new GraphBuilder(cfg);
   const { alpha } = cfg;
   let inC = makeDivisible(32 * alpha);
@@ -72,7 +111,7 @@ function imagenet(cfg: ModelConfig): Graph {
   return b.g;
 }
 
-function seedCifar(cfg: ModelConfig): Graph {
+function seedCifar(cfg: ModelConfig): Graph<ModelConfig> {
   const b = new GraphBuilder(cfg);
   const ch = (c: number): number => (cfg.alpha === 1 ? c : makeDivisible(c * cfg.alpha));
   let inC = ch(32);

@@ -1,6 +1,7 @@
 /** Per-layer summary (Table-2 style): input, operator, t, c, n, s, output, params, MACs, and totals. */
 import { nodeMacs, nodeParamCount, totalMacs, totalParams, type Graph } from './graph.js';
-import type { ModelConfig } from './config.js';
+import type { BaseConfig } from './family.js';
+import { familyOf } from './registry.js';
 
 export interface SummaryRow {
   layer: string;
@@ -16,7 +17,7 @@ export interface SummaryRow {
 }
 
 export interface Summary {
-  config: ModelConfig;
+  config: BaseConfig;
   rows: SummaryRow[];
   totals: { params: number; macs: number };
 }
@@ -57,6 +58,6 @@ export function formatSummary(s: Summary): string {
   const line = (r: string[]): string => r.map((v, i) => (numeric.has(i) ? v.padStart(widths[i]!) : v.padEnd(widths[i]!))).join('  ').trimEnd();
   const rule = widths.map((w) => '-'.repeat(w)).join('  ');
   const c = s.config;
-  const title = `MobileNetV2 ${c.arch}, alpha ${c.alpha}, ${c.resolution}x${c.resolution}x${c.inChannels}, ${c.numClasses} classes, ${c.activation}`;
+  const title = familyOf(c).describe(c);
   return [title, '', line(head), rule, ...body.map(line), rule, line(total)].join('\n');
 }

@@ -4,6 +4,7 @@
  */
 import { Rng } from '../util/rng.js';
 import { numel, type Graph } from './graph.js';
+import { familyOf } from './registry.js';
 
 export type StateDict = Map<string, Float32Array>;
 
@@ -48,6 +49,6 @@ export function checkStateDict(graph: Graph, sd: ReadonlyMap<string, { length: n
   for (const name of sd.keys()) if (!expected.has(name)) problems.push(`unexpected ${name}`);
   if (problems.length) {
     const more = problems.length > 12 ? `\n  ... and ${problems.length - 12} more` : '';
-    throw new Error(`${source}: weights do not match the ${graph.config.arch} model (alpha ${graph.config.alpha}, ${graph.config.numClasses} classes):\n  ${problems.slice(0, 12).join('\n  ')}${more}`);
+    throw new Error(`${source}: weights do not match the model (${familyOf(graph.config).describe(graph.config)}):\n  ${problems.slice(0, 12).join('\n  ')}${more}`);
   }
 }

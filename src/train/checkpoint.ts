@@ -1,7 +1,7 @@
 /**
  * Training checkpoints: one safetensors file holding the model weights (PyTorch names), the optimizer state
  * (`optim.<param>.<slot>`), the EMA shadows (`ema.<name>`), the training RNG (`train.rng`), and as metadata the
- * model config (`mnv2.config`, so the file alone rebuilds the model), the recipe, the position (epoch, step) and
+ * model's metadata (src/io/metadata.ts, so the file alone rebuilds the model), the recipe, the position (epoch, step) and
  * the running statistics of a partly done epoch (`mnv2.train`, JSON: exact doubles).
  *
  * Writes are atomic (temp file, fsync, rename, directory fsync — see writeSafetensors): a crash or kill -9 during
@@ -9,16 +9,13 @@
  */
 import { existsSync, statSync } from 'node:fs';
 import { join } from 'node:path';
-import { loadWeights, saveWeights } from '../io/weights.js';
+import { loadModelFile, saveWeights } from '../io/weights.js';
 import type { Graph } from '../model/graph.js';
 import type { StateDict } from '../model/weights.js';
+import type { ModelInfo } from '../io/metadata.js';
 import type { TrainRecipe } from './presets.js';
 
 export const TRAIN_KEY = 'mnv2.train';
-export const PREPROCESS_KEY = 'mnv2.preprocess';
-export const LABELS_KEY = 'mnv2.labels';
-/** Class names as a JSON array (image folders: the folder names). */
-export const CLASSES_KEY = 'mnv2.classes';
 export const RNG_KEY = 'train.rng';
 
 /** Where a run stands; stored as JSON metadata. */
@@ -50,6 +47,7 @@ export interface Checkpoint {
   rng: Uint32Array | null;
   position: TrainPosition | null;
   metadata: Record<string, string>;
+  info: ModelInfo;
 }
 
 /** The 4-word RNG state as 8 float32 values (16-bit halves: exact in float32). */
@@ -103,7 +101,7 @@ export function resolveCheckpointPath(path: string): string {
 
 export function loadCheckpoint(path: string): Checkpoint {
   const file = resolveCheckpointPath(path);
-  const l = loadWeights(file);
+  const l = loadModelFile(file);
   const optim = new Map<string, Float32Array>();
   const ema = new Map<string, Float32Array>();
   let rng: Uint32Array | null = null;
@@ -125,5 +123,5 @@ export function loadCheckpoint(path: string): Checkpoint {
     }
     if (typeof position.recipe !== 'object' || position.recipe === null) throw new Error(`${file}: ${TRAIN_KEY} has no recipe`);
   }
-  return { graph: l.graph, weights: l.weights, optim, ema, rng, position, metadata: l.metadata };
+  return { graph: l.graph, weights: l.weights, optim, ema, rng, position, metadata: l.metadata, info: l.info };
 }

@@ -17,11 +17,11 @@ import cliProgress from 'cli-progress';
 import { NativeModel } from '../engine/native/model.js';
 import { softmaxCrossEntropy } from '../engine/native/loss.js';
 import { exportOnnx } from '../engine/onnx/export.js';
-import { makeConfig, type ModelConfig } from '../model/config.js';
 import type { Graph, LinearNode } from '../model/graph.js';
-import { buildGraph } from '../model/mobilenetv2.js';
+import { archConfig, buildModel, familyOf, reconfigure } from '../model/registry.js';
+import { descriptiveInfo, encodeModelInfo, type ModelInfoInput } from '../io/metadata.js';
 import { initWeights, type StateDict } from '../model/weights.js';
-import { loadWeights, saveWeights } from '../io/weights.js';
+import { loadModelFile, saveWeights } from '../io/weights.js';
 import { BatchLoader, deriveSeed, epochOrder } from '../data/loader.js';
 import type { Dataset, InputConvention } from '../data/dataset.js';
 import { Rng } from '../util/rng.js';
@@ -29,9 +29,10 @@ import { makeOptimizer, paramRefs } from './optim.js';
 import { makeSchedule, type ScheduleSpec } from './schedule.js';
 import { EMA } from './ema.js';
 import type { Optimizer, ParamRef, Schedule } from './types.js';
-import { CLASSES_KEY, LABELS_KEY, PREPROCESS_KEY, loadCheckpoint, resolveCheckpointPath, saveCheckpoint, type TrainPosition } from './checkpoint.js';
+import { loadCheckpoint, resolveCheckpointPath, saveCheckpoint, type TrainPosition } from './checkpoint.js';
 import { EvalAccumulator, evaluate, formatEvalReport, writeConfusionPng, type EvalResult } from './metrics.js';
-import { limitDataset, openDataset, type DataSource, type TrainRecipe } from './presets.js';
+import type { TrainRecipe } from './presets.js';
+import { limitDataset, openDataset, type DataSource } from '../data/open.js';
 import { METRICS_FILE, plotRun, type EpochMetrics } from './plot.js';
 
 export interface TrainOptions {
@@ -137,7 +138,7 @@ function classifierNode(graph: Graph): LinearNode {
 /** Weights for `newGraph`: everything from `weights` except the classifier, which is freshly initialised. */
 export function replaceClassifier(graph: Graph, weights: StateDict, numClasses: number, seed: number): { graph: Graph; weights: StateDict } {
   if (!Number.isInteger(numClasses) || numClasses < 1) throw new Error(`--replace-classifier needs a positive class count, got ${numClasses}`);
-  const g2 = buildGraph(makeConfig(graph.config.arch, { ...graph.config, numClasses }));
+  const g2 = buildModel(reconfigure(graph.config, { numClasses }));
   const fresh = initWeights(g2, seed);
   const cls = classifierNode(g2).name;
   const out: StateDict = new Map();
@@ -178,7 +179,7 @@ async function extractFeatures(
 ): Promise<Float32Array> {
   const lin = classifierNode(graph);
   const F = lin.inF;
-  const fg = buildGraph(makeConfig(graph.config.arch, { ...graph.config, numClasses: F, dropout: 0 }));
+  const fg = buildModel(reconfigure(graph.config, { numClasses: F, dropout: 0 }));
   const fw: StateDict = new Map();
   for (const t of [...fg.params, ...fg.buffers]) {
     if (t.name === `${lin.name}.weight`) {
@@ -238,7 +239,8 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
   let rngState: Uint32Array | null = null;
   let runDir: string;
   let headOnly = opts.freezeBackbone ?? false;
-  let baseMetadata: Record<string, string> = {};
+  /** What the model files of the run say about the model besides its config. */
+  let baseInfo: Omit<ModelInfoInput, 'config'> = {};
 
   if (opts.resume) {
     const file = resolveCheckpointPath(opts.resume);
@@ -253,7 +255,7 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
     rngState = ck.rng;
     headOnly = ck.position.headOnly ?? false;
     runDir = resolve(opts.out ?? dirname(file));
-    for (const k of [PREPROCESS_KEY, LABELS_KEY, CLASSES_KEY]) if (ck.metadata[k] !== undefined) baseMetadata[k] = ck.metadata[k]!;
+    baseInfo = descriptiveInfo(ck.info);
     log(`resuming ${file}: epoch ${position.epoch + 1}/${recipe.epochs}, batch ${position.step}, step ${position.globalStep}`);
   } else {
     recipe = opts.recipe;
@@ -262,14 +264,14 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
       throw new Error(`${runDir} already holds a run (last.safetensors); resume it with --resume ${runDir} or choose another --out`);
     }
     if (opts.weights) {
-      const l = loadWeights(opts.weights, { resolution: recipe.arch === 'imagenet' ? recipe.resolution : undefined });
+      const l = loadModelFile(opts.weights, { resolution: recipe.arch === 'imagenet' ? recipe.resolution : undefined });
       graph = l.graph;
       weights = l.weights;
       // An imported Keras model keeps its own input normalisation when fine-tuned on an image folder.
-      if (l.metadata[PREPROCESS_KEY] !== undefined) baseMetadata[PREPROCESS_KEY] = l.metadata[PREPROCESS_KEY];
-      log(`fine-tuning from ${opts.weights} (${graph.config.arch}, alpha ${graph.config.alpha}, ${graph.config.numClasses} classes)`);
+      if (l.info.preprocess !== undefined) baseInfo.preprocess = l.info.preprocess;
+      log(`fine-tuning from ${opts.weights} (${familyOf(graph.config).describe(graph.config)})`);
     } else {
-      graph = buildGraph(makeConfig(recipe.arch, { alpha: recipe.alpha, resolution: recipe.resolution, dropout: recipe.dropout, numClasses: undefined }));
+      graph = buildModel(archConfig(recipe.arch, { alpha: recipe.alpha, resolution: recipe.resolution, dropout: recipe.dropout }));
       weights = new Map(); // initialised below, once the class count is known
     }
   }
@@ -296,7 +298,7 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
     const p = decodeBar(`decoding ${split} images`);
     try {
       return await openDataset(recipe.dataset, split, {
-        dir: recipe.dataDir, resolution: graph.config.resolution, onProgress: p.cb, preprocess: baseMetadata[PREPROCESS_KEY],
+        dir: recipe.dataDir, resolution: graph.config.resolution, onProgress: p.cb, preprocess: baseInfo.preprocess,
       });
     } finally {
       p.stop();
@@ -313,7 +315,7 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
     if (opts.weights) {
       if (opts.replaceClassifier !== undefined) ({ graph, weights } = replaceClassifier(graph, weights, opts.replaceClassifier, recipe.seed));
     } else {
-      graph = buildGraph(makeConfig(recipe.arch, { alpha: recipe.alpha, resolution: recipe.resolution, dropout: recipe.dropout, numClasses: opts.replaceClassifier ?? classes.length }));
+      graph = buildModel(archConfig(recipe.arch, { alpha: recipe.alpha, resolution: recipe.resolution, dropout: recipe.dropout, numClasses: opts.replaceClassifier ?? classes.length }));
       weights = initWeights(graph, recipe.seed);
     }
   }
@@ -326,10 +328,9 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
     throw new Error(`${trainDs.name} gives ${conv.channels}×${trainDs.height + 2 * conv.pad}×${trainDs.width + 2 * conv.pad} inputs, the model takes ${ic}×${ih}×${iw}`);
   }
   if (!opts.resume) {
-    baseMetadata = { [PREPROCESS_KEY]: trainSrc.preprocess, [CLASSES_KEY]: JSON.stringify(classes) };
-    if (trainSrc.labelSet) baseMetadata[LABELS_KEY] = trainSrc.labelSet;
+    baseInfo = { preprocess: trainSrc.preprocess, classes, ...(trainSrc.labelSet && { labels: trainSrc.labelSet }) };
   }
-  const metadata = (): Record<string, string> => ({ ...baseMetadata, 'mnv2.preset': recipe.preset });
+  const metadata = (): Record<string, string> => ({ ...encodeModelInfo({ config: graph.config, ...baseInfo }), 'mnv2.preset': recipe.preset });
 
   // ---- engine, optimizer, schedule, EMA, RNG ------------------------------------------------------------------
   const model = headOnly ? null : new NativeModel(graph, weights, { threads: opts.threads });
@@ -439,7 +440,7 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
   }
 
   log(`run folder ${runDir}`);
-  log(`${recipe.preset}: ${graph.config.arch} alpha ${graph.config.alpha} @ ${graph.config.resolution}, ${k} classes; ` +
+  log(`${recipe.preset}: ${familyOf(graph.config).describe(graph.config)}; ` +
     `${trainDs.count} training images (${trainDs.name}), ${valDs.count} validation images; ${recipe.epochs} epoch(s) × ${stepsPerEpoch} steps of ${batch}; ` +
     `${recipe.optimizer} lr ${recipe.lr} (${recipe.schedule} per ${recipe.schedulePer})${headOnly ? '; head only (frozen backbone)' : ''}`);
 
@@ -450,7 +451,9 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
   const elapsedAtStart = pos.elapsed;
   const logits = new Float32Array(batch * k);
   const dlogits = new Float32Array(batch * k);
-  const featMask = graph.config.dropout > 0 ? new Float32Array(batch * F) : undefined;
+  // Head-only steps apply the model's dropout before the classifier themselves, on the cached features.
+  const dropoutP = graph.nodes.find((n) => n.op === 'dropout')?.p ?? 0;
+  const featMask = dropoutP > 0 ? new Float32Array(batch * F) : undefined;
   try {
     while (pos.epoch < recipe.epochs && !stopped) {
       const epoch = pos.epoch;
@@ -500,7 +503,7 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
             const lr = schedule(epoch, s, stepsPerEpoch);
             const [W, B] = [params[0]!, params[1]!];
             if (featMask) {
-              const p = graph.config.dropout;
+              const p = dropoutP;
               for (let i = 0; i < n * F; i++) featMask[i] = rng.uniform() < p ? 0 : 1 / (1 - p);
             }
             headForward(trainFeat!, rows, F, W.value, B.value, k, logits, featMask);
@@ -596,7 +599,7 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
   writeFileAtomic(files.eval, `${JSON.stringify({ dataset: valDs.name, top1: final.top1, top5: final.top5, correct: final.correct, total: final.total, loss: final.loss, perClass: final.perClass })}\n`);
   if (opts.onnx ?? true) {
     files.onnx = join(runDir, 'model.onnx');
-    writeFileAtomic(files.onnx, exportOnnx(graph, fw));
+    writeFileAtomic(files.onnx, exportOnnx(graph, fw, { info: baseInfo }));
   }
   if (opts.plots ?? true) {
     files.confusion = join(runDir, 'confusion.png');
@@ -621,4 +624,3 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
   return result;
 }
 
-export type { ModelConfig };

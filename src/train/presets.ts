@@ -1,5 +1,5 @@
 /**
- * Training recipes ("presets") and the data sources they train on.
+ * Training recipes ("presets"); the data sources they train on are in src/data/open.ts.
  *
  *  - `fashion-mnist`: the seed's CIFAR-10 MobileNetV2 on Fashion-MNIST with the project's input convention (zero-pad
  *    28→32, replicate to 3 channels, mean 0.2860 / std 0.3530). SGD lr 0.1, momentum 0.9, wd 5e-4, cosine, batch
@@ -15,14 +15,6 @@
  *
  * Every field can be overridden (see `resolvePreset`).
  */
-import { existsSync, readdirSync, statSync } from 'node:fs';
-import { extname, join } from 'node:path';
-import sharp from 'sharp';
-import type { Arch } from '../model/config.js';
-import { loadCifar10 } from '../data/cifar.js';
-import { CIFAR10_INPUT, FASHION_MNIST_INPUT, sharedBytes, subset, type Dataset, type InputConvention } from '../data/dataset.js';
-import { FASHION_MNIST_DIR, loadFashionMnist } from '../data/idx.js';
-import { preset as imagePreset } from '../data/preprocess.js';
 import type { AugmentKind } from '../data/loader.js';
 
 export type PresetName = 'fashion-mnist' | 'seed-cifar10' | 'paper-imagenet';
@@ -38,7 +30,8 @@ export interface TrainRecipe {
   dataset: string;
   /** Dataset location (Fashion-MNIST: /usr/share/datasets/fashion-mnist by default; CIFAR-10: data/cifar10). */
   dataDir?: string;
-  arch: Arch;
+  /** An `--arch` name: a model family or one of its variants (src/model/registry.ts). */
+  arch: string;
   alpha: number;
   /** Input resolution (imagenet arch; image folders are resized to it). */
   resolution: number;
@@ -154,153 +147,4 @@ export function validateRecipe(r: TrainRecipe): void {
   if (!['cosine', 'exponential', 'step', 'constant'].includes(r.schedule)) bad(`schedule must be cosine, exponential, step or constant, got ${r.schedule}`);
   if (r.schedulePer !== 'epoch' && r.schedulePer !== 'step') bad(`schedule-per must be epoch or step, got ${r.schedulePer}`);
   if (r.augment !== 'seed' && r.augment !== 'rrc' && r.augment !== 'none') bad(`augment must be seed, rrc or none, got ${r.augment}`);
-}
-
-// ---------------------------------------------------------------------------------------------------------------
-// Data sources
-
-export interface DataSource {
-  dataset: Dataset;
-  input: InputConvention;
-  /** `mnv2.preprocess` metadata for `mnv2 predict` (a preprocessing preset name). */
-  preprocess: string;
-  /** `mnv2.labels` metadata (a built-in label set) when there is one. */
-  labelSet?: 'fashion-mnist' | 'cifar10';
-}
-
-export const IMAGENET_NORM = { mean: [0.485, 0.456, 0.406], std: [0.229, 0.224, 0.225] };
-const IMAGE_EXT = new Set(['.jpg', '.jpeg', '.png', '.webp', '.gif', '.tif', '.tiff', '.bmp', '.avif']);
-
-/**
- * Opens a split of a dataset: 'fashion-mnist', 'cifar10' or an image folder.
- * Image folders: `DIR/train/<class>/*` and `DIR/val/<class>/*` (or `test`); if DIR has no `train` folder, DIR's
- * own class folders are split deterministically (every 10th image of each class is validation).
- */
-export async function openDataset(
-  name: string, split: 'train' | 'test',
-  opts: {
-    dir?: string; resolution?: number; onProgress?: (done: number, total: number) => void;
-    /** Image folders: the model's preprocessing preset (torchvision or keras normalisation; default torchvision). */
-    preprocess?: string;
-  } = {},
-): Promise<DataSource> {
-  if (name === 'fashion-mnist') {
-    // Debian's dataset-fashion-mnist, else what `mnv2 data fetch fashion-mnist` downloads.
-    const dir = opts.dir ?? (!existsSync(FASHION_MNIST_DIR) && existsSync('data/fashion-mnist') ? 'data/fashion-mnist' : FASHION_MNIST_DIR);
-    return { dataset: loadFashionMnist(dir, split), input: FASHION_MNIST_INPUT, preprocess: 'fashion-mnist', labelSet: 'fashion-mnist' };
-  }
-  if (name === 'cifar10') {
-    return { dataset: loadCifar10(opts.dir ?? 'data/cifar10', split), input: CIFAR10_INPUT, preprocess: 'seed-cifar', labelSet: 'cifar10' };
-  }
-  const dir = opts.dir ?? name;
-  if (!existsSync(dir) || !statSync(dir).isDirectory()) {
-    throw new Error(`dataset '${name}': not fashion-mnist, cifar10 or an existing folder of class subfolders (${dir})`);
-  }
-  const preprocess = opts.preprocess ?? 'torchvision';
-  if (preprocess !== 'torchvision' && preprocess !== 'keras') {
-    throw new Error(`dataset '${name}': image folders are normalised like torchvision or keras models, not '${preprocess}'`);
-  }
-  const { mean, std } = imagePreset(preprocess);
-  const ds = await loadImageFolder(dir, split, opts.resolution ?? 224, opts.onProgress);
-  return { dataset: ds, input: { channels: 3, pad: 0, mean, std }, preprocess };
-}
-
-function listClasses(dir: string): string[] {
-  return readdirSync(dir, { withFileTypes: true })
-    .filter((e) => e.isDirectory() && !e.name.startsWith('.'))
-    .map((e) => e.name)
-    .sort();
-}
-
-function listImages(dir: string): string[] {
-  return readdirSync(dir, { withFileTypes: true })
-    .filter((e) => e.isFile() && IMAGE_EXT.has(extname(e.name).toLowerCase()))
-    .map((e) => e.name)
-    .sort();
-}
-
-/** Decodes an image folder split into memory: each image resized (shorter side) and centre-cropped to size×size. */
-export async function loadImageFolder(
-  dir: string, split: 'train' | 'test', size: number, onProgress?: (done: number, total: number) => void,
-): Promise<Dataset> {
-  let root = dir;
-  let holdout: 'none' | 'train' | 'test' = 'none';
-  if (existsSync(join(dir, 'train'))) {
-    if (split === 'train') root = join(dir, 'train');
-    else {
-      const v = ['val', 'validation', 'test'].map((s) => join(dir, s)).find((p) => existsSync(p));
-      if (!v) throw new Error(`${dir}: has a train folder but no val, validation or test folder to evaluate on`);
-      root = v;
-    }
-  } else {
-    holdout = split;
-  }
-  const classes = listClasses(existsSync(join(dir, 'train')) ? join(dir, 'train') : dir);
-  if (classes.length < 2) throw new Error(`${root}: an image folder needs at least 2 class subfolders, found ${classes.length}`);
-  const files: { path: string; label: number }[] = [];
-  classes.forEach((c, label) => {
-    const cdir = join(root, c);
-    if (!existsSync(cdir)) return;
-    listImages(cdir).forEach((f, i) => {
-      const isVal = i % 10 === 9;
-      if (holdout === 'none' || (holdout === 'test') === isVal) files.push({ path: join(cdir, f), label });
-    });
-  });
-  if (files.length === 0) throw new Error(`${root}: no images (${[...IMAGE_EXT].join(', ')}) in the class folders ${classes.join(', ')}`);
-  const per = 3 * size * size;
-  const images = sharedBytes(files.length * per);
-  const labels = new Uint8Array(files.length);
-  if (classes.length > 255) throw new Error(`${root}: ${classes.length} classes; at most 255 are supported`);
-  let done = 0;
-  let next = 0;
-  const work = async (): Promise<void> => {
-    while (next < files.length) {
-      const i = next++;
-      const f = files[i]!;
-      let px: Buffer;
-      try {
-        px = await sharp(f.path).rotate().flatten({ background: '#ffffff' }).toColorspace('srgb')
-          .resize(size, size, { fit: 'cover', position: 'centre', kernel: 'linear' }).removeAlpha().raw().toBuffer();
-      } catch (e) {
-        throw new Error(`${f.path}: cannot decode image (${(e as Error).message})`);
-      }
-      if (px.length !== size * size * 3) throw new Error(`${f.path}: decoded to ${px.length} bytes, expected ${size}×${size}×3`);
-      // HWC -> CHW
-      const o = i * per;
-      const plane = size * size;
-      for (let p = 0; p < plane; p++) {
-        images[o + p] = px[3 * p]!;
-        images[o + plane + p] = px[3 * p + 1]!;
-        images[o + 2 * plane + p] = px[3 * p + 2]!;
-      }
-      labels[i] = f.label;
-      onProgress?.(++done, files.length);
-    }
-  };
-  await Promise.all(Array.from({ length: Math.min(4, files.length) }, work));
-  return { name: `folder:${root}${holdout === 'none' ? '' : `[${split}]`}`, count: files.length, channels: 3, height: size, width: size, images, labels, classes };
-}
-
-/** A fixed, seeded subset of `limit` images (all of them when limit is 0 or ≥ count). */
-export function limitDataset(ds: Dataset, limit: number, seed: number): Dataset {
-  if (!limit || limit >= ds.count) return ds;
-  // Deterministic Fisher-Yates prefix, then sorted so the subset keeps the dataset's order.
-  const idx = new Int32Array(ds.count);
-  for (let i = 0; i < ds.count; i++) idx[i] = i;
-  let s = (seed ^ 0x9e3779b9) >>> 0;
-  const next = (): number => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let z = s;
-    z = Math.imul(z ^ (z >>> 15), z | 1);
-    z ^= z + Math.imul(z ^ (z >>> 7), z | 61);
-    return ((z ^ (z >>> 14)) >>> 0) / 4294967296;
-  };
-  for (let i = 0; i < limit; i++) {
-    const j = i + Math.floor(next() * (ds.count - i));
-    const t = idx[i]!;
-    idx[i] = idx[j]!;
-    idx[j] = t;
-  }
-  const chosen = idx.slice(0, limit).sort();
-  return subset(ds, chosen, `${ds.name}[${limit}]`);
 }

@@ -2,11 +2,13 @@
  * The browser page: an exported MobileNetV2 (ONNX) run by onnxruntime-web — WebGPU when the browser has an
  * adapter, else single-threaded wasm — on an uploaded/dropped image or a drawing, with the top 5 as bars.
  *
- * Query parameters: `model=URL` another exported model (its config from the `mnv2.config` metadata, its
- * preprocessing and labels from `<model>.json` beside it when present); `ep=wasm|webgpu` forces a backend.
+ * Query parameters: `model=URL` another exported model (its config, preprocessing and labels from its
+ * metadata, as `mnv2 serve --onnx` reads them; `<model>.json` beside it, when present, overrides the
+ * preprocessing and labels); `ep=wasm|webgpu` forces a backend.
  */
 import * as ort from 'onnxruntime-web';
-import { CONFIG_KEY, configFromJSON, type ModelConfig } from '../../src/model/config.js';
+import { CONFIG_KEY, classNamesOf, decodeModelInfo, preprocessOf } from '../../src/io/metadata.js';
+import type { BaseConfig } from '../../src/model/family.js';
 import { preset as makePreset, type Preset } from '../../src/data/preprocess.js';
 import { onnxMetadata } from './onnx-meta.js';
 import { prepare } from './pixels.js';
@@ -134,7 +136,7 @@ async function createSession(bytes: Uint8Array, source: string): Promise<{ sessi
 }
 
 /** Input [C, H, W] and class count: the mnv2 config when present, else the model's declared shapes. */
-function shapes(cfg: ModelConfig | undefined, session: ort.InferenceSession, source: string): { shape: [number, number, number]; classes: number } {
+function shapes(cfg: BaseConfig | undefined, session: ort.InferenceSession, source: string): { shape: [number, number, number]; classes: number } {
   if (cfg) return { shape: [cfg.inChannels, cfg.resolution, cfg.resolution], classes: cfg.numClasses };
   const inp = session.inputMetadata[0];
   const out = session.outputMetadata[0];
@@ -155,17 +157,15 @@ async function loadModel(): Promise<Model> {
     fetchOk(url, 'model').then(async (r) => new Uint8Array(await r.arrayBuffer())),
     fetchSideInfo(side),
   ]);
-  const meta = onnxMetadata(bytes, url.href);
-  const json = meta.get(CONFIG_KEY);
-  const cfg = json === undefined ? undefined : configFromJSON(json, url.href);
+  const meta = decodeModelInfo(Object.fromEntries(onnxMetadata(bytes, url.href)), url.href);
   const { session, backend } = await createSession(bytes, url.href);
-  const { shape, classes } = shapes(cfg, session, url.href);
-  // Same defaults as `mnv2 predict`: the model's own preprocessing, else the architecture's.
-  const presetName = info.preprocess ?? (cfg?.arch === 'imagenet' ? 'torchvision' : 'seed-cifar');
+  const { shape, classes } = shapes(meta?.config, session, url.href);
+  // Same defaults as `mnv2 predict`: the model's own preprocessing and labels, else its family's.
+  const presetName = info.preprocess ?? (meta ? preprocessOf(meta) : 'seed-cifar');
   if (shape[1] !== shape[2]) throw new Error(`${url.href}: input ${shape[1]}x${shape[2]} is not square`);
   const p = makePreset(presetName, shape[1]);
   if (p.channels !== shape[0]) throw new Error(`preset ${presetName} makes ${p.channels}-channel inputs, the model takes ${shape[0]}`);
-  const labels = info.labels ?? Array.from({ length: classes }, (_, i) => `class ${i}`);
+  const labels = info.labels ?? (meta && classNamesOf(meta)?.slice()) ?? Array.from({ length: classes }, (_, i) => `class ${i}`);
   if (labels.length !== classes) throw new Error(`${side.href}: ${labels.length} labels, the model has ${classes} classes`);
   status.textContent = `${info.title ?? url.pathname.split('/').pop()} · ${backend} · ready`;
   return { session, backend, preset: p, labels, shape };

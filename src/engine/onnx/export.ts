@@ -1,17 +1,19 @@
 /**
  * ONNX export of a MobileNetV2 graph (eval mode: BN folded into convs, dropout removed), built with the
  * onnx-proto (protobufjs) schema. Input `input` float32 [batch, C, H, W] with a symbolic batch dimension,
- * output `logits` float32 [batch, classes]; the model config travels in the `mnv2.config` metadata.
+ * output `logits` float32 [batch, classes]; the model's family, config, preprocessing and labels travel in its
+ * metadata_props, the same entries a safetensors model file has (src/io/metadata.ts).
  */
 // onnx-proto's declarations use protobufjs 6's global `Long` type: referenced here so that a consumer's
 // type check (skipLibCheck: false, any `types` setting) finds it.
 /// <reference types="long" preserve="true" />
 import onnxProto from 'onnx-proto';
-import { configFromJSON, type ModelConfig } from '../../model/config.js';
+import type { BaseConfig } from '../../model/family.js';
 import type { Graph } from '../../model/graph.js';
+import { familyOf } from '../../model/registry.js';
 import { checkStateDict, type StateDict } from '../../model/weights.js';
 import { foldBatchNorm, type FoldedGraph } from './fold.js';
-import { CONFIG_KEY } from '../../model/config.js';
+import { CONFIG_KEY, decodeModelInfo, encodeModelInfo, type ModelInfo, type ModelInfoInput } from '../../io/metadata.js';
 import { float32ToFloat16 } from '../../io/safetensors.js';
 
 const { onnx } = onnxProto;
@@ -36,6 +38,8 @@ export interface ExportOptions {
   fp16?: boolean;
   /** producer_name (default 'mobilenetv2-ts'). */
   producer?: string;
+  /** Preprocessing, labels, class names and provenance to store beside the config (a model file's metadata). */
+  info?: Omit<ModelInfoInput, 'config'>;
   /** Also output the pooled features (`features`, float32 [batch, C]), for embeddings. */
   features?: boolean;
 }
@@ -83,7 +87,7 @@ function irVersionFor(opset: number): number {
 }
 
 /** Build the ONNX ModelProto (as a plain protobufjs message object) for an already folded graph. */
-export function foldedToOnnx(fg: FoldedGraph, config: ModelConfig, opts: ExportOptions = {}): IModelProto {
+export function foldedToOnnx(fg: FoldedGraph, config: BaseConfig, opts: ExportOptions = {}): IModelProto {
   const opset = opts.opset ?? DEFAULT_OPSET;
   if (!Number.isInteger(opset) || opset < 13) throw new Error(`exportOnnx: opset must be an integer >= 13, got ${opset}`);
   const fp16 = opts.fp16 ?? false;
@@ -194,19 +198,22 @@ export function foldedToOnnx(fg: FoldedGraph, config: ModelConfig, opts: ExportO
     opsetImport: [{ domain: '', version: opset }],
     producerName: opts.producer ?? 'mobilenetv2-ts',
     producerVersion: '0.1.0',
-    docString: `MobileNetV2 (${config.arch}, alpha ${config.alpha}, ${config.resolution}px, ${config.numClasses} classes), eval mode, BN folded${fp16 ? ', float16' : ''}`,
+    docString: `${familyOf(config).describe(config)}; eval mode, BN folded${fp16 ? ', float16' : ''}`,
     graph: {
-      name: `mobilenetv2-${config.arch}`,
+      name: graphName(config),
       node: nodes,
       initializer: inits,
       input: [valueInfo(ONNX_INPUT, ['batch', c, h, w])],
       output: [valueInfo(ONNX_OUTPUT, ['batch', classes]), ...(featureWidth ? [valueInfo(ONNX_FEATURES, ['batch', featureWidth])] : [])],
     },
-    metadataProps: [
-      { key: CONFIG_KEY, value: JSON.stringify(config) },
-      { key: FORMAT_KEY, value: FORMAT_VERSION },
-    ],
+    metadataProps: Object.entries({ ...encodeModelInfo({ ...opts.info, config }), [FORMAT_KEY]: FORMAT_VERSION }).map(([key, value]) => ({ key, value })),
   };
+}
+
+/** `mobilenetv2-imagenet` as before the registry; other families by their family name. */
+function graphName(config: BaseConfig): string {
+  const arch = (config as BaseConfig & { arch?: unknown }).arch;
+  return typeof arch === 'string' ? `${config.family}-${arch}` : config.family;
 }
 
 /** Export a graph and its weights (PyTorch state-dict names) as a serialized ONNX model. */
@@ -229,13 +236,22 @@ export function decodeOnnx(bytes: Uint8Array, source: string): onnxProto.onnx.Mo
   return m;
 }
 
-/** The ModelConfig stored in an exported model's `mnv2.config` metadata. */
-export function readOnnxConfig(bytes: Uint8Array, source: string): ModelConfig {
-  const m = decodeOnnx(bytes, source);
-  const props = new Map(m.metadataProps.map((p) => [p.key ?? '', p.value ?? '']));
-  const fmt = props.get(FORMAT_KEY);
+/** An ONNX model's metadata_props as a plain record. */
+export function onnxProps(m: onnxProto.onnx.IModelProto): Record<string, string> {
+  return Object.fromEntries((m.metadataProps ?? []).map((p) => [p.key ?? '', p.value ?? '']));
+}
+
+/** The model an exported ONNX file describes in its metadata: family, config, preprocessing, labels. */
+export function readOnnxInfo(bytes: Uint8Array, source: string): ModelInfo {
+  const props = onnxProps(decodeOnnx(bytes, source));
+  const fmt = props[FORMAT_KEY];
   if (fmt !== undefined && fmt !== FORMAT_VERSION) throw new Error(`${source}: unsupported ${FORMAT_KEY} '${fmt}' (expected '${FORMAT_VERSION}')`);
-  const json = props.get(CONFIG_KEY);
-  if (json === undefined) throw new Error(`${source}: no ${CONFIG_KEY} metadata (not exported by mobilenetv2-ts?)`);
-  return configFromJSON(json, source);
+  const info = decodeModelInfo(props, source);
+  if (!info) throw new Error(`${source}: no ${CONFIG_KEY} metadata (not exported by mobilenetv2-ts?)`);
+  return info;
+}
+
+/** The config stored in an exported model's metadata. */
+export function readOnnxConfig(bytes: Uint8Array, source: string): BaseConfig {
+  return readOnnxInfo(bytes, source).config;
 }

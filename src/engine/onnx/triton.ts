@@ -6,10 +6,10 @@
  */
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
-import type { ModelConfig } from '../../model/config.js';
+import type { BaseConfig } from '../../model/family.js';
 import type { Graph } from '../../model/graph.js';
 import type { StateDict } from '../../model/weights.js';
-import { exportOnnx, ONNX_INPUT, ONNX_OUTPUT } from './export.js';
+import { exportOnnx, ONNX_INPUT, ONNX_OUTPUT, type ExportOptions } from './export.js';
 
 export const TRITON_LABEL_FILE = 'labels.txt';
 
@@ -45,7 +45,7 @@ function checkOptions(o: TritonConfigOptions): void {
 const list = (xs: readonly number[]): string => `[ ${xs.join(', ')} ]`;
 
 /** config.pbtxt for the model `cfg` as exported by exportOnnx (input float32 [N, C, H, W], output float32 [N, classes]). */
-export function tritonConfig(cfg: ModelConfig, o: TritonConfigOptions): string {
+export function tritonConfig(cfg: BaseConfig, o: TritonConfigOptions): string {
   checkOptions(o);
   const lines = [
     ...(o.notes ?? []).map((n) => `# ${n}`),
@@ -86,6 +86,8 @@ export interface TritonExportOptions extends Omit<TritonConfigOptions, 'labelFil
   fp16?: boolean;
   /** Replace an existing non-empty model directory. */
   force?: boolean;
+  /** Preprocessing, labels and provenance for model.onnx's metadata. */
+  info?: ExportOptions['info'];
 }
 
 /**
@@ -103,7 +105,7 @@ export function exportTriton(dir: string, graph: Graph, weights: StateDict, o: T
     if (!statSync(modelDir).isDirectory()) throw new Error(`${modelDir} exists and is not a directory`);
     if (readdirSync(modelDir).length > 0 && !o.force) throw new Error(`${modelDir} already exists and is not empty; pass --force to replace it`);
   }
-  const onnx = exportOnnx(graph, weights, { fp16: o.fp16 });
+  const onnx = exportOnnx(graph, weights, { fp16: o.fp16, info: o.info });
   mkdirSync(dir, { recursive: true });
   const tmp = mkdtempSync(path.join(dir, `.${o.name}.tmp-`));
   const old = `${tmp}.old`;

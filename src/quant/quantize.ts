@@ -16,9 +16,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as ort from 'onnxruntime-node';
 import onnxProto from 'onnx-proto';
-import type { Dataset, InputConvention } from '../../data/dataset.js';
-import { limitDataset } from '../../train/presets.js';
-import { attrInt, decodeOnnx, readOnnxConfig, tensor } from './export.js';
+import type { Dataset, InputConvention } from '../data/dataset.js';
+import { limitDataset } from '../data/open.js';
+import { attrInt, decodeOnnx, readOnnxConfig, tensor } from '../engine/onnx/export.js';
 import { CALIBRATION_METHODS, calibrationRange, checkInputShape, collectStats, type CalibrationMethod } from './calibrate.js';
 
 const { onnx } = onnxProto;

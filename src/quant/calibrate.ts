@@ -5,9 +5,9 @@
  */
 import * as ort from 'onnxruntime-node';
 import onnxProto from 'onnx-proto';
-import { gatherLabels, inputShape, toModelInput, type Dataset, type InputConvention } from '../../data/dataset.js';
-import { evaluate, type EvalResult } from '../../train/metrics.js';
-import type { OrtModel } from './session.js';
+import { gatherLabels, inputShape, toModelInput, type Dataset, type InputConvention } from '../data/dataset.js';
+import { evaluate, type EvalResult } from '../train/metrics.js';
+import type { OrtModel } from '../engine/onnx/session.js';
 
 const { onnx } = onnxProto;
 
