@@ -1,5 +1,6 @@
 #!/usr/bin/env node
 /** `mnv2`: a thin shell over the library. Each command lives in its own module and registers itself here. */
+import { readFileSync } from 'node:fs';
 import { Command } from 'commander';
 import { registerModelCommands } from './model-commands.js';
 import { registerBenchCommand } from './bench-command.js';
@@ -13,6 +14,7 @@ const program = new Command();
 program
   .name('mnv2')
   .description('MobileNetV2 in TypeScript: define, train, evaluate, export and run MobileNetV2')
+  .version((JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as { version: string }).version)
   .showHelpAfterError();
 
 registerModelCommands(program);

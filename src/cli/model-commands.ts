@@ -51,9 +51,9 @@ export function loadModel(o: ArchOpts & { weights?: string }, allowDefault: bool
 
 /** --engine; without a fallback the default is native when the addon is built, else ONNX Runtime. */
 export function engineOption(cmd: Command, fallback?: EngineName): Command {
-  const opt = new Option('--engine <engine>', 'inference engine').choices(['native', 'ort']);
+  const opt = new Option('--engine <engine>', `inference engine${fallback ? '' : ' (default: native if built, else ort)'}`).choices(['native', 'ort']);
   return cmd
-    .addOption(fallback ? opt.default(fallback) : opt.default(undefined, 'native if built, else ort'))
+    .addOption(fallback ? opt.default(fallback) : opt)
     .option('--threads <n>', 'threads (default: all cores)');
 }
 
@@ -87,12 +87,15 @@ export function registerModelCommands(program: Command): void {
 
   const exp = program.command('export').description('export a model');
   archOptions(exp.command('onnx').description('ONNX (opset 17, BN folded, dynamic batch; input "input", output "logits")'))
-    .option('--weights <file>', 'weights (.safetensors); default: random init (--seed)')
-    .option('--seed <n>', 'init seed when no weights are given', '0')
+    .option('--weights <file>', 'weights (.safetensors)')
+    .option('--random-init', 'export freshly initialized weights instead (--seed), e.g. to test a deployment')
+    .option('--seed <n>', 'init seed of --random-init', '0')
     .option('--opset <n>', 'ONNX opset (>= 17)', '17')
     .option('--fp16', 'store weights and compute in float16 (input/output stay float32)')
     .requiredOption('--out <file>', 'output .onnx file')
-    .action((o: ArchOpts & { weights?: string; seed: string; opset: string; fp16?: boolean; out: string }) => {
+    .action((o: ArchOpts & { weights?: string; randomInit?: boolean; seed: string; opset: string; fp16?: boolean; out: string }) => {
+      if (!o.weights && !o.randomInit) throw new Error('export onnx: no --weights given; pass --weights FILE, or --random-init to export untrained weights');
+      if (o.weights && o.randomInit) throw new Error('export onnx: --weights and --random-init exclude each other');
       const m = o.weights ? loadModel(o, false) : (() => {
         const graph = buildModel(configFrom(o));
         return { graph, weights: initWeights(graph, num(o.seed, '--seed')), info: { config: graph.config } };
@@ -114,6 +117,8 @@ export function registerModelCommands(program: Command): void {
       const clf = await createClassifier(m.graph, m.weights, o.engine, num(o.threads, '--threads'));
       const logits = await clf.run(input, images.length);
       await clf.release();
+      // Text mode: first on stdout, so it reads with the answers; JSON mode: on stderr, the JSON stays as it was.
+      (o.json ? console.error : console.log)(answeringModel(o.weights, cfg.numClasses, labels, clf.engine));
       const k = num(o.top, '--top')!;
       const results = images.map((file, i) => ({
         file,
@@ -131,6 +136,14 @@ export function registerModelCommands(program: Command): void {
 }
 
 export { inputSpec };
+
+/** Which model answers and with which classes: a photo of anything gets one of them. */
+function answeringModel(weights: string | undefined, classes: number, labels: readonly string[] | undefined, engine: EngineName): string {
+  const names = labels ? `: ${labels.length <= 12 ? labels.join('; ') : `${labels.slice(0, 3).join('; ')}; ...`}` : ' (no class names)';
+  const who = weights ? weights : `the bundled Fashion-MNIST model (${DEFAULT_MODEL}, 28x28 greyscale garments)`;
+  const hint = weights ? '' : '\n  (every image gets one of these 10 classes; for ImageNet classes pass --weights with ImageNet weights)';
+  return `model: ${who} on ${engine}, ${classes} classes${names}${hint}`;
+}
 
 export interface ImageOpts {
   preset?: string;

@@ -4,6 +4,7 @@
  * dict (converted with tools/pth-to-safetensors.py) is recognised by its parameter names, with the arch (and
  * alpha) from the caller when the names do not tell.
  */
+import { otherWeightsFormat } from './formats.js';
 import { readSafetensors, toFloat32, writeSafetensors, type WritableTensor } from './safetensors.js';
 import { carriedInfo, decodeModelInfo, encodeModelInfo, CONFIG_KEY, type ModelInfo } from './metadata.js';
 import type { BaseConfig } from '../model/family.js';
@@ -33,9 +34,20 @@ export interface ArchHint {
   bnEps?: number;
 }
 
+/** readSafetensors, or an error naming the file's actual format and the command that reads it. */
+function readModelSafetensors(path: string): ReturnType<typeof readSafetensors> {
+  try {
+    return readSafetensors(path);
+  } catch (e) {
+    const other = otherWeightsFormat(path);
+    if (other) throw new Error(`${path} is ${other.name}, not a .safetensors weights file; use: ${other.use}`, { cause: e });
+    throw e;
+  }
+}
+
 /** Read a model file of any family and rebuild its model; every missing, unexpected or mis-shaped tensor is named. */
 export function loadModelFile(path: string, hint: ArchHint = {}): LoadedWeights {
-  const file = readSafetensors(path);
+  const file = readModelSafetensors(path);
   const stored = decodeModelInfo(file.metadata, path);
   let info: ModelInfo;
   if (stored) {
