@@ -3,7 +3,7 @@ import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
-import { mkdtempSync, writeFileSync, readFileSync } from 'node:fs';
+import { copyFileSync, linkSync, mkdirSync, mkdtempSync, symlinkSync, writeFileSync, readFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -94,6 +94,81 @@ describe('mnv2 CLI', () => {
         return true;
       });
     }
+  });
+
+  it('numeric flags out of range are refused up front, naming the flag, the range and the value', async () => {
+    const w = fixturePath('seed-cifar.weights.safetensors');
+    const out = path.join(tmp, 'never.onnx');
+    const cases: [string[], string][] = [
+      [['predict', '--top', '0', 'a.png'], "--top expects an integer in [1, 100000], got '0'"],
+      [['predict', '--top=-1', 'a.png'], "--top expects an integer in [1, 100000], got '-1'"],
+      [['eval', '--weights', w, '--dataset', 'fashion-mnist', '--limit=-1'], "--limit expects an integer in [0, 9007199254740991], got '-1'"],
+      [['train', '--stop-after=-1'], "--stop-after expects an integer in [1, 9007199254740991], got '-1'"],
+      [['train', '--save-every=-1'], "--save-every expects an integer in [1, 9007199254740991], got '-1'"],
+      [['train', '--batch', '1e9'], "--batch expects an integer in [1, 4096], got '1e9'"],
+      [['train', '--eval-batch', '0'], "--eval-batch expects an integer in [1, 4096], got '0'"],
+      [['train', '--lr', '0'], "--lr expects a number > 0 and <= 1000000, got '0'"],
+      [['train', '--epochs', '2.5'], "--epochs expects an integer in [1, 100000], got '2.5'"],
+      [['export', 'onnx', '--seed=-1', '--out', out], "--seed expects an integer in [0, 4294967295], got '-1'"],
+      [['summary', '--alpha', '0'], "--alpha expects a number > 0 and <= 10, got '0'"],
+      [['summary', '--classes', 'many'], "--classes expects an integer in [1, 1000000], got 'many'"],
+      [['infer', '--weights', w, '--input', w, '--output', out, '--threads', '0'], "--threads expects an integer in [1, 1024], got '0'"],
+      [['serve', '--port', '70000'], "--port expects an integer in [0, 65535], got '70000'"],
+      [['serve', '--shutdown-grace=-1'], "--shutdown-grace expects a number in [0, 3600], got '-1'"],
+      [['bench', '--workload', 'infer-seed', '--steps', '0'], "--steps expects an integer in [1, 100000], got '0'"],
+      [['quantize', '--out', out, '--percentile', '0'], "--percentile expects a number > 50 and <= 100, got '0'"],
+      [['import', 'tfjs', 'model.json', '--out', out, '--resolution', '-32'], "--resolution expects an integer in [1, 4096], got '-32'"],
+    ];
+    for (const [args, msg] of cases) {
+      const t0 = performance.now();
+      await assert.rejects(mnv2(...args), (e: { stderr: string; code: number }) => {
+        assert.ok(e.stderr.includes(msg), `mnv2 ${args.join(' ')}: ${e.stderr}`);
+        assert.equal(e.code, 1);
+        return true;
+      });
+      // Up front: no dataset is opened, no model built (an epoch would take minutes).
+      assert.ok(performance.now() - t0 < 5000, `mnv2 ${args.join(' ')} took ${(performance.now() - t0).toFixed(0)} ms`);
+    }
+  });
+
+  it('an output that is an input (same path, a symlink, a hard link) is refused and the input left as it was', async () => {
+    const w = path.join(tmp, 'precious.safetensors');
+    copyFileSync(fixturePath('seed-cifar.weights.safetensors'), w);
+    const link = path.join(tmp, 'precious-link.safetensors');
+    symlinkSync(w, link);
+    const hard = path.join(tmp, 'precious-hard.safetensors');
+    linkSync(w, hard);
+    const json = path.join(tmp, 'model.json');
+    writeFileSync(json, '{}');
+    const before = readFileSync(w);
+    const cases: [string[], RegExp][] = [
+      [['export', 'onnx', '--weights', w, '--out', w], /--out .*precious\.safetensors is the same file as --weights .*precious\.safetensors: refusing to overwrite an input/],
+      [['export', 'onnx', '--weights', w, '--out', link], /--out .*precious-link\.safetensors is the same file as --weights/],
+      [['infer', '--weights', w, '--input', w, '--output', hard], /--output .*precious-hard\.safetensors is the same file as --input/],
+      [['quantize', '--weights', w, '--out', path.join(tmp, '.', 'precious.safetensors')], /--out .* is the same file as --weights/],
+      [['eval', '--weights', w, '--dataset', 'fashion-mnist', '--confusion', w], /--confusion .* is the same file as --weights/],
+      [['import', 'tfjs', json, '--out', json], /--out .*model\.json is the same file as the imported file/],
+    ];
+    for (const [args, re] of cases) {
+      await assert.rejects(mnv2(...args), (e: { stderr: string; code: number }) => {
+        assert.match(e.stderr, re, `mnv2 ${args.join(' ')}`);
+        assert.equal(e.code, 1);
+        return true;
+      });
+    }
+    assert.ok(readFileSync(w).equals(before), 'the input is unchanged');
+    assert.equal(readFileSync(json, 'utf8'), '{}');
+
+    // A folder holding a run's model files (the bundled model's folder is one) needs --resume or --force.
+    const run = path.join(tmp, 'old-run');
+    mkdirSync(run);
+    copyFileSync(w, path.join(run, 'model.safetensors'));
+    await assert.rejects(mnv2('train', '--out', run, '--epochs', '1'), (e: { stderr: string; code: number }) => {
+      assert.match(e.stderr, /old-run already holds a run \(model\.safetensors\); resume it with --resume .*old-run, replace it with --force, or choose another --out/);
+      assert.equal(e.code, 1);
+      return true;
+    });
+    assert.ok(readFileSync(path.join(run, 'model.safetensors')).equals(before));
   });
 
   it('loading a state dict with a missing or mis-shaped tensor names it', () => {

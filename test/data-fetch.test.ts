@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { gzipSync } from 'node:zlib';
 import { loadCifar10 } from '../src/data/cifar.js';
-import { extractTarGz, fetchDataset, type FetchProgress, type RemoteFile } from '../src/data/fetch.js';
+import { DATASET_SOURCES, extractTarGz, fetchDataset, type FetchProgress, type RemoteFile } from '../src/data/fetch.js';
 import { loadFashionMnist } from '../src/data/idx.js';
 import { Rng } from '../src/util/rng.js';
 
@@ -273,4 +273,14 @@ test('extractTarGz rejects corrupt, truncated and unsafe archives', async () => 
   writeFileSync(ok, gzipSync(good));
   assert.deepEqual(await extractTarGz(ok, dir), ['a/b.bin']);
   assert.deepEqual(readFileSync(join(dir, 'a/b.bin')), good.subarray(512, 1512));
+});
+
+test('extractTarGz stops inflating a bomb at maxBytes; the CIFAR-10 bound is what its six batches take', async () => {
+  const bomb = join(tmp, 'bomb.tar.gz');
+  writeFileSync(bomb, gzipSync(tar([['cifar-10-batches-bin/data_batch_1.bin', new Uint8Array(64 << 20)]]), { level: 1 }));
+  const dir = freshDir();
+  await assert.rejects(extractTarGz(bomb, dir, undefined, 1 << 20), (e: Error) => e.message === `${bomb}: inflates to more than 1048576 bytes, more than the dataset holds`);
+  const written = statSync(join(dir, 'cifar-10-batches-bin', 'data_batch_1.bin')).size;
+  assert.ok(written <= 1 << 20, `${written} bytes written`);
+  assert.equal(DATASET_SOURCES.cifar10.extract!.maxBytes, 6 * 10_000 * 3073 + (1 << 20));
 });

@@ -122,3 +122,25 @@ test('real Fashion-MNIST test split (dataset-fashion-mnist package)', (t) => {
   for (const v of ds.images) if (v > max) max = v;
   assert.equal(max, 255);
 });
+
+test('gzip bombs: inflation stops at the size the header declares; dimensions beyond the dataset are refused before inflating', () => {
+  // 3x4x5 images declared, 256 MB of zeros after the header: a 250 KB file.
+  const zeros = Buffer.alloc(1 << 20);
+  const parts = [images(3, 4, 5, new Uint8Array(0)), ...Array.from({ length: 256 }, () => zeros)];
+  const bomb = file('bomb.gz', gzipSync(Buffer.concat(parts), { level: 1 }));
+  parts.length = 0;
+  const rss0 = process.resourceUsage().maxRSS;
+  assert.throws(() => readIdxImages(bomb), /bomb\.gz: trailing data: header says 3×4×5 = 60 bytes, the gzip stream inflates to more/);
+  const grewMb = (process.resourceUsage().maxRSS - rss0) / 1024;
+  assert.ok(grewMb < 64, `peak RSS grew by ${grewMb.toFixed(0)} MB while reading a 60-byte file`);
+
+  // A header declaring 8.3 million Fashion-MNIST images (6.5 GB) with almost nothing behind it.
+  const fm = join(dir, 'fm-bomb');
+  mkdirp(fm);
+  writeFileSync(join(fm, 'train-images-idx3-ubyte.gz'), gzipSync(images(8_300_000, 28, 28, pattern(100))));
+  writeFileSync(join(fm, 'train-labels-idx1-ubyte.gz'), gzipSync(labels(new Uint8Array(10))));
+  assert.throws(() => loadFashionMnist(fm, 'train'), /train-images-idx3-ubyte\.gz: 8300000 images, more than the 60000 of Fashion-MNIST's train split/);
+  writeFileSync(join(fm, 'train-images-idx3-ubyte.gz'), gzipSync(images(10, 28, 28, pattern(10 * 784))));
+  writeFileSync(join(fm, 'train-labels-idx1-ubyte.gz'), gzipSync(idx(0x801, [4_000_000_000], pattern(10))));
+  assert.throws(() => loadFashionMnist(fm, 'train'), /train-labels-idx1-ubyte\.gz: 4000000000 labels, more than the 60000 of Fashion-MNIST's train split/);
+});

@@ -5,7 +5,10 @@
  * on the CPU backend (logits within 1e-4 * max |logit|) and tfjs's own decoded weights (bit-exact).
  */
 import assert from 'node:assert/strict';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, truncateSync, statSync, writeFileSync } from 'node:fs';
+import { appendFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, truncateSync, statSync, writeFileSync } from 'node:fs';
+import { execFile, execFileSync } from 'node:child_process';
+import { promisify } from 'node:util';
+import { fileURLToPath } from 'node:url';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -207,6 +210,44 @@ describe('import tfjs (model.json)', () => {
 
       const noScale = specs.map((s, i) => (i === 0 ? { ...s, quantization: { dtype: 'uint8' as const } } : s));
       assert.throws(() => importTfjs(writeModel(sub('noscale'), topology, noScale, data)), /Conv1\/kernel is uint8-quantized without numeric scale and min/);
+    });
+
+    it('shard paths leaving the model folder (.., absolute, symlinks) are refused before anything is read', () => {
+      const d = sub('escape');
+      mkdirSync(path.join(root, 'outside'));
+      writeFileSync(path.join(root, 'outside', 'secret.bin'), data);
+      const file = writeModel(d, topology, specs, data);
+      const withPaths = (paths: string[]): string => {
+        const json = JSON.parse(readFileSync(file, 'utf8'));
+        json.weightsManifest[0].paths = paths;
+        writeFileSync(file, JSON.stringify(json));
+        return file;
+      };
+      assert.throws(() => importTfjs(withPaths(['../outside/secret.bin'])), /model\.json: weight shard '\.\.\/outside\/secret\.bin' is outside the model's folder/);
+      assert.throws(() => importTfjs(withPaths(['/etc/passwd'])), /model\.json: weight shard '\/etc\/passwd' is outside the model's folder/);
+      symlinkSync('/etc/passwd', path.join(d, 'link.bin'));
+      assert.throws(() => importTfjs(withPaths(['link.bin'])), /model\.json: weight shard 'link\.bin' is outside the model's folder .*escape \(it resolves to \/etc\/passwd\)/);
+    });
+
+    it('a shard that is a FIFO or larger than the manifest declares is refused (no hang, no unbounded read)', async () => {
+      const d = sub('fifo');
+      const file = writeModel(d, topology, specs, data);
+      rmSync(path.join(d, 'group1-shard1of1.bin'));
+      execFileSync('mkfifo', [path.join(d, 'group1-shard1of1.bin')]);
+      // In a child process: a reader that blocks on the FIFO must fail this test, not hang the suite.
+      const cli = fileURLToPath(new URL('../src/cli/main.js', import.meta.url));
+      const t0 = performance.now();
+      await assert.rejects(promisify(execFile)(process.execPath, [cli, 'import', 'tfjs', file, '--out', path.join(d, 'out.safetensors')], { timeout: 20_000 }),
+        (e: { stderr: string; code: number | null; killed: boolean }) => {
+          assert.equal(e.killed, false, `still reading the FIFO after ${((performance.now() - t0) / 1000).toFixed(1)} s`);
+          assert.equal(e.code, 1);
+          assert.match(e.stderr, /group1-shard1of1\.bin: not a regular file \(a FIFO\)/);
+          return true;
+        });
+
+      const big = writeModel(sub('big'), topology, specs, data);
+      appendFileSync(path.join(path.dirname(big), 'group1-shard1of1.bin'), Buffer.alloc(1 << 20));
+      assert.throws(() => importTfjs(big), new RegExp(`group1-shard1of1\\.bin: ${data.length + (1 << 20)} bytes, more than the ${data.length} the manifest's weights take`));
     });
 
     it("'same' padding on stride-2 depthwise convs is accepted (the same pads on even sizes)", async () => {

@@ -4,6 +4,9 @@ import { mkdtemp, rm, writeFile, readFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import sharp from 'sharp';
+import { execFile, execFileSync } from 'node:child_process';
+import { promisify } from 'node:util';
+import { fileURLToPath } from 'node:url';
 import { preset, loadImage, loadImages, normalizeHWC, PRESET_NAMES, type Preset } from '../src/data/preprocess.js';
 import { IMAGENET_LABELS, CIFAR10_LABELS, FASHION_MNIST_LABELS, labelsFor } from '../src/data/labels.js';
 
@@ -255,4 +258,23 @@ test('label lists', () => {
   assert.equal(labelsFor('cifar10'), CIFAR10_LABELS);
   assert.equal(labelsFor('fashion-mnist'), FASHION_MNIST_LABELS);
   assert.throws(() => labelsFor('mnist' as never), /imagenet, cifar10, fashion-mnist/);
+});
+
+test('images that are devices, FIFOs or larger than maxBytes are refused at once (no unbounded read, no hang)', async () => {
+  const fifo = f('fifo.png');
+  execFileSync('mkfifo', [fifo]);
+  const png = await solid('size.png', 64, 64, [10, 20, 30], 'png');
+  const size = (await readFile(png)).length;
+  // In a child process: before the fix /dev/zero grew memory without end and the FIFO blocked forever.
+  const cli = fileURLToPath(new URL('../src/cli/main.js', import.meta.url));
+  for (const [file, re] of [['/dev/zero', /could not read image '\/dev\/zero': \/dev\/zero: not a regular file \(a character device\)/], [fifo, /fifo\.png: not a regular file \(a FIFO\)/]] as const) {
+    await assert.rejects(promisify(execFile)(process.execPath, [cli, 'predict', file], { timeout: 15_000 }), (e: { stderr: string; code: number | null; killed: boolean }) => {
+      assert.equal(e.killed, false, `mnv2 predict ${file} still running after 15 s`);
+      assert.equal(e.code, 1);
+      assert.match(e.stderr, re);
+      return true;
+    });
+  }
+  await assert.rejects(loadImage(png, preset('seed-cifar'), { maxBytes: size - 1 }), new RegExp(`size\\.png: ${size} bytes, more than the ${size - 1} allowed`));
+  assert.equal((await loadImage(png, preset('seed-cifar'), { maxBytes: size })).length, 3 * 32 * 32);
 });

@@ -292,7 +292,7 @@ describe('mnv2 quantize', () => {
     await fail(['--data', join(tmp, 'nowhere')], /Fashion-MNIST folder .*nowhere does not exist/);
     mkdirSync(join(tmp, 'empty'));
     await fail(['--data', join(tmp, 'empty')], /Fashion-MNIST file train-images-idx3-ubyte\(\.gz\) not found in .*empty/);
-    await fail(['--calib-images', '0'], /calibration images must be a positive integer, got 0/);
+    await fail(['--calib-images', '0'], /--calib-images expects an integer in \[1, 1000000\], got '0'/);
     await fail(['--method', 'kl'], /argument 'kl' is invalid/);
     await fail(['--weights', join(tmp, 'missing.onnx')], /missing\.onnx: no such file/);
   });

@@ -357,6 +357,37 @@ describe('serve: CLI', () => {
     assert.match(stderr(), /SIGTERM: finishing the requests in progress\n.*stopped/);
   });
 
+  it('mnv2 serve exits 0 on SIGTERM within --shutdown-grace with an idle keep-alive connection and a half-sent body open', async () => {
+    const { url, child, exited, stderr } = await spawnServe(['--shutdown-grace', '1']);
+    const { port } = new URL(url);
+    // An idle keep-alive connection: one answered request, then silence.
+    const idle = net.connect(Number(port), '127.0.0.1');
+    let idleReceived = '';
+    idle.on('data', (d: Buffer) => (idleReceived += d.toString('latin1')));
+    idle.write('GET /healthz HTTP/1.1\r\nHost: test\r\nConnection: keep-alive\r\n\r\n');
+    await until(() => idleReceived.includes('"status":"ok"'));
+    const idleClosed = once(idle, 'close');
+    // A request whose body never finishes arriving.
+    const slow = net.connect(Number(port), '127.0.0.1');
+    slow.on('error', () => {});
+    const slowClosed = once(slow, 'close');
+    slow.write(`POST /v1/classify HTTP/1.1\r\nHost: test\r\nContent-Type: image/png\r\nContent-Length: ${pngs[0]!.length}\r\n\r\n`);
+    slow.write(pngs[0]!.subarray(0, 10));
+    await new Promise((r) => setTimeout(r, 200));
+    const t0 = performance.now();
+    child.kill('SIGTERM');
+    const timer = setTimeout(() => child.kill('SIGKILL'), 15_000);
+    const [code, signal] = await exited;
+    clearTimeout(timer);
+    const secs = (performance.now() - t0) / 1000;
+    assert.equal(signal, null, `still running after 15 s: ${stderr()}`);
+    assert.equal(code, 0, stderr());
+    assert.ok(secs < 6, `exited after ${secs.toFixed(1)} s with a 1 s grace`);
+    await idleClosed;
+    await slowClosed;
+    assert.match(stderr(), /1 unfinished request\(s\) cut after the 1 s grace period/);
+  });
+
   it('mnv2 serve --onnx serves an exported model (ONNX files carry no preprocessing: flags give it)', async () => {
     const dir = mkdtempSync(path.join(os.tmpdir(), 'mnv2-serve-'));
     try {

@@ -1,19 +1,55 @@
-/** Numeric command-line values, checked once for every command: a clear error names the flag and the value. */
+/**
+ * Numeric command-line values, checked up front for every command (before any file is read or any work is
+ * done): a clear error names the flag, the allowed range and the value given.
+ */
 
-/** A finite number, or undefined when the flag was not given. */
-export function num(v: string | undefined, flag: string): number | undefined {
-  if (v === undefined) return undefined;
-  const n = Number(v);
-  if (v.trim() === '' || !Number.isFinite(n)) throw new Error(`${flag} expects a number, got '${v}'`);
+/** The allowed values of a numeric flag: inclusive bounds `min`, `max`; `above` is an exclusive lower bound. */
+export interface Range {
+  min?: number;
+  max?: number;
+  above?: number;
+}
+
+/** Largest batch any command accepts: beyond it buffers outgrow what one process can allocate. */
+export const MAX_BATCH = 4096;
+/** Engine threads. */
+export const THREADS: Range = { min: 1, max: 1024 };
+/** Seeds are 32-bit. */
+export const SEED: Range = { min: 0, max: 0xffffffff };
+export const BATCH: Range = { min: 1, max: MAX_BATCH };
+/** Classes to report (more than the model has reports them all). */
+export const TOP: Range = { min: 1, max: 100_000 };
+/** A count where 0 means "all" (limits, subsets). */
+export const COUNT_OR_ALL: Range = { min: 0, max: Number.MAX_SAFE_INTEGER };
+
+function describe(r: Range): string {
+  const lo = r.above !== undefined ? `> ${r.above}` : r.min !== undefined ? `>= ${r.min}` : '';
+  const hi = r.max !== undefined ? `<= ${r.max}` : '';
+  if (r.min !== undefined && r.max !== undefined) return ` in [${r.min}, ${r.max}]`;
+  return lo && hi ? ` ${lo} and ${hi}` : lo || hi ? ` ${lo || hi}` : '';
+}
+
+function check(v: string, n: number, flag: string, what: string, r: Range): number {
+  const inRange = (r.min === undefined || n >= r.min) && (r.above === undefined || n > r.above) && (r.max === undefined || n <= r.max);
+  if (!inRange) throw new Error(`${flag} expects ${what}${describe(r)}, got '${v}'`);
   return n;
 }
 
-/** An integer (at least `min` when given), or undefined when the flag was not given. */
-export function int(v: string | undefined, flag: string, min?: number): number | undefined {
-  const n = num(v, flag);
-  if (n === undefined) return undefined;
-  if (!Number.isInteger(n) || (min !== undefined && n < min)) {
-    throw new Error(`${flag} expects an integer${min !== undefined ? ` >= ${min}` : ''}, got '${v}'`);
-  }
-  return n;
+function parse(v: string | undefined, flag: string, range: Range, integer: boolean): number | undefined {
+  if (v === undefined) return undefined;
+  const what = integer ? 'an integer' : 'a number';
+  const n = Number(v);
+  const ok = v.trim() !== '' && (integer ? Number.isSafeInteger(n) : Number.isFinite(n));
+  if (!ok) throw new Error(`${flag} expects ${what}${describe(range)}, got '${v}'`);
+  return check(v, n, flag, what, range);
+}
+
+/** A finite number in `range`, or undefined when the flag was not given. */
+export function num(v: string | undefined, flag: string, range: Range = {}): number | undefined {
+  return parse(v, flag, range, false);
+}
+
+/** An integer in `range`, or undefined when the flag was not given. */
+export function int(v: string | undefined, flag: string, range: Range = {}): number | undefined {
+  return parse(v, flag, range, true);
 }

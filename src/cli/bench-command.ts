@@ -12,6 +12,7 @@ import { Rng } from '../util/rng.js';
 import { loadFashionMnist } from '../data/idx.js';
 import { BatchLoader } from '../data/loader.js';
 import { median } from '../util/stats.js';
+import { BATCH, int, THREADS } from './args.js';
 
 export type Workload = 'train-seed' | 'train-seed-sgd' | 'infer-seed' | 'infer-224' | 'loader';
 
@@ -108,13 +109,10 @@ export function registerBenchCommand(program: Command): void {
     .option('--threads <n>', 'threads (default: all cores)')
     .option('--json', 'print one JSON line')
     .action(async (o: { workload: Workload; engine: EngineName; batch?: string; steps: string; warmup: string; threads?: string; json?: boolean }) => {
-      const batch = Number(o.batch ?? (o.workload === 'infer-224' ? 1 : 128));
-      const steps = Number(o.steps);
-      const warmup = Number(o.warmup);
-      for (const [flag, v] of [['--batch', batch], ['--steps', steps], ['--warmup', warmup]] as const) {
-        if (!Number.isInteger(v) || v < (flag === '--warmup' ? 0 : 1)) throw new Error(`${flag} must be a ${flag === '--warmup' ? 'non-negative' : 'positive'} integer`);
-      }
-      const r = await bench(o.workload, o.engine, batch, steps, warmup, o.threads ? Number(o.threads) : undefined);
+      const batch = int(o.batch, '--batch', BATCH) ?? (o.workload === 'infer-224' ? 1 : 128);
+      const steps = int(o.steps, '--steps', { min: 1, max: 100_000 })!;
+      const warmup = int(o.warmup, '--warmup', { min: 0, max: 100_000 })!;
+      const r = await bench(o.workload, o.engine, batch, steps, warmup, int(o.threads, '--threads', THREADS));
       if (o.json) console.log(JSON.stringify(r));
       else {
         console.log(`${r.workload} on ${r.engine}, batch ${r.batch}: ${r.img_per_s.toFixed(1)} img/s, ${r.ms_per_step.toFixed(1)} ms/step (median of ${r.steps}), peak RSS ${r.peak_rss_mb.toFixed(0)} MB`);

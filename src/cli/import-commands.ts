@@ -6,7 +6,9 @@ import { importTfjs } from '../io/tfjs.js';
 import type { ImportedModel, KerasImportOptions } from '../io/keras-names.js';
 import { saveWeights } from '../io/weights.js';
 import { encodeModelInfo } from '../io/metadata.js';
-import { num } from './args.js';
+import { int, SEED } from './args.js';
+import { archNumbers } from './model-commands.js';
+import { refuseInputAsOutput } from '../util/outputs.js';
 
 interface ImportOpts {
   out: string;
@@ -33,8 +35,10 @@ function importOptions(cmd: Command): Command {
     .addHelpText('after', HELP);
 }
 
-function options(o: ImportOpts): KerasImportOptions {
-  return { alpha: num(o.alpha, '--alpha'), resolution: num(o.resolution, '--resolution'), numClasses: num(o.classes, '--classes'), seed: num(o.seed, '--seed') };
+/** The numeric flags, checked, once the output is known not to be the input. */
+function options(file: string, o: ImportOpts): KerasImportOptions {
+  refuseInputAsOutput({ path: o.out, flag: '--out' }, [{ path: file, flag: 'the imported file' }]);
+  return { ...archNumbers(o), seed: int(o.seed, '--seed', SEED) };
 }
 
 function save(m: ImportedModel, source: string, o: ImportOpts): void {
@@ -48,8 +52,8 @@ export function registerImportCommands(program: Command): void {
   const imp = program.command('import').description('import Keras (.h5) or TF.js (model.json) MobileNetV2 weights');
   importOptions(imp.command('keras').description('a Keras MobileNetV2 weight file (mobilenet_v2_weights_tf_dim_ordering_tf_kernels_{alpha}_{rows}[_no_top].h5)'))
     .argument('<file>', 'Keras .h5 weight file (save_weights or keras.applications)')
-    .action(async (file: string, o: ImportOpts) => save(await importKerasH5(file, options(o)), file, o));
+    .action(async (file: string, o: ImportOpts) => save(await importKerasH5(file, options(file, o)), file, o));
   importOptions(imp.command('tfjs').description('a TF.js layers model of a Keras MobileNetV2, any single-Dense head; uint8/uint16/float16-quantized weights too'))
     .argument('<model.json>', 'model.json with its weight shards beside it')
-    .action((file: string, o: ImportOpts) => save(importTfjs(file, options(o)), file, o));
+    .action((file: string, o: ImportOpts) => save(importTfjs(file, options(file, o)), file, o));
 }

@@ -6,7 +6,7 @@ import { load, resolveWeights } from '../api/load.js';
 import { KnnClassifier } from '../api/knn.js';
 import type { EngineName } from '../engine/classifier.js';
 import { archOptions, engineOption, type ArchOpts } from './model-commands.js';
-import { int, num } from './args.js';
+import { int, num, THREADS } from './args.js';
 
 interface KnnOpts extends ArchOpts {
   db: string;
@@ -23,7 +23,7 @@ async function embedAll(images: string[], knn: KnnClassifier | null, o: KnnOpts)
     throw new Error(`${o.db} holds embeddings of ${knn.model}, not of ${o.weights}`);
   }
   const m = await load({
-    weights: model, engine: o.engine, threads: num(o.threads, '--threads'), invert: o.invert,
+    weights: model, engine: o.engine, threads: int(o.threads, '--threads', THREADS), invert: o.invert,
     arch: o.arch, alpha: num(o.alpha, '--alpha'), classes: num(o.classes, '--classes'), resolution: num(o.resolution, '--resolution'),
   });
   try {
@@ -64,7 +64,7 @@ export function registerKnnCommand(program: Command): void {
     .action(async (images: string[], o: KnnOpts & { k: string; json?: boolean }) => {
       if (!existsSync(o.db)) throw new Error(`${o.db}: no such classifier (create it with mnv2 knn add)`);
       const c = KnnClassifier.load(o.db);
-      const k = int(o.k, '--k', 1)!;
+      const k = int(o.k, '--k', { min: 1 })!;
       const { vectors } = await embedAll(images, c, o);
       const results = images.map((file, i) => ({ file, ...c.predict(vectors[i]!, k) }));
       if (o.json) {

@@ -14,7 +14,8 @@ import { loadImages, PRESET_NAMES } from '../data/preprocess.js';
 import { LABEL_SET_NAMES, type LabelSetName } from '../data/labels.js';
 import { descriptiveInfo } from '../io/metadata.js';
 import { BUNDLED_MODEL, inputSpec } from '../api/spec.js';
-import { num } from './args.js';
+import { int, num, SEED, THREADS, TOP, type Range } from './args.js';
+import { refuseInputAsOutput } from '../util/outputs.js';
 
 /** The model trained by this project on Fashion-MNIST, used when --weights is not given. */
 export const DEFAULT_MODEL = BUNDLED_MODEL;
@@ -35,18 +36,28 @@ export function archOptions(cmd: Command): Command {
     .option('--classes <n>', 'number of classes');
 }
 
+export const ALPHA: Range = { above: 0, max: 10 };
+export const RESOLUTION: Range = { min: 1, max: 4096 };
+export const CLASSES: Range = { min: 1, max: 1_000_000 };
+
+/** --alpha, --resolution, --classes, range-checked. */
+export function archNumbers(o: ArchOpts): { alpha?: number; resolution?: number; numClasses?: number } {
+  return { alpha: num(o.alpha, '--alpha', ALPHA), resolution: int(o.resolution, '--resolution', RESOLUTION), numClasses: int(o.classes, '--classes', CLASSES) };
+}
+
 export function configFrom(o: ArchOpts, fallback = 'imagenet'): BaseConfig {
-  return archConfig(o.arch ?? fallback, { alpha: num(o.alpha, '--alpha'), resolution: num(o.resolution, '--resolution'), numClasses: num(o.classes, '--classes') });
+  return archConfig(o.arch ?? fallback, archNumbers(o));
 }
 
 /** Weights from --weights (with --arch etc. for a PyTorch state dict), or the built-in default model. */
 export function loadModel(o: ArchOpts & { weights?: string }, allowDefault: boolean): LoadedWeights {
+  const hint = { arch: o.arch, ...archNumbers(o) };
   const file = o.weights ?? (allowDefault ? DEFAULT_MODEL : undefined);
   if (!file) throw new Error('--weights FILE is required');
   if (!existsSync(file)) {
     throw new Error(o.weights ? `${file}: no such file` : `no --weights given and the default model ${file} is missing (train one with npm start)`);
   }
-  return loadModelFile(file, { arch: o.arch, alpha: num(o.alpha, '--alpha'), numClasses: num(o.classes, '--classes'), resolution: num(o.resolution, '--resolution') });
+  return loadModelFile(file, hint);
 }
 
 /** --engine; without a fallback the default is native when the addon is built, else ONNX Runtime. */
@@ -70,6 +81,9 @@ export function registerModelCommands(program: Command): void {
     .requiredOption('--input <file>', 'input tensor file (.safetensors)')
     .requiredOption('--output <file>', 'output file (.safetensors)')
     .action(async (o: ArchOpts & { weights: string; input: string; output: string; engine?: EngineName; threads?: string }) => {
+      const threads = int(o.threads, '--threads', THREADS);
+      archNumbers(o); // every flag checked before any file is read
+      refuseInputAsOutput({ path: o.output, flag: '--output' }, [{ path: o.input, flag: '--input' }, { path: o.weights, flag: '--weights' }]);
       const file = readSafetensors(o.input);
       const t = file.tensors.get('input');
       if (!t) throw new Error(`${o.input}: no tensor named 'input' (found: ${[...file.tensors.keys()].join(', ') || 'none'})`);
@@ -78,7 +92,7 @@ export function registerModelCommands(program: Command): void {
       if (h !== w) throw new Error(`${o.input}: input must be square, got ${h}x${w}`);
       const m = loadModel({ ...o, resolution: o.resolution ?? String(h) }, false);
       if (c !== m.graph.config.inChannels) throw new Error(`${o.input}: input has ${c} channels, the model takes ${m.graph.config.inChannels}`);
-      const clf = await createClassifier(m.graph, m.weights, o.engine, num(o.threads, '--threads'));
+      const clf = await createClassifier(m.graph, m.weights, o.engine, threads);
       const logits = await clf.run(toFloat32(t, 'input', o.input), n);
       await clf.release();
       writeSafetensors(o.output, { logits: { dtype: 'F32', shape: [n, m.graph.config.numClasses], data: logits } }, { engine: clf.engine });
@@ -90,17 +104,20 @@ export function registerModelCommands(program: Command): void {
     .option('--weights <file>', 'weights (.safetensors)')
     .option('--random-init', 'export freshly initialized weights instead (--seed), e.g. to test a deployment')
     .option('--seed <n>', 'init seed of --random-init', '0')
-    .option('--opset <n>', 'ONNX opset (>= 17)', '17')
+    .option('--opset <n>', 'ONNX opset (13-23)', '17')
     .option('--fp16', 'store weights and compute in float16 (input/output stay float32)')
     .requiredOption('--out <file>', 'output .onnx file')
     .action((o: ArchOpts & { weights?: string; randomInit?: boolean; seed: string; opset: string; fp16?: boolean; out: string }) => {
+      const seed = int(o.seed, '--seed', SEED)!;
+      const opset = int(o.opset, '--opset', { min: 13, max: 23 });
       if (!o.weights && !o.randomInit) throw new Error('export onnx: no --weights given; pass --weights FILE, or --random-init to export untrained weights');
       if (o.weights && o.randomInit) throw new Error('export onnx: --weights and --random-init exclude each other');
+      refuseInputAsOutput({ path: o.out, flag: '--out' }, [{ path: o.weights, flag: '--weights' }]);
       const m = o.weights ? loadModel(o, false) : (() => {
         const graph = buildModel(configFrom(o));
-        return { graph, weights: initWeights(graph, num(o.seed, '--seed')), info: { config: graph.config } };
+        return { graph, weights: initWeights(graph, seed), info: { config: graph.config } };
       })();
-      const bytes = exportOnnx(m.graph, m.weights, { opset: num(o.opset, '--opset'), fp16: o.fp16, info: descriptiveInfo(m.info) });
+      const bytes = exportOnnx(m.graph, m.weights, { opset, fp16: o.fp16, info: descriptiveInfo(m.info) });
       writeFileAtomic(o.out, bytes);
       console.error(`wrote ${o.out} (${(bytes.length / 1e6).toFixed(2)} MB, opset ${o.opset}${o.fp16 ? ', fp16' : ''})`);
     });
@@ -110,16 +127,17 @@ export function registerModelCommands(program: Command): void {
     .option('--weights <file>', 'weights (.safetensors); default: the bundled Fashion-MNIST model')
     .option('--json', 'print JSON')
     .action(async (images: string[], o: ArchOpts & ImageOpts & { weights?: string; json?: boolean; engine?: EngineName; threads?: string }) => {
+      const threads = int(o.threads, '--threads', THREADS);
+      const k = int(o.top, '--top', TOP)!;
       const m = loadModel(o, true);
       const cfg = m.graph.config;
       const { preset: p, labels } = inputSpec(m.info, o);
       const input = await loadImages(images, p, { invert: o.invert });
-      const clf = await createClassifier(m.graph, m.weights, o.engine, num(o.threads, '--threads'));
+      const clf = await createClassifier(m.graph, m.weights, o.engine, threads);
       const logits = await clf.run(input, images.length);
       await clf.release();
       // Text mode: first on stdout, so it reads with the answers; JSON mode: on stderr, the JSON stays as it was.
       (o.json ? console.error : console.log)(answeringModel(o.weights, cfg.numClasses, labels, clf.engine));
-      const k = num(o.top, '--top')!;
       const results = images.map((file, i) => ({
         file,
         top: topK(logits, cfg.numClasses, i, k).map((t) => ({ index: t.index, label: labels?.[t.index] ?? String(t.index), prob: t.prob })),

@@ -8,8 +8,9 @@ import { CALIBRATION_METHODS, evaluateOnnx, type CalibrationMethod } from '../qu
 import { formatOpCounts, optimizedOpCounts, quantizeOnnx } from '../quant/quantize.js';
 import { openDataset } from '../data/open.js';
 import { archOptions, loadModel, type ArchOpts } from './model-commands.js';
-import { num } from './args.js';
+import { BATCH, int, num, SEED, THREADS } from './args.js';
 import { descriptiveInfo } from '../io/metadata.js';
+import { refuseInputAsOutput } from '../util/outputs.js';
 
 interface QuantizeFlags extends ArchOpts {
   weights?: string;
@@ -55,15 +56,19 @@ export function registerQuantizeCommand(program: Command): void {
     .option('--eval', 'then evaluate the float32 and int8 models on the test split')
     .option('--json', 'print a JSON summary on stdout')
     .action(async (o: QuantizeFlags) => {
+      const threads = int(o.threads, '--threads', THREADS);
+      const settings = {
+        percentile: num(o.percentile, '--percentile', { above: 50, max: 100 }),
+        calibImages: int(o.calibImages, '--calib-images', { min: 1, max: 1_000_000 }),
+        seed: int(o.seed, '--seed', SEED),
+        batch: int(o.batch, '--batch', BATCH),
+      };
+      refuseInputAsOutput({ path: o.out, flag: '--out' }, [{ path: o.weights, flag: '--weights' }]);
       const fp32 = float32Onnx(o);
       const cfg = readOnnxConfig(fp32.bytes, fp32.source);
-      const threads = num(o.threads, '--threads');
       const calib = await openDataset(o.calibDataset, 'train', { dir: o.data, resolution: cfg.resolution });
       const t0 = performance.now();
-      const r = await quantizeOnnx(fp32.bytes, calib, {
-        method: o.method, percentile: num(o.percentile, '--percentile'), calibImages: num(o.calibImages, '--calib-images'),
-        weightBits: Number(o.weightBits) as 7 | 8, seed: num(o.seed, '--seed'), batch: num(o.batch, '--batch'), threads,
-      }, fp32.source);
+      const r = await quantizeOnnx(fp32.bytes, calib, { ...settings, method: o.method, weightBits: Number(o.weightBits) as 7 | 8, threads }, fp32.source);
       const secs = (performance.now() - t0) / 1000;
       writeFileAtomic(o.out, r.bytes);
       const ops = await optimizedOpCounts(r.bytes);

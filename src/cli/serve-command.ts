@@ -13,7 +13,7 @@ import { PRESET_NAMES } from '../data/preprocess.js';
 import { descriptiveInfo, type ModelInfo } from '../io/metadata.js';
 import { startServer, type RunningServer } from '../serve/server.js';
 import { archOptions, engineOption, imageOptions, inputSpec, loadModel, type ArchOpts, type ImageOpts } from './model-commands.js';
-import { int, num } from './args.js';
+import { BATCH, int, num, THREADS, TOP } from './args.js';
 
 interface ServeOpts extends ArchOpts, ImageOpts {
   weights?: string;
@@ -26,6 +26,7 @@ interface ServeOpts extends ArchOpts, ImageOpts {
   maxWaitMs: string;
   maxQueue: string;
   bodyLimit: string;
+  shutdownGrace: string;
 }
 
 const UNITS: Record<string, number> = { '': 1, b: 1, kb: 1024, mb: 1 << 20, gb: 1 << 30 };
@@ -38,8 +39,7 @@ function parseBytes(v: string, flag: string): number {
   return n;
 }
 
-async function openModel(o: ServeOpts): Promise<{ classifier: Classifier; info: ModelInfo; name: string }> {
-  const threads = int(o.threads, '--threads', 1);
+async function openModel(o: ServeOpts, threads: number | undefined): Promise<{ classifier: Classifier; info: ModelInfo; name: string }> {
   if (o.onnx) {
     if (o.weights) throw new Error('give either --weights or --onnx, not both');
     if (o.engine !== 'ort') throw new Error('--onnx runs on ONNX Runtime: use --engine ort (the default), or --weights for the native engine');
@@ -67,21 +67,24 @@ export function registerServeCommands(program: Command): void {
     .option('--max-wait-ms <ms>', 'how long the first queued image waits for a batch to fill', '5')
     .option('--max-queue <n>', 'most requests in progress at once; more get 503 with Retry-After', '256')
     .option('--body-limit <size>', 'largest request body (413 beyond it)', '10mb')
-    .addHelpText('after', '\nThe bound address is printed on stdout as "listening on http://HOST:PORT". SIGINT/SIGTERM: finish the requests in progress, then exit 0.')
+    .option('--shutdown-grace <s>', 'on SIGINT/SIGTERM, seconds unfinished requests may take before their connections are cut', '10')
+    .addHelpText('after', '\nThe bound address is printed on stdout as "listening on http://HOST:PORT". SIGINT/SIGTERM: close idle connections, finish the requests in progress (cut after --shutdown-grace), then exit 0.')
     .action(async (o: ServeOpts) => {
-      const maxBatch = int(o.maxBatch, '--max-batch', 1)!;
-      const maxWaitMs = num(o.maxWaitMs, '--max-wait-ms')!;
-      if (maxWaitMs < 0) throw new Error(`--max-wait-ms expects a number >= 0, got '${o.maxWaitMs}'`);
+      const maxBatch = int(o.maxBatch, '--max-batch', BATCH)!;
+      const maxWaitMs = num(o.maxWaitMs, '--max-wait-ms', { min: 0, max: 60_000 })!;
+      const graceS = num(o.shutdownGrace, '--shutdown-grace', { min: 0, max: 3600 })!;
+      const threads = int(o.threads, '--threads', THREADS);
       const settings = {
         host: o.host,
-        port: int(o.port, '--port', 0)!,
+        port: int(o.port, '--port', { min: 0, max: 65535 })!,
         maxBatch,
         maxWaitMs,
-        maxQueue: int(o.maxQueue, '--max-queue', 1)!,
+        maxQueue: int(o.maxQueue, '--max-queue', { min: 1, max: 1_000_000 })!,
         bodyLimit: parseBytes(o.bodyLimit, '--body-limit'),
-        top: int(o.top, '--top', 1)!,
+        top: int(o.top, '--top', TOP)!,
+        shutdownGraceMs: graceS * 1000,
       };
-      const m = await openModel(o);
+      const m = await openModel(o, threads);
       const cfg = m.info.config;
       let spec: ReturnType<typeof inputSpec>;
       let srv: RunningServer;
@@ -107,7 +110,10 @@ export function registerServeCommands(program: Command): void {
       const stop = (signal: NodeJS.Signals): void => {
         console.error(`mnv2 serve: ${signal}: finishing the requests in progress`);
         srv.close().then(
-          () => console.error('mnv2 serve: stopped'),
+          (r) => {
+            if (r.cut) console.error(`mnv2 serve: ${r.cut} unfinished request(s) cut after the ${graceS} s grace period (--shutdown-grace)`);
+            console.error('mnv2 serve: stopped');
+          },
           (e: unknown) => {
             console.error(`mnv2 serve: shutdown failed: ${e instanceof Error ? e.message : String(e)}`);
             process.exitCode = 1;
@@ -133,16 +139,18 @@ export function registerServeCommands(program: Command): void {
     .option('--fp16', 'float16 weights and compute (input and output stay float32)')
     .option('--force', 'replace an existing model directory')
     .action((dir: string, o: ArchOpts & { weights?: string; name: string; maxBatch: string; preferredBatch: string; maxQueueDelayUs: string; instances: string; preset?: string; labels?: LabelSetName; fp16?: boolean; force?: boolean }) => {
+      const maxBatch = int(o.maxBatch, '--max-batch', BATCH)!;
+      const preferred = [...new Set(o.preferredBatch.split(',').filter((s) => s.trim()).map((s) => Math.min(int(s.trim(), '--preferred-batch', BATCH)!, maxBatch)))];
+      const maxQueueDelayUs = int(o.maxQueueDelayUs, '--max-queue-delay-us', { min: 0, max: 60_000_000 })!;
+      const instances = int(o.instances, '--instances', { min: 1, max: 1024 })!;
       const m = loadModel(o, true);
       const spec = inputSpec(m.info, o);
-      const maxBatch = int(o.maxBatch, '--max-batch', 1)!;
-      const preferred = [...new Set(o.preferredBatch.split(',').filter((s) => s.trim()).map((s) => Math.min(int(s.trim(), '--preferred-batch', 1)!, maxBatch)))];
       const modelDir = exportTriton(dir, m.graph, m.weights, {
         name: o.name,
         maxBatch,
         preferredBatch: preferred,
-        maxQueueDelayUs: int(o.maxQueueDelayUs, '--max-queue-delay-us', 0)!,
-        instances: int(o.instances, '--instances', 1)!,
+        maxQueueDelayUs,
+        instances,
         labels: spec.labels,
         fp16: o.fp16,
         force: o.force,

@@ -6,10 +6,12 @@ import { PRESET_NAMES as IMAGE_PRESETS } from '../data/preprocess.js';
 import { LABEL_SET_NAMES, labelsFor, type LabelSetName } from '../data/labels.js';
 import { archOptions, engineOption, loadModel, type ArchOpts } from './model-commands.js';
 import { fetchDataset, type DatasetName, type FetchProgress } from '../data/fetch.js';
-import { int, num } from './args.js';
+import { BATCH, COUNT_OR_ALL, int, num, SEED, THREADS, type Range } from './args.js';
+import { ALPHA, RESOLUTION } from './model-commands.js';
+import { refuseInputAsOutput } from '../util/outputs.js';
 import { PRESET_NAMES, resolvePreset, type PresetName, type TrainRecipe } from '../train/presets.js';
 import { limitDataset, openDataset } from '../data/open.js';
-import { formatDuration, progressBar, train } from '../train/loop.js';
+import { formatDuration, progressBar, train, type TrainOptions } from '../train/loop.js';
 import { evaluate, evalToJSON, formatEvalReport, writeConfusionPng } from '../train/metrics.js';
 import { plotRun } from '../train/plot.js';
 
@@ -48,6 +50,7 @@ interface TrainFlags {
   seed?: string;
   out?: string;
   resume?: string;
+  force?: boolean;
   weights?: string;
   replaceClassifier?: string;
   freezeBackbone?: boolean;
@@ -59,6 +62,8 @@ interface TrainFlags {
   progress: boolean;
 }
 
+const EPOCHS: Range = { min: 1, max: 100_000 };
+
 /** The recipe of `mnv2 train` flags: the preset's values, each overridable. */
 export function recipeFromFlags(o: TrainFlags): TrainRecipe {
   const base = resolvePreset(o.preset, {}, o.full ?? false);
@@ -69,18 +74,34 @@ export function recipeFromFlags(o: TrainFlags): TrainRecipe {
     dataset = o.data;
     dataDir = undefined;
   }
+  const unit: Range = { min: 0, max: 1 };
+  const positive: Range = { above: 0, max: 1e6 };
+  const nonNegative: Range = { min: 0, max: 1e6 };
   return resolvePreset(o.preset, {
     dataset, dataDir,
-    arch: o.arch, alpha: num(o.alpha, '--alpha'), resolution: int(o.resolution, '--resolution'), dropout: num(o.dropout, '--dropout'),
-    epochs: int(o.epochs, '--epochs'), batch: int(o.batch, '--batch'),
-    optimizer: o.optimizer, lr: num(o.lr, '--lr'), momentum: num(o.momentum, '--momentum'), nesterov: o.nesterov,
-    weightDecay: num(o.wd, '--wd'), noDecayBnBias: o.noDecayBnBias,
-    rmsDecay: num(o.rmsDecay, '--rms-decay'), rmsEps: num(o.rmsEps, '--rms-eps'), rmsTf: o.rmsTorch ? false : undefined,
-    schedule: o.schedule, schedulePer: o.schedulePer, gamma: num(o.gamma, '--gamma'), stepEpochs: int(o.stepEpochs, '--step-epochs'),
-    warmupEpochs: num(o.warmup, '--warmup'), labelSmoothing: num(o.labelSmoothing, '--label-smoothing'), ema: num(o.ema, '--ema'),
-    bnMomentum: num(o.bnMomentum, '--bn-momentum'), augment: o.augment,
-    trainLimit: int(o.trainLimit, '--train-limit'), evalLimit: int(o.evalLimit, '--eval-limit'), seed: int(o.seed, '--seed'),
+    arch: o.arch, alpha: num(o.alpha, '--alpha', ALPHA), resolution: int(o.resolution, '--resolution', RESOLUTION), dropout: num(o.dropout, '--dropout', { min: 0, max: 0.99 }),
+    epochs: int(o.epochs, '--epochs', EPOCHS), batch: int(o.batch, '--batch', BATCH),
+    optimizer: o.optimizer, lr: num(o.lr, '--lr', positive), momentum: num(o.momentum, '--momentum', unit), nesterov: o.nesterov,
+    weightDecay: num(o.wd, '--wd', nonNegative), noDecayBnBias: o.noDecayBnBias,
+    rmsDecay: num(o.rmsDecay, '--rms-decay', { above: 0, max: 0.999999 }), rmsEps: num(o.rmsEps, '--rms-eps', nonNegative), rmsTf: o.rmsTorch ? false : undefined,
+    schedule: o.schedule, schedulePer: o.schedulePer, gamma: num(o.gamma, '--gamma', positive), stepEpochs: int(o.stepEpochs, '--step-epochs', EPOCHS),
+    warmupEpochs: num(o.warmup, '--warmup', { min: 0, max: 100_000 }), labelSmoothing: num(o.labelSmoothing, '--label-smoothing', { min: 0, max: 0.99 }),
+    ema: num(o.ema, '--ema', { min: 0, max: 0.999999999 }), bnMomentum: num(o.bnMomentum, '--bn-momentum', { above: 0, max: 1 }), augment: o.augment,
+    trainLimit: int(o.trainLimit, '--train-limit', COUNT_OR_ALL), evalLimit: int(o.evalLimit, '--eval-limit', COUNT_OR_ALL), seed: int(o.seed, '--seed', SEED),
   }, o.full ?? false);
+}
+
+/** The numeric flags of `mnv2 train` that are not part of the recipe, range-checked. */
+function sessionFlags(o: TrainFlags): Pick<TrainOptions, 'resumeEpochs' | 'replaceClassifier' | 'threads' | 'evalBatch' | 'saveEvery' | 'stopAfterSteps'> {
+  const steps: Range = { min: 1, max: Number.MAX_SAFE_INTEGER };
+  return {
+    resumeEpochs: int(o.epochs, '--epochs', EPOCHS),
+    replaceClassifier: int(o.replaceClassifier, '--replace-classifier', { min: 1, max: 1_000_000 }),
+    threads: int(o.threads, '--threads', THREADS),
+    evalBatch: int(o.evalBatch, '--eval-batch', BATCH),
+    saveEvery: int(o.saveEvery, '--save-every', steps),
+    stopAfterSteps: int(o.stopAfter, '--stop-after', steps),
+  };
 }
 
 const DEFAULT_FETCH_DIR: Record<DatasetName, string> = { 'fashion-mnist': 'data/fashion-mnist', cifar10: 'data/cifar10' };
@@ -121,7 +142,8 @@ export function registerTrainCommands(program: Command): void {
     .option('--train-limit <n>', 'train on a fixed random subset of n images (0: all)')
     .option('--eval-limit <n>', 'evaluate on a fixed random subset of n images (0: all)')
     .option('--seed <n>', 'seed (init, data order, augmentation, dropout)')
-    .option('--out <dir>', 'run folder (default runs/<preset>-<time>)')
+    .option('--out <dir>', 'run folder (default runs/<preset>-<time>); one holding a run needs --resume or --force')
+    .option('--force', 'with --out: train anew over the run already in that folder (its files are replaced)')
     .option('--resume <dir|file>', 'continue a run exactly from its last checkpoint')
     .option('--weights <file>', 'start from these weights (fine-tuning)')
     .option('--replace-classifier <n>', 'new classifier for n classes (fine-tuning)')
@@ -133,13 +155,12 @@ export function registerTrainCommands(program: Command): void {
     .option('--no-onnx', 'skip the ONNX export at the end')
     .option('--no-progress', 'no progress bars')
     .action(async (o: TrainFlags) => {
+      const session = sessionFlags(o);
       const recipe = o.resume ? resolvePreset(o.preset) : recipeFromFlags(o);
       if (o.freezeBackbone && !o.weights && !o.resume) throw new Error('--freeze-backbone needs --weights (a trained backbone)');
       const r = await train({
-        recipe, out: o.out, resume: o.resume, resumeEpochs: int(o.epochs, '--epochs'),
-        weights: o.weights, replaceClassifier: int(o.replaceClassifier, '--replace-classifier'), freezeBackbone: o.freezeBackbone,
-        threads: int(o.threads, '--threads'), evalBatch: int(o.evalBatch, '--eval-batch'), saveEvery: int(o.saveEvery, '--save-every'),
-        stopAfterSteps: int(o.stopAfter, '--stop-after'), onnx: o.onnx, progress: o.progress, handleSignals: true,
+        ...session, recipe, out: o.out, force: o.force, resume: o.resume, weights: o.weights, freezeBackbone: o.freezeBackbone,
+        onnx: o.onnx, progress: o.progress, handleSignals: true,
       });
       if (r.stopped) process.exitCode = 0;
     });
@@ -154,7 +175,7 @@ export function registerTrainCommands(program: Command): void {
     .addOption(new Option('--preset <name>', "image folders: the model's normalisation (default: the file's)").choices([...IMAGE_PRESETS]))
     .addOption(new Option('--labels <name>', 'class names of the report (default: the dataset\'s)').choices([...LABEL_SET_NAMES]))
     .option('--batch <n>', 'batch size', '250')
-    .option('--limit <n>', 'evaluate a fixed random subset of n images')
+    .option('--limit <n>', 'evaluate a fixed random subset of n images (0: all)')
     .option('--seed <n>', 'seed of the --limit subset', '0')
     .option('--confusion <png>', 'write the confusion matrix as a PNG heat map')
     .option('--json', 'print {"top1", "top5", "correct", "total"} as JSON on stdout (and nothing else)')
@@ -164,18 +185,23 @@ export function registerTrainCommands(program: Command): void {
       weights?: string; dataset: string; data?: string; split: 'test' | 'train'; batch: string; limit?: string; seed: string;
       engine?: EngineName; threads?: string; preset?: string; labels?: LabelSetName; confusion?: string; json?: boolean; fullJson?: boolean; progress: boolean;
     }) => {
+      const limit = int(o.limit, '--limit', COUNT_OR_ALL) ?? 0;
+      const seed = int(o.seed, '--seed', SEED)!;
+      const threads = int(o.threads, '--threads', THREADS);
+      const batch = int(o.batch, '--batch', BATCH);
+      refuseInputAsOutput({ path: o.confusion, flag: '--confusion' }, [{ path: o.weights, flag: '--weights' }]);
       const m = loadModel(o, true);
       const src = await openDataset(o.dataset, o.split, { dir: o.data, resolution: m.graph.config.resolution, preprocess: o.preset ?? m.info.preprocess });
       const named = o.labels ? { ...src.dataset, classes: labelsFor(o.labels) } : src.dataset;
-      const ds = limitDataset(named, int(o.limit, '--limit') ?? 0, int(o.seed, '--seed') ?? 0);
-      const clf = await createClassifier(m.graph, m.weights, o.engine, int(o.threads, '--threads'));
+      const ds = limitDataset(named, limit, seed);
+      const clf = await createClassifier(m.graph, m.weights, o.engine, threads);
       const model = { numClasses: m.graph.config.numClasses, predict: (x: Float32Array, n: number) => clf.run(x, n) };
       const pb = progressBar(o.progress && Boolean(process.stderr.isTTY), `evaluating |{bar}| {value}/{total} images | {speed} img/s | ETA {eta_formatted}`);
       pb?.start(ds.count, 0, { speed: '-' });
       const t0 = performance.now();
       let r;
       try {
-        r = await evaluate(model, ds, src.input, int(o.batch, '--batch'), {
+        r = await evaluate(model, ds, src.input, batch, {
           onProgress: (d) => pb?.update(d, { speed: (d / ((performance.now() - t0) / 1000)).toFixed(1) }),
         });
       } finally {

@@ -5,13 +5,15 @@
  * values of a 32×32 image, each plane row-major. That is already CHW, so records are copied as they are.
  * Real batch files hold 10000 records (30,730,000 bytes); any whole number of records is accepted.
  */
-import { existsSync, readFileSync, statSync } from 'node:fs';
+import { existsSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { CIFAR10_CLASSES, sharedBytes, type Dataset } from './dataset.js';
-import { DataFileError } from './idx.js';
+import { DataFileError, readDataFile } from './idx.js';
 
 export const CIFAR_RECORD_BYTES = 3073;
 export const CIFAR_IMAGE_BYTES = 3072;
+/** Records in each official batch file. */
+export const CIFAR_BATCH_RECORDS = 10_000;
 export const CIFAR_BATCH_DIR = 'cifar-10-batches-bin';
 export const CIFAR_TRAIN_FILES: readonly string[] = ['data_batch_1.bin', 'data_batch_2.bin', 'data_batch_3.bin', 'data_batch_4.bin', 'data_batch_5.bin'];
 export const CIFAR_TEST_FILES: readonly string[] = ['test_batch.bin'];
@@ -33,18 +35,9 @@ export function checkCifarBatch(path: string, buf: Uint8Array): number {
   return n;
 }
 
-function readFile(path: string): Buffer {
-  try {
-    return readFileSync(path);
-  } catch (e) {
-    const err = e as NodeJS.ErrnoException;
-    throw new DataFileError(path, err.code === 'ENOENT' ? 'file not found' : `cannot read: ${err.message}`);
-  }
-}
-
 /** Reads one CIFAR-10 batch file into CHW images and labels. */
 export function readCifarBatch(path: string): { count: number; images: Uint8Array; labels: Uint8Array } {
-  const buf = readFile(path);
+  const buf = readDataFile(path);
   const count = checkCifarBatch(path, buf);
   const images = sharedBytes(count * CIFAR_IMAGE_BYTES);
   const labels = new Uint8Array(count);
@@ -76,7 +69,7 @@ export function loadCifar10(dir: string, split: 'train' | 'test' = 'train'): Dat
   const root = resolveCifarDir(dir);
   const files = (split === 'train' ? CIFAR_TRAIN_FILES : CIFAR_TEST_FILES).map((f) => join(root, f));
   const bufs = files.map((f) => {
-    const b = readFile(f);
+    const b = readDataFile(f);
     return { b, n: checkCifarBatch(f, b) };
   });
   const count = bufs.reduce((a, x) => a + x.n, 0);

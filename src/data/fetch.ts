@@ -14,7 +14,7 @@ import https from 'node:https';
 import { isAbsolute, join, normalize, resolve, sep } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { createGunzip } from 'node:zlib';
-import { CIFAR_BATCH_DIR, CIFAR_RECORD_BYTES, CIFAR_TEST_FILES, CIFAR_TRAIN_FILES } from './cifar.js';
+import { CIFAR_BATCH_DIR, CIFAR_BATCH_RECORDS, CIFAR_RECORD_BYTES, CIFAR_TEST_FILES, CIFAR_TRAIN_FILES } from './cifar.js';
 
 export type DatasetName = 'cifar10' | 'fashion-mnist';
 
@@ -28,8 +28,11 @@ export interface RemoteFile {
 export interface DatasetSource {
   baseUrl: string;
   files: readonly RemoteFile[];
-  /** For archives: the file to unpack, and the folder (inside the archive) that must come out of it. */
-  extract?: { archive: string; dir: string; expect: readonly string[] };
+  /**
+   * For archives: the file to unpack, the folder (inside the archive) that must come out of it, and the most bytes
+   * the archive may inflate to (a bound for a decompression bomb).
+   */
+  extract?: { archive: string; dir: string; expect: readonly string[]; maxBytes: number };
 }
 
 export const DATASET_SOURCES: Readonly<Record<DatasetName, DatasetSource>> = {
@@ -45,7 +48,11 @@ export const DATASET_SOURCES: Readonly<Record<DatasetName, DatasetSource>> = {
   cifar10: {
     baseUrl: 'https://www.cs.toronto.edu/~kriz/',
     files: [{ name: 'cifar-10-binary.tar.gz', md5: 'c32a1d4ab5d03f1284b67883e8d87530' }],
-    extract: { archive: 'cifar-10-binary.tar.gz', dir: CIFAR_BATCH_DIR, expect: [...CIFAR_TRAIN_FILES, ...CIFAR_TEST_FILES] },
+    extract: {
+      archive: 'cifar-10-binary.tar.gz', dir: CIFAR_BATCH_DIR, expect: [...CIFAR_TRAIN_FILES, ...CIFAR_TEST_FILES],
+      // Six batches of 10,000 records, plus 1 MB for tar headers, batches.meta.txt and readme.html.
+      maxBytes: (CIFAR_TRAIN_FILES.length + CIFAR_TEST_FILES.length) * CIFAR_BATCH_RECORDS * CIFAR_RECORD_BYTES + (1 << 20),
+    },
   },
 };
 
@@ -284,7 +291,7 @@ export async function fetchDataset(name: DatasetName, destDir: string, opts: Fet
       await rm(tmp, { recursive: true, force: true });
       await mkdir(tmp);
       try {
-        await extractTarGz(archive, tmp, opts.onProgress);
+        await extractTarGz(archive, tmp, opts.onProgress, ex.maxBytes);
         const problem = await checkExtracted(join(tmp, ex.dir), ex.expect, true);
         if (problem !== true) throw new Error(`${archive}: unexpected archive content: ${problem}`);
         await rm(out, { recursive: true, force: true });
@@ -366,6 +373,21 @@ class ChunkReader {
   }
 }
 
+/**
+ * The chunks of `src`, failing once they add up to more than `maxBytes`. Iterated by hand: leaving a for-await
+ * would destroy the stream first, and pipeline() would report that abort instead of this error.
+ */
+async function* bounded(src: AsyncIterable<Buffer>, maxBytes: number): AsyncGenerator<Buffer> {
+  const it = src[Symbol.asyncIterator]();
+  for (let n = 0; ; ) {
+    const r = await it.next();
+    if (r.done) return;
+    n += r.value.length;
+    if (n > maxBytes) throw new Error(`inflates to more than ${maxBytes} bytes, more than the dataset holds`);
+    yield r.value;
+  }
+}
+
 function cstr(b: Buffer, off: number, len: number): string {
   const s = b.subarray(off, off + len);
   const z = s.indexOf(0);
@@ -396,10 +418,10 @@ function safeTarget(root: string, name: string): string {
 
 /**
  * Extracts a .tar.gz (ustar, with pax 'x' and GNU 'L' long names) into destDir. Regular files and directories
- * only: links and devices are skipped. Validates header checksums and detects truncation.
- * Returns the extracted files' paths relative to destDir.
+ * only: links and devices are skipped. Validates header checksums and detects truncation. Inflation stops with an
+ * error beyond `maxBytes` (default: no limit). Returns the extracted files' paths relative to destDir.
  */
-export async function extractTarGz(archive: string, destDir: string, onProgress?: (p: FetchProgress) => void): Promise<string[]> {
+export async function extractTarGz(archive: string, destDir: string, onProgress?: (p: FetchProgress) => void, maxBytes = Infinity): Promise<string[]> {
   const root = resolve(destDir);
   const label = archive.split(sep).pop()!;
   const total = (await stat(archive)).size;
@@ -417,7 +439,7 @@ export async function extractTarGz(archive: string, destDir: string, onProgress?
       },
       createGunzip(),
       async function (src: AsyncIterable<Buffer>) {
-        const r = new ChunkReader(src[Symbol.asyncIterator]());
+        const r = new ChunkReader(bounded(src, maxBytes)[Symbol.asyncIterator]());
         let longName: string | null = null;
         let paxPath: string | null = null;
         let paxSize: number | null = null;

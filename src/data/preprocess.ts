@@ -35,8 +35,8 @@
 //     as floor(target * long / short) and the crop offsets with Python's round(), as torchvision does.
 //   * Fashion-MNIST images are white-on-black: a light garment on a black background. Photos of
 //     garments on a white/light background should be loaded with `{ invert: true }`.
-import { readFile } from 'node:fs/promises';
 import sharp from 'sharp';
+import { readFileBoundedAsync } from '../util/read-file.js';
 
 export type PresetName = 'torchvision' | 'keras' | 'seed-cifar' | 'fashion-mnist';
 
@@ -79,7 +79,12 @@ export interface LoadImageOptions {
   invert?: boolean;
   /** Reject images with more pixels than this before decoding them (default: sharp's limit, 0x3FFF²). */
   maxPixels?: number;
+  /** loadImage: refuse files larger than this many bytes (default 256 MB). */
+  maxBytes?: number;
 }
+
+/** Far beyond any photo; a bound so that a wrong path (a device, a huge file) fails at once. */
+export const MAX_IMAGE_BYTES = 256 << 20;
 
 function checkResolution(name: string, resolution: number): void {
   if (!Number.isInteger(resolution) || resolution < 1) {
@@ -286,7 +291,8 @@ async function decode(
 export async function loadImage(path: string, p: Preset, opts: LoadImageOptions = {}): Promise<Float32Array> {
   let buf: Buffer;
   try {
-    buf = await readFile(path);
+    // Regular files only: a FIFO would block forever, /dev/zero would fill memory.
+    buf = await readFileBoundedAsync(path, { maxBytes: opts.maxBytes ?? MAX_IMAGE_BYTES });
   } catch (err) {
     throw readError(path, err);
   }

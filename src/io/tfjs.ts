@@ -4,10 +4,13 @@
  * decodeWeights does: float32 as stored; `quantization: {dtype: 'uint8' | 'uint16', scale, min}` as
  * q * scale + min (double precision, one rounding to float32); `{dtype: 'float16'}` as IEEE half.
  * Shards of one manifest group are concatenated in order and the group's weights follow each other in it.
+ * Shards are read from the model's folder only (no `..`, absolute paths or symlinks out of it), regular files only,
+ * and never beyond the bytes the group's weights take.
  */
-import { existsSync, readFileSync, statSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { toFloat32 } from './safetensors.js';
+import { readFileBounded, resolveInside } from '../util/read-file.js';
 import { kerasToModel, splitWeightName, type ImportedModel, type KerasImportOptions, type KerasTensor, type KerasWeights } from './keras-names.js';
 
 interface TopologyLayer {
@@ -46,11 +49,14 @@ export function importTfjs(file: string, opts: KerasImportOptions = {}): Importe
   return m;
 }
 
+/** tensorflowjs_converter's model.json of a MobileNetV2 is ~100 KB; anything this large is not one. */
+const MAX_MODEL_JSON_BYTES = 64 << 20;
+
 function readModelJson(file: string): { modelTopology: unknown; weightsManifest: unknown } {
-  if (!existsSync(file) || !statSync(file).isFile()) throw new Error(`${file}: no such file`);
+  const text = readFileBounded(file, { maxBytes: MAX_MODEL_JSON_BYTES, limitWhat: 'a model.json may have' }).toString('utf8');
   let json: unknown;
   try {
-    json = JSON.parse(readFileSync(file, 'utf8'));
+    json = JSON.parse(text);
   } catch (e) {
     throw new Error(`${file}: not valid JSON (${(e as Error).message})`);
   }
@@ -154,21 +160,18 @@ export function readTfjsWeights(manifest: unknown, dir: string, file: string): K
     if (!Array.isArray(paths) || !paths.every((p) => typeof p === 'string') || !Array.isArray(specs)) {
       throw new Error(`${file}: weightsManifest[${gi}] must have 'paths' (strings) and 'weights' (an array)`);
     }
-    const data = Buffer.concat(
-      (paths as string[]).map((p) => {
-        const shard = path.join(dir, p);
-        if (!existsSync(shard)) throw new Error(`${file}: weight shard ${p} not found (looked for ${shard})`);
-        return readFileSync(shard);
-      }),
-    );
-    let offset = 0;
-    for (const raw of specs) {
+    const checked = specs.map((raw) => {
       const spec = checkSpec(raw, file, gi);
       const q = spec.quantization;
       const bytes = BYTES[q ? String(q.dtype) : spec.dtype];
       if (bytes === undefined) throw new Error(`${file}: weight ${spec.name} has unsupported ${q ? 'quantization ' : ''}dtype '${String(q ? q.dtype : spec.dtype)}'`);
       const n = spec.shape.reduce((a, b) => a * b, 1);
-      const end = offset + n * bytes;
+      return { spec, n, bytes: n * bytes };
+    });
+    const data = readShards(paths as string[], dir, file, checked.reduce((a, c) => a + c.bytes, 0));
+    let offset = 0;
+    for (const { spec, n, bytes } of checked) {
+      const end = offset + bytes;
       if (end > data.length) {
         throw new Error(
           `${file}: weight shards truncated: ${spec.name} needs bytes ${offset}-${end} of group ${gi} (${paths.join(', ')}), which hold ${data.length} bytes`,
@@ -187,6 +190,23 @@ export function readTfjsWeights(manifest: unknown, dir: string, file: string): K
   return out;
 }
 
+/** The shards of one group, concatenated: inside `dir`, regular files, `need` bytes at most in all. */
+function readShards(paths: string[], dir: string, file: string, need: number): Buffer {
+  const shards = paths.map((p) => {
+    const shard = resolveInside(dir, p, `${file}: weight shard`);
+    if (!existsSync(shard)) throw new Error(`${file}: weight shard ${p} not found (looked for ${shard})`);
+    return shard;
+  });
+  let left = need;
+  return Buffer.concat(
+    shards.map((shard, i) => {
+      const buf = readFileBounded(shard, { maxBytes: left, limitWhat: `the manifest's weights take${i > 0 ? ' after the shards before it' : ''}` });
+      left -= buf.length;
+      return buf;
+    }),
+  );
+}
+
 function checkSpec(raw: unknown, file: string, gi: number): WeightSpec {
   const s = isObject(raw) ? raw : {};
   const shape = s['shape'];
@@ -195,6 +215,9 @@ function checkSpec(raw: unknown, file: string, gi: number): WeightSpec {
   }
   const q = s['quantization'];
   if (q !== undefined && !isObject(q)) throw new Error(`${file}: weight ${s['name']} has a malformed quantization entry`);
+  if (q && q['dtype'] !== 'float16' && (typeof q['scale'] !== 'number' || typeof q['min'] !== 'number')) {
+    throw new Error(`${file}: weight ${s['name']} is ${String(q['dtype'])}-quantized without numeric scale and min`);
+  }
   return { name: s['name'], shape: shape as number[], dtype: s['dtype'], quantization: q };
 }
 
@@ -202,8 +225,7 @@ function decodeWeight(bytes: Uint8Array, spec: WeightSpec, n: number, file: stri
   const q = spec.quantization;
   if (!q) return toFloat32({ dtype: 'F32', shape: [n], bytes }, spec.name, file);
   if (q.dtype === 'float16') return toFloat32({ dtype: 'F16', shape: [n], bytes }, spec.name, file);
-  const { scale, min } = q;
-  if (typeof scale !== 'number' || typeof min !== 'number') throw new Error(`${file}: weight ${spec.name} is ${String(q.dtype)}-quantized without numeric scale and min`);
+  const { scale, min } = q as { scale: number; min: number }; // checked by checkSpec
   const out = new Float32Array(n);
   if (q.dtype === 'uint8') {
     for (let i = 0; i < n; i++) out[i] = bytes[i]! * scale + min;

@@ -40,6 +40,17 @@ export interface ServerOptions {
   /** Images with more pixels are rejected (400) before decoding. */
   maxPixels?: number;
   top?: number;
+  /**
+   * On close(), how long requests still arriving (a body half sent) or running may take before their connections
+   * are cut (default 10 000 ms). Idle keep-alive connections are closed at once.
+   */
+  shutdownGraceMs?: number;
+}
+
+/** What close() had to do. */
+export interface ShutdownReport {
+  /** Requests whose connections were cut at the end of the grace period. */
+  cut: number;
 }
 
 export interface RunningServer {
@@ -47,8 +58,11 @@ export interface RunningServer {
   url: string;
   app: FastifyInstance;
   metrics: ServerMetrics;
-  /** Stop accepting, answer every request already in, run every queued batch, release the model. Idempotent. */
-  close(): Promise<void>;
+  /**
+   * Stop accepting, close idle connections, answer every request already in (cutting those unfinished after the
+   * grace period), run every queued batch, release the model. Idempotent.
+   */
+  close(): Promise<ShutdownReport>;
 }
 
 interface ClassifyResponse {
@@ -78,9 +92,11 @@ export async function startServer(o: ServerOptions): Promise<RunningServer> {
   const maxQueue = o.maxQueue ?? 256;
   const bodyLimit = o.bodyLimit ?? 10 << 20;
   const top = o.top ?? 5;
+  const graceMs = o.shutdownGraceMs ?? 10_000;
   if (!Number.isInteger(maxQueue) || maxQueue < 1) throw new Error(`max queue must be a positive integer, got ${maxQueue}`);
   if (!Number.isInteger(bodyLimit) || bodyLimit < 1) throw new Error(`body limit must be a positive number of bytes, got ${bodyLimit}`);
   if (!Number.isInteger(top) || top < 1) throw new Error(`top must be a positive integer, got ${top}`);
+  if (!(graceMs >= 0)) throw new Error(`shutdown grace must be >= 0 ms, got ${graceMs}`);
   if (o.preset.channels !== c || o.preset.size !== h || o.preset.size !== w) {
     throw new Error(`preset ${o.preset.name} makes ${o.preset.channels}x${o.preset.size}x${o.preset.size} inputs, the model takes ${c}x${h}x${w}`);
   }
@@ -88,7 +104,9 @@ export async function startServer(o: ServerOptions): Promise<RunningServer> {
 
   /** The classify handlers running: close() waits for them, even those whose client has gone away. */
   const inFlight = new Set<Promise<ClassifyResponse>>();
-  let closing: Promise<void> | null = null;
+  let closing: Promise<ShutdownReport> | null = null;
+  /** Requests from their headers to their response (or abort): those a shutdown may have to cut. */
+  const open = new Set<object>();
   const batcher: Batcher = new Batcher({
     maxBatch,
     maxWaitMs: o.maxWaitMs ?? 5,
@@ -112,7 +130,16 @@ export async function startServer(o: ServerOptions): Promise<RunningServer> {
   app.removeAllContentTypeParsers();
   app.addContentTypeParser([...IMAGE_TYPES], { parseAs: 'buffer' }, (_req, body, done) => done(null, body));
 
+  app.addHook('onRequest', async (req) => {
+    open.add(req);
+  });
+  app.addHook('onRequestAbort', async (req) => {
+    open.delete(req);
+  });
   app.addHook('onResponse', async (req, reply) => {
+    open.delete(req);
+    // Once closing, a kept-alive connection whose last response went out is idle: close it.
+    if (closing) setImmediate(() => app.server.closeIdleConnections());
     const route = req.routeOptions.url ?? 'unmatched';
     metrics.requests.inc({ route, code: String(reply.statusCode) });
     if (route === '/v1/classify' && reply.statusCode === 200) metrics.latency.observe(reply.elapsedTime / 1000);
@@ -199,10 +226,24 @@ export async function startServer(o: ServerOptions): Promise<RunningServer> {
         // fastify.close() stops listening at once, answers requests on kept-alive connections with 503 and
         // resolves when the connections are gone, which may be before the handlers of requests whose client
         // hung up are done: wait for those too (their batches keep running), then flush the batcher.
-        await app.close();
+        // Connections do not go by themselves: an idle keep-alive one would stay until its client leaves,
+        // and a half-sent body until it is complete. Close the idle ones now and cut the rest after the grace.
+        const closed = app.close();
+        app.server.closeIdleConnections();
+        let cut = 0;
+        const timer = setTimeout(() => {
+          cut = open.size;
+          app.server.closeAllConnections();
+        }, graceMs);
+        try {
+          await closed;
+        } finally {
+          clearTimeout(timer);
+        }
         await Promise.allSettled(inFlight);
         await batcher.drain();
         await o.classifier.release();
+        return { cut };
       })()),
   };
 }

@@ -40,6 +40,8 @@ export interface TrainOptions {
   recipe: TrainRecipe;
   /** Run folder (created). Default when resuming: the checkpoint's folder. */
   out?: string;
+  /** Replace a run already in `out` (otherwise refused: its model files would be overwritten). */
+  force?: boolean;
   /** Resume from a run folder (its last.safetensors) or a checkpoint file. */
   resume?: string;
   /** When resuming: train to this many epochs in all (extends the run; the schedule is recomputed for it). */
@@ -223,6 +225,16 @@ function headForward(feat: Float32Array, rows: ArrayLike<number>, F: number, W: 
   }
 }
 
+/** The files a run writes into its folder (and that another run there would overwrite). */
+const RUN_FILES = ['last.safetensors', 'best.safetensors', 'model.safetensors', 'model.onnx', METRICS_FILE];
+
+function refuseRunFolder(runDir: string, force = false): void {
+  const found = RUN_FILES.filter((f) => existsSync(join(runDir, f)));
+  if (found.length && !force) {
+    throw new Error(`${runDir} already holds a run (${found.join(', ')}); resume it with --resume ${runDir}, replace it with --force, or choose another --out`);
+  }
+}
+
 /** Trains a MobileNetV2. See TrainOptions. */
 export async function train(opts: TrainOptions): Promise<TrainResult> {
   const log = opts.log ?? ((m: string) => console.error(m));
@@ -255,14 +267,13 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
     rngState = ck.rng;
     headOnly = ck.position.headOnly ?? false;
     runDir = resolve(opts.out ?? dirname(file));
+    if (runDir !== resolve(dirname(file))) refuseRunFolder(runDir, opts.force);
     baseInfo = descriptiveInfo(ck.info);
     log(`resuming ${file}: epoch ${position.epoch + 1}/${recipe.epochs}, batch ${position.step}, step ${position.globalStep}`);
   } else {
     recipe = opts.recipe;
     runDir = resolve(opts.out ?? join('runs', `${recipe.preset}-${new Date().toISOString().replace(/[:.]/g, '-').slice(0, 19)}`));
-    if (existsSync(join(runDir, 'last.safetensors'))) {
-      throw new Error(`${runDir} already holds a run (last.safetensors); resume it with --resume ${runDir} or choose another --out`);
-    }
+    refuseRunFolder(runDir, opts.force);
     if (opts.weights) {
       const l = loadModelFile(opts.weights, { resolution: recipe.arch === 'imagenet' ? recipe.resolution : undefined });
       graph = l.graph;
