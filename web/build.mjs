@@ -30,13 +30,13 @@ async function lib(rel) {
   return import(pathToFileURL(file).href);
 }
 
-/** Node-only modules that src/data/preprocess.ts imports for its file loading, which the page does not use. */
+/** Node-only modules that src/data/preprocess.ts imports for its file loading (also via util/read-file.ts), which the page does not use. */
 const stubNodeOnly = {
   name: 'stub-node-only',
   setup(b) {
-    b.onResolve({ filter: /^(sharp|node:fs\/promises)$/ }, (a) => ({ path: a.path, namespace: 'stub' }));
+    b.onResolve({ filter: /^(sharp|node:fs\/promises|\.\.\/util\/read-file\.js)$/ }, (a) => ({ path: a.path, namespace: 'stub' }));
     b.onLoad({ filter: /.*/, namespace: 'stub' }, (a) => ({
-      contents: `const no = () => { throw new Error('${a.path} is not available in the browser'); }; export default no; export const readFile = no;`,
+      contents: `const no = () => { throw new Error('${a.path} is not available in the browser'); }; export default no; export const readFile = no; export const readFileBoundedAsync = no;`,
     }));
   },
 };
