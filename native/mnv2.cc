@@ -6,6 +6,8 @@
 #include <oneapi/dnnl/dnnl.hpp>
 #include <omp.h>
 
+#include <malloc.h>
+
 #include <atomic>
 #include <cstdint>
 #include <memory>
@@ -32,6 +34,9 @@ struct Step {
   std::unordered_map<int, memory> args;
   std::string name;
 };
+
+// oneDNN 2.6 indexes some kernels with 32-bit integers: every tensor must have fewer than 2^31 elements.
+constexpr int64_t kMaxElements = INT32_MAX;
 
 [[noreturn]] void fail(const std::string &msg) { throw std::runtime_error(msg); }
 
@@ -61,7 +66,8 @@ class Program : public Napi::ObjectWrap<Program> {
     return DefineClass(env, "Program",
                        {InstanceMethod("run", &Program::Run), InstanceMethod("runAsync", &Program::RunAsync),
                         InstanceMethod("implementations", &Program::Implementations),
-                        InstanceMethod("weightsChanged", &Program::WeightsChanged)});
+                        InstanceMethod("weightsChanged", &Program::WeightsChanged), InstanceMethod("bytes", &Program::Bytes),
+                        InstanceMethod("release", &Program::Release)});
   }
 
   Program(const Napi::CallbackInfo &info) : Napi::ObjectWrap<Program>(info), eng_(engine::kind::cpu, 0), strm_(eng_) {
@@ -104,9 +110,15 @@ class Program : public Napi::ObjectWrap<Program> {
   std::vector<Buffer> bufs_;
   std::vector<std::vector<Step>> segments_;
   std::vector<Step> prep_;  // weight reorders when cacheWeights is set
-  bool cacheWeights_ = false, prepDirty_ = true;
+  bool cacheWeights_ = false, prepDirty_ = true, released_ = false;
   bool busy_ = false;  // a runAsync() is in flight
   std::string curOp_;
+  int64_t ownedBytes_ = 0;  // memory this program allocated (not the caller's arrays)
+
+  memory owned(const memory::desc &md) {
+    ownedBytes_ += static_cast<int64_t>(md.get_size());
+    return memory(md, eng_);
+  }
 
   // ---- spec parsing helpers (every access validated) ----
   static std::string str(const Napi::Object &o, const char *k) {
@@ -137,6 +149,16 @@ class Program : public Napi::ObjectWrap<Program> {
     if (!v.IsBoolean()) fail(std::string("field '") + k + "' must be a boolean");
     return v.As<Napi::Boolean>().Value();
   }
+  // Elements of a tensor, multiplied in 64 bits with overflow checks; tensors of more than kMaxElements are
+  // refused here, before oneDNN sees them, instead of crashing inside a kernel.
+  static int64_t checkedCount(const dims &shape, const std::string &what) {
+    int64_t count = 1;
+    for (int64_t v : shape)
+      if (v <= 0 || __builtin_mul_overflow(count, v, &count) || count > kMaxElements)
+        fail(what + " " + dimsStr(shape) + " has 2^31 or more elements; the native engine (oneDNN 2.6, 32-bit indexing in some kernels) takes at most 2^31 - 1 per tensor");
+    return count;
+  }
+
   static dims pair(const Napi::Object &o, const char *k) {
     Napi::Array a = arr(o, k);
     if (a.Length() != 2) fail(std::string("field '") + k + "' must have 2 entries");
@@ -156,14 +178,12 @@ class Program : public Napi::ObjectWrap<Program> {
         continue;
       }
       Napi::Array d = arr(b, "dims");
-      int64_t count = 1;
       for (uint32_t j = 0; j < d.Length(); j++) {
         int64_t v = integer(d.Get(j), what + ".dims");
-        if (v <= 0 || v > (int64_t(1) << 31)) fail(what + ".dims entries must be in 1..2^31");
+        if (v <= 0) fail(what + ".dims entries must be positive");
         buf.shape.push_back(v);
-        count *= v;
-        if (count > (int64_t(1) << 36)) fail(what + " is too large");
       }
+      int64_t count = checkedCount(buf.shape, what);
       memory::desc md;
       if (buf.layout == "act") {
         if (buf.shape.size() != 4) fail(what + ": act buffers must be 4-D, got " + dimsStr(buf.shape));
@@ -175,7 +195,7 @@ class Program : public Napi::ObjectWrap<Program> {
       }
       Napi::Value data = b.Get("data");
       if (data.IsUndefined()) {
-        buf.mem = memory(md, eng_);
+        buf.mem = owned(md);
       } else {
         if (buf.layout != "plain") fail(what + ": only plain buffers can wrap external data");
         if (!data.IsTypedArray() || data.As<Napi::TypedArray>().TypedArrayType() != napi_float32_array)
@@ -214,7 +234,7 @@ class Program : public Napi::ObjectWrap<Program> {
       for (auto &r : reordered_)
         if (r.handle == user.get_data_handle() && r.src == user.get_desc() && r.mem.get_desc() == want) return r.mem;
     }
-    memory internal(want, eng_);
+    memory internal = owned(want);
     if (toWant) {
       // With cached weights (inference), weight layouts are made once per weights change, not per run.
       (cacheWeights_ ? prep_ : seg).push_back({reorder(user, internal), {{DNNL_ARG_FROM, user}, {DNNL_ARG_TO, internal}}, name + ".reorder"});
@@ -256,11 +276,13 @@ class Program : public Napi::ObjectWrap<Program> {
     if (g.groups < 1 || ic % g.groups || oc % g.groups) fail("groups " + std::to_string(g.groups) + " must divide channels " + std::to_string(ic) + " -> " + std::to_string(oc));
     if (wei.shape[1] != ic / g.groups) fail("weights " + dimsStr(wei.shape) + " do not match input channels " + std::to_string(ic) + " / groups " + std::to_string(g.groups));
     if (g.strides[0] < 1 || g.strides[1] < 1) fail("strides must be >= 1");
+    // Each term is at most 1e12 (integer()), so these sums cannot overflow 64 bits.
+    if (h + g.padL[0] + g.padR[0] < kh || w + g.padL[1] + g.padR[1] < kw) fail("kernel larger than padded input");
     int64_t oh = (h + g.padL[0] + g.padR[0] - kh) / g.strides[0] + 1;
     int64_t ow = (w + g.padL[1] + g.padR[1] - kw) / g.strides[1] + 1;
-    if (h + g.padL[0] + g.padR[0] < kh || w + g.padL[1] + g.padR[1] < kw) fail("kernel larger than padded input");
     g.src = src.shape;
     g.dst = {n, oc, oh, ow};
+    checkedCount(g.dst, "conv output");
     g.srcMd = src.mem.get_desc();
     if (dst) {
       expectDims(*dst, g.dst, "conv output");
@@ -464,7 +486,7 @@ class Program : public Napi::ObjectWrap<Program> {
     Buffer *ws = nullptr;
     if (relu && train) {
       ws = &buf(o, "ws", "ws");
-      if (!bwd && !ws->mem) ws->mem = memory(fpd.workspace_desc(), eng_);
+      if (!bwd && !ws->mem) ws->mem = owned(fpd.workspace_desc());
       if (!ws->mem) fail("batch-norm workspace used before the forward op that fills it");
     }
     if (!bwd) {
@@ -528,6 +550,10 @@ class Program : public Napi::ObjectWrap<Program> {
     }
     if (info.Length() != 1 || !info[0].IsNumber()) {
       Napi::TypeError::New(env, std::string(fn) + "(segment): segment index expected").ThrowAsJavaScriptException();
+      return -1;
+    }
+    if (released_) {
+      Napi::Error::New(env, std::string(fn) + "(segment): the program was released").ThrowAsJavaScriptException();
       return -1;
     }
     double s = info[0].As<Napi::Number>().DoubleValue();
@@ -596,6 +622,27 @@ class Program : public Napi::ObjectWrap<Program> {
     return w->promise();
   }
 
+  Napi::Value Bytes(const Napi::CallbackInfo &info) { return Napi::Number::New(info.Env(), static_cast<double>(ownedBytes_)); }
+
+  // Frees the primitives and the program's memory now (not whenever V8 collects the object); run() then throws.
+  Napi::Value Release(const Napi::CallbackInfo &info) {
+    if (busy_) {
+      Napi::Error::New(info.Env(), "release: the program is still running a runAsync() call").ThrowAsJavaScriptException();
+      return info.Env().Undefined();
+    }
+    segments_.clear();
+    prep_.clear();
+    reordered_.clear();
+    pendingOut_.clear();
+    bufs_.clear();
+    ownedBytes_ = 0;
+    released_ = true;
+    // glibc keeps freed blocks below its (adaptive, up to 32 MB) mmap threshold in the heap; give them back, or
+    // a server cycling through batch sizes grows by what the evicted programs held.
+    malloc_trim(0);
+    return info.Env().Undefined();
+  }
+
   // With cacheWeights: the caller's weight arrays changed, so the next run re-makes the weight layouts.
   Napi::Value WeightsChanged(const Napi::CallbackInfo &info) {
     if (busy_) {
@@ -645,6 +692,7 @@ Napi::Value Info(const Napi::CallbackInfo &info) {
   Napi::Object o = Napi::Object::New(env);
   o.Set("onednn", std::to_string(v->major) + "." + std::to_string(v->minor) + "." + std::to_string(v->patch));
   o.Set("maxThreads", omp_get_max_threads());
+  o.Set("maxTensorElements", static_cast<double>(kMaxElements));
   // Blocked activations matching the vector width: 16 floats with AVX-512, 8 otherwise.
   int isa = static_cast<int>(dnnl::get_effective_cpu_isa());
   o.Set("actFormat", (isa & 0x27) == 0x27 ? "nChw16c" : "nChw8c");

@@ -14,9 +14,15 @@ export { encodeModelInfo, decodeModelInfo, type ModelInfo } from './io/metadata.
 export { OrtModel } from './engine/onnx/session.js';
 export { loadWeights, loadModelFile, saveWeights, type LoadedWeights, type ArchHint } from './io/weights.js';
 export { readSafetensors, writeSafetensors, parseSafetensors, toFloat32 } from './io/safetensors.js';
+export { readPth, parsePth } from './io/pth.js';
+export { readTflite, parseTflite, dequantize, type TfliteModel, type TfliteSubgraph, type TfliteTensor, type TfliteOperator, type TfliteQuantization } from './io/tflite.js';
+export { importTflite } from './io/tflite-mobilenetv2.js';
+export { WEIGHTS_CATALOG, findWeights, type WeightsEntry } from './weights/catalog.js';
+export { fetchWeights, resolveWeights, weightsCacheDir, type WeightsOptions } from './weights/cache.js';
 export { loadImage, loadImages, preset } from './data/preprocess.js';
-export { labelsFor, IMAGENET_LABELS, CIFAR10_LABELS, FASHION_MNIST_LABELS } from './data/labels.js';
-export { load, resolveWeights, weightsHome, type LoadOptions, type Model, type Classification } from './api/load.js';
+export { labelsFor, IMAGENET_LABELS, IMAGENET_BACKGROUND_LABELS, CIFAR10_LABELS, FASHION_MNIST_LABELS } from './data/labels.js';
+export * as detect from './detect/index.js';
+export { load, weightsFile, imagenetWeightsName, type LoadOptions, type Model, type Classification } from './api/load.js';
 export { imageTensor, type ImageInput, type RawImage } from './api/image-input.js';
 export { inputSpec, BUNDLED_MODEL, type InputSpec, type SpecOptions } from './api/spec.js';
 export { KnnClassifier, type KnnPrediction, type KnnJSON } from './api/knn.js';

@@ -113,6 +113,14 @@ describe('load() defaults: the bundled Fashion-MNIST model', () => {
     assert.deepEqual(await model.classify(inputs['sharp instance'], { topk: 10 }), top);
   });
 
+  it("'imagenet' names the published weights of the catalogue for the width and resolution", async () => {
+    const { imagenetWeightsName } = await import('../src/api/load.js');
+    assert.equal(imagenetWeightsName(), 'torchvision/IMAGENET1K_V1');
+    assert.equal(imagenetWeightsName(0.35, 96), 'keras/mobilenet_v2_0.35_96');
+    assert.equal(imagenetWeightsName(1, 192), 'keras/mobilenet_v2_1.0_192');
+    assert.throws(() => imagenetWeightsName(0.6, 224), /no pretrained ImageNet MobileNetV2 at alpha 0.6, 224px/);
+  });
+
   it('bad input names the problem', async () => {
     await assert.rejects(model.classify({ data: new Uint8Array(10), width: 3, height: 3 }), /raw image: 10 bytes do not make 3x3 pixels/);
     await assert.rejects(model.classify('/nonexistent/cat.jpg'), /could not read image '\/nonexistent\/cat.jpg'/);
@@ -120,7 +128,7 @@ describe('load() defaults: the bundled Fashion-MNIST model', () => {
     await assert.rejects(model.classify(Buffer.alloc(0)), /empty/);
     await assert.rejects(model.classify('x.png', { topk: 0 }), /topk must be a positive integer/);
     await assert.rejects(load({ weights: '/nonexistent.safetensors' }), /no such weights file/);
-    await assert.rejects(load({ weights: 'imagenet' }), /mnv2 weights fetch/);
+    await assert.rejects(load({ weights: 'no-such-name' }), /no-such-name: no such weights file, and not a name/);
     await model.dispose();
   });
 });

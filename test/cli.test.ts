@@ -30,6 +30,11 @@ describe('mnv2 CLI', () => {
     assert.equal(small.rows.at(-1).output[0], 10);
   });
 
+  it('summary runs in 2 GB of address space (h5wasm, which reserves more, is loaded only for .h5 imports)', async () => {
+    const { stdout } = await run('/bin/sh', ['-c', `ulimit -v 2000000 && exec "${process.execPath}" "${CLI}" summary --json`]);
+    assert.deepEqual(JSON.parse(stdout).totals, { params: 3_504_872, macs: 300_774_272 });
+  });
+
   it('infer: a PyTorch state dict (no metadata) on both engines matches the PyTorch logits', async () => {
     const io = loadFixture('seed-cifar.io.safetensors').tensors;
     const input = path.join(tmp, 'input.safetensors');

@@ -319,6 +319,12 @@ describe('serve: load shedding and shutdown', () => {
         const want = softmax(refLogits[i]!);
         probsOf(json).forEach((v, c) => assert.ok(Math.abs(v - want[c]!) <= 1e-4, `image ${i} class ${c}: ${v} vs ${want[c]}`));
       });
+      // One compiled program per batch size run, their memory reported (bounded by the engine's byte budget).
+      const text = await (await fetch(`${srv.url}/metrics`)).text();
+      const sizes = new Set(results.map(({ json }) => json.batchSize));
+      assert.match(text, new RegExp(`^mnv2_native_programs ${sizes.size}$`, 'm'));
+      const bytes = Number(/^mnv2_native_program_bytes (\d+)$/m.exec(text)?.[1]);
+      assert.ok(bytes > 1e6 && bytes <= 1 << 30, `mnv2_native_program_bytes ${bytes}`);
     } finally {
       await srv.close();
     }

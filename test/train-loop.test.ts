@@ -109,10 +109,22 @@ test('resume: stopped mid-epoch and at an epoch end, then resumed, ends bitwise 
     assert.equal(b.globalStep, 8);
     assertBitwiseEqual(straight, weightsOf(join(dir, 'last.safetensors')), `stop at ${stopAt}`);
     assertBitwiseEqual(straightOptim, loadCheckpoint(dir).optim, `optimizer state, stop at ${stopAt}`);
+    // The final model file is byte-exact (checkpoints differ only in the wall-clock time they record).
+    assert.ok(readFileSync(join(dir, 'model.safetensors')).equals(readFileSync(join(straightDir, 'model.safetensors'))), `model.safetensors bytes, stop at ${stopAt}`);
     const m1 = readMetrics(straightDir).rows;
     const m2 = readMetrics(dir).rows;
     assert.deepEqual(m2.map((r) => [r.epoch, r.train_loss, r.train_acc, r.val_top1]), m1.map((r) => [r.epoch, r.train_loss, r.train_acc, r.val_top1]));
   }
+});
+
+test('a checkpoint records the thread count; resuming with another warns', async () => {
+  const dir = join(tmp, 'threads');
+  await train({ recipe: tinyRecipe({ epochs: 1 }), out: dir, ...quiet, threads: 2, stopAfterSteps: 1 });
+  assert.equal(loadCheckpoint(dir).position!.threads, 2);
+  const logs: string[] = [];
+  await train({ recipe: tinyRecipe(), resume: dir, ...quiet, threads: 1, log: (m) => logs.push(m) });
+  assert.ok(logs.some((m) => m === 'warning: this run was trained with 2 threads and resumes with 1: the results will differ from an uninterrupted run\'s (pass --threads 2 to match)'), logs.join('\n'));
+  assert.equal(loadCheckpoint(dir).position!.threads, 1);
 });
 
 test('eval --json prints exactly top1, top5, correct and total', async () => {

@@ -8,8 +8,6 @@
  * Both engines run off the event loop: the native one on a libuv worker thread, ONNX Runtime on its own.
  */
 import { existsSync } from 'node:fs';
-import os from 'node:os';
-import path from 'node:path';
 import type { BaseConfig } from '../model/family.js';
 import { loadModelFile } from '../io/weights.js';
 import { NativeModel } from '../engine/native/model.js';
@@ -19,12 +17,15 @@ import { resolveEngine, topK, type EngineName } from '../engine/classifier.js';
 import type { LoadImageOptions, Preset } from '../data/preprocess.js';
 import type { LabelSetName } from '../data/labels.js';
 import { BUNDLED_MODEL, inputSpec } from './spec.js';
+import { findWeights } from '../weights/catalog.js';
+import { resolveWeights } from '../weights/cache.js';
 import { imageTensor, type ImageInput } from './image-input.js';
 
 export interface LoadOptions {
   /**
-   * A weights file (.safetensors), or a name: `'fashion-mnist'` (the bundled model, the default) or `'imagenet'`
-   * (torchvision's ImageNet weights, once fetched with `mnv2 weights fetch`).
+   * A weights file (.safetensors or .pth), or a name: `'fashion-mnist'` (the bundled model, the default),
+   * `'imagenet'` (torchvision's ImageNet weights at α 1 @ 224, else Keras's), or any `mnv2 weights list` name
+   * (downloaded into the per-user cache once, then offline).
    */
   weights?: string;
   /** For files without the project's metadata (PyTorch state dicts): what the keys and shapes do not tell. */
@@ -72,26 +73,32 @@ export interface Model {
   dispose(): Promise<void>;
 }
 
-/** Where the pretrained ImageNet weights live once fetched (MNV2_HOME, else ~/.cache/mobilenetv2-ts). */
-export function weightsHome(): string {
-  return process.env.MNV2_HOME ?? path.join(os.homedir(), '.cache', 'mobilenetv2-ts');
+/**
+ * The catalogue entry (mnv2 weights list) that `weights: 'imagenet'` means at a width and resolution:
+ * torchvision's IMAGENET1K_V1 at α 1 @ 224, else keras.applications' MobileNetV2 with its ImageNet top.
+ */
+export function imagenetWeightsName(alpha = 1, resolution = 224): string {
+  if (alpha === 1 && resolution === 224) return 'torchvision/IMAGENET1K_V1';
+  const name = `keras/mobilenet_v2_${Number.isInteger(alpha) ? alpha.toFixed(1) : String(alpha)}_${resolution}`;
+  if (!findWeights(name)) throw new Error(`no pretrained ImageNet MobileNetV2 at alpha ${alpha}, ${resolution}px (mnv2 weights list shows the published ones)`);
+  return name;
 }
 
-/** A weights name or path → a file. The pretrained catalogue plugs in here. */
-export function resolveWeights(weights: string, alpha = 1, resolution = 224): string {
+/**
+ * A weights option → a model file: a path as it is, `'fashion-mnist'` the bundled model, `'imagenet'` or a
+ * catalogue name the cached import of the published weights (downloaded and imported once, see src/weights).
+ */
+export async function weightsFile(weights: string, alpha?: number, resolution?: number): Promise<string> {
+  if (existsSync(weights)) return weights;
   if (weights === 'fashion-mnist') return BUNDLED_MODEL;
-  if (weights === 'imagenet') {
-    const file = path.join(weightsHome(), `mobilenet_v2_imagenet_${alpha}_${resolution}.safetensors`);
-    if (!existsSync(file)) throw new Error(`weights 'imagenet' (alpha ${alpha}, ${resolution}px) are not downloaded (${file} missing); fetch them with mnv2 weights fetch, or pass a .safetensors path`);
-    return file;
-  }
-  if (!existsSync(weights)) throw new Error(`${weights}: no such weights file (names: fashion-mnist, imagenet)`);
-  return weights;
+  const name = weights === 'imagenet' ? imagenetWeightsName(alpha, resolution) : weights;
+  if (findWeights(name)) return resolveWeights(name);
+  throw new Error(`${weights}: no such weights file, and not a name (fashion-mnist, imagenet, or one of mnv2 weights list)`);
 }
 
 /** Load a model for classification and embeddings. */
 export async function load(opts: LoadOptions = {}): Promise<Model> {
-  const file = resolveWeights(opts.weights ?? 'fashion-mnist', opts.alpha, opts.resolution);
+  const file = await weightsFile(opts.weights ?? 'fashion-mnist', opts.alpha, opts.resolution);
   const m = loadModelFile(file, { arch: opts.arch, alpha: opts.alpha, numClasses: opts.classes, resolution: opts.resolution });
   const cfg = m.graph.config;
   const spec = inputSpec(m.info, opts);

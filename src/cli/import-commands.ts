@@ -1,11 +1,12 @@
-/** `mnv2 import keras | tfjs`: Keras / TF.js MobileNetV2 weights -> a model file that infer, predict, eval and export take as is. */
+/** `mnv2 import keras | tfjs | tflite`: Keras / TF.js / TFLite MobileNetV2 weights -> a model file that infer, predict, eval and export take as is. */
 import path from 'node:path';
 import type { Command } from 'commander';
 import { importKerasH5 } from '../io/keras.js';
 import { importTfjs } from '../io/tfjs.js';
+import { importTflite, type TfliteImport } from '../io/tflite-mobilenetv2.js';
 import type { ImportedModel, KerasImportOptions } from '../io/keras-names.js';
 import { saveWeights } from '../io/weights.js';
-import { encodeModelInfo } from '../io/metadata.js';
+import { encodeModelInfo, type ModelInfoInput } from '../io/metadata.js';
 import { int, SEED } from './args.js';
 import { archNumbers } from './model-commands.js';
 import { refuseInputAsOutput } from '../util/outputs.js';
@@ -41,19 +42,39 @@ function options(file: string, o: ImportOpts): KerasImportOptions {
   return { ...archNumbers(o), seed: int(o.seed, '--seed', SEED) };
 }
 
-function save(m: ImportedModel, source: string, o: ImportOpts): void {
-  saveWeights(o.out, m.graph, m.weights, new Map(), encodeModelInfo({ config: m.graph.config, preprocess: 'keras', source: path.basename(source) }));
+function save(m: ImportedModel, source: string, o: ImportOpts, info: Omit<ModelInfoInput, 'config' | 'source'> = { preprocess: 'keras' }): void {
+  saveWeights(o.out, m.graph, m.weights, new Map(), encodeModelInfo({ config: m.graph.config, source: path.basename(source), ...info }));
   const c = m.graph.config;
   const head = m.head === 'imported' ? `head ${m.headLayer}` : `fresh head (seed ${o.seed}): fine-tune it before use`;
-  console.error(`wrote ${o.out}: MobileNetV2 α ${c.alpha} @ ${c.resolution}, ${c.numClasses} classes (${head}), Keras padding, BN eps ${c.bnEps}, preset keras`);
+  console.error(`wrote ${o.out}: MobileNetV2 α ${c.alpha} @ ${c.resolution}, ${c.numClasses} classes (${head}), Keras padding, BN eps ${c.bnEps}, preset ${info.preprocess}`);
 }
 
 export function registerImportCommands(program: Command): void {
-  const imp = program.command('import').description('import Keras (.h5) or TF.js (model.json) MobileNetV2 weights');
+  const imp = program.command('import').description('import Keras (.h5), TF.js (model.json) or TFLite MobileNetV2 weights');
   importOptions(imp.command('keras').description('a Keras MobileNetV2 weight file (mobilenet_v2_weights_tf_dim_ordering_tf_kernels_{alpha}_{rows}[_no_top].h5)'))
     .argument('<file>', 'Keras .h5 weight file (save_weights or keras.applications)')
     .action(async (file: string, o: ImportOpts) => save(await importKerasH5(file, options(file, o)), file, o));
   importOptions(imp.command('tfjs').description('a TF.js layers model of a Keras MobileNetV2, any single-Dense head; uint8/uint16/float16-quantized weights too'))
     .argument('<model.json>', 'model.json with its weight shards beside it')
     .action((file: string, o: ImportOpts) => save(importTfjs(file, options(file, o)), file, o));
+  importOptions(imp.command('tflite').description("a MobileNetV2 classifier in TFLite (TF-slim or Keras names; uint8/int8 weights dequantized, BN already folded); 1001 classes = background + ImageNet"))
+    .argument('<file>', '.tflite model')
+    .action((file: string, o: ImportOpts) => {
+      const m = importTflite(file, options(file, o));
+      checkTfliteInput(m, file);
+      // TF-slim's eval preprocessing; 1001 classes are TF-slim's background + ImageNet
+      save(m, file, o, { preprocess: 'tf-slim', ...(m.graph.config.numClasses === 1001 ? { labels: 'imagenet-background' } : {}) });
+    });
+}
+
+/** The 'tf-slim' preset feeds [-1, 1]: a quantized input must mean the same (TF-slim: q/128 - 1). */
+function checkTfliteInput(m: TfliteImport, file: string): void {
+  const { scale, zeroPoint } = m.input;
+  if (scale === undefined) return;
+  const [qmin, qmax] = m.input.type === 'int8' ? [-128, 127] : [0, 255];
+  const lo = scale * (qmin - zeroPoint!);
+  const hi = scale * (qmax - zeroPoint!);
+  if (Math.abs(lo + 1) > 0.02 || Math.abs(hi - 1) > 0.02) {
+    console.error(`${file}: note: the quantized input spans [${lo.toFixed(3)}, ${hi.toFixed(3)}], not [-1, 1]; pass --preset to predict accordingly`);
+  }
 }

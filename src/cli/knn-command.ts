@@ -2,7 +2,7 @@
 import { existsSync } from 'node:fs';
 import path from 'node:path';
 import type { Command } from 'commander';
-import { load, resolveWeights } from '../api/load.js';
+import { load, weightsFile } from '../api/load.js';
 import { KnnClassifier } from '../api/knn.js';
 import type { EngineName } from '../engine/classifier.js';
 import { archOptions, engineOption, type ArchOpts } from './model-commands.js';
@@ -18,8 +18,8 @@ interface KnnOpts extends ArchOpts {
 
 /** Embeddings of `images` with the classifier's model (or --weights for a new classifier). */
 async function embedAll(images: string[], knn: KnnClassifier | null, o: KnnOpts): Promise<{ model: string; vectors: Float32Array[] }> {
-  const model = knn?.model ?? path.resolve(resolveWeights(o.weights ?? 'fashion-mnist'));
-  if (o.weights && knn?.model && path.resolve(resolveWeights(o.weights)) !== knn.model) {
+  const model = knn?.model ?? path.resolve(await weightsFile(o.weights ?? 'fashion-mnist'));
+  if (o.weights && knn?.model && path.resolve(await weightsFile(o.weights)) !== knn.model) {
     throw new Error(`${o.db} holds embeddings of ${knn.model}, not of ${o.weights}`);
   }
   const m = await load({

@@ -9,6 +9,8 @@ import { registerQuantizeCommand } from './quantize-command.js';
 import { registerImportCommands } from './import-commands.js';
 import { registerServeCommands } from './serve-command.js';
 import { registerKnnCommand } from './knn-command.js';
+import { registerWeightsCommands } from './weights-command.js';
+import { registerDetectDataCommands } from './detect-data-commands.js';
 
 const program = new Command();
 program
@@ -24,6 +26,8 @@ registerQuantizeCommand(program);
 registerImportCommands(program);
 registerServeCommands(program);
 registerKnnCommand(program);
+registerWeightsCommands(program);
+registerDetectDataCommands(program); // after registerTrainCommands: adds to its `data` group
 
 program.parseAsync(process.argv).catch((e: unknown) => {
   console.error(`mnv2: ${e instanceof Error ? e.message : String(e)}`);

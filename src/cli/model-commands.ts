@@ -77,7 +77,7 @@ export function registerModelCommands(program: Command): void {
     });
 
   engineOption(archOptions(program.command('infer').description('run a batch stored as a tensor (key "input", NCHW float32) and write "logits"')))
-    .requiredOption('--weights <file>', 'weights (.safetensors)')
+    .requiredOption('--weights <file>', 'weights: .safetensors, .pth or a catalogue name (mnv2 weights list)')
     .requiredOption('--input <file>', 'input tensor file (.safetensors)')
     .requiredOption('--output <file>', 'output file (.safetensors)')
     .action(async (o: ArchOpts & { weights: string; input: string; output: string; engine?: EngineName; threads?: string }) => {
@@ -101,7 +101,7 @@ export function registerModelCommands(program: Command): void {
 
   const exp = program.command('export').description('export a model');
   archOptions(exp.command('onnx').description('ONNX (opset 17, BN folded, dynamic batch; input "input", output "logits")'))
-    .option('--weights <file>', 'weights (.safetensors)')
+    .option('--weights <file>', 'weights (.safetensors, .pth or a catalogue name)')
     .option('--random-init', 'export freshly initialized weights instead (--seed), e.g. to test a deployment')
     .option('--seed <n>', 'init seed of --random-init', '0')
     .option('--opset <n>', 'ONNX opset (13-23)', '17')
@@ -124,7 +124,7 @@ export function registerModelCommands(program: Command): void {
 
   imageOptions(engineOption(archOptions(program.command('predict').description('classify JPEG/PNG images and print the top-k classes'))))
     .argument('<images...>', 'image files')
-    .option('--weights <file>', 'weights (.safetensors); default: the bundled Fashion-MNIST model')
+    .option('--weights <file>', 'weights (.safetensors, .pth or a catalogue name); default: the bundled Fashion-MNIST model')
     .option('--json', 'print JSON')
     .action(async (images: string[], o: ArchOpts & ImageOpts & { weights?: string; json?: boolean; engine?: EngineName; threads?: string }) => {
       const threads = int(o.threads, '--threads', THREADS);
@@ -132,16 +132,20 @@ export function registerModelCommands(program: Command): void {
       const m = loadModel(o, true);
       const cfg = m.graph.config;
       const { preset: p, labels } = inputSpec(m.info, o);
-      const input = await loadImages(images, p, { invert: o.invert });
       const clf = await createClassifier(m.graph, m.weights, o.engine, threads);
-      const logits = await clf.run(input, images.length);
+      const results: { file: string; top: { index: number; label: string; prob: number }[] }[] = [];
+      // Fixed-size chunks: memory stays flat however many images (one batch of all of them grew ~2.7 MB per image).
+      for (let start = 0; start < images.length; start += PREDICT_CHUNK) {
+        const files = images.slice(start, start + PREDICT_CHUNK);
+        const logits = await clf.run(await loadImages(files, p, { invert: o.invert }), files.length);
+        files.forEach((file, i) => results.push({
+          file,
+          top: topK(logits, cfg.numClasses, i, k).map((t) => ({ index: t.index, label: labels?.[t.index] ?? String(t.index), prob: t.prob })),
+        }));
+      }
       await clf.release();
       // Text mode: first on stdout, so it reads with the answers; JSON mode: on stderr, the JSON stays as it was.
       (o.json ? console.error : console.log)(answeringModel(o.weights, cfg.numClasses, labels, clf.engine));
-      const results = images.map((file, i) => ({
-        file,
-        top: topK(logits, cfg.numClasses, i, k).map((t) => ({ index: t.index, label: labels?.[t.index] ?? String(t.index), prob: t.prob })),
-      }));
       if (o.json) {
         console.log(JSON.stringify(results, null, 2));
         return;
@@ -162,6 +166,9 @@ function answeringModel(weights: string | undefined, classes: number, labels: re
   const hint = weights ? '' : '\n  (every image gets one of these 10 classes; for ImageNet classes pass --weights with ImageNet weights)';
   return `model: ${who} on ${engine}, ${classes} classes${names}${hint}`;
 }
+
+/** Images per model run in `predict`. */
+const PREDICT_CHUNK = 16;
 
 export interface ImageOpts {
   preset?: string;

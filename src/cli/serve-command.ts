@@ -59,7 +59,7 @@ async function openModel(o: ServeOpts, threads: number | undefined): Promise<{ c
 
 export function registerServeCommands(program: Command): void {
   imageOptions(engineOption(archOptions(program.command('serve').description('HTTP inference server: POST an image to /v1/classify; /healthz, /metrics')), 'ort'))
-    .option('--weights <file>', 'weights (.safetensors); default: the bundled Fashion-MNIST model')
+    .option('--weights <file>', 'weights (.safetensors, .pth or a catalogue name); default: the bundled Fashion-MNIST model')
     .option('--onnx <file>', 'serve an ONNX model exported by mnv2 (ONNX Runtime) instead of --weights')
     .option('--host <addr>', 'address to listen on', '127.0.0.1')
     .option('--port <n>', 'port (0: any free port)', '8080')
@@ -128,7 +128,7 @@ export function registerServeCommands(program: Command): void {
   if (!exp) throw new Error('mnv2: the export command must be registered before the serving commands');
   archOptions(exp.command('triton').description('a Triton Inference Server model repository: DIR/NAME/config.pbtxt + DIR/NAME/1/model.onnx'))
     .argument('<dir>', 'model repository directory (created if missing)')
-    .option('--weights <file>', 'weights (.safetensors); default: the bundled Fashion-MNIST model')
+    .option('--weights <file>', 'weights (.safetensors, .pth or a catalogue name); default: the bundled Fashion-MNIST model')
     .option('--name <name>', 'model name (its directory in the repository)', 'mobilenetv2')
     .option('--max-batch <n>', 'max_batch_size', '128')
     .option('--preferred-batch <sizes>', 'dynamic batcher preferred batch sizes, comma-separated (capped at --max-batch)', '16,32')

@@ -5,7 +5,8 @@ import { createClassifier, type EngineName } from '../engine/classifier.js';
 import { PRESET_NAMES as IMAGE_PRESETS } from '../data/preprocess.js';
 import { LABEL_SET_NAMES, labelsFor, type LabelSetName } from '../data/labels.js';
 import { archOptions, engineOption, loadModel, type ArchOpts } from './model-commands.js';
-import { fetchDataset, type DatasetName, type FetchProgress } from '../data/fetch.js';
+import { fetchDataset, type DatasetName } from '../data/fetch.js';
+import { downloadProgress } from './download-progress.js';
 import { BATCH, COUNT_OR_ALL, int, num, SEED, THREADS, type Range } from './args.js';
 import { ALPHA, RESOLUTION } from './model-commands.js';
 import { refuseInputAsOutput } from '../util/outputs.js';
@@ -168,7 +169,7 @@ export function registerTrainCommands(program: Command): void {
   // ---- eval ----
   engineOption(archOptions(program.command('eval')))
     .description('evaluate weights on a dataset: top-1, top-5, per-class accuracy, confusion matrix')
-    .option('--weights <file>', 'weights (.safetensors); default: the bundled Fashion-MNIST model')
+    .option('--weights <file>', 'weights: .safetensors, .pth or a catalogue name (mnv2 weights list); default: the bundled Fashion-MNIST model')
     .requiredOption('--dataset <name|dir>', 'fashion-mnist, cifar10, or an image folder')
     .option('--data <dir>', 'where the dataset is (default: its usual place)')
     .addOption(new Option('--split <split>', 'split').choices(['test', 'train']).default('test'))
@@ -243,31 +244,17 @@ export function registerTrainCommands(program: Command): void {
     .option('--no-progress', 'no progress bar')
     .action(async (name: DatasetName, o: { dir?: string; baseUrl?: string; progress: boolean }) => {
       const dir = o.dir ?? DEFAULT_FETCH_DIR[name];
-      const st: { pb: ReturnType<typeof progressBar>; key: string } = { pb: null, key: '' };
-      const onProgress = (p: FetchProgress): void => {
-        if (!o.progress) return;
-        const key = `${p.phase}:${p.file}`;
-        if (key !== st.key) {
-          st.pb?.stop();
-          st.key = key;
-          st.pb = progressBar(true, `${p.phase.padEnd(8)} ${p.file} |{bar}| {percentage}% | {done} | ETA {eta_formatted}`);
-          st.pb?.start(p.total ?? 0, 0, { done: '0 MB' });
-        }
-        const pb = st.pb;
-        if (p.total !== null && pb && pb.getTotal() !== p.total) pb.setTotal(p.total);
-        pb?.update(p.done, { done: `${(p.done / 1e6).toFixed(1)}${p.total ? `/${(p.total / 1e6).toFixed(1)}` : ''} MB` });
-      };
+      const bar = downloadProgress(o.progress);
       try {
-        const r = await fetchDataset(name, dir, { baseUrl: o.baseUrl, onProgress });
-        st.pb?.stop();
-        st.pb = null;
+        const r = await fetchDataset(name, dir, { baseUrl: o.baseUrl, onProgress: bar.onProgress });
+        bar.stop();
         for (const f of r.downloaded) console.error(`downloaded ${f}`);
         for (const f of r.skipped) console.error(`already present (md5 ok) ${f}`);
         if (r.extracted) console.error(`unpacked ${r.extracted}`);
         console.log(r.dir);
         console.error(`use it with: mnv2 train --dataset ${name} --data ${r.dir}`);
       } finally {
-        st.pb?.stop();
+        bar.stop();
       }
     });
 }

@@ -1,5 +1,6 @@
 /**
- * Downloads the official dataset files with Node's http/https: resumable (.part file + HTTP Range), md5-verified,
+ * Downloads the official dataset (and weights) files with Node's http/https: resumable (.part file + HTTP Range),
+ * checksum-verified (md5 or sha256, or a sha256 prefix as torchvision's file names carry),
  * redirects followed (max 5), idle timeouts, progress callbacks, atomic final rename, and a minimal validated
  * ustar reader to unpack the CIFAR-10 tar.gz.
  *
@@ -101,8 +102,24 @@ export class FetchError extends Error {
   }
 }
 
+/**
+ * What a download must hash to: md5 or sha256 hex digits, all of them or a prefix of at least 8 (torchvision's
+ * `name-<sha256[:8]>.pth`); null where no checksum is published (the caller checks the content instead).
+ */
+export type Checksum = { algo: 'md5' | 'sha256'; hex: string } | null;
+
+function checksumOf(expected: string | Checksum): Checksum {
+  const c = typeof expected === 'string' ? { algo: 'md5' as const, hex: expected } : expected;
+  if (c && !/^[0-9a-fA-F]{8,}$/.test(c.hex)) throw new Error(`bad ${c.algo} checksum '${c.hex}' (8 or more hex digits)`);
+  return c && { algo: c.algo, hex: c.hex.toLowerCase() };
+}
+
 export async function md5File(path: string, onBytes?: (done: number) => void): Promise<string> {
-  const h = createHash('md5');
+  return hashFile(path, 'md5', onBytes);
+}
+
+export async function hashFile(path: string, algo: 'md5' | 'sha256', onBytes?: (done: number) => void): Promise<string> {
+  const h = createHash(algo);
   let done = 0;
   for await (const chunk of createReadStream(path, { highWaterMark: 1 << 20 })) {
     h.update(chunk as Buffer);
@@ -229,17 +246,21 @@ async function downloadOnce(url: URL, part: string, label: string, opts: Require
 }
 
 /**
- * Downloads `url` to `dest` (via `dest.part`, resumed if present) and checks its md5; skips the download if `dest`
- * already has the right md5. Returns whether it downloaded.
+ * Downloads `url` to `dest` (via `dest.part`, resumed if present) and checks its checksum (a string: md5); skips the
+ * download if `dest` already matches (with no checksum: if it exists). Returns whether it downloaded.
  */
-export async function downloadFile(url: string | URL, dest: string, md5: string, opts: DownloadOptions = {}): Promise<'downloaded' | 'present'> {
+export async function downloadFile(url: string | URL, dest: string, expected: string | Checksum, opts: DownloadOptions = {}): Promise<'downloaded' | 'present'> {
   const o = { timeoutMs: 30000, retries: 3, retryDelayMs: 1000, maxRedirects: 5, ...opts };
   const label = dest.split(sep).pop()!;
-  const want = md5.toLowerCase();
+  const want = checksumOf(expected);
+  const verify = async (file: string): Promise<string | null> => {
+    if (!want) return null;
+    const size = await fileSize(file);
+    const got = await hashFile(file, want.algo, (d) => o.onProgress?.({ phase: 'verify', file: label, done: d, total: size }));
+    return got.startsWith(want.hex) ? null : got;
+  };
   if (existsSync(dest)) {
-    const size = await fileSize(dest);
-    const got = await md5File(dest, (d) => o.onProgress?.({ phase: 'verify', file: label, done: d, total: size }));
-    if (got === want) return 'present';
+    if ((await verify(dest)) === null) return 'present';
     await unlink(dest); // wrong content: download again
   }
   const part = `${dest}.part`;
@@ -254,11 +275,11 @@ export async function downloadFile(url: string | URL, dest: string, md5: string,
       await sleep(o.retryDelayMs * 2 ** attempt);
     }
   }
-  const size = await fileSize(part);
-  const got = await md5File(part, (d) => o.onProgress?.({ phase: 'verify', file: label, done: d, total: size }));
-  if (got !== want) {
+  const got = await verify(part);
+  if (got !== null) {
+    const size = await fileSize(part);
     await rm(part, { force: true });
-    throw new FetchError(`md5 mismatch for ${label} from ${u.href}: expected ${want}, got ${got} (${size} bytes); the partial file was deleted, run the fetch again`, false);
+    throw new FetchError(`${want!.algo} mismatch for ${label} from ${u.href}: expected ${want!.hex}${want!.hex.length < got.length ? '…' : ''}, got ${got} (${size} bytes); the partial file was deleted, run the fetch again`, false);
   }
   await rename(part, dest);
   return 'downloaded';

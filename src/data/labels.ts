@@ -32,13 +32,17 @@ export const FASHION_MNIST_LABELS: readonly string[] = Object.freeze([
   'Ankle boot',
 ]);
 
-export const LABEL_SET_NAMES = ['imagenet', 'cifar10', 'fashion-mnist'] as const;
+/** TF-slim's 1001 ImageNet classes: background at index 0, then the 1000 above. */
+export const IMAGENET_BACKGROUND_LABELS: readonly string[] = Object.freeze(['background', ...IMAGENET_CLASSES]);
+
+export const LABEL_SET_NAMES = ['imagenet', 'cifar10', 'fashion-mnist', 'imagenet-background'] as const;
 export type LabelSetName = (typeof LABEL_SET_NAMES)[number];
 
 const LABEL_SETS: Record<LabelSetName, readonly string[]> = {
   imagenet: IMAGENET_LABELS,
   cifar10: CIFAR10_LABELS,
   'fashion-mnist': FASHION_MNIST_LABELS,
+  'imagenet-background': IMAGENET_BACKGROUND_LABELS,
 };
 
 /** The built-in label list for a dataset. Throws for an unknown name (when called from untyped input). */

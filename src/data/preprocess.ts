@@ -9,6 +9,9 @@
 //   keras          same geometry as torchvision, then x/127.5 - 1 (mean 0.5, std 0.5 on x/255).
 //                  Note: keras.utils.load_img(target_size=...) itself resizes directly (nearest
 //                  by default) without cropping; this preset uses the crop geometry instead.
+//   tf-slim        TF-slim's eval preprocessing (inception_preprocessing): the central 87.5 % of the
+//                  height and of the width (tf.image.central_crop), resized to r x r (aspect not kept),
+//                  then [-1, 1] like keras. For TF-slim / TFLite classifiers (mnv2 import tflite).
 //   seed-cifar     resize directly to r x r (default 32, aspect ratio not kept), x/255,
 //                  CIFAR-10 mean (0.4914, 0.4822, 0.4465), std (0.2023, 0.1994, 0.2010).
 //   fashion-mnist  the project's convention for the seed 3-channel 32x32 model: 8-bit greyscale,
@@ -38,11 +41,12 @@
 import sharp from 'sharp';
 import { readFileBoundedAsync } from '../util/read-file.js';
 
-export type PresetName = 'torchvision' | 'keras' | 'seed-cifar' | 'fashion-mnist';
+export type PresetName = 'torchvision' | 'keras' | 'tf-slim' | 'seed-cifar' | 'fashion-mnist';
 
 export const PRESET_NAMES: readonly PresetName[] = Object.freeze([
   'torchvision',
   'keras',
+  'tf-slim',
   'seed-cifar',
   'fashion-mnist',
 ] as const);
@@ -57,6 +61,8 @@ export interface Preset {
    * `size x size`. If unset: resize directly (aspect ratio not kept) to `size - 2*pad` square.
    */
   resize?: number;
+  /** If set (and `resize` is not): first keep the central fraction of the height and of the width (TF's central_crop). */
+  centralFraction?: number;
   /** Zero padding (pixel value 0, before normalization) added on every side after resizing. Default 0. */
   pad?: number;
   /** Number of output channels; greyscale sources are replicated to 3 channels. */
@@ -115,6 +121,17 @@ export function preset(name: string, resolution?: number): Preset {
         std: tv ? [0.229, 0.224, 0.225] : [0.5, 0.5, 0.5],
       };
     }
+    case 'tf-slim':
+      return {
+        name,
+        size: resolution ?? 224,
+        centralFraction: 0.875,
+        channels: 3,
+        greyscale: false,
+        background: 'white',
+        mean: [0.5, 0.5, 0.5],
+        std: [0.5, 0.5, 0.5],
+      };
     case 'seed-cifar':
       return {
         name,
@@ -263,8 +280,14 @@ async function decode(
     const white = (p.background === 'white') !== (opts.invert === true);
     const bg = white ? { r: 255, g: 255, b: 255 } : { r: 0, g: 0, b: 0 };
 
-    let img = input()
-      .rotate()
+    let img = input().rotate();
+    if (p.centralFraction !== undefined) {
+      // tf.image.central_crop: start = int((size - size * fraction) / 2) on each axis, the same margin at the end
+      const top = Math.floor((h0 - h0 * p.centralFraction) / 2);
+      const left = Math.floor((w0 - w0 * p.centralFraction) / 2);
+      img = img.extract({ left, top, width: w0 - 2 * left, height: h0 - 2 * top });
+    }
+    img = img
       .flatten({ background: bg })
       .resize({ width: tw, height: th, fit: 'fill', kernel: 'linear', fastShrinkOnLoad: false });
     img = p.greyscale ? img.toColourspace('b-w') : img.toColourspace('srgb');

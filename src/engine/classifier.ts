@@ -4,6 +4,7 @@
  */
 import { NativeModel } from './native/model.js';
 import { ENABLE_NATIVE, nativeAvailable } from './native/binding.js';
+import type { ProgramCacheStats } from './native/program-cache.js';
 import { OrtModel } from './onnx/session.js';
 import { exportOnnx } from './onnx/export.js';
 import type { Graph } from '../model/graph.js';
@@ -16,6 +17,8 @@ export interface Classifier {
   /** Eval-mode logits [N, classes] for an NCHW float32 batch. */
   run(input: Float32Array, batch: number): Promise<Float32Array>;
   release(): Promise<void>;
+  /** Native engine: the compiled programs it keeps (one per batch size, bounded by a byte budget). */
+  programs?(): ProgramCacheStats;
 }
 
 let noticed = false;
@@ -34,7 +37,7 @@ export async function createClassifier(graph: Graph, weights: StateDict, request
   if (engine === 'native') {
     const m = new NativeModel(graph, weights, { threads });
     // On a worker thread: the event loop stays free while a batch runs (serve --engine native).
-    return { engine, run: async (x, n) => (await m.forward(x, n)).logits, release: async () => {} };
+    return { engine, run: async (x, n) => (await m.forward(x, n)).logits, release: async () => {}, programs: () => m.programStats() };
   }
   if (engine === 'ort') return ortClassifier(exportOnnx(graph, weights), threads);
   throw new Error(`unknown engine '${String(engine)}' (expected native or ort)`);

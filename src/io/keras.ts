@@ -8,7 +8,7 @@
  */
 import { existsSync, statSync } from 'node:fs';
 import path from 'node:path';
-import h5wasm, { type Dataset, type File, type Group } from 'h5wasm/node';
+import type { Dataset, File, Group } from 'h5wasm/node';
 import { kerasToModel, splitWeightName, type ImportedModel, type KerasImportOptions, type KerasTensor, type KerasWeights } from './keras-names.js';
 
 const FILE_NAME = /mobilenet_v2_weights_tf_dim_ordering_tf_kernels_(\d+(?:\.\d+)?)_(\d+)(_no_top)?\.h5$/;
@@ -29,6 +29,9 @@ export async function importKerasH5(file: string, opts: KerasImportOptions = {})
 /** Every weight of a Keras .h5 weight file, by layer and weight kind, as float32. */
 export async function readKerasH5(file: string): Promise<KerasWeights> {
   if (!existsSync(file) || !statSync(file).isFile()) throw new Error(`${file}: no such file`);
+  // Loaded here, not at start-up: its wasm instance reserves gigabytes of address space (an `ulimit -v` run of any
+  // command would die in it) and only .h5 imports need it.
+  const h5wasm = (await import('h5wasm/node')).default;
   const module = await h5wasm.ready;
   // HDF5 errors become exceptions carrying the library's message instead of a diagnostic dump on stderr.
   module.activate_throwing_error_handler();
@@ -39,12 +42,14 @@ export async function readKerasH5(file: string): Promise<KerasWeights> {
     } catch (e) {
       throw new Error(`${file}: ${describeHdf5Error(e)}`);
     }
-    return readLayers(f, file);
+    return readLayers(h5wasm, f, file);
   } finally {
     f?.close();
     module.deactivate_throwing_error_handler();
   }
 }
+
+type H5 = typeof import('h5wasm/node').default;
 
 /** The innermost message of an HDF5 error stack ("file signature not found", "truncated file: eof = ..."). */
 function describeHdf5Error(e: unknown): string {
@@ -57,7 +62,7 @@ function describeHdf5Error(e: unknown): string {
   return `cannot read as HDF5 (${last})`;
 }
 
-function readLayers(f: Group, file: string): KerasWeights {
+function readLayers(h5wasm: H5, f: Group, file: string): KerasWeights {
   let root = f;
   if (!hasAttr(root, 'layer_names')) {
     const mw = f.get('model_weights');

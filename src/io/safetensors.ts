@@ -355,7 +355,7 @@ const WRITABLE_ARRAY: Record<WritableTensor['dtype'], { ctor: Function; name: st
 };
 
 /**
- * Serializes tensors (in insertion order, contiguous, no gaps) and optional string metadata. The JSON header
+ * Serializes tensors (in insertion order, contiguous, no gaps) and optional string metadata (keys sorted). The JSON header
  * is padded with spaces so its length is a multiple of 8, keeping the data section 8-byte aligned.
  */
 export function serializeSafetensors(
@@ -366,7 +366,8 @@ export function serializeSafetensors(
   const header: Record<string, unknown> = {};
   if (metadata !== undefined) {
     const md: Record<string, string> = {};
-    for (const [k, v] of Object.entries(metadata)) {
+    // Sorted: the same metadata gives the same bytes whatever order it was built in.
+    for (const [k, v] of Object.entries(metadata).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))) {
       if (typeof v !== 'string') throw new Error(`serializeSafetensors: metadata '${k}' is not a string`);
       md[k] = v;
     }

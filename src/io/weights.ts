@@ -1,18 +1,18 @@
 /**
  * Model files: safetensors with PyTorch state-dict names. The project's own files carry the model's family and
  * config as metadata (src/io/metadata.ts), so a weights file alone rebuilds its model; a plain PyTorch state
- * dict (converted with tools/pth-to-safetensors.py) is recognised by its parameter names, with the arch (and
+ * dict (a .pth read directly, or a .safetensors converted from one) is recognised by its parameter names, with the arch (and
  * alpha) from the caller when the names do not tell.
  */
-import { otherWeightsFormat } from './formats.js';
-import { readSafetensors, toFloat32, writeSafetensors, type WritableTensor } from './safetensors.js';
+import { toFloat32, writeSafetensors, type WritableTensor } from './safetensors.js';
+import { readTensorFile } from './tensor-file.js';
 import { carriedInfo, decodeModelInfo, encodeModelInfo, CONFIG_KEY, type ModelInfo } from './metadata.js';
 import type { BaseConfig } from '../model/family.js';
 import type { ModelConfig } from '../model/config.js';
 import { isMobileNetV2 } from '../model/mobilenetv2.js';
 import { buildModel, detectFamily, familyOf, resolveArch } from '../model/registry.js';
 import type { Graph } from '../model/graph.js';
-import { checkStateDict, type StateDict } from '../model/weights.js';
+import { checkStateDict, checkWeightValues, type StateDict } from '../model/weights.js';
 
 export interface LoadedWeights<C extends BaseConfig = BaseConfig> {
   graph: Graph<C>;
@@ -34,20 +34,9 @@ export interface ArchHint {
   bnEps?: number;
 }
 
-/** readSafetensors, or an error naming the file's actual format and the command that reads it. */
-function readModelSafetensors(path: string): ReturnType<typeof readSafetensors> {
-  try {
-    return readSafetensors(path);
-  } catch (e) {
-    const other = otherWeightsFormat(path);
-    if (other) throw new Error(`${path} is ${other.name}, not a .safetensors weights file; use: ${other.use}`, { cause: e });
-    throw e;
-  }
-}
-
 /** Read a model file of any family and rebuild its model; every missing, unexpected or mis-shaped tensor is named. */
 export function loadModelFile(path: string, hint: ArchHint = {}): LoadedWeights {
-  const file = readModelSafetensors(path);
+  const file = readTensorFile(path);
   const stored = decodeModelInfo(file.metadata, path);
   let info: ModelInfo;
   if (stored) {
@@ -76,6 +65,7 @@ export function loadModelFile(path: string, hint: ArchHint = {}): LoadedWeights 
       throw new Error(`${path}: ${t.name} has shape [${got.join(', ')}], the model expects [${want.join(', ')}]`);
     }
   }
+  checkWeightValues(graph, weights, path);
   return { graph, weights, extra, metadata: file.metadata, info };
 }
 

@@ -3,6 +3,7 @@
  * included, stored as a float here and as int64 in files).
  */
 import { Rng } from '../util/rng.js';
+import { assertFinite } from '../util/finite.js';
 import { numel, type Graph } from './graph.js';
 import { familyOf } from './registry.js';
 
@@ -32,6 +33,19 @@ export function initWeights(graph: Graph, seed = 0): StateDict {
     sd.set(b.name, data);
   }
   return sd;
+}
+
+/** Every parameter and buffer is finite and every BN running variance non-negative; names the first bad tensor. */
+export function checkWeightValues(graph: Graph, sd: ReadonlyMap<string, Float32Array>, source: string): void {
+  for (const t of [...graph.params, ...graph.buffers]) {
+    const a = sd.get(t.name);
+    if (!a) continue;
+    assertFinite(a, `${source}: ${t.name}`);
+    if (t.role === 'bn.running_var') {
+      const i = a.findIndex((v) => v < 0);
+      if (i >= 0) throw new Error(`${source}: ${t.name} has ${a[i]} at index ${i}; a variance cannot be negative`);
+    }
+  }
 }
 
 /** Check that a state dict has exactly the graph's tensors with the right sizes; names every problem. */

@@ -2,6 +2,7 @@
  * Prometheus metrics in the text exposition format (version 0.0.4), written by hand: counters, gauges and
  * histograms with labels are all the server needs, and the format is a few lines of text per series.
  */
+import type { ProgramCacheStats } from '../engine/native/program-cache.js';
 
 export const PROMETHEUS_CONTENT_TYPE = 'text/plain; version=0.0.4; charset=utf-8';
 
@@ -113,9 +114,13 @@ export class Registry {
   }
 }
 
-/** The server's metrics. */
-export function serverMetrics(queueDepth: () => number, inFlight: () => number) {
+/** The server's metrics; `programs` (native engine) adds its compiled-program cache. */
+export function serverMetrics(queueDepth: () => number, inFlight: () => number, programs?: () => ProgramCacheStats) {
   const registry = new Registry();
+  if (programs) {
+    registry.add(new Gauge('mnv2_native_programs', 'compiled native programs kept (one per batch size, least recently used evicted)', () => programs().programs));
+    registry.add(new Gauge('mnv2_native_program_bytes', 'memory of the compiled native programs kept', () => programs().bytes));
+  }
   return {
     registry,
     requests: registry.add(new Counter('mnv2_http_requests_total', 'HTTP requests answered, by route and status code')),

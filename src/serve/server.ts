@@ -122,6 +122,7 @@ export async function startServer(o: ServerOptions): Promise<RunningServer> {
   const metrics = serverMetrics(
     () => batcher.depth,
     () => inFlight.size,
+    o.classifier.programs?.bind(o.classifier),
   );
 
   // return503OnClosing is fastify's default; kept explicit because shutdown relies on it.

@@ -37,6 +37,8 @@ export interface TrainPosition {
   recipe: TrainRecipe;
   /** Head-only fine-tuning (frozen backbone). */
   headOnly?: boolean;
+  /** Engine threads of the session that wrote it: results depend on them (oneDNN splits reductions by thread). */
+  threads?: number;
 }
 
 export interface Checkpoint {

@@ -13,9 +13,11 @@
 import { appendFileSync, existsSync, mkdirSync, readFileSync, openSync, fsyncSync, closeSync } from 'node:fs';
 import { writeFileAtomic } from '../util/atomic-write.js';
 import { dirname, join, resolve } from 'node:path';
+import os from 'node:os';
 import cliProgress from 'cli-progress';
 import { NativeModel } from '../engine/native/model.js';
 import { softmaxCrossEntropy } from '../engine/native/loss.js';
+import { assertConverging } from './divergence.js';
 import { exportOnnx } from '../engine/onnx/export.js';
 import type { Graph, LinearNode } from '../model/graph.js';
 import { archConfig, buildModel, familyOf, reconfigure } from '../model/registry.js';
@@ -385,6 +387,11 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
     epoch: 0, step: 0, globalStep: 0, epochLoss: 0, epochCorrect: 0, epochSeen: 0, elapsed: 0, bestTop1: -1, bestEpoch: 0, recipe, headOnly,
   };
   pos.recipe = recipe;
+  const threads = opts.threads ?? os.availableParallelism();
+  if (pos.threads !== undefined && pos.threads !== threads) {
+    log(`warning: this run was trained with ${pos.threads} threads and resumes with ${threads}: the results will differ from an uninterrupted run's (pass --threads ${pos.threads} to match)`);
+  }
+  pos.threads = threads;
   const metricsFile = join(runDir, METRICS_FILE);
   trimMetrics(metricsFile, pos.epoch);
   const files: Record<string, string> = { runDir, metrics: metricsFile, last: join(runDir, 'last.safetensors'), best: join(runDir, 'best.safetensors') };
@@ -498,8 +505,8 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
           for await (const b of loader!.epoch(epoch, { startBatch: pos.step })) {
             const lr = schedule(epoch, b.index, stepsPerEpoch);
             const r = model.trainStep(b.input, b.labels, b.size, { bnMomentum: recipe.bnMomentum, labelSmoothing: recipe.labelSmoothing, rng });
-            if (!Number.isFinite(r.loss)) throw new Error(`loss is ${r.loss} at epoch ${epoch + 1}, step ${b.index + 1}: training diverged (try a lower --lr)`);
             optimizer.step(params, lr);
+            assertConverging(r.loss, params, epoch, b.index);
             model.weightsChanged();
             ema?.update(live);
             stepDone(b.size, r.loss, r.correct, lr);
@@ -533,6 +540,7 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
               }
             }
             optimizer.step(params, lr);
+            assertConverging(loss, params, epoch, s);
             ema?.update(live);
             stepDone(n, loss, correct, lr);
             if (stopped) break;

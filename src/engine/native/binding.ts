@@ -28,11 +28,15 @@ export interface NativeProgram {
   runAsync(segment: number): Promise<void>;
   weightsChanged(): void;
   implementations(): string[];
+  /** Bytes of memory the program allocated (activations, workspaces, weight layouts). */
+  bytes(): number;
+  /** Free the program's primitives and memory now; run() throws afterwards. */
+  release(): void;
 }
 interface Addon {
   Program: new (spec: ProgramSpec) => NativeProgram;
   setNumThreads(n: number): void;
-  info(): { onednn: string; maxThreads: number; actFormat: ActFormat };
+  info(): { onednn: string; maxThreads: number; actFormat: ActFormat; maxTensorElements: number };
 }
 
 let addon: Addon | null = null;
@@ -56,6 +60,7 @@ export function native(): Addon {
   if (!existsSync(file)) {
     throw new Error(`mnv2: the native engine is not built (${file} missing): ${ENABLE_NATIVE}`);
   }
+  passiveWaitByDefault();
   addon = createRequire(import.meta.url)(file) as Addon;
   return addon;
 }
@@ -68,6 +73,17 @@ export function nativeAvailable(): boolean {
   } catch {
     return false;
   }
+}
+
+/**
+ * libgomp's default is to spin for ~300k iterations at every barrier. When another process is busy on the
+ * same cores, a spinning thread holds a core its descheduled partner needs, and each of the ~60 parallel
+ * regions of a forward pass waits out a scheduler time slice (measured: 2 ms -> 460 ms per image on 2 cores).
+ * Passive waiting sleeps instead. libgomp reads the variables once, when it is loaded with the addon, so this
+ * must run before the first require; a user's own OMP_WAIT_POLICY or GOMP_SPINCOUNT wins.
+ */
+function passiveWaitByDefault(): void {
+  if (process.env.OMP_WAIT_POLICY === undefined && process.env.GOMP_SPINCOUNT === undefined) process.env.OMP_WAIT_POLICY = 'PASSIVE';
 }
 
 /** Set oneDNN's thread count (OpenMP); default is all cores. */

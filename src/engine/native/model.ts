@@ -3,13 +3,18 @@
  * statistics, softmax cross-entropy, backward) that leave every parameter gradient in `grads`.
  */
 import os from 'node:os';
-import { native, setThreads, type ActFormat, type NativeProgram } from './binding.js';
-import { buildTrainProgram, TRAIN_IO, type Externals } from './plan.js';
+import { native, setThreads, type ActFormat, type NativeProgram, type ProgramSpec } from './binding.js';
+import { buildTrainProgram, dims4, TRAIN_IO, type Externals } from './plan.js';
 import { buildInferProgram, foldedWeights, INFER_IO } from './infer-plan.js';
 import { numel, type BatchNormNode, type DropoutNode, type Graph } from '../../model/graph.js';
-import { checkStateDict, initWeights, type StateDict } from '../../model/weights.js';
+import { checkStateDict, checkWeightValues, initWeights, type StateDict } from '../../model/weights.js';
+import { assertFiniteInput } from '../../util/finite.js';
 import { softmaxCrossEntropy } from './loss.js';
 import { Rng } from '../../util/rng.js';
+import { ProgramCache, type ProgramCacheStats } from './program-cache.js';
+
+/** Default byte budget of the compiled programs a model keeps (the most recent one is kept regardless). */
+export const DEFAULT_PROGRAM_CACHE_BYTES = 1 << 30;
 
 export interface NativeOptions {
   /** oneDNN (OpenMP) threads; default: all cores. */
@@ -18,6 +23,8 @@ export interface NativeOptions {
   actFormat?: ActFormat;
   /** Inference: fuse each expand 1x1 conv with its depthwise conv (default true; see InferPlanOptions). */
   fuseDepthwise?: boolean;
+  /** Bytes of compiled programs (one per batch size and kind) kept, least recently used evicted first. */
+  programCacheBytes?: number;
 }
 
 export interface StepResult {
@@ -46,6 +53,12 @@ function offHeap(n: number): Float32Array {
 
 class ArrayStore implements Externals {
   private m = new Map<string, Float32Array>();
+  /** Bytes of the arrays this store owns (not its fallback's). */
+  get bytes(): number {
+    let n = 0;
+    for (const a of this.m.values()) n += a.byteLength;
+    return n;
+  }
   constructor(private fallback?: { get(name: string): Float32Array | undefined }) {}
   get(name: string): Float32Array {
     const a = this.m.get(name) ?? this.fallback?.get(name);
@@ -70,8 +83,7 @@ export class NativeModel {
   readonly grads = new Map<string, Float32Array>();
   private readonly actFormat: ActFormat;
   private readonly fuseDepthwise: boolean;
-  private readonly trainPrograms = new Map<string, { prog: NativeProgram; io: ArrayStore }>();
-  private readonly inferPrograms = new Map<number, { prog: NativeProgram; io: ArrayStore }>();
+  private readonly programs: ProgramCache<Compiled>;
   // Folded conv weights, falling back to the plain weights (the classifier) by name.
   private readonly folded = new ArrayStore({ get: (name) => this.weights.get(name) });
   private version = 0;
@@ -84,9 +96,11 @@ export class NativeModel {
     this.graph = graph;
     this.actFormat = opts.actFormat ?? native().info().actFormat;
     this.fuseDepthwise = opts.fuseDepthwise ?? true;
+    this.programs = new ProgramCache(opts.programCacheBytes ?? DEFAULT_PROGRAM_CACHE_BYTES);
     setThreads(opts.threads ?? os.availableParallelism());
     const src = weights ?? initWeights(graph);
     checkStateDict(graph, src, 'weights', true);
+    checkWeightValues(graph, src, 'weights');
     this.weights = new Map();
     for (const t of [...graph.params, ...graph.buffers]) {
       const a = offHeap(Math.max(1, numel(t.shape)));
@@ -106,6 +120,7 @@ export class NativeModel {
   loadStateDict(sd: StateDict, source = 'state dict'): void {
     this.checkIdle('loadStateDict');
     checkStateDict(this.graph, sd, source, true);
+    checkWeightValues(this.graph, sd, source);
     for (const [k, v] of this.weights) {
       const from = sd.get(k);
       if (from) v.set(from);
@@ -113,12 +128,28 @@ export class NativeModel {
     this.weightsChanged();
   }
 
-  private checkInput(input: Float32Array, batch: number): void {
-    const per = numel(this.graph.inputShape);
+  /** The batch size is valid and every tensor of it fits the engine's per-tensor limit. */
+  private checkBatch(batch: number): void {
     if (!Number.isInteger(batch) || batch < 1) throw new Error(`batch must be a positive integer, got ${batch}`);
+    const max = native().info().maxTensorElements;
+    const g = this.graph;
+    for (const [name, shape] of [['input', g.inputShape] as const, ...g.nodes.map((n) => [n.name, n.shape] as const)]) {
+      const d = dims4(batch, shape);
+      const count = d.reduce((a, b) => a * b, 1);
+      if (count > max) {
+        throw new Error(`native engine: batch ${batch} makes ${name} [${d.join(', ')}] = ${count} elements, more than the ${max} (2^31 - 1) ` +
+          'per tensor the engine takes (oneDNN 2.6 indexes some kernels with 32-bit integers); use a smaller batch or resolution, or --engine ort');
+      }
+    }
+  }
+
+  private checkInput(input: Float32Array, batch: number): void {
+    this.checkBatch(batch);
+    const per = numel(this.graph.inputShape);
     if (input.length !== batch * per) {
       throw new Error(`input has ${input.length} values; batch ${batch} of [${this.graph.inputShape.join(', ')}] needs ${batch * per}`);
     }
+    assertFiniteInput(input, batch);
   }
 
   /** Eval-mode forward (running statistics, BN folded into the convs). Returns logits [N, classes] (a copy). */
@@ -157,18 +188,17 @@ export class NativeModel {
     this.checkInput(input, batch);
     if (this.foldedVersion !== this.version) {
       foldedWeights(this.graph, this.weights, this.folded);
-      for (const p of this.inferPrograms.values()) p.prog.weightsChanged();
+      for (const p of this.programs.values()) p.prog.weightsChanged();
       this.foldedVersion = this.version;
     }
-    let p = this.inferPrograms.get(batch);
+    const key = `infer:${batch}`;
+    let p = this.programs.get(key);
     if (!p) {
       const io = new ArrayStore(this.folded);
       io.ensure(INFER_IO.input, input.length);
       io.ensure(INFER_IO.logits, batch * this.graph.config.numClasses);
       io.ensure(INFER_IO.features, batch * this.featureSize);
-      const { Program } = native();
-      p = { prog: new Program(buildInferProgram(this.graph, batch, io, this.actFormat, { fuseDepthwise: this.fuseDepthwise })), io };
-      this.inferPrograms.set(batch, p);
+      p = this.compile(key, buildInferProgram(this.graph, batch, io, this.actFormat, { fuseDepthwise: this.fuseDepthwise }), io, batch);
     }
     p.io.get(INFER_IO.input).set(input);
     return p;
@@ -181,9 +211,31 @@ export class NativeModel {
     return numel(pool.shape);
   }
 
-  private trainProgram(batch: number, inputGrad: boolean): { prog: NativeProgram; io: ArrayStore } {
-    const key = `${batch}:${inputGrad}`;
-    let p = this.trainPrograms.get(key);
+  /**
+   * Compiles a program unless its memory estimate (the buffers it allocates plus its own arrays) exceeds the
+   * memory available now, and caches it.
+   */
+  private compile(key: string, spec: ProgramSpec, io: ArrayStore, batch: number): Compiled {
+    const estimate = planBytes(spec) + io.bytes;
+    const available = os.freemem();
+    if (estimate > available) {
+      throw new Error(`native engine: batch ${batch} needs an estimated ${gb(estimate)} for its activations, ${gb(available)} is available; use a smaller batch`);
+    }
+    const { Program } = native();
+    const prog = new Program(spec);
+    const p = { prog, io, bytes: prog.bytes() + io.bytes };
+    this.programs.add(key, p);
+    return p;
+  }
+
+  /** Compiled programs kept (count, bytes, evictions so far). */
+  programStats(): ProgramCacheStats {
+    return this.programs.stats();
+  }
+
+  private trainProgram(batch: number, inputGrad: boolean): Compiled {
+    const key = `train:${batch}:${inputGrad}`;
+    let p = this.programs.get(key);
     if (p) return p;
     const io = new ArrayStore({ get: (name) => this.weights.get(name) ?? this.gradArray(name) });
     const g = this.graph;
@@ -199,10 +251,7 @@ export class NativeModel {
         io.ensure(TRAIN_IO.mask(n.name), batch * numel(n.shape));
       }
     }
-    const { Program } = native();
-    p = { prog: new Program(buildTrainProgram(g, batch, io, this.actFormat, inputGrad)), io };
-    this.trainPrograms.set(key, p);
-    return p;
+    return this.compile(key, buildTrainProgram(g, batch, io, this.actFormat, inputGrad), io, batch);
   }
 
   private gradArray(name: string): Float32Array | undefined {
@@ -241,12 +290,12 @@ export class NativeModel {
   }
 
   implementations(): string[] {
-    return [...this.trainPrograms.values(), ...this.inferPrograms.values()].flatMap((p) => p.prog.implementations());
+    return [...this.programs.values()].flatMap((p) => p.prog.implementations());
   }
 
   /** Gradient of the loss w.r.t. the input of the last `trainStep` run with `inputGrad: true`. */
   inputGrad(batch: number): Float32Array {
-    const p = this.trainPrograms.get(`${batch}:true`);
+    const p = this.programs.get(`train:${batch}:true`);
     if (!p) throw new Error(`no training step with inputGrad at batch ${batch} has run`);
     return p.io.get(TRAIN_IO.dinput);
   }
@@ -264,6 +313,21 @@ export class NativeModel {
     }
   }
 }
+
+interface Compiled {
+  prog: NativeProgram;
+  io: ArrayStore;
+  bytes: number;
+}
+
+/** Bytes of the buffers a program allocates itself (those without caller-owned data). */
+function planBytes(spec: ProgramSpec): number {
+  let n = 0;
+  for (const b of spec.buffers) if (!b.data && b.dims) n += 4 * b.dims.reduce((a, d) => a * d, 1);
+  return n;
+}
+
+const gb = (bytes: number): string => `${(bytes / 2 ** 30).toFixed(2)} GB`;
 
 function updateBn(n: BatchNormNode, io: ArrayStore, w: StateDict, batch: number, m: number): void {
   const count = batch * n.shape[1]! * n.shape[2]!;

@@ -11,7 +11,7 @@ import onnxProto from 'onnx-proto';
 import type { BaseConfig } from '../../model/family.js';
 import type { Graph } from '../../model/graph.js';
 import { familyOf } from '../../model/registry.js';
-import { checkStateDict, type StateDict } from '../../model/weights.js';
+import { checkStateDict, checkWeightValues, type StateDict } from '../../model/weights.js';
 import { foldBatchNorm, type FoldedGraph } from './fold.js';
 import { CONFIG_KEY, decodeModelInfo, encodeModelInfo, type ModelInfo, type ModelInfoInput } from '../../io/metadata.js';
 import { float32ToFloat16 } from '../../io/safetensors.js';
@@ -219,6 +219,7 @@ function graphName(config: BaseConfig): string {
 /** Export a graph and its weights (PyTorch state-dict names) as a serialized ONNX model. */
 export function exportOnnx(graph: Graph, weights: StateDict, opts: ExportOptions = {}): Uint8Array {
   checkStateDict(graph, weights, 'exportOnnx', true);
+  checkWeightValues(graph, weights, 'exportOnnx');
   const fg = foldBatchNorm(graph, weights);
   const model = onnx.ModelProto.create(foldedToOnnx(fg, graph.config, opts));
   return onnx.ModelProto.encode(model).finish();

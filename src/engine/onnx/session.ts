@@ -3,6 +3,7 @@ import { readFile } from 'node:fs/promises';
 import os from 'node:os';
 import * as ort from 'onnxruntime-node';
 import { ONNX_FEATURES, ONNX_INPUT, ONNX_OUTPUT, readOnnxConfig } from './export.js';
+import { assertFiniteInput } from '../../util/finite.js';
 
 export interface OrtModelOptions {
   /** Intra-op threads (default: os.availableParallelism()). */
@@ -78,6 +79,7 @@ export class OrtModel {
     if (input.length !== expected) {
       throw new Error(`OrtModel.run: input has ${input.length} values, expected batch·C·H·W = ${batch}·${c}·${h}·${w} = ${expected}`);
     }
+    assertFiniteInput(input, batch);
     const feeds = { [this.inputName]: new ort.Tensor('float32', input, [batch, c, h, w]) };
     const out = await this.session.run(feeds);
     const logits = floatOutput(out, this.outputName);
