@@ -422,7 +422,8 @@ test('writeSafetensors / readSafetensors: atomic write, no temp files, overwrite
   try {
     // Missing directory: throws, leaves nothing behind.
     const missing = path.join(dir, 'no-such-dir', 'w.safetensors');
-    assert.throws(() => writeSafetensors(missing, sample()), /ENOENT/);
+    // The message names the target and the problem, not the temp file's raw errno (issue 12 item 10).
+    assert.throws(() => writeSafetensors(missing, sample()), /^Error: cannot write .*no-such-dir\/w\.safetensors: folder .*no-such-dir does not exist$/);
     assert.equal(fs.existsSync(path.dirname(missing)), false);
     assert.deepEqual(fs.readdirSync(dir), []);
 
