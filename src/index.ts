@@ -25,3 +25,8 @@ export { fetchWeights, resolveWeights, weightsCacheDir, type WeightsOptions } fr
 export { loadImage, loadImages, preset } from './data/preprocess.js';
 export { labelsFor, IMAGENET_LABELS, IMAGENET_BACKGROUND_LABELS, CIFAR10_LABELS, FASHION_MNIST_LABELS } from './data/labels.js';
 export * as detect from './detect/index.js';
+export { load, weightsFile, imagenetWeightsName, type LoadOptions, type Model, type Classification } from './api/load.js';
+export { imageTensor, type ImageInput, type RawImage } from './api/image-input.js';
+export { inputSpec, BUNDLED_MODEL, type InputSpec, type SpecOptions } from './api/spec.js';
+export { KnnClassifier, type KnnPrediction, type KnnJSON } from './api/knn.js';
+export { Rng } from './util/rng.js';

@@ -92,6 +92,9 @@ export class NativeModel {
   private fgCache: FoldedGraph | null = null;
   private version = 0;
   private foldedVersion = -1;
+  // forward() calls run one at a time; pending counts those queued or on a worker thread.
+  private queue: Promise<unknown> = Promise.resolve();
+  private pending = 0;
 
   constructor(graph: Graph, weights?: StateDict, opts: NativeOptions = {}) {
     this.graph = graph;
@@ -119,6 +122,7 @@ export class NativeModel {
 
   /** Replace the weights with those of a state dict (checked against the graph). */
   loadStateDict(sd: StateDict, source = 'state dict'): void {
+    this.checkIdle('loadStateDict');
     checkStateDict(this.graph, sd, source, true);
     checkWeightValues(this.graph, sd, source);
     for (const [k, v] of this.weights) {
@@ -154,6 +158,37 @@ export class NativeModel {
 
   /** Eval-mode forward (running statistics, BN folded into the convs). Returns logits [N, classes] (a copy). */
   predict(input: Float32Array, batch: number): Float32Array {
+    const p = this.inferProgram(input, batch);
+    p.prog.run(0);
+    return p.io.get(INFER_IO.logits).slice();
+  }
+
+  /**
+   * `predict` on a libuv worker thread, so the event loop stays free, also returning the pooled features
+   * the classifier reads ([N, C], C = 1280·max(1, α) for torchvision's layout). Calls queue one after
+   * another; while one runs, the synchronous methods (`predict`, `trainStep`, `loadStateDict`) throw
+   * instead of touching the buffers the native side is reading.
+   */
+  forward(input: Float32Array, batch: number): Promise<{ logits: Float32Array; features: Float32Array }> {
+    const run = async (): Promise<{ logits: Float32Array; features: Float32Array }> => {
+      const p = this.inferProgram(input, batch, true);
+      await p.prog.runAsync(0);
+      return { logits: p.io.get(INFER_IO.logits).slice(), features: p.io.get(INFER_IO.features).slice() };
+    };
+    this.pending++;
+    const result = this.queue.then(run).finally(() => this.pending--);
+    this.queue = result.catch(() => undefined);
+    return result;
+  }
+
+  /** Throws while a `forward` runs on a worker thread: its buffers must not change meanwhile. */
+  private checkIdle(fn: string): void {
+    if (this.pending > 0) throw new Error(`NativeModel.${fn}: a forward() is queued or running on a worker thread; await it first`);
+  }
+
+  /** The compiled inference program for `batch` with `input` copied in and the folded weights up to date. */
+  private inferProgram(input: Float32Array, batch: number, fromQueue = false): { prog: NativeProgram; io: ArrayStore } {
+    if (!fromQueue) this.checkIdle('predict');
     this.checkInput(input, batch);
     if (this.foldedVersion !== this.version) {
       foldedWeights(this.foldedGraph(), this.folded);
@@ -166,11 +201,18 @@ export class NativeModel {
       const io = new ArrayStore(this.folded);
       io.ensure(INFER_IO.input, input.length);
       io.ensure(INFER_IO.logits, batch * this.graph.config.numClasses);
+      io.ensure(INFER_IO.features, batch * this.featureSize);
       p = this.compile(key, buildInferProgram(this.foldedGraph(), batch, io, this.actFormat, { fuseDepthwise: this.fuseDepthwise }), io, batch);
     }
     p.io.get(INFER_IO.input).set(input);
-    p.prog.run(0);
-    return p.io.get(INFER_IO.logits).slice();
+    return p;
+  }
+
+  /** Width of the pooled feature vector (the classifier's input). */
+  get featureSize(): number {
+    const pool = this.graph.nodes.find((n) => n.op === 'avgpool');
+    if (!pool) throw new Error('NativeModel: the graph has no global pool');
+    return numel(pool.shape);
   }
 
   /** The eval-mode folded graph of the current weights (refolded when they changed). */
@@ -236,6 +278,7 @@ export class NativeModel {
    * returned are views valid until the next step.
    */
   step<T>(input: Float32Array, batch: number, task: Task<T>, target: T, opts: StepOptions = {}): TaskLoss & { outputs: ReadonlyMap<string, Float32Array> } {
+    this.checkIdle('step');
     this.checkInput(input, batch);
     task.validate(target, batch);
     const p = this.trainProgram(batch, opts.inputGrad ?? false);
