@@ -8,6 +8,7 @@
 
 #include <malloc.h>
 
+#include <atomic>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -39,6 +40,9 @@ constexpr int64_t kMaxElements = INT32_MAX;
 
 [[noreturn]] void fail(const std::string &msg) { throw std::runtime_error(msg); }
 
+// setNumThreads' value: OpenMP's thread count is per calling thread, so runAsync's worker threads apply it too.
+std::atomic<int> gThreads{0};
+
 std::string dimsStr(const dims &d) {
   std::string s = "[";
   for (size_t i = 0; i < d.size(); i++) s += (i ? ", " : "") + std::to_string(d[i]);
@@ -60,7 +64,8 @@ class Program : public Napi::ObjectWrap<Program> {
  public:
   static Napi::Function Init(Napi::Env env) {
     return DefineClass(env, "Program",
-                       {InstanceMethod("run", &Program::Run), InstanceMethod("implementations", &Program::Implementations),
+                       {InstanceMethod("run", &Program::Run), InstanceMethod("runAsync", &Program::RunAsync),
+                        InstanceMethod("implementations", &Program::Implementations),
                         InstanceMethod("weightsChanged", &Program::WeightsChanged), InstanceMethod("bytes", &Program::Bytes),
                         InstanceMethod("release", &Program::Release)});
   }
@@ -106,6 +111,7 @@ class Program : public Napi::ObjectWrap<Program> {
   std::vector<std::vector<Step>> segments_;
   std::vector<Step> prep_;  // weight reorders when cacheWeights is set
   bool cacheWeights_ = false, prepDirty_ = true, released_ = false;
+  bool busy_ = false;  // a runAsync() is in flight
   std::string curOp_;
   int64_t ownedBytes_ = 0;  // memory this program allocated (not the caller's arrays)
 
@@ -536,38 +542,95 @@ class Program : public Napi::ObjectWrap<Program> {
     }
   }
 
-  Napi::Value Run(const Napi::CallbackInfo &info) {
+  // The segment index argument of run/runAsync, or -1 after throwing a JS exception.
+  long segmentArg(const Napi::CallbackInfo &info, const char *fn) {
     Napi::Env env = info.Env();
+    if (busy_) {
+      Napi::Error::New(env, std::string(fn) + ": the program is still running a runAsync() call").ThrowAsJavaScriptException();
+      return -1;
+    }
     if (info.Length() != 1 || !info[0].IsNumber()) {
-      Napi::TypeError::New(env, "run(segment): segment index expected").ThrowAsJavaScriptException();
-      return env.Undefined();
+      Napi::TypeError::New(env, std::string(fn) + "(segment): segment index expected").ThrowAsJavaScriptException();
+      return -1;
     }
     if (released_) {
-      Napi::Error::New(env, "run(segment): the program was released").ThrowAsJavaScriptException();
-      return env.Undefined();
+      Napi::Error::New(env, std::string(fn) + "(segment): the program was released").ThrowAsJavaScriptException();
+      return -1;
     }
     double s = info[0].As<Napi::Number>().DoubleValue();
     if (s < 0 || s >= segments_.size() || s != static_cast<double>(static_cast<size_t>(s))) {
-      Napi::RangeError::New(env, "run(segment): no segment " + std::to_string(s) + " (program has " + std::to_string(segments_.size()) + ")").ThrowAsJavaScriptException();
-      return env.Undefined();
+      Napi::RangeError::New(env, std::string(fn) + "(segment): no segment " + std::to_string(s) + " (program has " + std::to_string(segments_.size()) + ")").ThrowAsJavaScriptException();
+      return -1;
     }
+    return static_cast<long>(s);
+  }
+
+  void execute(size_t s) {
+    if (prepDirty_) {
+      for (Step &st : prep_) st.prim.execute(strm_, st.args);
+      prepDirty_ = false;
+    }
+    for (Step &st : segments_[s]) st.prim.execute(strm_, st.args);
+    strm_.wait();
+  }
+
+  Napi::Value Run(const Napi::CallbackInfo &info) {
+    Napi::Env env = info.Env();
+    long s = segmentArg(info, "run");
+    if (s < 0) return env.Undefined();
     try {
-      if (prepDirty_) {
-        for (Step &st : prep_) st.prim.execute(strm_, st.args);
-        prepDirty_ = false;
-      }
-      for (Step &st : segments_[static_cast<size_t>(s)]) st.prim.execute(strm_, st.args);
-      strm_.wait();
+      execute(static_cast<size_t>(s));
     } catch (const std::exception &e) {
       Napi::Error::New(env, std::string("mnv2 native: execution failed: ") + e.what()).ThrowAsJavaScriptException();
     }
     return env.Undefined();
   }
 
+  // Runs one segment on a libuv worker thread. Until the promise settles the program is busy: run, runAsync
+  // and weightsChanged throw, and the caller must not touch the buffers it handed to the program.
+  class RunWorker : public Napi::AsyncWorker {
+   public:
+    RunWorker(Napi::Env env, Program *p, size_t s) : Napi::AsyncWorker(env), p_(p), s_(s), done_(Napi::Promise::Deferred::New(env)) {}
+    Napi::Promise promise() { return done_.Promise(); }
+    void Execute() override {
+      try {
+        if (int n = gThreads.load()) omp_set_num_threads(n);
+        p_->execute(s_);
+      } catch (const std::exception &e) {
+        SetError(std::string("mnv2 native: execution failed: ") + e.what());
+      }
+    }
+    void OnOK() override { finish(); done_.Resolve(Env().Undefined()); }
+    void OnError(const Napi::Error &e) override { finish(); done_.Reject(e.Value()); }
+
+   private:
+    void finish() {
+      p_->busy_ = false;
+      p_->Unref();
+    }
+    Program *p_;
+    size_t s_;
+    Napi::Promise::Deferred done_;
+  };
+
+  Napi::Value RunAsync(const Napi::CallbackInfo &info) {
+    long s = segmentArg(info, "runAsync");
+    if (s < 0) return info.Env().Undefined();
+    auto *w = new RunWorker(info.Env(), this, static_cast<size_t>(s));
+    busy_ = true;
+    Ref();  // the program (and the arrays it references) outlives the run even if JS drops it
+    w->Queue();
+    return w->promise();
+  }
+
   Napi::Value Bytes(const Napi::CallbackInfo &info) { return Napi::Number::New(info.Env(), static_cast<double>(ownedBytes_)); }
 
   // Frees the primitives and the program's memory now (not whenever V8 collects the object); run() then throws.
   Napi::Value Release(const Napi::CallbackInfo &info) {
+    if (busy_) {
+      Napi::Error::New(info.Env(), "release: the program is still running a runAsync() call").ThrowAsJavaScriptException();
+      return info.Env().Undefined();
+    }
     segments_.clear();
     prep_.clear();
     reordered_.clear();
@@ -583,6 +646,10 @@ class Program : public Napi::ObjectWrap<Program> {
 
   // With cacheWeights: the caller's weight arrays changed, so the next run re-makes the weight layouts.
   Napi::Value WeightsChanged(const Napi::CallbackInfo &info) {
+    if (busy_) {
+      Napi::Error::New(info.Env(), "weightsChanged: the program is still running a runAsync() call").ThrowAsJavaScriptException();
+      return info.Env().Undefined();
+    }
     prepDirty_ = true;
     return info.Env().Undefined();
   }
@@ -616,6 +683,7 @@ Napi::Value SetNumThreads(const Napi::CallbackInfo &info) {
     return env.Undefined();
   }
   omp_set_num_threads(n);
+  gThreads = n;
   return env.Undefined();
 }
 

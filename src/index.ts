@@ -9,7 +9,9 @@ export { summarize, formatSummary, type Summary, type SummaryRow } from './model
 export { initWeights, checkStateDict, type StateDict } from './model/weights.js';
 export { NativeModel, type NativeOptions, type StepOptions, type StepResult } from './engine/native/model.js';
 export { setThreads } from './engine/native/binding.js';
-export { createClassifier, topK, type Classifier, type EngineName } from './engine/classifier.js';
+export { createClassifier, type Classifier, type EngineName } from './engine/classifier.js';
+export type { Task, TaskLoss } from './task/task.js';
+export { classification, topK } from './task/classification.js';
 export { exportOnnx, readOnnxConfig, readOnnxInfo } from './engine/onnx/export.js';
 export { encodeModelInfo, decodeModelInfo, type ModelInfo } from './io/metadata.js';
 export { OrtModel } from './engine/onnx/session.js';
@@ -23,3 +25,8 @@ export { fetchWeights, resolveWeights, weightsCacheDir, type WeightsOptions } fr
 export { loadImage, loadImages, preset } from './data/preprocess.js';
 export { labelsFor, IMAGENET_LABELS, IMAGENET_BACKGROUND_LABELS, CIFAR10_LABELS, FASHION_MNIST_LABELS } from './data/labels.js';
 export * as detect from './detect/index.js';
+export { load, weightsFile, imagenetWeightsName, type LoadOptions, type Model, type Classification } from './api/load.js';
+export { imageTensor, type ImageInput, type RawImage } from './api/image-input.js';
+export { inputSpec, BUNDLED_MODEL, type InputSpec, type SpecOptions } from './api/spec.js';
+export { KnnClassifier, type KnnPrediction, type KnnJSON } from './api/knn.js';
+export { Rng } from './util/rng.js';

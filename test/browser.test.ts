@@ -136,7 +136,11 @@ before(async () => {
   });
   browser = await chromium.launch({
     executablePath: CHROMIUM,
-    args: ['--headless=new', '--no-sandbox', '--disable-gpu', '--disable-dev-shm-usage', '--disable-background-networking'],
+    args: [
+      '--headless=new', '--no-sandbox', '--disable-gpu', '--disable-dev-shm-usage', '--disable-background-networking',
+      // Debian's Chromium offers a SwiftShader (CPU Vulkan) WebGPU adapter with these, so the page's WebGPU path runs too.
+      '--enable-unsafe-webgpu', '--use-webgpu-adapter=swiftshader', '--enable-features=Vulkan',
+    ],
   });
   page = await openPage('?ep=wasm');
 });
@@ -238,6 +242,33 @@ describe('browser page', { timeout: 60_000 }, () => {
     await page.locator('#error').waitFor({ state: 'visible' });
     assert.match(await page.locator('#error').innerText(), /^notes\.png: not an image this browser can decode/);
     assert.equal(await page.locator('#results li').count(), 0);
+  });
+
+  it('the WebGPU backend (SwiftShader adapter) gives the wasm backend\'s input and probabilities', async (t) => {
+    const gpu = await openPage('?ep=webgpu');
+    const prev = page;
+    try {
+      const s = await pageState(gpu);
+      assert.equal(s.error, '');
+      assert.equal(s.backend, 'webgpu');
+      assert.match(await gpu.locator('#status').innerText(), /· webgpu · ready/);
+      for (const name of ['boot-28.png', 'noise-28.png', 'boot-90.png']) {
+        const file = path.join(tmp, name);
+        page = prev;
+        const wasm = await upload(file, false);
+        page = gpu;
+        const webgpu = await upload(file, false);
+        assert.deepEqual(webgpu.state.lastInput, wasm.state.lastInput, `${name}: the same preprocessing on both backends`);
+        const diff = Math.max(...webgpu.state.lastProbs.map((p, i) => Math.abs(p - wasm.state.lastProbs[i]!)));
+        assert.ok(diff < 1e-4, `${name}: webgpu vs wasm probabilities differ by ${diff}`);
+        assert.equal(webgpu.label, wasm.label);
+        await checkNumerics(webgpu.state, webgpu.label);
+        t.diagnostic(`${name}: ${webgpu.label} ${webgpu.prob}; webgpu vs wasm probabilities max |diff| ${diff}`);
+      }
+    } finally {
+      page = prev;
+      await gpu.close();
+    }
   });
 
   it('?model= pointing at a missing file says so', async () => {

@@ -27,7 +27,8 @@ for (const engine of ['native', 'ort'] as const) {
 test('the text output names the classes', { skip }, () => {
   const first = photos()[0]!;
   const out = execFileSync(process.execPath, [CLI, 'predict', '--weights', weights, '--preset', 'torchvision', '--top', '1', first.file], { encoding: 'utf8' });
-  assert.match(out, new RegExp(`^${first.file.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}\\n +\\d+\\.\\d\\d%  ${first.label_name}`));
+  // After the line naming the answering model and its classes (mnv2 predict's first line).
+  assert.match(out, new RegExp(`^model: ${weights.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')} on (native|ort), 1000 classes: tench.*\\n${first.file.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}\\n +\\d+\\.\\d\\d%  ${first.label_name}`));
 });
 
 const torch = spawnSync('/usr/bin/python3', ['-c', 'import torch'], { stdio: 'ignore' }).status === 0;

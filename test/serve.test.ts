@@ -15,7 +15,8 @@ import { fileURLToPath } from 'node:url';
 import sharp from 'sharp';
 import { loadWeights, type LoadedWeights } from '../src/io/weights.js';
 import { createClassifier, type Classifier } from '../src/engine/classifier.js';
-import { exportOnnx } from '../src/engine/onnx/export.js';
+import { decodeOnnx, exportOnnx } from '../src/engine/onnx/export.js';
+import onnxProto from 'onnx-proto';
 import { loadImageBuffer, preset, type Preset } from '../src/data/preprocess.js';
 import { loadFashionMnist } from '../src/data/idx.js';
 import { FASHION_MNIST_LABELS } from '../src/data/labels.js';
@@ -410,6 +411,32 @@ describe('serve: CLI', () => {
       });
       child.kill('SIGINT');
       assert.deepEqual(await exited, [0, null], stderr());
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('mnv2 serve --onnx on a model it cannot feed fails at start with a clear error (not 500 on every request)', async () => {
+    const dir = mkdtempSync(path.join(os.tmpdir(), 'mnv2-serve-'));
+    try {
+      // The same export taking uint8 pixels (cast to float inside), as converted image models do: the server feeds float32.
+      const m = decodeOnnx(exportOnnx(model.graph, model.weights), 'export');
+      for (const n of m.graph!.node!) n.input = n.input!.map((x) => (x === 'input' ? 'input_f32' : x));
+      m.graph!.node!.unshift({ name: 'cast_input', opType: 'Cast', input: ['input'], output: ['input_f32'], attribute: [{ name: 'to', type: 2, i: 1 }] });
+      m.graph!.input![0]!.type!.tensorType!.elemType = 2; // UINT8
+      const file = path.join(dir, 'uint8.onnx');
+      writeFileSync(file, onnxProto.onnx.ModelProto.encode(m).finish());
+      const child = spawn(process.execPath, [CLI, 'serve', '--port', '0', '--onnx', file], { stdio: ['ignore', 'pipe', 'pipe'] });
+      let out = '';
+      let err = '';
+      child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+      child.stderr.on('data', (d: Buffer) => (err += d.toString()));
+      const timer = setTimeout(() => child.kill('SIGKILL'), 30_000);
+      const [code] = (await once(child, 'exit')) as [number | null];
+      clearTimeout(timer);
+      assert.doesNotMatch(out, /listening on/);
+      assert.equal(code, 1, err);
+      assert.match(err, /uint8\.onnx: cannot run on a 1×3×32×32 float32 batch as the server feeds it \(Unexpected input data type\. Actual: \(tensor\(float\)\) , expected: \(tensor\(uint8\)\)\)/);
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }

@@ -34,9 +34,10 @@ async function lib(rel) {
 const stubNodeOnly = {
   name: 'stub-node-only',
   setup(b) {
+    // sharp and the bounded file reader (src/util/read-file.ts) behind loadImage: never called by the page.
     b.onResolve({ filter: /^(sharp|node:fs|node:fs\/promises|node:path)$/ }, (a) => ({ path: a.path, namespace: 'stub' }));
     b.onLoad({ filter: /.*/, namespace: 'stub' }, (a) => ({
-      contents: `const no = () => { throw new Error('${a.path} is not available in the browser'); }; export default no; export const readFile = no; export const open = no; export const constants = {};`,
+      contents: `const no = () => { throw new Error('${a.path} is not available in the browser'); }; export default no; export const readFile = no, open = no, openSync = no, fstatSync = no, readSync = no, closeSync = no, realpathSync = no, constants = {};`,
     }));
   },
 };

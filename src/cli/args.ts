@@ -1,7 +1,8 @@
 /**
  * Numeric command-line values, checked up front for every command (before any file is read or any work is
- * done): a clear error names the flag, the allowed range and the value given.
+ * done): a clear error names the flag, the allowed range and the value given. And deprecated flag spellings.
  */
+import { Option, type Command } from 'commander';
 
 /** The allowed values of a numeric flag: inclusive bounds `min`, `max`; `above` is an exclusive lower bound. */
 export interface Range {
@@ -52,4 +53,24 @@ export function num(v: string | undefined, flag: string, range: Range = {}): num
 /** An integer in `range`, or undefined when the flag was not given. */
 export function int(v: string | undefined, flag: string, range: Range = {}): number | undefined {
   return parse(v, flag, range, true);
+}
+
+const camel = (flag: string): string => flag.replace(/-([a-z])/g, (_, c: string) => c.toUpperCase());
+
+/**
+ * `--<old>` kept as a deprecated spelling of `--<name>` (same choices, hidden from help): it still works,
+ * with a one-line notice on stderr; both given with different values is an error.
+ */
+export function deprecatedAlias(cmd: Command, old: string, name: string, choices: readonly string[]): Command {
+  const [oldKey, key] = [camel(old), camel(name)];
+  return cmd
+    .addOption(new Option(`--${old} <name>`, `deprecated spelling of --${name}`).choices([...choices]).hideHelp())
+    .hook('preAction', (c) => {
+      const v = c.getOptionValue(oldKey) as string | undefined;
+      if (v === undefined) return;
+      const explicit = c.getOptionValueSource(key) === 'cli';
+      if (explicit && c.getOptionValue(key) !== v) throw new Error(`--${old} ${v} and --${name} ${String(c.getOptionValue(key))} disagree; --${old} is the old spelling of --${name}`);
+      console.error(`mnv2 ${c.name()}: --${old} is deprecated, use --${name} ${v}`);
+      c.setOptionValue(key, v);
+    });
 }

@@ -90,6 +90,6 @@ function checkTfliteInput(m: TfliteImport, file: string): void {
   const lo = scale * (qmin - zeroPoint!);
   const hi = scale * (qmax - zeroPoint!);
   if (Math.abs(lo + 1) > 0.02 || Math.abs(hi - 1) > 0.02) {
-    console.error(`${file}: note: the quantized input spans [${lo.toFixed(3)}, ${hi.toFixed(3)}], not [-1, 1]; pass --preset to predict accordingly`);
+    console.error(`${file}: note: the quantized input spans [${lo.toFixed(3)}, ${hi.toFixed(3)}], not [-1, 1]; pass --preprocess to predict accordingly`);
   }
 }

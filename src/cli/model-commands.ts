@@ -1,8 +1,6 @@
 /** `mnv2 summary | infer | export onnx | predict`: thin wrappers over the library. */
 import { existsSync } from 'node:fs';
 import { writeFileAtomic } from '../util/atomic-write.js';
-import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { Command, Option } from 'commander';
 import type { BaseConfig } from '../model/family.js';
 import { archConfig, archNames, buildModel } from '../model/registry.js';
@@ -10,16 +8,18 @@ import { formatSummary, summarize } from '../model/summary.js';
 import { initWeights } from '../model/weights.js';
 import { loadModelFile, type LoadedWeights } from '../io/weights.js';
 import { readSafetensors, toFloat32, writeSafetensors } from '../io/safetensors.js';
-import { createClassifier, topK, type EngineName } from '../engine/classifier.js';
+import { createClassifier, type EngineName } from '../engine/classifier.js';
+import { topK } from '../task/classification.js';
 import { exportOnnx } from '../engine/onnx/export.js';
-import { loadImages, preset as makePreset, PRESET_NAMES, type Preset } from '../data/preprocess.js';
-import { labelsFor, LABEL_SET_NAMES, type LabelSetName } from '../data/labels.js';
-import { classNamesOf, descriptiveInfo, labelSetOf, preprocessOf, type ModelInfo } from '../io/metadata.js';
-import { int, num, SEED, THREADS, TOP, type Range } from './args.js';
+import { loadImages, PRESET_NAMES } from '../data/preprocess.js';
+import { LABEL_SET_NAMES, type LabelSetName } from '../data/labels.js';
+import { descriptiveInfo } from '../io/metadata.js';
+import { BUNDLED_MODEL, inputSpec } from '../api/spec.js';
+import { deprecatedAlias, int, num, SEED, THREADS, TOP, type Range } from './args.js';
 import { refuseInputAsOutput } from '../util/outputs.js';
 
 /** The model trained by this project on Fashion-MNIST, used when --weights is not given. */
-export const DEFAULT_MODEL = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', '..', '..', 'models', 'fashion-mnist', 'model.safetensors');
+export const DEFAULT_MODEL = BUNDLED_MODEL;
 
 export interface ArchOpts {
   arch?: string;
@@ -61,9 +61,11 @@ export function loadModel(o: ArchOpts & { weights?: string }, allowDefault: bool
   return loadModelFile(file, hint);
 }
 
-export function engineOption(cmd: Command, fallback: EngineName = 'native'): Command {
+/** --engine; without a fallback the default is native when the addon is built, else ONNX Runtime. */
+export function engineOption(cmd: Command, fallback?: EngineName): Command {
+  const opt = new Option('--engine <engine>', `inference engine${fallback ? '' : ' (default: native if built, else ort)'}`).choices(['native', 'ort']);
   return cmd
-    .addOption(new Option('--engine <engine>', 'inference engine').choices(['native', 'ort']).default(fallback))
+    .addOption(fallback ? opt.default(fallback) : opt)
     .option('--threads <n>', 'threads (default: all cores)');
 }
 
@@ -79,7 +81,7 @@ export function registerModelCommands(program: Command): void {
     .requiredOption('--weights <file>', 'weights: .safetensors, .pth or a catalogue name (mnv2 weights list)')
     .requiredOption('--input <file>', 'input tensor file (.safetensors)')
     .requiredOption('--output <file>', 'output file (.safetensors)')
-    .action(async (o: ArchOpts & { weights: string; input: string; output: string; engine: EngineName; threads?: string }) => {
+    .action(async (o: ArchOpts & { weights: string; input: string; output: string; engine?: EngineName; threads?: string }) => {
       const threads = int(o.threads, '--threads', THREADS);
       archNumbers(o); // every flag checked before any file is read
       refuseInputAsOutput({ path: o.output, flag: '--output' }, [{ path: o.input, flag: '--input' }, { path: o.weights, flag: '--weights' }]);
@@ -94,20 +96,23 @@ export function registerModelCommands(program: Command): void {
       const clf = await createClassifier(m.graph, m.weights, o.engine, threads);
       const logits = await clf.run(toFloat32(t, 'input', o.input), n);
       await clf.release();
-      writeSafetensors(o.output, { logits: { dtype: 'F32', shape: [n, m.graph.config.numClasses], data: logits } }, { engine: o.engine });
-      console.error(`wrote logits [${n}, ${m.graph.config.numClasses}] to ${o.output} (${o.engine})`);
+      writeSafetensors(o.output, { logits: { dtype: 'F32', shape: [n, m.graph.config.numClasses], data: logits } }, { engine: clf.engine });
+      console.error(`wrote logits [${n}, ${m.graph.config.numClasses}] to ${o.output} (${clf.engine})`);
     });
 
   const exp = program.command('export').description('export a model');
   archOptions(exp.command('onnx').description('ONNX (opset 17, BN folded, dynamic batch; input "input", output "logits")'))
-    .option('--weights <file>', 'weights (.safetensors, .pth or a catalogue name); default: random init (--seed)')
-    .option('--seed <n>', 'init seed when no weights are given', '0')
+    .option('--weights <file>', 'weights (.safetensors, .pth or a catalogue name)')
+    .option('--random-init', 'export freshly initialized weights instead (--seed), e.g. to test a deployment')
+    .option('--seed <n>', 'init seed of --random-init', '0')
     .option('--opset <n>', 'ONNX opset (13-23)', '17')
     .option('--fp16', 'store weights and compute in float16 (input/output stay float32)')
     .requiredOption('--out <file>', 'output .onnx file')
-    .action((o: ArchOpts & { weights?: string; seed: string; opset: string; fp16?: boolean; out: string }) => {
+    .action((o: ArchOpts & { weights?: string; randomInit?: boolean; seed: string; opset: string; fp16?: boolean; out: string }) => {
       const seed = int(o.seed, '--seed', SEED)!;
       const opset = int(o.opset, '--opset', { min: 13, max: 23 });
+      if (!o.weights && !o.randomInit) throw new Error('export onnx: no --weights given; pass --weights FILE, or --random-init to export untrained weights');
+      if (o.weights && o.randomInit) throw new Error('export onnx: --weights and --random-init exclude each other');
       refuseInputAsOutput({ path: o.out, flag: '--out' }, [{ path: o.weights, flag: '--weights' }]);
       const m = o.weights ? loadModel(o, false) : (() => {
         const graph = buildModel(configFrom(o));
@@ -122,7 +127,7 @@ export function registerModelCommands(program: Command): void {
     .argument('<images...>', 'image files')
     .option('--weights <file>', 'weights (.safetensors, .pth or a catalogue name); default: the bundled Fashion-MNIST model')
     .option('--json', 'print JSON')
-    .action(async (images: string[], o: ArchOpts & ImageOpts & { weights?: string; json?: boolean; engine: EngineName; threads?: string }) => {
+    .action(async (images: string[], o: ArchOpts & ImageOpts & { weights?: string; json?: boolean; engine?: EngineName; threads?: string }) => {
       const threads = int(o.threads, '--threads', THREADS);
       const k = int(o.top, '--top', TOP)!;
       const m = loadModel(o, true);
@@ -140,6 +145,8 @@ export function registerModelCommands(program: Command): void {
         }));
       }
       await clf.release();
+      // Text mode: first on stdout, so it reads with the answers; JSON mode: on stderr, the JSON stays as it was.
+      (o.json ? console.error : console.log)(answeringModel(o.weights, cfg.numClasses, labels, clf.engine));
       if (o.json) {
         console.log(JSON.stringify(results, null, 2));
         return;
@@ -151,11 +158,21 @@ export function registerModelCommands(program: Command): void {
     });
 }
 
+export { inputSpec };
+
+/** Which model answers and with which classes: a photo of anything gets one of them. */
+function answeringModel(weights: string | undefined, classes: number, labels: readonly string[] | undefined, engine: EngineName): string {
+  const names = labels ? `: ${labels.length <= 12 ? labels.join('; ') : `${labels.slice(0, 3).join('; ')}; ...`}` : ' (no class names)';
+  const who = weights ? weights : `the bundled Fashion-MNIST model (${DEFAULT_MODEL}, 28x28 greyscale garments)`;
+  const hint = weights ? '' : '\n  (every image gets one of these 10 classes; for ImageNet classes pass --weights with ImageNet weights)';
+  return `model: ${who} on ${engine}, ${classes} classes${names}${hint}`;
+}
+
 /** Images per model run in `predict`. */
 const PREDICT_CHUNK = 16;
 
 export interface ImageOpts {
-  preset?: string;
+  preprocess?: string;
   labels?: LabelSetName;
   invert?: boolean;
   top: string;
@@ -163,26 +180,9 @@ export interface ImageOpts {
 
 /** Options of the commands that classify images: preprocessing, label list, how many classes to report. */
 export function imageOptions(cmd: Command): Command {
-  return cmd
-    .addOption(new Option('--preset <name>', 'preprocessing preset').choices([...PRESET_NAMES]))
+  return deprecatedAlias(cmd, 'preset', 'preprocess', PRESET_NAMES)
+    .addOption(new Option('--preprocess <name>', 'input preprocessing (default: the model file\'s, else its family\'s)').choices([...PRESET_NAMES]))
     .addOption(new Option('--labels <name>', 'label list').choices([...LABEL_SET_NAMES]))
     .option('--invert', 'invert pixel values (photos of garments on white, for fashion-mnist)')
     .option('--top <k>', 'how many classes to report', '5');
-}
-
-/**
- * The preprocessing and class names of a model: the flags, else the model file's metadata (class names, label
- * set, preset), else its family's defaults.
- */
-export function inputSpec(
-  info: Pick<ModelInfo, 'config' | 'preprocess' | 'labels' | 'classes'>, o: Pick<ImageOpts, 'preset' | 'labels'>,
-): { preset: Preset; labels?: readonly string[]; labelSet?: LabelSetName } {
-  const cfg = info.config;
-  const presetName = o.preset ?? preprocessOf(info);
-  const labelName = (o.labels ?? labelSetOf(info)) as LabelSetName | undefined;
-  const labels = o.labels ? labelsFor(o.labels) : classNamesOf(info);
-  if (labels && labels.length !== cfg.numClasses) throw new Error(`label list ${labelName} has ${labels.length} names, the model has ${cfg.numClasses} classes`);
-  const p = makePreset(presetName, cfg.resolution);
-  if (p.channels !== cfg.inChannels) throw new Error(`preset ${presetName} makes ${p.channels}-channel inputs, the model takes ${cfg.inChannels}`);
-  return { preset: p, labels, labelSet: labelName };
 }

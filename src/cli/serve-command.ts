@@ -13,7 +13,7 @@ import { PRESET_NAMES } from '../data/preprocess.js';
 import { descriptiveInfo, type ModelInfo } from '../io/metadata.js';
 import { startServer, type RunningServer } from '../serve/server.js';
 import { archOptions, engineOption, imageOptions, inputSpec, loadModel, type ArchOpts, type ImageOpts } from './model-commands.js';
-import { BATCH, int, num, THREADS, TOP } from './args.js';
+import { BATCH, deprecatedAlias, int, num, THREADS, TOP } from './args.js';
 
 interface ServeOpts extends ArchOpts, ImageOpts {
   weights?: string;
@@ -57,6 +57,15 @@ async function openModel(o: ServeOpts, threads: number | undefined): Promise<{ c
   return { classifier: await createClassifier(m.graph, m.weights, o.engine, threads), info: m.info, name };
 }
 
+/** One zero image through the model before listening: a model the server cannot feed fails here, not on every request. */
+async function checkFeeds(clf: Classifier, [c, h, w]: [number, number, number], name: string): Promise<void> {
+  try {
+    await clf.run(new Float32Array(c * h * w), 1);
+  } catch (e) {
+    throw new Error(`${name}: cannot run on a 1×${c}×${h}×${w} float32 batch as the server feeds it (${(e as Error).message.trim()}); serve a model exported by mnv2 export onnx`);
+  }
+}
+
 export function registerServeCommands(program: Command): void {
   imageOptions(engineOption(archOptions(program.command('serve').description('HTTP inference server: POST an image to /v1/classify; /healthz, /metrics')), 'ort'))
     .option('--weights <file>', 'weights (.safetensors, .pth or a catalogue name); default: the bundled Fashion-MNIST model')
@@ -90,6 +99,7 @@ export function registerServeCommands(program: Command): void {
       let srv: RunningServer;
       try {
         spec = inputSpec(m.info, o);
+        await checkFeeds(m.classifier, [cfg.inChannels, cfg.resolution, cfg.resolution], m.name);
         srv = await startServer({
           ...settings,
           classifier: m.classifier,
@@ -126,19 +136,19 @@ export function registerServeCommands(program: Command): void {
 
   const exp = program.commands.find((c) => c.name() === 'export');
   if (!exp) throw new Error('mnv2: the export command must be registered before the serving commands');
-  archOptions(exp.command('triton').description('a Triton Inference Server model repository: DIR/NAME/config.pbtxt + DIR/NAME/1/model.onnx'))
-    .argument('<dir>', 'model repository directory (created if missing)')
+  deprecatedAlias(archOptions(exp.command('triton').description('a Triton Inference Server model repository: DIR/NAME/config.pbtxt + DIR/NAME/1/model.onnx'))
+    .argument('<dir>', 'model repository directory (created if missing)'), 'preset', 'preprocess', PRESET_NAMES)
     .option('--weights <file>', 'weights (.safetensors, .pth or a catalogue name); default: the bundled Fashion-MNIST model')
     .option('--name <name>', 'model name (its directory in the repository)', 'mobilenetv2')
     .option('--max-batch <n>', 'max_batch_size', '128')
     .option('--preferred-batch <sizes>', 'dynamic batcher preferred batch sizes, comma-separated (capped at --max-batch)', '16,32')
     .option('--max-queue-delay-us <us>', 'dynamic batcher max_queue_delay_microseconds', '5000')
     .option('--instances <n>', 'CPU instances (instance_group count)', '1')
-    .addOption(new Option('--preset <name>', 'preprocessing the clients must apply (noted in config.pbtxt)').choices([...PRESET_NAMES]))
+    .addOption(new Option('--preprocess <name>', 'preprocessing the clients must apply (noted in config.pbtxt)').choices([...PRESET_NAMES]))
     .addOption(new Option('--labels <name>', 'label list for labels.txt').choices([...LABEL_SET_NAMES]))
     .option('--fp16', 'float16 weights and compute (input and output stay float32)')
     .option('--force', 'replace an existing model directory')
-    .action((dir: string, o: ArchOpts & { weights?: string; name: string; maxBatch: string; preferredBatch: string; maxQueueDelayUs: string; instances: string; preset?: string; labels?: LabelSetName; fp16?: boolean; force?: boolean }) => {
+    .action((dir: string, o: ArchOpts & { weights?: string; name: string; maxBatch: string; preferredBatch: string; maxQueueDelayUs: string; instances: string; preprocess?: string; labels?: LabelSetName; fp16?: boolean; force?: boolean }) => {
       const maxBatch = int(o.maxBatch, '--max-batch', BATCH)!;
       const preferred = [...new Set(o.preferredBatch.split(',').filter((s) => s.trim()).map((s) => Math.min(int(s.trim(), '--preferred-batch', BATCH)!, maxBatch)))];
       const maxQueueDelayUs = int(o.maxQueueDelayUs, '--max-queue-delay-us', { min: 0, max: 60_000_000 })!;

@@ -1,12 +1,13 @@
 /** `mnv2 train | eval | plot | data fetch`: thin wrappers over src/train and src/data. */
-import { existsSync } from 'node:fs';
 import { Command, Option } from 'commander';
 import { archNames } from '../model/registry.js';
-import { loadModelFile } from '../io/weights.js';
-import { NativeModel } from '../engine/native/model.js';
+import { createClassifier, type EngineName } from '../engine/classifier.js';
+import { PRESET_NAMES as IMAGE_PRESETS } from '../data/preprocess.js';
+import { LABEL_SET_NAMES, labelsFor, type LabelSetName } from '../data/labels.js';
+import { archOptions, engineOption, loadModel, type ArchOpts } from './model-commands.js';
 import { fetchDataset, type DatasetName } from '../data/fetch.js';
 import { downloadProgress } from './download-progress.js';
-import { BATCH, COUNT_OR_ALL, int, num, SEED, THREADS, type Range } from './args.js';
+import { BATCH, COUNT_OR_ALL, deprecatedAlias, int, num, SEED, THREADS, type Range } from './args.js';
 import { ALPHA, RESOLUTION } from './model-commands.js';
 import { refuseInputAsOutput } from '../util/outputs.js';
 import { PRESET_NAMES, resolvePreset, type PresetName, type TrainRecipe } from '../train/presets.js';
@@ -17,7 +18,7 @@ import { plotRun } from '../train/plot.js';
 
 
 interface TrainFlags {
-  preset: PresetName;
+  recipe: PresetName;
   full?: boolean;
   dataset?: string;
   data?: string;
@@ -66,7 +67,7 @@ const EPOCHS: Range = { min: 1, max: 100_000 };
 
 /** The recipe of `mnv2 train` flags: the preset's values, each overridable. */
 export function recipeFromFlags(o: TrainFlags): TrainRecipe {
-  const base = resolvePreset(o.preset, {}, o.full ?? false);
+  const base = resolvePreset(o.recipe, {}, o.full ?? false);
   let dataset = o.dataset;
   let dataDir = o.data;
   // Presets for image folders take the folder from --data.
@@ -77,7 +78,7 @@ export function recipeFromFlags(o: TrainFlags): TrainRecipe {
   const unit: Range = { min: 0, max: 1 };
   const positive: Range = { above: 0, max: 1e6 };
   const nonNegative: Range = { min: 0, max: 1e6 };
-  return resolvePreset(o.preset, {
+  return resolvePreset(o.recipe, {
     dataset, dataDir,
     arch: o.arch, alpha: num(o.alpha, '--alpha', ALPHA), resolution: int(o.resolution, '--resolution', RESOLUTION), dropout: num(o.dropout, '--dropout', { min: 0, max: 0.99 }),
     epochs: int(o.epochs, '--epochs', EPOCHS), batch: int(o.batch, '--batch', BATCH),
@@ -108,10 +109,10 @@ const DEFAULT_FETCH_DIR: Record<DatasetName, string> = { 'fashion-mnist': 'data/
 
 export function registerTrainCommands(program: Command): void {
   // ---- train ----
-  program
+  deprecatedAlias(program
     .command('train')
-    .description('train (or fine-tune) a MobileNetV2 with a preset recipe; every preset value can be overridden')
-    .addOption(new Option('--preset <name>', 'recipe').choices([...PRESET_NAMES]).default('fashion-mnist'))
+    .description('train (or fine-tune) a model with a recipe; every recipe value can be overridden'), 'preset', 'recipe', PRESET_NAMES)
+    .addOption(new Option('--recipe <name>', 'training recipe').choices([...PRESET_NAMES]).default('fashion-mnist'))
     .option('--full', 'fashion-mnist: the full-length recipe (all 60k images, 40 epochs) instead of the ~10-minute default')
     .option('--dataset <name|dir>', 'fashion-mnist, cifar10, or an image folder (class subfolders, or train/ + val/)')
     .option('--data <dir>', 'where the dataset is (paper-imagenet: the image folder)')
@@ -156,7 +157,7 @@ export function registerTrainCommands(program: Command): void {
     .option('--no-progress', 'no progress bars')
     .action(async (o: TrainFlags) => {
       const session = sessionFlags(o);
-      const recipe = o.resume ? resolvePreset(o.preset) : recipeFromFlags(o);
+      const recipe = o.resume ? resolvePreset(o.recipe) : recipeFromFlags(o);
       if (o.freezeBackbone && !o.weights && !o.resume) throw new Error('--freeze-backbone needs --weights (a trained backbone)');
       const r = await train({
         ...session, recipe, out: o.out, force: o.force, resume: o.resume, weights: o.weights, freezeBackbone: o.freezeBackbone,
@@ -166,35 +167,36 @@ export function registerTrainCommands(program: Command): void {
     });
 
   // ---- eval ----
-  program
-    .command('eval')
+  deprecatedAlias(engineOption(archOptions(program.command('eval'))), 'preset', 'preprocess', IMAGE_PRESETS)
     .description('evaluate weights on a dataset: top-1, top-5, per-class accuracy, confusion matrix')
-    .requiredOption('--weights <file>', 'weights: .safetensors, .pth or a catalogue name (mnv2 weights list)')
+    .option('--weights <file>', 'weights: .safetensors, .pth or a catalogue name (mnv2 weights list); default: the bundled Fashion-MNIST model')
     .requiredOption('--dataset <name|dir>', 'fashion-mnist, cifar10, or an image folder')
     .option('--data <dir>', 'where the dataset is (default: its usual place)')
     .addOption(new Option('--split <split>', 'split').choices(['test', 'train']).default('test'))
+    .addOption(new Option('--preprocess <name>', "image folders: the model's normalisation (default: the file's)").choices([...IMAGE_PRESETS]))
+    .addOption(new Option('--labels <name>', 'class names of the report (default: the dataset\'s)').choices([...LABEL_SET_NAMES]))
     .option('--batch <n>', 'batch size', '250')
     .option('--limit <n>', 'evaluate a fixed random subset of n images (0: all)')
     .option('--seed <n>', 'seed of the --limit subset', '0')
-    .option('--threads <n>', 'engine threads (default: all cores)')
     .option('--confusion <png>', 'write the confusion matrix as a PNG heat map')
     .option('--json', 'print {"top1", "top5", "correct", "total"} as JSON on stdout (and nothing else)')
     .option('--full-json', 'print the full result (per-class accuracy, confusion matrix) as JSON')
     .option('--no-progress', 'no progress bar')
-    .action(async (o: {
-      weights: string; dataset: string; data?: string; split: 'test' | 'train'; batch: string; limit?: string; seed: string;
-      threads?: string; confusion?: string; json?: boolean; fullJson?: boolean; progress: boolean;
+    .action(async (o: ArchOpts & {
+      weights?: string; dataset: string; data?: string; split: 'test' | 'train'; batch: string; limit?: string; seed: string;
+      engine?: EngineName; threads?: string; preprocess?: string; labels?: LabelSetName; confusion?: string; json?: boolean; fullJson?: boolean; progress: boolean;
     }) => {
       const limit = int(o.limit, '--limit', COUNT_OR_ALL) ?? 0;
       const seed = int(o.seed, '--seed', SEED)!;
       const threads = int(o.threads, '--threads', THREADS);
       const batch = int(o.batch, '--batch', BATCH);
       refuseInputAsOutput({ path: o.confusion, flag: '--confusion' }, [{ path: o.weights, flag: '--weights' }]);
-      if (!existsSync(o.weights)) throw new Error(`${o.weights}: no such weights file`);
-      const m = loadModelFile(o.weights);
-      const src = await openDataset(o.dataset, o.split, { dir: o.data, resolution: m.graph.config.resolution, preprocess: m.info.preprocess });
-      const ds = limitDataset(src.dataset, limit, seed);
-      const model = new NativeModel(m.graph, m.weights, { threads });
+      const m = loadModel(o, true);
+      const src = await openDataset(o.dataset, o.split, { dir: o.data, resolution: m.graph.config.resolution, preprocess: o.preprocess ?? m.info.preprocess });
+      const named = o.labels ? { ...src.dataset, classes: labelsFor(o.labels) } : src.dataset;
+      const ds = limitDataset(named, limit, seed);
+      const clf = await createClassifier(m.graph, m.weights, o.engine, threads);
+      const model = { numClasses: m.graph.config.numClasses, predict: (x: Float32Array, n: number) => clf.run(x, n) };
       const pb = progressBar(o.progress && Boolean(process.stderr.isTTY), `evaluating |{bar}| {value}/{total} images | {speed} img/s | ETA {eta_formatted}`);
       pb?.start(ds.count, 0, { speed: '-' });
       const t0 = performance.now();
@@ -205,6 +207,7 @@ export function registerTrainCommands(program: Command): void {
         });
       } finally {
         pb?.stop();
+        await clf.release();
       }
       const secs = (performance.now() - t0) / 1000;
       if (o.confusion) await writeConfusionPng(r, o.confusion);
@@ -213,7 +216,7 @@ export function registerTrainCommands(program: Command): void {
       } else if (o.fullJson) {
         process.stdout.write(`${JSON.stringify({ dataset: ds.name, ...evalToJSON(r) }, null, 2)}\n`);
       } else {
-        console.log(`${o.weights} on ${ds.name} (${ds.count} images, ${formatDuration(secs)}, ${(ds.count / secs).toFixed(1)} img/s)`);
+        console.log(`${o.weights ?? 'the bundled model'} on ${ds.name}, ${clf.engine} engine (${ds.count} images, ${formatDuration(secs)}, ${(ds.count / secs).toFixed(1)} img/s)`);
         console.log(formatEvalReport(r));
         if (o.confusion) console.log(`confusion matrix: ${o.confusion}`);
       }

@@ -42,8 +42,11 @@ export async function loadImageFolder(
   classes.forEach((c, label) => {
     const cdir = join(root, c);
     if (!existsSync(cdir)) return;
-    listImages(cdir).forEach((f, i) => {
-      const isVal = i % 10 === 9;
+    const imgs = listImages(cdir);
+    // Held out: every 10th image, or the last one of a class with fewer than 10 (a few-shot folder still has a test split).
+    const held = (i: number): boolean => (imgs.length >= 10 ? i % 10 === 9 : imgs.length >= 2 && i === imgs.length - 1);
+    imgs.forEach((f, i) => {
+      const isVal = held(i);
       if (holdout === 'none' || (holdout === 'test') === isVal) files.push({ path: join(cdir, f), label });
     });
   });

@@ -46,7 +46,8 @@ export async function openDataset(
   }
   const preprocess = opts.preprocess ?? 'torchvision';
   if (preprocess !== 'torchvision' && preprocess !== 'keras') {
-    throw new Error(`dataset '${name}': image folders are normalised like torchvision or keras models, not '${preprocess}'`);
+    throw new Error(`dataset '${name}': image folders are normalised like torchvision or keras models, not '${preprocess}'` +
+      (preprocess === 'fashion-mnist' ? ' (the Fashion-MNIST model takes 32x32 greyscale garments: fine-tune photos from ImageNet weights, e.g. a torchvision state dict)' : ''));
   }
   const { mean, std } = imagePreset(preprocess);
   const ds = await loadImageFolder(dir, split, opts.resolution ?? 224, opts.onProgress);

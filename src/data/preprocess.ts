@@ -244,16 +244,14 @@ function readError(path: string, err: unknown): Error {
   return new Error(`could not read image '${path}': ${msg.trim()}`, { cause: err });
 }
 
-/** Decode, orient, de-alpha, colour-convert and resize an encoded image; returns 8-bit HWC pixels. */
+/** Decode, orient, de-alpha, colour-convert and resize an image; returns 8-bit HWC pixels. `input` makes a fresh pipeline. */
 async function decode(
-  buf: Uint8Array,
+  input: () => sharp.Sharp,
   source: string,
   p: Preset,
   opts: LoadImageOptions,
 ): Promise<{ data: Uint8Array; width: number; height: number; channels: number }> {
-  if (buf.length === 0) throw readError(source, new Error('it is empty (0 bytes)'));
   try {
-    const input = (): sharp.Sharp => sharp(buf, { failOn: 'error', ...(opts.maxPixels !== undefined && { limitInputPixels: opts.maxPixels }) });
     const meta = await input().metadata();
     // Dimensions after EXIF orientation.
     const w0 = meta.autoOrient?.width ?? meta.width;
@@ -325,7 +323,17 @@ export async function loadImage(path: string, p: Preset, opts: LoadImageOptions 
  * Errors name `source` as loadImage's name the file.
  */
 export async function loadImageBuffer(buf: Uint8Array, p: Preset, opts: LoadImageOptions = {}, source = 'buffer'): Promise<Float32Array> {
-  const { data, width, height, channels } = await decode(buf, source, p, opts);
+  if (buf.length === 0) throw readError(source, new Error('it is empty (0 bytes)'));
+  const input = (): sharp.Sharp => sharp(buf, { failOn: 'error', ...(opts.maxPixels !== undefined && { limitInputPixels: opts.maxPixels }) });
+  return loadImageSharp(input, p, opts, source);
+}
+
+/**
+ * Preprocess the image of a sharp pipeline (raw pixels, a caller's `sharp()` instance, ...); `input` returns a
+ * fresh pipeline each call (e.g. `() => instance.clone()`), since the metadata and the pixels are read separately.
+ */
+export async function loadImageSharp(input: () => sharp.Sharp, p: Preset, opts: LoadImageOptions = {}, source = 'image'): Promise<Float32Array> {
+  const { data, width, height, channels } = await decode(input, source, p, opts);
   return normalizeHWC(data, width, height, channels, p);
 }
 

@@ -3,6 +3,7 @@
  * Both run the same weights and must agree (tests check it).
  */
 import { NativeModel } from './native/model.js';
+import { ENABLE_NATIVE, nativeAvailable } from './native/binding.js';
 import type { ProgramCacheStats } from './native/program-cache.js';
 import { OrtModel } from './onnx/session.js';
 import { exportOnnx } from './onnx/export.js';
@@ -20,10 +21,23 @@ export interface Classifier {
   programs?(): ProgramCacheStats;
 }
 
-export async function createClassifier(graph: Graph, weights: StateDict, engine: EngineName, threads?: number): Promise<Classifier> {
+let noticed = false;
+
+/** The engine asked for, else native when the addon is built, else ONNX Runtime with a one-line notice. */
+export function resolveEngine(engine?: EngineName): EngineName {
+  if (engine) return engine;
+  if (nativeAvailable()) return 'native';
+  if (!noticed) console.error(`mnv2: native engine not built, using ONNX Runtime (to enable it: ${ENABLE_NATIVE})`);
+  noticed = true;
+  return 'ort';
+}
+
+export async function createClassifier(graph: Graph, weights: StateDict, requested: EngineName | undefined, threads?: number): Promise<Classifier> {
+  const engine = resolveEngine(requested);
   if (engine === 'native') {
     const m = new NativeModel(graph, weights, { threads });
-    return { engine, run: async (x, n) => m.predict(x, n), release: async () => {}, programs: () => m.programStats() };
+    // On a worker thread: the event loop stays free while a batch runs (serve --engine native).
+    return { engine, run: async (x, n) => (await m.forward(x, n)).logits, release: async () => {}, programs: () => m.programStats() };
   }
   if (engine === 'ort') return ortClassifier(exportOnnx(graph, weights), threads);
   throw new Error(`unknown engine '${String(engine)}' (expected native or ort)`);
@@ -35,14 +49,5 @@ export async function ortClassifier(model: Uint8Array | string, threads?: number
   return { engine: 'ort', run: (x, n) => m.run(x, n), release: () => m.release() };
 }
 
-/** Indices and softmax probabilities of the k largest logits of row `i`. */
-export function topK(logits: Float32Array, classes: number, i: number, k: number): { index: number; prob: number }[] {
-  const row = logits.subarray(i * classes, (i + 1) * classes);
-  const max = row.reduce((a, b) => Math.max(a, b), -Infinity);
-  const exps = Array.from(row, (v) => Math.exp(v - max));
-  const sum = exps.reduce((a, b) => a + b, 0);
-  return exps
-    .map((e, index) => ({ index, prob: e / sum }))
-    .sort((a, b) => b.prob - a.prob)
-    .slice(0, Math.min(k, classes));
-}
+/** Top-k decoding of a classifier's logits (the classification task's). */
+export { topK } from '../task/classification.js';

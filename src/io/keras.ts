@@ -50,7 +50,13 @@ export async function readKerasH5(file: string): Promise<KerasWeights> {
     } catch (e) {
       throw new Error(`${file}: ${describeHdf5Error(e)}`);
     }
-    return readLayers(h5wasm, f, file);
+    try {
+      return readLayers(h5wasm, f, file);
+    } catch (e) {
+      // A damaged file fails inside HDF5 too (object headers, symbol tables): its error stack, named.
+      if (e instanceof Error && e.message.startsWith(`${file}: `)) throw e;
+      throw new Error(`${file}: ${describeHdf5Error(e)}`);
+    }
   } finally {
     f?.close();
     module.deactivate_throwing_error_handler();

@@ -33,9 +33,7 @@ export interface TfjsTopologyInfo {
 
 /** Import a TF.js layers model.json of a Keras MobileNetV2 or MobileNet. Options override what the topology says. */
 export function importTfjs(file: string, opts: KerasImportOptions = {}): ImportedModel {
-  const json = readModelJson(file);
-  const topo = topologyInfo(json.modelTopology, file);
-  const layers = readTfjsWeights(json.weightsManifest, path.dirname(file), file);
+  const { topology: topo, layers } = readTfjsModel(file);
   const m = kerasToModel(layers, file, {
     ...opts,
     alpha: opts.alpha ?? topo.alpha,
@@ -51,6 +49,12 @@ export function importTfjs(file: string, opts: KerasImportOptions = {}): Importe
 
 /** tensorflowjs_converter's model.json of a MobileNetV2 is ~100 KB; anything this large is not one. */
 const MAX_MODEL_JSON_BYTES = 64 << 20;
+
+/** A model.json's topology facts and its weights (shards read beside it), not yet mapped to a model. */
+export function readTfjsModel(file: string): { topology: TfjsTopologyInfo; layers: KerasWeights } {
+  const json = readModelJson(file);
+  return { topology: topologyInfo(json.modelTopology, file), layers: readTfjsWeights(json.weightsManifest, path.dirname(file), file) };
+}
 
 function readModelJson(file: string): { modelTopology: unknown; weightsManifest: unknown } {
   const text = readFileBounded(file, { maxBytes: MAX_MODEL_JSON_BYTES, limitWhat: 'a model.json may have' }).toString('utf8');

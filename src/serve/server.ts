@@ -10,7 +10,7 @@
 import { performance } from 'node:perf_hooks';
 import Fastify, { type FastifyError, type FastifyInstance } from 'fastify';
 import type { Classifier } from '../engine/classifier.js';
-import { topK } from '../engine/classifier.js';
+import { topK } from '../task/classification.js';
 import { loadImageBuffer, type Preset } from '../data/preprocess.js';
 import { Batcher } from './batcher.js';
 import { PROMETHEUS_CONTENT_TYPE, serverMetrics, type ServerMetrics } from './metrics.js';

@@ -16,7 +16,7 @@ import { dirname, join, resolve } from 'node:path';
 import os from 'node:os';
 import cliProgress from 'cli-progress';
 import { NativeModel } from '../engine/native/model.js';
-import { softmaxCrossEntropy } from '../engine/native/loss.js';
+import { softmaxCrossEntropy } from '../task/classification.js';
 import { assertConverging } from './divergence.js';
 import { exportOnnx } from '../engine/onnx/export.js';
 import type { Graph, LinearNode } from '../model/graph.js';

@@ -8,7 +8,7 @@ import { writeFileAtomic } from '../util/atomic-write.js';
 import sharp from 'sharp';
 import { BatchLoader } from '../data/loader.js';
 import type { Dataset, InputConvention } from '../data/dataset.js';
-import { rowMax } from '../engine/native/loss.js';
+import { rowMax } from '../task/classification.js';
 
 export interface ClassAccuracy {
   index: number;

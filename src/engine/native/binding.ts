@@ -24,6 +24,8 @@ export type ActFormat = 'nhwc' | 'nChw16c' | 'nChw8c' | 'nchw';
 
 export interface NativeProgram {
   run(segment: number): void;
+  /** Runs the segment on a libuv worker thread; until it settles, run/runAsync/weightsChanged throw. */
+  runAsync(segment: number): Promise<void>;
   weightsChanged(): void;
   implementations(): string[];
   /** Bytes of memory the program allocated (activations, workspaces, weight layouts). */
@@ -49,15 +51,28 @@ function findRoot(): string {
   return dir;
 }
 
+/** How to get the native engine, for messages. */
+export const ENABLE_NATIVE = 'install oneDNN (apt-get install -y libdnnl-dev) and rebuild the addon (npm rebuild mobilenetv2-ts; in a clone: npm run install)';
+
 export function native(): Addon {
   if (addon) return addon;
   const file = path.join(findRoot(), 'build', 'Release', 'mnv2.node');
   if (!existsSync(file)) {
-    throw new Error(`mnv2: the native engine is not built (${file} missing). Install oneDNN (apt-get install -y libdnnl-dev) and run npm ci (or npm run install).`);
+    throw new Error(`mnv2: the native engine is not built (${file} missing): ${ENABLE_NATIVE}`);
   }
   passiveWaitByDefault();
   addon = createRequire(import.meta.url)(file) as Addon;
   return addon;
+}
+
+/** Whether the oneDNN addon is built and loads. */
+export function nativeAvailable(): boolean {
+  try {
+    native();
+    return true;
+  } catch {
+    return false;
+  }
 }
 
 /**

@@ -11,6 +11,8 @@ import type { FoldedConv, FoldedGraph, FoldedNode } from '../../model/fold.js';
 export const INFER_IO = {
   input: 'io.input',
   logits: 'io.logits',
+  /** The pooled features the classifier reads, [N, C] (what `embed` returns). */
+  features: 'io.features',
   weight: (conv: string) => `fold.${conv}.weight`,
   bias: (conv: string) => `fold.${conv}.bias`,
 } as const;
@@ -126,6 +128,7 @@ export function buildInferProgram(fg: FoldedGraph, batch: number, ext: Externals
       case 'avgpool': {
         const y = b.temp(outDims);
         seg.push({ op: 'pool', name: n.name, src: val.get(n.inputs[0]!)!, dst: y });
+        seg.push({ op: 'reorder', name: `${n.name}.features`, src: y, dst: b.plain(outDims, ext.get(INFER_IO.features)) });
         define(n.output, y);
         doneReading(n.inputs[0]!);
         break;

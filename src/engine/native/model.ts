@@ -1,16 +1,18 @@
 /**
- * A MobileNetV2 on the native oneDNN engine: eval-mode inference, and training steps (forward with batch
- * statistics, softmax cross-entropy, backward) that leave every parameter gradient in `grads`.
+ * A model on the native oneDNN engine: eval-mode inference, and training steps (forward with batch statistics,
+ * a task's loss on the named outputs, backward seeded from its output gradients) that leave every parameter
+ * gradient in `grads`.
  */
 import os from 'node:os';
 import { native, setThreads, type ActFormat, type NativeProgram, type ProgramSpec } from './binding.js';
 import { buildTrainProgram, dims4, TRAIN_IO, type Externals } from './plan.js';
 import { buildInferProgram, foldedWeights, INFER_IO } from './infer-plan.js';
 import { foldBatchNorm, type FoldedGraph } from '../../model/fold.js';
-import { numel, type BatchNormNode, type DropoutNode, type Graph } from '../../model/graph.js';
+import { LOGITS, numel, type BatchNormNode, type DropoutNode, type Graph } from '../../model/graph.js';
 import { checkStateDict, checkWeightValues, initWeights, type StateDict } from '../../model/weights.js';
 import { assertFiniteInput } from '../../util/finite.js';
-import { softmaxCrossEntropy } from './loss.js';
+import { classification } from '../../task/classification.js';
+import type { Task, TaskLoss } from '../../task/task.js';
 import { Rng } from '../../util/rng.js';
 import { ProgramCache, type ProgramCacheStats } from './program-cache.js';
 
@@ -90,6 +92,9 @@ export class NativeModel {
   private fgCache: FoldedGraph | null = null;
   private version = 0;
   private foldedVersion = -1;
+  // forward() calls run one at a time; pending counts those queued or on a worker thread.
+  private queue: Promise<unknown> = Promise.resolve();
+  private pending = 0;
 
   constructor(graph: Graph, weights?: StateDict, opts: NativeOptions = {}) {
     this.graph = graph;
@@ -117,6 +122,7 @@ export class NativeModel {
 
   /** Replace the weights with those of a state dict (checked against the graph). */
   loadStateDict(sd: StateDict, source = 'state dict'): void {
+    this.checkIdle('loadStateDict');
     checkStateDict(this.graph, sd, source, true);
     checkWeightValues(this.graph, sd, source);
     for (const [k, v] of this.weights) {
@@ -152,6 +158,37 @@ export class NativeModel {
 
   /** Eval-mode forward (running statistics, BN folded into the convs). Returns logits [N, classes] (a copy). */
   predict(input: Float32Array, batch: number): Float32Array {
+    const p = this.inferProgram(input, batch);
+    p.prog.run(0);
+    return p.io.get(INFER_IO.logits).slice();
+  }
+
+  /**
+   * `predict` on a libuv worker thread, so the event loop stays free, also returning the pooled features
+   * the classifier reads ([N, C], C = 1280·max(1, α) for torchvision's layout). Calls queue one after
+   * another; while one runs, the synchronous methods (`predict`, `trainStep`, `loadStateDict`) throw
+   * instead of touching the buffers the native side is reading.
+   */
+  forward(input: Float32Array, batch: number): Promise<{ logits: Float32Array; features: Float32Array }> {
+    const run = async (): Promise<{ logits: Float32Array; features: Float32Array }> => {
+      const p = this.inferProgram(input, batch, true);
+      await p.prog.runAsync(0);
+      return { logits: p.io.get(INFER_IO.logits).slice(), features: p.io.get(INFER_IO.features).slice() };
+    };
+    this.pending++;
+    const result = this.queue.then(run).finally(() => this.pending--);
+    this.queue = result.catch(() => undefined);
+    return result;
+  }
+
+  /** Throws while a `forward` runs on a worker thread: its buffers must not change meanwhile. */
+  private checkIdle(fn: string): void {
+    if (this.pending > 0) throw new Error(`NativeModel.${fn}: a forward() is queued or running on a worker thread; await it first`);
+  }
+
+  /** The compiled inference program for `batch` with `input` copied in and the folded weights up to date. */
+  private inferProgram(input: Float32Array, batch: number, fromQueue = false): { prog: NativeProgram; io: ArrayStore } {
+    if (!fromQueue) this.checkIdle('predict');
     this.checkInput(input, batch);
     if (this.foldedVersion !== this.version) {
       foldedWeights(this.foldedGraph(), this.folded);
@@ -164,11 +201,18 @@ export class NativeModel {
       const io = new ArrayStore(this.folded);
       io.ensure(INFER_IO.input, input.length);
       io.ensure(INFER_IO.logits, batch * this.graph.config.numClasses);
+      io.ensure(INFER_IO.features, batch * this.featureSize);
       p = this.compile(key, buildInferProgram(this.foldedGraph(), batch, io, this.actFormat, { fuseDepthwise: this.fuseDepthwise }), io, batch);
     }
     p.io.get(INFER_IO.input).set(input);
-    p.prog.run(0);
-    return p.io.get(INFER_IO.logits).slice();
+    return p;
+  }
+
+  /** Width of the pooled feature vector (the classifier's input). */
+  get featureSize(): number {
+    const pool = this.graph.nodes.find((n) => n.op === 'avgpool');
+    if (!pool) throw new Error('NativeModel: the graph has no global pool');
+    return numel(pool.shape);
   }
 
   /** The eval-mode folded graph of the current weights (refolded when they changed). */
@@ -206,8 +250,11 @@ export class NativeModel {
     const io = new ArrayStore({ get: (name) => this.weights.get(name) ?? this.gradArray(name) });
     const g = this.graph;
     io.ensure(TRAIN_IO.input, batch * numel(g.inputShape));
-    io.ensure(TRAIN_IO.logits, batch * g.config.numClasses);
-    io.ensure(TRAIN_IO.dlogits, batch * g.config.numClasses);
+    for (const o of g.outputs) {
+      const n = batch * numel(g.nodes.find((x) => x.output === o.value)?.shape ?? g.inputShape);
+      io.ensure(TRAIN_IO.output(o.name), n);
+      io.ensure(TRAIN_IO.outputGrad(o.name), n);
+    }
     if (inputGrad) io.ensure(TRAIN_IO.dinput, batch * numel(g.inputShape));
     for (const n of g.nodes) {
       if (n.op === 'bn') {
@@ -225,27 +272,34 @@ export class NativeModel {
   }
 
   /**
-   * One training-mode forward + loss + backward on a batch. Updates BN running statistics (PyTorch
-   * semantics: momentum 0.1, unbiased running variance) and leaves gradients in `grads`. No weight update.
+   * One training-mode forward + loss + backward on a batch for any task: the forward's named outputs go to
+   * `task.loss`, whose output gradients seed the backward. Updates BN running statistics (PyTorch semantics:
+   * momentum 0.1, unbiased running variance) and leaves gradients in `grads`. No weight update. The outputs
+   * returned are views valid until the next step.
    */
-  trainStep(input: Float32Array, labels: ArrayLike<number>, batch: number, opts: StepOptions = {}): StepResult {
+  step<T>(input: Float32Array, batch: number, task: Task<T>, target: T, opts: StepOptions = {}): TaskLoss & { outputs: ReadonlyMap<string, Float32Array> } {
+    this.checkIdle('step');
     this.checkInput(input, batch);
-    if (labels.length !== batch) throw new Error(`labels has ${labels.length} entries for batch ${batch}`);
-    const classes = this.graph.config.numClasses;
-    for (let i = 0; i < batch; i++) {
-      const l = labels[i]!;
-      if (!Number.isInteger(l) || l < 0 || l >= classes) throw new Error(`label ${l} at index ${i} is not a class index in [0, ${classes})`);
-    }
+    task.validate(target, batch);
     const p = this.trainProgram(batch, opts.inputGrad ?? false);
+    const outputs = new Map(this.graph.outputs.map((o) => [o.name, p.io.get(TRAIN_IO.output(o.name))] as const));
+    const grads = new Map(this.graph.outputs.map((o) => [o.name, p.io.get(TRAIN_IO.outputGrad(o.name))] as const));
     p.io.get(TRAIN_IO.input).set(input);
     for (const n of this.graph.nodes) if (n.op === 'dropout') this.drawMask(n, p.io.get(TRAIN_IO.mask(n.name)), opts.rng);
     p.prog.run(0);
     this.updateRunningStats(p.io, batch, opts.bnMomentum ?? 0.1);
-    const logits = p.io.get(TRAIN_IO.logits);
-    const { loss, correct } = softmaxCrossEntropy(logits, labels, batch, classes, p.io.get(TRAIN_IO.dlogits), opts.labelSmoothing ?? 0);
+    // An output the task has no loss on gets a zero gradient, not the previous step's.
+    for (const g of grads.values()) g.fill(0);
+    const r = task.loss(outputs, target, batch, grads);
     p.prog.run(1);
     this.weightsChanged();
-    return { loss, logits, correct };
+    return { ...r, outputs };
+  }
+
+  /** {@link step} for classification: softmax cross-entropy (optionally label-smoothed) on the logits. */
+  trainStep(input: Float32Array, labels: ArrayLike<number>, batch: number, opts: StepOptions = {}): StepResult {
+    const r = this.step(input, batch, classification(this.numClasses, { labelSmoothing: opts.labelSmoothing }), labels, opts);
+    return { loss: r.loss, logits: r.outputs.get(LOGITS)!, correct: r.counts['correct']! };
   }
 
   /** oneDNN's implementation of every compiled step ("name: impl"); `ref:` names a slow reference kernel. */

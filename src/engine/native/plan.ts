@@ -5,7 +5,7 @@
  * are recycled as soon as their last reader has been emitted.
  */
 import type { ActFormat, BufferSpec, OpSpec, ProgramSpec } from './binding.js';
-import { consumers, producer, type Graph } from '../../model/graph.js';
+import { consumers, isGraphOutput, producer, type Graph } from '../../model/graph.js';
 
 /** The caller-owned arrays a program reads and writes, by name. */
 export interface Externals {
@@ -107,8 +107,9 @@ export function unsupported(n: { op: string; name: string }, what: string): Erro
 /** Names of the per-step arrays a training program exchanges with TypeScript. */
 export const TRAIN_IO = {
   input: 'io.input',
-  logits: 'io.logits',
-  dlogits: 'io.dlogits',
+  /** A graph output, [N, ...shape] plain, by output name; and the gradient the task writes for it. */
+  output: (name: string) => `io.out.${name}`,
+  outputGrad: (name: string) => `io.dout.${name}`,
   dinput: 'io.dinput',
   batchMean: (bn: string) => `stat.${bn}.mean`,
   batchVar: (bn: string) => `stat.${bn}.var`,
@@ -118,7 +119,8 @@ export const TRAIN_IO = {
 
 /**
  * Training program. Segment 0: forward with batch statistics (BN batch mean/var written to `stat.*`).
- * Segment 1: backward from `io.dlogits`, writing `grad.*` (and `io.dinput` when inputGrad is set).
+ * Segment 1: backward seeded from the gradients of the graph outputs (`io.dout.<name>`, written by the task
+ * between the segments), writing `grad.*` (and `io.dinput` when inputGrad is set).
  */
 export function buildTrainProgram(graph: Graph, batch: number, ext: Externals, actFormat: ActFormat, inputGrad: boolean): ProgramSpec {
   const b = new ProgramBuilder(actFormat);
@@ -135,6 +137,8 @@ export function buildTrainProgram(graph: Graph, batch: number, ext: Externals, a
 
   // BN followed by its only consumer, a ReLU, runs as one fused primitive (oneDNN fuse_norm_relu).
   const fusedRelu = new Set<string>();
+  // Graph outputs an inner product writes straight into their plain output arrays.
+  const linearOutputs = new Set<string>();
   // Backward closures, run in reverse order once the forward is laid out.
   const backward: (() => void)[] = [];
   const grads = new Map<string, number>();
@@ -188,7 +192,7 @@ export function buildTrainProgram(graph: Graph, batch: number, ext: Externals, a
         const y = b.act(outDims);
         const c = n.channels;
         const next = users.get(n.output) ?? [];
-        const relu = next.length === 1 && next[0]!.op === 'act' && next[0]!.kind === 'relu';
+        const relu = next.length === 1 && next[0]!.op === 'act' && next[0]!.kind === 'relu' && !isGraphOutput(graph, n.output);
         const ws = relu ? b.ws() : undefined;
         if (relu) fusedRelu.add(next[0]!.name);
         const common = {
@@ -231,7 +235,7 @@ export function buildTrainProgram(graph: Graph, batch: number, ext: Externals, a
       case 'add': {
         // In place into an operand that only this add reads and whose producer's backward does not need it
         // (a BN output: BN backward reads the BN input), saving one activation per residual block.
-        const inPlace = n.inputs.find((v) => (users.get(v) ?? []).length === 1 && producer(graph, v)?.op === 'bn');
+        const inPlace = n.inputs.find((v) => (users.get(v) ?? []).length === 1 && !isGraphOutput(graph, v) && producer(graph, v)?.op === 'bn');
         const y = inPlace !== undefined ? val.get(inPlace)! : b.act(outDims);
         const [first, second] = inPlace === n.inputs[1] ? [n.inputs[1], n.inputs[0]] : n.inputs; // oneDNN: dst may alias src0
         fwd.push({ op: 'add', name: n.name, a: val.get(first)!, b: val.get(second)!, dst: y });
@@ -277,13 +281,17 @@ export function buildTrainProgram(graph: Graph, batch: number, ext: Externals, a
         break;
       }
       case 'linear': {
+        // The inner product writes plain [N, F]: only as a graph output read by no other node, for now.
+        const out = graph.outputs.find((o) => o.value === n.output);
+        if (!out || users.has(n.output)) throw new Error(`training plan: linear ${n.name} must compute a graph output that no other node reads`);
         const x = val.get(n.inputs[0]!)!;
         const wDims = [n.outF, n.inF, 1, 1];
         const w = param(`${n.name}.weight`, wDims);
-        const y = io(TRAIN_IO.logits, [batch, n.outF]);
+        const y = io(TRAIN_IO.output(out.name), [batch, n.outF]);
+        linearOutputs.add(n.output);
         fwd.push({ op: 'ip', name: n.name, src: x, wei: w, bias: param(`${n.name}.bias`, [n.outF]), dst: y, train: true });
         backward.push(() => {
-          const dy = io(TRAIN_IO.dlogits, [batch, n.outF]);
+          const dy = io(TRAIN_IO.outputGrad(out.name), [batch, n.outF]);
           bwd.push({ op: 'ip_bwd_weights', name: n.name, src: x, diff_dst: dy, diff_wei: grad(`${n.name}.weight`, wDims), diff_bias: grad(`${n.name}.bias`, [n.outF]) });
           const dx = b.temp(b.buffers[x]!.dims!);
           bwd.push({ op: 'ip_bwd_data', name: n.name, diff_dst: dy, wei: w, diff_src: dx });
@@ -296,7 +304,15 @@ export function buildTrainProgram(graph: Graph, batch: number, ext: Externals, a
         throw unsupported(n, 'native training');
     }
   }
-  if (graph.nodes.at(-1)?.op !== 'linear') throw new Error('training plan: the graph must end with the linear classifier');
+  // Other outputs live in activation buffers: copied out after the forward, their gradients copied in first.
+  for (const o of graph.outputs) {
+    if (linearOutputs.has(o.value)) continue;
+    const dims = b.buffers[val.get(o.value)!]!.dims!;
+    fwd.push({ op: 'reorder', name: `${o.name}.out`, src: val.get(o.value)!, dst: io(TRAIN_IO.output(o.name), dims) });
+    const d = b.temp(dims);
+    bwd.push({ op: 'reorder', name: `${o.name}.dout`, src: io(TRAIN_IO.outputGrad(o.name), dims), dst: d });
+    addGrad(o.value, d);
+  }
   for (let i = backward.length - 1; i >= 0; i--) backward[i]!();
   if (inputGrad) bwd.push({ op: 'reorder', name: 'dinput', src: takeGrad(graph.input), dst: io(TRAIN_IO.dinput, inDims) });
   return b.spec();

@@ -4,6 +4,9 @@
  * output `logits` float32 [batch, classes]; the model's family, config, preprocessing and labels travel in its
  * metadata_props, the same entries a safetensors model file has (src/io/metadata.ts).
  */
+// onnx-proto's declarations use protobufjs 6's global `Long` type: referenced here so that a consumer's
+// type check (skipLibCheck: false, any `types` setting) finds it.
+/// <reference types="long" preserve="true" />
 import onnxProto from 'onnx-proto';
 import type { BaseConfig } from '../../model/family.js';
 import { LOGITS, type EltwiseKind, type Graph } from '../../model/graph.js';
@@ -25,6 +28,8 @@ export const FORMAT_VERSION = '1';
 export const ONNX_INPUT = 'input';
 /** A classifier's output (graph output names are the ONNX output names). */
 export const ONNX_OUTPUT = LOGITS;
+/** The optional extra output of classifiers: the pooled features the classifier reads, [batch, C]. */
+export const ONNX_FEATURES = 'features';
 export const DEFAULT_OPSET = 17;
 
 export interface ExportOptions {
@@ -41,6 +46,8 @@ export interface ExportOptions {
    * activation follows), e.g. for inspecting activations. Float32 exports only.
    */
   extraOutputs?: readonly string[];
+  /** Also output the pooled features (`features`, float32 [batch, C]), for embeddings. */
+  features?: boolean;
 }
 
 const FLOAT = onnx.TensorProto.DataType.FLOAT;
@@ -128,6 +135,7 @@ export function foldedToOnnx(fg: FoldedGraph, config: BaseConfig, opts: ExportOp
   }
 
   let clipBounds: [string, string] | null = null;
+  let featureWidth = 0;
   const activation = (name: string, kind: EltwiseKind, x: string, y: string): void => {
     if (kind !== 'relu6') {
       node({ name, opType: kind === 'relu' ? 'Relu' : 'Sigmoid', input: [x], output: [y] });
@@ -173,6 +181,12 @@ export function foldedToOnnx(fg: FoldedGraph, config: BaseConfig, opts: ExportOp
         const pooled = `${n.name}.gap`;
         node({ name: n.name, opType: 'GlobalAveragePool', input: [x], output: [pooled] });
         node({ name: `${n.name}.flatten`, opType: 'Flatten', input: [pooled], output: [def(n.output)], attribute: [attrInt('axis', 1)] });
+        if (opts.features) {
+          const f = fp16 ? `${ONNX_FEATURES}.fp16` : ONNX_FEATURES;
+          node({ name: ONNX_FEATURES, opType: 'Identity', input: [v(n.output)], output: [f] });
+          if (fp16) node({ name: `${ONNX_FEATURES}.cast`, opType: 'Cast', input: [f], output: [ONNX_FEATURES], attribute: [attrInt('to', FLOAT)] });
+          featureWidth = n.shape[0]!;
+        }
         break;
       }
       case 'linear': {
@@ -230,7 +244,11 @@ export function foldedToOnnx(fg: FoldedGraph, config: BaseConfig, opts: ExportOp
       node: nodes,
       initializer: inits,
       input: [valueInfo(ONNX_INPUT, ['batch', c, h, w])],
-      output: [...fg.outputs.map((o) => valueInfo(o.name, ['batch', ...shapeOf(o.value)])), ...extraInfo],
+      output: [
+        ...fg.outputs.map((o) => valueInfo(o.name, ['batch', ...shapeOf(o.value)])),
+        ...(featureWidth ? [valueInfo(ONNX_FEATURES, ['batch', featureWidth])] : []),
+        ...extraInfo,
+      ],
     },
     metadataProps: Object.entries({ ...encodeModelInfo({ ...opts.info, config }), [FORMAT_KEY]: FORMAT_VERSION }).map(([key, value]) => ({ key, value })),
   };

@@ -2,7 +2,7 @@
 import { readFile } from 'node:fs/promises';
 import os from 'node:os';
 import * as ort from 'onnxruntime-node';
-import { ONNX_INPUT, ONNX_OUTPUT, readOnnxConfig } from './export.js';
+import { ONNX_FEATURES, ONNX_INPUT, ONNX_OUTPUT, readOnnxConfig } from './export.js';
 import { assertFiniteInput } from '../../util/finite.js';
 
 export interface OrtModelOptions {
@@ -67,6 +67,11 @@ export class OrtModel {
 
   /** Run a batch: `input` is float32 NCHW of length batch·C·H·W; returns logits [batch, numClasses] row-major. */
   async run(input: Float32Array, batch: number): Promise<Float32Array> {
+    return (await this.forward(input, batch)).logits;
+  }
+
+  /** Logits, and the pooled features [batch, C] of a model exported with `features: true` (else undefined). */
+  async forward(input: Float32Array, batch: number): Promise<{ logits: Float32Array; features?: Float32Array }> {
     if (!this.session) throw new Error('OrtModel: run() after release()');
     if (!Number.isInteger(batch) || batch < 1) throw new Error(`OrtModel.run: batch must be a positive integer, got ${batch}`);
     const [c, h, w] = this.inputShape;
@@ -77,14 +82,11 @@ export class OrtModel {
     assertFiniteInput(input, batch);
     const feeds = { [this.inputName]: new ort.Tensor('float32', input, [batch, c, h, w]) };
     const out = await this.session.run(feeds);
-    const t = out[this.outputName];
-    if (!t) throw new Error(`OrtModel.run: the model produced no output ${this.outputName}`);
-    if (t.type !== 'float32') throw new Error(`OrtModel.run: output ${this.outputName} is ${t.type}, expected float32`);
-    const data = t.data as Float32Array;
-    if (data.length !== batch * this.numClasses) {
-      throw new Error(`OrtModel.run: output has ${data.length} values, expected ${batch}·${this.numClasses}`);
+    const logits = floatOutput(out, this.outputName);
+    if (logits.length !== batch * this.numClasses) {
+      throw new Error(`OrtModel.run: output has ${logits.length} values, expected ${batch}·${this.numClasses}`);
     }
-    return data;
+    return { logits, features: out[ONNX_FEATURES] ? floatOutput(out, ONNX_FEATURES) : undefined };
   }
 
   async release(): Promise<void> {
@@ -94,4 +96,11 @@ export class OrtModel {
       await s.release();
     }
   }
+}
+
+function floatOutput(out: ort.InferenceSession.OnnxValueMapType, name: string): Float32Array {
+  const t = out[name];
+  if (!t) throw new Error(`OrtModel.run: the model produced no output ${name}`);
+  if (t.type !== 'float32') throw new Error(`OrtModel.run: output ${name} is ${t.type}, expected float32`);
+  return t.data as Float32Array;
 }
