@@ -201,11 +201,16 @@ export class NativeModel {
       const io = new ArrayStore(this.folded);
       io.ensure(INFER_IO.input, input.length);
       io.ensure(INFER_IO.logits, batch * this.graph.config.numClasses);
-      io.ensure(INFER_IO.features, batch * this.featureSize);
+      // Graphs without a global pool have no features; the plan then names what it cannot run.
+      if (this.hasPool) io.ensure(INFER_IO.features, batch * this.featureSize);
       p = this.compile(key, buildInferProgram(this.foldedGraph(), batch, io, this.actFormat, { fuseDepthwise: this.fuseDepthwise }), io, batch);
     }
     p.io.get(INFER_IO.input).set(input);
     return p;
+  }
+
+  private get hasPool(): boolean {
+    return this.graph.nodes.some((n) => n.op === 'avgpool');
   }
 
   /** Width of the pooled feature vector (the classifier's input). */
