@@ -32,7 +32,7 @@ export function registerDetectCommand(program: Command): void {
     .option('--weights <file>', 'SSDLite model file (.safetensors with metadata)')
     .option('--out <file>', 'write the photo with the boxes drawn (PNG)')
     .option('--json', 'print the detections as JSON')
-    .option('--score <s>', 'score threshold', '0.3')
+    .option('--score <s>', 'score threshold (0.5, as the TF OD API draws; lower it to see more)', '0.5')
     .option('--max <n>', 'at most this many detections', '100')
     .option('--threads <n>', 'ONNX Runtime threads', '1')
     .action(async (image: string | undefined, o: DetectOpts) => {
