@@ -8,7 +8,7 @@ import { native, setThreads, type ActFormat, type NativeProgram, type ProgramSpe
 import { buildTrainProgram, dims4, TRAIN_IO, type Externals } from './plan.js';
 import { buildInferProgram, foldedWeights, INFER_IO } from './infer-plan.js';
 import { foldBatchNorm, type FoldedGraph } from '../../model/fold.js';
-import { LOGITS, numel, type BatchNormNode, type DropoutNode, type Graph } from '../../model/graph.js';
+import { LOGITS, numel, type BatchNormNode, type DropoutNode, type Graph, type GraphNode } from '../../model/graph.js';
 import { checkStateDict, checkWeightValues, initWeights, type StateDict } from '../../model/weights.js';
 import { assertFiniteInput } from '../../util/finite.js';
 import { classification } from '../../task/classification.js';
@@ -80,6 +80,8 @@ class ArrayStore implements Externals {
 
 export class NativeModel {
   readonly graph: Graph;
+  // The global pool whose output forward() returns as features (none in detection graphs).
+  private readonly pool: GraphNode | undefined;
   /** Parameters and BN buffers (PyTorch state-dict names). Update in place; call `weightsChanged()` after. */
   readonly weights: StateDict;
   /** Gradients of every parameter after `trainStep`. */
@@ -98,6 +100,7 @@ export class NativeModel {
 
   constructor(graph: Graph, weights?: StateDict, opts: NativeOptions = {}) {
     this.graph = graph;
+    this.pool = graph.nodes.find((n) => n.op === 'avgpool');
     this.actFormat = opts.actFormat ?? native().info().actFormat;
     this.fuseDepthwise = opts.fuseDepthwise ?? true;
     this.programs = new ProgramCache(opts.programCacheBytes ?? DEFAULT_PROGRAM_CACHE_BYTES);
@@ -202,22 +205,17 @@ export class NativeModel {
       io.ensure(INFER_IO.input, input.length);
       io.ensure(INFER_IO.logits, batch * this.graph.config.numClasses);
       // Graphs without a global pool have no features; the plan then names what it cannot run.
-      if (this.hasPool) io.ensure(INFER_IO.features, batch * this.featureSize);
+      if (this.pool) io.ensure(INFER_IO.features, batch * this.featureSize);
       p = this.compile(key, buildInferProgram(this.foldedGraph(), batch, io, this.actFormat, { fuseDepthwise: this.fuseDepthwise }), io, batch);
     }
     p.io.get(INFER_IO.input).set(input);
     return p;
   }
 
-  private get hasPool(): boolean {
-    return this.graph.nodes.some((n) => n.op === 'avgpool');
-  }
-
   /** Width of the pooled feature vector (the classifier's input). */
   get featureSize(): number {
-    const pool = this.graph.nodes.find((n) => n.op === 'avgpool');
-    if (!pool) throw new Error('NativeModel: the graph has no global pool');
-    return numel(pool.shape);
+    if (!this.pool) throw new Error('NativeModel: the graph has no global pool');
+    return numel(this.pool.shape);
   }
 
   /** The eval-mode folded graph of the current weights (refolded when they changed). */
