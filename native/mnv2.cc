@@ -457,7 +457,11 @@ class Program : public Napi::ObjectWrap<Program> {
       Buffer &src = buf(o, bwd ? "diff_src" : "src", "act"), &dst = buf(o, bwd ? "diff_dst" : "dst", "act");
       if (src.shape.size() != 4 || dst.shape != dims{src.shape[0], src.shape[1], 1, 1}) fail("global pooling from " + dimsStr(src.shape) + " to " + dimsStr(dst.shape));
       dims kernel{src.shape[2], src.shape[3]}, zero{0, 0};
-      pooling_forward::primitive_desc fpd({prop_kind::forward_training, algorithm::pooling_avg_exclude_padding, src.mem.get_desc(), dst.mem.get_desc(), kernel, kernel, zero, zero}, eng_);
+      // Global max pooling (a feature extractor's pooling: 'max') runs forward only: its backward needs a workspace.
+      bool max = flag(o, "max");
+      if (max && bwd) fail("global max pooling has no backward in the native engine");
+      pooling_forward::primitive_desc fpd({max ? prop_kind::forward_inference : prop_kind::forward_training, max ? algorithm::pooling_max : algorithm::pooling_avg_exclude_padding,
+                                           src.mem.get_desc(), dst.mem.get_desc(), kernel, kernel, zero, zero}, eng_);
       if (!bwd) {
         seg.push_back({pooling_forward(fpd), {{DNNL_ARG_SRC, src.mem}, {DNNL_ARG_DST, dst.mem}}, name});
       } else {
@@ -511,33 +515,47 @@ class Program : public Napi::ObjectWrap<Program> {
   }
 
   // Inner product with 4-D [N, C, 1, 1] activations, weights [O, C, 1, 1] (plain; the bytes of PyTorch's [O, C]).
+  // The output (or its gradient) is plain [N, O], or an act [N, O, 1, 1] buffer (a hidden layer of a head that
+  // the next ops read as an activation), reached through a plain [N, O] copy.
   void compileInnerProduct(const Napi::Object &o, std::vector<Step> &seg, const std::string &op, const std::string &name) {
     bool bwdData = op == "ip_bwd_data", bwdW = op == "ip_bwd_weights";
     Buffer &x = buf(o, bwdData ? "diff_src" : "src", "act");
     Buffer &w = buf(o, bwdW ? "diff_wei" : "wei", "plain");
-    Buffer &y = buf(o, op == "ip" ? "dst" : "diff_dst", "plain");
+    Buffer &yb = buf(o, op == "ip" ? "dst" : "diff_dst");
     if (x.shape.size() != 4 || x.shape[2] != 1 || x.shape[3] != 1) fail("inner product input must be [N, C, 1, 1], got " + dimsStr(x.shape));
     int64_t n = x.shape[0], c = x.shape[1];
     if (w.shape.size() != 4 || w.shape[1] != c || w.shape[2] != 1 || w.shape[3] != 1) fail("inner product weights must be [O, " + std::to_string(c) + ", 1, 1], got " + dimsStr(w.shape));
     int64_t out = w.shape[0];
-    expectDims(y, {n, out}, "inner product output");
-    memory::desc xMd = x.mem.get_desc(), wMd(w.shape, dt::f32, tag::any), bMd({out}, dt::f32, tag::a), yMd = y.mem.get_desc();
+    memory ym = yb.mem;
+    if (yb.layout == "act") {
+      expectDims(yb, {n, out, 1, 1}, "inner product output");
+      ym = owned(memory::desc({n, out}, dt::f32, tag::ab));
+      memory view(memory::desc({n, out, 1, 1}, dt::f32, tag::nchw), eng_, ym.get_data_handle());
+      if (op == "ip") pendingOut_.push_back({reorder(view, yb.mem), {{DNNL_ARG_FROM, view}, {DNNL_ARG_TO, yb.mem}}, name + ".out"});
+      else seg.push_back({reorder(yb.mem, view), {{DNNL_ARG_FROM, yb.mem}, {DNNL_ARG_TO, view}}, name + ".dout"});
+    } else if (yb.layout == "plain") {
+      expectDims(yb, {n, out}, "inner product output");
+    } else {
+      fail("inner product output must be a plain or act buffer");
+    }
+    memory::desc xMd = x.mem.get_desc(), wMd(w.shape, dt::f32, tag::any), bMd({out}, dt::f32, tag::a), yMd = ym.get_desc();
     inner_product_forward::primitive_desc fpd({flag(o, "train") || op != "ip" ? prop_kind::forward_training : prop_kind::forward_inference, xMd, wMd, bMd, yMd}, eng_);
     if (op == "ip") {
       Buffer &b = buf(o, "bias", "plain");
       expectDims(b, {out}, "inner product bias");
       memory wm = adapt(w.mem, fpd.weights_desc(), seg, true, name);
-      seg.push_back({inner_product_forward(fpd), {{DNNL_ARG_SRC, x.mem}, {DNNL_ARG_WEIGHTS, wm}, {DNNL_ARG_BIAS, b.mem}, {DNNL_ARG_DST, y.mem}}, name});
+      seg.push_back({inner_product_forward(fpd), {{DNNL_ARG_SRC, x.mem}, {DNNL_ARG_WEIGHTS, wm}, {DNNL_ARG_BIAS, b.mem}, {DNNL_ARG_DST, ym}}, name});
+      flushOut(seg);
     } else if (bwdData) {
       inner_product_backward_data::primitive_desc pd({xMd, wMd, yMd}, eng_, fpd);
       memory wm = adapt(w.mem, pd.weights_desc(), seg, true, name);
-      seg.push_back({inner_product_backward_data(pd), {{DNNL_ARG_DIFF_DST, y.mem}, {DNNL_ARG_WEIGHTS, wm}, {DNNL_ARG_DIFF_SRC, x.mem}}, name});
+      seg.push_back({inner_product_backward_data(pd), {{DNNL_ARG_DIFF_DST, ym}, {DNNL_ARG_WEIGHTS, wm}, {DNNL_ARG_DIFF_SRC, x.mem}}, name});
     } else {
       Buffer &db = buf(o, "diff_bias", "plain");
       expectDims(db, {out}, "inner product diff_bias");
       inner_product_backward_weights::primitive_desc pd({xMd, wMd, bMd, yMd}, eng_, fpd);
       memory wm = adapt(w.mem, pd.diff_weights_desc(), seg, false, name);
-      seg.push_back({inner_product_backward_weights(pd), {{DNNL_ARG_SRC, x.mem}, {DNNL_ARG_DIFF_DST, y.mem}, {DNNL_ARG_DIFF_WEIGHTS, wm}, {DNNL_ARG_DIFF_BIAS, db.mem}}, name});
+      seg.push_back({inner_product_backward_weights(pd), {{DNNL_ARG_SRC, x.mem}, {DNNL_ARG_DIFF_DST, ym}, {DNNL_ARG_DIFF_WEIGHTS, wm}, {DNNL_ARG_DIFF_BIAS, db.mem}}, name});
       flushOut(seg);
     }
   }

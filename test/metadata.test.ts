@@ -58,7 +58,7 @@ describe('model-file metadata', () => {
 
   it('clear errors: a newer schema, a family that disagrees with the config, class names of the wrong count', () => {
     const meta = encodeModelInfo(info);
-    assert.throws(() => decodeModelInfo({ ...meta, [SCHEMA_KEY]: '7' }, 'new.safetensors'), /new\.safetensors: unsupported mnv2\.schema '7' \(this version reads up to 1\)/);
+    assert.throws(() => decodeModelInfo({ ...meta, [SCHEMA_KEY]: '7' }, 'new.safetensors'), /new\.safetensors: unsupported mnv2\.schema '7' \(this version reads up to 2\)/);
     assert.throws(() => decodeModelInfo({ ...meta, 'mnv2.family': 'mobilenetv1' }, 'f'), /f: mnv2\.family 'mobilenetv1' disagrees with the config's family 'mobilenetv2'/);
     assert.throws(() => decodeModelInfo({ ...meta, 'mnv2.classes': '["a"]' }, 'f'), /f: mnv2\.classes has 1 names, the model has 3 classes/);
     assert.throws(() => decodeModelInfo({ ...meta, 'mnv2.classes': '{"a":1}' }, 'f'), /f: mnv2\.classes metadata must be a JSON array of strings/);

@@ -3,7 +3,7 @@
  * names, TF -> PyTorch weight layouts, and the config Keras implies (TF 'same'/correct_pad padding, BN eps 1e-3,
  * ReLU6, no dropout). Shared by the .h5 and TF.js importers, which differ only in how they read tensors.
  */
-import { makeConfig, type ModelConfig } from '../model/config.js';
+import { makeConfig, type HeadLayer, type ModelConfig } from '../model/config.js';
 import type { Graph } from '../model/graph.js';
 import { TABLE1_PAIRS, makeV1Config, mobilenetV1Graph, type MobileNetV1Config } from '../model/mobilenetv1.js';
 import { buildGraph } from '../model/mobilenetv2.js';
@@ -29,12 +29,33 @@ export interface KerasImportOptions {
   seed?: number;
   /** Dropout before the classifier (Keras's own top has none). */
   dropout?: number;
+  /** The topology's candidate classifier layers in model order (a stack of Dense layers becomes a multi-layer head). */
+  head?: readonly KerasHeadLayer[];
+}
+
+/** A Dense layer of a head as the topology describes it. */
+export interface KerasHeadLayer {
+  name: string;
+  units: number;
+  /** 'softmax' only on the last layer, whose outputs are then read as logits (classify applies the softmax). */
+  activation: HeadLayer['activation'] | 'softmax';
+  /** Rate of a Dropout layer right after it. */
+  dropout: number;
+}
+
+const KERAS_ACTIVATIONS: Record<string, KerasHeadLayer['activation']> = { linear: 'linear', relu: 'relu', relu6: 'relu6', sigmoid: 'sigmoid', softmax: 'softmax' };
+
+/** A Keras activation name as a head activation; throws naming the layer for one the engines do not run. */
+export function kerasActivation(name: unknown, layer: string, source: string): KerasHeadLayer['activation'] {
+  const a = KERAS_ACTIVATIONS[String(name)];
+  if (!a) throw new Error(`${source}: layer ${layer} has activation '${String(name)}'; a head's Dense layers may use ${Object.keys(KERAS_ACTIVATIONS).join(', ')} (softmax on the last one only)`);
+  return a;
 }
 
 /** The configs a Keras import builds: MobileNetV2's `imagenet` or MobileNetV1's `mobilenetv1`. */
 export type KerasModelConfig = ModelConfig | MobileNetV1Config;
 /** What Keras's files imply for the config, the same fields in both families. */
-type KerasOverrides = Pick<KerasModelConfig, 'alpha' | 'resolution' | 'numClasses' | 'padding' | 'bnEps' | 'dropout'>;
+type KerasOverrides = Pick<KerasModelConfig, 'alpha' | 'resolution' | 'numClasses' | 'padding' | 'bnEps' | 'dropout' | 'head'>;
 
 export interface ImportedModel {
   graph: Graph<KerasModelConfig>;
@@ -247,16 +268,13 @@ export function kerasToModel(layers: KerasWeights, source: string, opts: KerasIm
   if (missing.length) throw listProblems(source, `not a complete Keras ${family.name}, ${missing.length} layers missing`, missing);
 
   const extra = [...layers.keys()].filter((n) => !known.has(n));
-  const heads = extra.filter((n) => HEAD_NAMES.includes(n) || headKind(layers.get(n)!.get('kernel')) !== undefined);
-  const strays = extra.filter((n) => !heads.includes(n));
-  if (strays.length || heads.length > 1) {
-    const why = heads.length > 1 ? `more than one classifier (${heads.join(', ')}); ${family.name} has a single linear classifier` : `layers with weights that are not part of ${family.name}`;
-    throw listProblems(source, why, strays.length ? strays : heads);
-  }
-  const headLayer = heads[0];
+  const candidates = extra.filter((n) => HEAD_NAMES.includes(n) || headKind(layers.get(n)!.get('kernel')) !== undefined);
+  const strays = extra.filter((n) => !candidates.includes(n));
+  if (strays.length) throw listProblems(source, `layers with weights that are not part of ${family.name}`, strays);
+  const { hidden, headLayer } = orderHead(candidates, opts.head, source);
   const headKernel = headLayer ? layers.get(headLayer)!.get('kernel') : undefined;
-  const head = headKind(headKernel);
-  if (headLayer && !head) {
+  const kind = headKind(headKernel);
+  if (headLayer && !kind) {
     throw new Error(`${source}: classifier layer ${headLayer} has neither a 2-D (Dense) nor a 1x1 (Conv2D) kernel (got ${headKernel ? fmt(headKernel.shape) : 'none'})`);
   }
   let numClasses: number;
@@ -275,13 +293,19 @@ export function kerasToModel(layers: KerasWeights, source: string, opts: KerasIm
     numClasses = opts.numClasses;
   }
 
+  const head = hidden.length ? { head: hidden.map((h): HeadLayer => ({ units: h.units, activation: h.activation as HeadLayer['activation'], dropout: h.dropout })) } : {};
   const graphFor = (alpha: number) =>
-    family.build({ alpha, resolution: opts.resolution ?? 224, numClasses, padding: 'keras', bnEps: 1e-3, dropout: opts.dropout ?? 0 });
+    family.build({ alpha, resolution: opts.resolution ?? 224, numClasses, padding: 'keras', bnEps: 1e-3, dropout: opts.dropout ?? 0, ...head });
   const alpha = opts.alpha ?? inferAlpha(layers, family, graphFor);
   const graph = graphFor(alpha);
 
   const shapes = new Map([...graph.params, ...graph.buffers].map((t) => [t.name, t.shape]));
-  const mappings: LayerMapping[] = headLayer && head ? [...backbone, { keras: headLayer, torch: 'classifier.1', kind: head }] : backbone;
+  // The head's Dense layers in order onto the graph's linear layers in order (classifier.1, .4, .7, ...).
+  const linears = graph.nodes.filter((n) => n.op === 'linear').map((n) => n.name);
+  const headMappings = headLayer && kind
+    ? [...hidden.map((h, i): LayerMapping => ({ keras: h.name, torch: linears[i]!, kind: 'dense' })), { keras: headLayer, torch: linears.at(-1)!, kind }]
+    : [];
+  const mappings: LayerMapping[] = [...backbone, ...headMappings];
   const weights: StateDict = new Map();
   const problems: string[] = [];
   for (const m of mappings) {
@@ -316,6 +340,27 @@ export function kerasToModel(layers: KerasWeights, source: string, opts: KerasIm
   for (const b of graph.buffers) if (b.role === 'bn.num_batches_tracked') weights.set(b.name, new Float32Array(1));
   checkStateDict(graph, weights, source);
   return { graph, weights, head: headLayer ? 'imported' : 'initialized', headLayer };
+}
+
+/**
+ * The classifier layers of a file in model order: its last Dense is the classifier, those before it the hidden
+ * layers of the head. One layer needs no topology; several need the topology's order and activations.
+ */
+function orderHead(candidates: string[], topology: readonly KerasHeadLayer[] | undefined, source: string): { hidden: KerasHeadLayer[]; headLayer?: string } {
+  if (candidates.length <= 1) return { hidden: [], headLayer: candidates[0] };
+  const ordered = (topology ?? []).filter((l) => candidates.includes(l.name));
+  if (ordered.length !== candidates.length) {
+    const why = topology ? `its topology does not list all of them as Dense layers` : 'without a model topology (a model.json, or an .h5 saved with its model) their order and activations are unknown';
+    throw listProblems(source, `more than one classifier layer (${candidates.join(', ')}); ${why}`, candidates.filter((c) => !ordered.some((l) => l.name === c)));
+  }
+  const hidden = ordered.slice(0, -1);
+  const last = ordered.at(-1)!;
+  const bad = hidden.find((l) => l.activation === 'softmax');
+  if (bad) throw new Error(`${source}: Dense layer ${bad.name} has a softmax activation but is not the last layer of the head`);
+  if (last.activation !== 'linear' && last.activation !== 'softmax') {
+    throw new Error(`${source}: the last Dense layer ${last.name} has activation '${last.activation}'; the classifier's outputs are logits (linear, or softmax, which classify applies)`);
+  }
+  return { hidden, headLayer: last.name };
 }
 
 /**

@@ -10,6 +10,7 @@
 import { existsSync, statSync } from 'node:fs';
 import path from 'node:path';
 import type { Dataset, File, Group } from 'h5wasm/node';
+import { topologyInfo } from './tfjs.js';
 import { kerasToModel, splitWeightName, type ImportedModel, type KerasImportOptions, type KerasTensor, type KerasWeights } from './keras-names.js';
 
 const V2_FILE_NAME = /mobilenet_v2_weights_tf_dim_ordering_tf_kernels_(\d+(?:\.\d+)?)_(\d+)(_no_top)?\.h5$/;
@@ -30,12 +31,28 @@ export function parseKerasFileName(file: string): { alpha: number; resolution: n
 /** Import a Keras MobileNetV2 or MobileNet .h5 weight file. α and resolution default to the file name's, then to the shapes and 224. */
 export async function importKerasH5(file: string, opts: KerasImportOptions = {}): Promise<ImportedModel> {
   const named = parseKerasFileName(file);
-  const layers = await readKerasH5(file);
-  return kerasToModel(layers, file, { ...opts, alpha: opts.alpha ?? named?.alpha, resolution: opts.resolution ?? named?.resolution });
+  const { layers, modelConfig } = await readKerasH5(file);
+  // A whole-model file (model.save) has the topology: the order and activations of a multi-Dense head.
+  const topo = modelConfig === undefined ? undefined : topologyInfo(parseModelConfig(modelConfig, file), file);
+  return kerasToModel(layers, file, {
+    ...opts,
+    alpha: opts.alpha ?? named?.alpha ?? topo?.alpha,
+    resolution: opts.resolution ?? named?.resolution ?? topo?.resolution,
+    dropout: opts.dropout ?? topo?.dropout,
+    head: opts.head ?? topo?.dense,
+  });
 }
 
-/** Every weight of a Keras .h5 weight file, by layer and weight kind, as float32. */
-export async function readKerasH5(file: string): Promise<KerasWeights> {
+function parseModelConfig(json: string, file: string): unknown {
+  try {
+    return JSON.parse(json);
+  } catch (e) {
+    throw new Error(`${file}: attribute model_config is not valid JSON (${(e as Error).message})`);
+  }
+}
+
+/** Every weight of a Keras .h5 weight file, by layer and weight kind, as float32, and the `model_config` JSON of a whole-model file. */
+export async function readKerasH5(file: string): Promise<{ layers: KerasWeights; modelConfig?: string }> {
   if (!existsSync(file) || !statSync(file).isFile()) throw new Error(`${file}: no such file`);
   // Loaded here, not at start-up: its wasm instance reserves gigabytes of address space (an `ulimit -v` run of any
   // command would die in it) and only .h5 imports need it.
@@ -51,7 +68,8 @@ export async function readKerasH5(file: string): Promise<KerasWeights> {
       throw new Error(`${file}: ${describeHdf5Error(e)}`);
     }
     try {
-      return readLayers(h5wasm, f, file);
+      const config = f.attrs['model_config']?.value;
+      return { layers: readLayers(h5wasm, f, file), ...(typeof config === 'string' ? { modelConfig: config } : {}) };
     } catch (e) {
       // A damaged file fails inside HDF5 too (object headers, symbol tables): its error stack, named.
       if (e instanceof Error && e.message.startsWith(`${file}: `)) throw e;

@@ -5,13 +5,16 @@
  *
  * Schema 1 (`mnv2.schema` = '1') names the family; files written before it hold `mnv2.config` with an `arch`
  * and no family, and sometimes only the config (ONNX exports): they read as schema 0, family mobilenetv2.
+ * Schema 2 adds the config's `head` (hidden layers of a classifier head); a file is written with the lowest
+ * schema that describes it, so models with a single-linear head stay readable by schema-1 readers, and a
+ * schema-1 reader refuses a multi-layer head instead of building the wrong model.
  */
 import { definedOnly, type BaseConfig } from '../model/family.js';
 import { configFromJSON, familyOf } from '../model/registry.js';
 import { labelsFor, type LabelSetName } from '../data/labels.js';
 
 export const SCHEMA_KEY = 'mnv2.schema';
-export const SCHEMA_VERSION = 1;
+export const SCHEMA_VERSION = 2;
 export const FAMILY_KEY = 'mnv2.family';
 /** The family's config as JSON: the file alone rebuilds its model. */
 export const CONFIG_KEY = 'mnv2.config';
@@ -34,13 +37,13 @@ export interface ModelInfo {
   schema: number;
 }
 
-/** What a writer supplies; the schema version is always the current one. */
+/** What a writer supplies; the schema version follows from the config (see schemaFor). */
 export type ModelInfoInput = Omit<ModelInfo, 'schema'>;
 
 /** The metadata entries of a model; the same for safetensors and ONNX. */
 export function encodeModelInfo(info: ModelInfoInput): Record<string, string> {
   const out: Record<string, string> = {
-    [SCHEMA_KEY]: String(SCHEMA_VERSION),
+    [SCHEMA_KEY]: String(schemaFor(info.config)),
     [FAMILY_KEY]: info.config.family,
     [CONFIG_KEY]: JSON.stringify(info.config),
   };
@@ -49,6 +52,12 @@ export function encodeModelInfo(info: ModelInfoInput): Record<string, string> {
   if (info.classes !== undefined) out[CLASSES_KEY] = JSON.stringify(info.classes);
   if (info.source !== undefined) out[SOURCE_KEY] = info.source;
   return out;
+}
+
+/** The lowest schema that describes a config: 2 for a classifier head with hidden layers, else 1. */
+function schemaFor(config: BaseConfig): number {
+  const head = (config as BaseConfig & { head?: readonly unknown[] }).head;
+  return head !== undefined && head.length > 0 ? 2 : 1;
 }
 
 /** The descriptive entries of `meta` (preprocess, labels, classes, source) without the config. */

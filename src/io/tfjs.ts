@@ -11,7 +11,7 @@ import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { toFloat32 } from './safetensors.js';
 import { readFileBounded, resolveInside } from '../util/read-file.js';
-import { KERAS_FAMILIES, kerasToModel, splitWeightName, type ImportedModel, type KerasImportOptions, type KerasTensor, type KerasWeights } from './keras-names.js';
+import { KERAS_FAMILIES, kerasActivation, kerasToModel, splitWeightName, type ImportedModel, type KerasHeadLayer, type KerasImportOptions, type KerasTensor, type KerasWeights } from './keras-names.js';
 
 interface TopologyLayer {
   className: string;
@@ -25,10 +25,13 @@ export interface TfjsTopologyInfo {
   alpha?: number;
   /** From the input layer's [null, H, W, 3] (absent when the input size is free). */
   resolution?: number;
-  /** Rate of a Dropout layer before the head. */
+  /** Rate of the Dropout layer before the head's first Dense. */
   dropout?: number;
-  /** Outputs of the layers that can be a classifier: Dense units, MobileNet's conv_preds filters. */
-  dense: { name: string; units: number }[];
+  /**
+   * The layers that can be a classifier, in model order: Dense layers (with their activation, a separate
+   * Activation/ReLU layer after one included, and the rate of a Dropout after them), MobileNet's conv_preds.
+   */
+  dense: KerasHeadLayer[];
 }
 
 /** Import a TF.js layers model.json of a Keras MobileNetV2 or MobileNet. Options override what the topology says. */
@@ -39,6 +42,7 @@ export function importTfjs(file: string, opts: KerasImportOptions = {}): Importe
     alpha: opts.alpha ?? topo.alpha,
     resolution: opts.resolution ?? topo.resolution,
     dropout: opts.dropout ?? topo.dropout,
+    head: opts.head ?? topo.dense,
   });
   const units = topo.dense.find((d) => d.name === m.headLayer)?.units;
   if (units !== undefined && units !== m.graph.config.numClasses) {
@@ -96,9 +100,19 @@ export function topologyInfo(modelTopology: unknown, file: string): TfjsTopology
     info.resolution = shape[1];
   }
   for (const l of layers) {
-    if (l.className === 'Dropout' && typeof l.config['rate'] === 'number') info.dropout = l.config['rate'];
-    if (l.className === 'Dense' && typeof l.config['units'] === 'number') info.dense.push({ name: l.name, units: l.config['units'] });
-    if (l.name === 'conv_preds' && typeof l.config['filters'] === 'number') info.dense.push({ name: l.name, units: l.config['filters'] });
+    const last = info.dense.at(-1);
+    const c = l.config;
+    if (l.className === 'Dropout' && typeof c['rate'] === 'number') {
+      if (last) last.dropout = c['rate'];
+      else info.dropout = c['rate'];
+    }
+    if (l.className === 'Dense' && typeof c['units'] === 'number') {
+      info.dense.push({ name: l.name, units: c['units'], activation: kerasActivation(c['activation'] ?? 'linear', l.name, file), dropout: 0 });
+    }
+    // An activation layer right after a linear Dense is that Dense's activation.
+    const act = l.className === 'Activation' ? c['activation'] : l.className === 'ReLU' ? (c['max_value'] ?? c['maxValue']) === 6 ? 'relu6' : 'relu' : undefined;
+    if (act !== undefined && last?.activation === 'linear') last.activation = kerasActivation(act, l.name, file);
+    if (l.name === 'conv_preds' && typeof c['filters'] === 'number') info.dense.push({ name: l.name, units: c['filters'], activation: 'linear', dropout: 0 });
   }
   checkStride2Padding(layers, file);
   return info;

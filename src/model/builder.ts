@@ -4,6 +4,14 @@ import { LOGITS, numel, type ActivationKind, type EltwiseKind, type Graph, type 
 
 export type PaddingMode = 'symmetric' | 'keras';
 
+/** A hidden layer of a classifier head: Linear(units), its activation ('linear': none), then Dropout(dropout). */
+export interface HeadLayer {
+  units: number;
+  activation: EltwiseKind | 'linear';
+  /** Dropout rate after the activation (default 0). */
+  dropout?: number;
+}
+
 /** How the builder's blocks are made: conv padding convention, BN epsilon, default activation. */
 export interface LayerStyle {
   padding: PaddingMode;
@@ -160,14 +168,25 @@ export class GraphBuilder<C extends BaseConfig & LayerStyle> {
     this.g.outputs.push({ name, value });
   }
 
-  /** torchvision's classifier: global average pool, dropout `classifier.0` (when p > 0), linear `classifier.1`, the logits output. */
-  torchvisionHead(input: string, dropout: number): void {
+  /**
+   * torchvision's classifier as an nn.Sequential: global average pool, dropout `classifier.0` (when p > 0), then
+   * per hidden layer a linear, its activation and a dropout (`classifier.1`, `.2`, `.3`, ...), and the final linear
+   * to the classes (`classifier.1` without hidden layers), the logits output.
+   */
+  torchvisionHead(input: string, dropout: number, hidden: readonly HeadLayer[] = []): void {
     const { numClasses } = this.g.config;
     this.beginRow('pool', 'avgpool', input, { n: 1 });
     let x = this.avgpool('pool', input);
-    this.beginRow('classifier', 'dropout + linear', x, { c: numClasses });
+    this.beginRow('classifier', hidden.length ? `mlp ${[...hidden.map((h) => h.units), numClasses].join('-')}` : 'dropout + linear', x, { c: numClasses });
     if (dropout > 0) x = this.dropout('classifier.0', x, dropout);
-    this.output(LOGITS, this.linear('classifier.1', x, numClasses));
+    let i = 1;
+    for (const h of hidden) {
+      x = this.linear(`classifier.${i}`, x, h.units);
+      if (h.activation !== 'linear') x = this.act(`classifier.${i + 1}`, x, h.activation);
+      if ((h.dropout ?? 0) > 0) x = this.dropout(`classifier.${i + 2}`, x, h.dropout!);
+      i += 3;
+    }
+    this.output(LOGITS, this.linear(`classifier.${i}`, x, numClasses));
   }
 
   /** conv -> BN -> activation (torchvision's Conv2dNormActivation); the activation node is named `${bnName}.act`. */

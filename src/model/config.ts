@@ -3,7 +3,7 @@
  * Stored as JSON in checkpoint and ONNX metadata (src/io/metadata.ts), so a weights file alone rebuilds its model.
  */
 import { definedOnly, type BaseConfig } from './family.js';
-import type { PaddingMode } from './builder.js';
+import type { HeadLayer, PaddingMode } from './builder.js';
 import type { ActivationKind } from './graph.js';
 import { checkSharedFields, invalidConfig } from './validate.js';
 
@@ -17,7 +17,7 @@ export const MOBILENETV2 = 'mobilenetv2';
 export const ARCHS = ['imagenet', 'seed-cifar'] as const;
 export type Arch = (typeof ARCHS)[number];
 /** 'symmetric': PyTorch padding (k-1)/2. 'keras': TF 'same' padding, asymmetric for stride 2. */
-export type { PaddingMode } from './builder.js';
+export type { HeadLayer, PaddingMode } from './builder.js';
 
 export interface ModelConfig extends BaseConfig {
   family: typeof MOBILENETV2;
@@ -36,6 +36,8 @@ export interface ModelConfig extends BaseConfig {
   /** Dropout before the classifier (torchvision: 0.2; seed: none). */
   dropout: number;
   padding: PaddingMode;
+  /** Hidden layers between the pool and the final linear (a Keras/TF.js Dense stack); absent: one linear. */
+  head?: readonly HeadLayer[];
 }
 
 /** Table 2 of the paper (and torchvision's inverted_residual_setting). */

@@ -8,7 +8,7 @@
  *  - `mobilenetv1-cifar`: the same layers for 32x32 input, with the strides the seed's CIFAR MobileNetV2
  *    changes set to 1 (the stem and the first stride-2 pair), so 32x32 ends at 4x4 like the seed's.
  */
-import { GraphBuilder, type LayerStyle } from './builder.js';
+import { GraphBuilder, type HeadLayer, type LayerStyle } from './builder.js';
 import { definedOnly, fitAlpha, type BaseConfig, type ModelFamily } from './family.js';
 import type { Graph } from './graph.js';
 import { checkSharedFields, invalidConfig } from './validate.js';
@@ -24,6 +24,8 @@ export interface MobileNetV1Config extends BaseConfig, LayerStyle {
   alpha: number;
   /** Dropout before the classifier (the paper: none). */
   dropout: number;
+  /** Hidden layers between the pool and the final linear (a Keras/TF.js Dense stack); absent: one linear. */
+  head?: readonly HeadLayer[];
 }
 
 /** One Table-1 pair after the stem: depthwise stride s, pointwise output channels c. */
@@ -67,7 +69,7 @@ export function mobilenetV1Graph(cfg: MobileNetV1Config): Graph<MobileNetV1Confi
     inC = outC;
   });
 
-  b.torchvisionHead(x, cfg.dropout);
+  b.torchvisionHead(x, cfg.dropout, cfg.head);
   return b.g;
 }
 

@@ -113,7 +113,7 @@ export function imagenetFeatures<C extends BaseConfig & LayerStyle>(b: GraphBuil
 
 function imagenet(cfg: ModelConfig): Graph<ModelConfig> {
   const b = new GraphBuilder(cfg);
-  b.torchvisionHead(imagenetFeatures(b, b.g.input, cfg).out, cfg.dropout);
+  b.torchvisionHead(imagenetFeatures(b, b.g.input, cfg).out, cfg.dropout, cfg.head);
   return b.g;
 }
 

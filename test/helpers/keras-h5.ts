@@ -15,13 +15,15 @@ export function layerData(model: tfl.LayersModel): LayerData[] {
   }));
 }
 
-/** The Keras weight-file layout (keras/saving/hdf5_format.py save_weights_to_hdf5_group), byte strings as h5py writes them. */
-export async function writeKerasH5(file: string, layers: LayerData[]): Promise<void> {
+/** The Keras weight-file layout (keras/saving/hdf5_format.py save_weights_to_hdf5_group), byte strings as h5py writes them; with `modelConfig`, a whole-model file's topology attribute. */
+export async function writeKerasH5(file: string, layers: LayerData[], modelConfig?: string): Promise<void> {
   await h5wasm.ready;
   const f = new h5wasm.File(file, 'w');
   const fixed = (names: string[]) => `S${Math.max(1, ...names.map((n) => n.length))}`;
   const names = layers.map((l) => l.name);
   f.create_attribute('layer_names', names, null, fixed(names));
+  // A whole-model file (model.save) also has the topology, as a JSON string attribute.
+  if (modelConfig !== undefined) f.create_attribute('model_config', modelConfig, null, fixed([modelConfig]));
   f.create_attribute('backend', 'tensorflow');
   f.create_attribute('keras_version', '2.2.4');
   for (const l of layers) {

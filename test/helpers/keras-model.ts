@@ -32,6 +32,18 @@ export interface KerasModelOptions {
   samePadding?: boolean;
   /** Break the model: symmetric (1, 1) padding before stride-2 depthwise convs. */
   symmetricPad?: boolean;
+  /** Nested only: Dense layers between the pooling and the classifier (as nsfwjs's 1280 -> 256 -> 128 -> 5 head). */
+  hidden?: HiddenDense[];
+  /** Activation of the classifier Dense (default linear: logits). */
+  finalActivation?: 'linear' | 'softmax';
+}
+
+/** A hidden Dense layer; `activationLayer` puts its activation in a separate ReLU layer after a linear Dense. */
+export interface HiddenDense {
+  units: number;
+  activation: 'relu' | 'relu6' | 'sigmoid' | 'linear' | 'tanh';
+  dropout?: number;
+  activationLayer?: boolean;
 }
 
 type SymT = tfl.SymbolicTensor;
@@ -83,8 +95,15 @@ export function kerasMobileNetV2(o: KerasModelOptions): tfl.LayersModel {
   };
   if (!o.nested) return tfl.model({ inputs: input, outputs: o.classes ? head(x) : x, name });
   const base = tfl.model({ inputs: input, outputs: x, name });
+  const hidden = (o.hidden ?? []).flatMap((h) => {
+    const sep = h.activationLayer && (h.activation === 'relu' || h.activation === 'relu6');
+    const dense = tfl.layers.dense({ units: h.units, activation: sep ? 'linear' : h.activation });
+    const act = sep ? [tfl.layers.reLU(h.activation === 'relu6' ? { maxValue: 6 } : {})] : [];
+    return [dense, ...act, ...(h.dropout ? [tfl.layers.dropout({ rate: h.dropout })] : [])];
+  });
   return tfl.sequential({
-    layers: [base, tfl.layers.globalAveragePooling2d({}), tfl.layers.dropout({ rate: 0.25 }), tfl.layers.dense({ units: o.classes, name: o.headName ?? 'dense' })],
+    layers: [base, tfl.layers.globalAveragePooling2d({}), tfl.layers.dropout({ rate: 0.25 }), ...hidden,
+      tfl.layers.dense({ units: o.classes, name: o.headName ?? 'dense', activation: o.finalActivation ?? 'linear' })],
   });
 }
 

@@ -134,14 +134,15 @@ export function buildInferProgram(fg: FoldedGraph, batch: number, ext: Externals
         break;
       }
       case 'linear': {
-        if (n.output !== logits) throw new Error(`native inference: linear ${n.name} must compute the graph output`);
-        const y = b.plain([batch, n.outF], ext.get(INFER_IO.logits));
+        // The logits go plain into their array; a hidden layer of a head into an activation buffer.
+        const y = n.output === logits ? b.plain([batch, n.outF], ext.get(INFER_IO.logits)) : b.temp(outDims);
         seg.push({
           op: 'ip', name: n.name, src: val.get(n.inputs[0]!)!, dst: y,
           wei: b.plain([n.outF, n.inF, 1, 1], ext.get(INFER_IO.weight(n.name))),
           bias: b.plain([n.outF], ext.get(INFER_IO.bias(n.name))),
         });
-        val.set(n.output, y);
+        if (n.output === logits) val.set(n.output, y);
+        else define(n.output, y);
         doneReading(n.inputs[0]!);
         break;
       }

@@ -281,21 +281,23 @@ export function buildTrainProgram(graph: Graph, batch: number, ext: Externals, a
         break;
       }
       case 'linear': {
-        // The inner product writes plain [N, F]: only as a graph output read by no other node, for now.
+        // A graph output no other node reads is written plain [N, F] straight into its output array; a hidden
+        // layer of a head (read by its activation) into an activation buffer.
         const out = graph.outputs.find((o) => o.value === n.output);
-        if (!out || users.has(n.output)) throw new Error(`training plan: linear ${n.name} must compute a graph output that no other node reads`);
+        const direct = out !== undefined && !users.has(n.output);
         const x = val.get(n.inputs[0]!)!;
         const wDims = [n.outF, n.inF, 1, 1];
         const w = param(`${n.name}.weight`, wDims);
-        const y = io(TRAIN_IO.output(out.name), [batch, n.outF]);
-        linearOutputs.add(n.output);
+        const y = direct ? io(TRAIN_IO.output(out.name), [batch, n.outF]) : b.act(outDims);
+        if (direct) linearOutputs.add(n.output);
         fwd.push({ op: 'ip', name: n.name, src: x, wei: w, bias: param(`${n.name}.bias`, [n.outF]), dst: y, train: true });
         backward.push(() => {
-          const dy = io(TRAIN_IO.outputGrad(out.name), [batch, n.outF]);
+          const dy = direct ? io(TRAIN_IO.outputGrad(out.name), [batch, n.outF]) : takeGrad(n.output);
           bwd.push({ op: 'ip_bwd_weights', name: n.name, src: x, diff_dst: dy, diff_wei: grad(`${n.name}.weight`, wDims), diff_bias: grad(`${n.name}.bias`, [n.outF]) });
           const dx = b.temp(b.buffers[x]!.dims!);
           bwd.push({ op: 'ip_bwd_data', name: n.name, diff_dst: dy, wei: w, diff_src: dx });
           addGrad(n.inputs[0]!, dx);
+          if (!direct) b.release(dy);
         });
         val.set(n.output, y);
         break;
