@@ -1,5 +1,6 @@
 #!/usr/bin/python3
-"""Golden fixture of a MobileNetV2 with a multi-layer classifier head (test/head.test.ts).
+"""Golden fixtures of heads and feature extractors: a MobileNetV2 with a multi-layer classifier head
+(test/head.test.ts) and the include_top=False outputs of torchvision's features (test/features.test.ts).
 
 Usage (Debian's PyTorch: torch 1.13 + torchvision, CPU):
     /usr/bin/python3 tools/make-head-fixtures.py [--out test/fixtures]
@@ -17,6 +18,9 @@ the head is stored. torchvision's classifier becomes the nn.Sequential a Keras/T
   train.labels [2], train.loss, grad.<param>    train mode (batch statistics) with every dropout at p = 0
                                    (dropout masks are random in both frameworks), cross-entropy, loss.backward()
                                    in float64; grad.* for the head and the last BN (features.18.1)
+
+and tv-0.35-96-features.safetensors: on tv-0.35-96.io's eval.input, in float64, the last feature map of
+model.features (map [2,1280,3,3]), its mean over H, W (avg [2,1280]) and torch.amax over H, W (max [2,1280]).
 """
 
 from __future__ import annotations
@@ -93,6 +97,24 @@ def main():
             "backbone": "tv-0.35-96.weights.safetensors", "head": repr(model.classifier), "hidden": str(hidden)}
     size = write_safetensors(path, out, meta, {k: "I64" if k == "train.labels" else "F32" for k in out})
     print(f"wrote {path} ({len(out)} tensors, {size / 1e6:.3f} MB)")
+    features(args.out)
+
+
+def features(out_dir: str):
+    model = torchvision.models.mobilenet_v2(weights=None, width_mult=0.35)
+    tensors, _ = read_safetensors(os.path.join(out_dir, "tv-0.35-96.weights.safetensors"))
+    model.load_state_dict({k: torch.from_numpy(v.astype("f4") if v.dtype.kind == "f" else v) for k, v in tensors.items()})
+    io, _ = read_safetensors(os.path.join(out_dir, "tv-0.35-96.io.safetensors"))
+    x = torch.from_numpy(io["eval.input"].astype("f8"))
+    with torch.no_grad():
+        fmap = model.double().eval().features(x)
+    out = {"map": fmap, "avg": fmap.mean(dim=(2, 3)), "max": torch.amax(fmap, dim=(2, 3))}
+    path = os.path.join(out_dir, "tv-0.35-96-features.safetensors")
+    meta = {"generator": "tools/make-head-fixtures.py", "torch": torch.__version__, "torchvision": torchvision.__version__,
+            "weights": "tv-0.35-96.weights.safetensors", "input": "tv-0.35-96.io.safetensors eval.input",
+            "outputs": "map = model.features(x); avg = map.mean((2, 3)); max = torch.amax(map, (2, 3)); float64, stored F32"}
+    size = write_safetensors(path, out, meta, {k: "F32" for k in out})
+    print(f"wrote {path} ({len(out)} tensors, {size / 1e6:.3f} MB); max|map| {fmap.abs().max().item():.3f}")
 
 
 if __name__ == "__main__":

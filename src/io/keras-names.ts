@@ -7,6 +7,7 @@ import { makeConfig, type HeadLayer, type ModelConfig } from '../model/config.js
 import type { Graph } from '../model/graph.js';
 import { TABLE1_PAIRS, makeV1Config, mobilenetV1Graph, type MobileNetV1Config } from '../model/mobilenetv1.js';
 import { buildGraph } from '../model/mobilenetv2.js';
+import { featureGraph, type Pooling } from '../model/features.js';
 import { checkStateDict, initWeights, type StateDict } from '../model/weights.js';
 import { stridedOffsets } from '../util/strided.js';
 
@@ -31,6 +32,10 @@ export interface KerasImportOptions {
   dropout?: number;
   /** The topology's candidate classifier layers in model order (a stack of Dense layers becomes a multi-layer head). */
   head?: readonly KerasHeadLayer[];
+  /** false: a feature extractor (src/model/features.ts), any head dropped; a no-top file needs no `numClasses`. */
+  includeTop?: boolean;
+  /** The feature extractor's pooling (default 'avg'). */
+  pooling?: Pooling;
 }
 
 /** A Dense layer of a head as the topology describes it. */
@@ -60,8 +65,8 @@ type KerasOverrides = Pick<KerasModelConfig, 'alpha' | 'resolution' | 'numClasse
 export interface ImportedModel {
   graph: Graph<KerasModelConfig>;
   weights: StateDict;
-  /** 'imported': the file's classifier; 'initialized': the file had no top, the head is freshly initialized. */
-  head: 'imported' | 'initialized';
+  /** 'imported': the file's classifier; 'initialized': the file had no top, the head is freshly initialized; 'none': a feature extractor. */
+  head: 'imported' | 'initialized' | 'none';
   /** Keras layer name of the imported classifier. */
   headLayer?: string;
 }
@@ -271,7 +276,8 @@ export function kerasToModel(layers: KerasWeights, source: string, opts: KerasIm
   const candidates = extra.filter((n) => HEAD_NAMES.includes(n) || headKind(layers.get(n)!.get('kernel')) !== undefined);
   const strays = extra.filter((n) => !candidates.includes(n));
   if (strays.length) throw listProblems(source, `layers with weights that are not part of ${family.name}`, strays);
-  const { hidden, headLayer } = orderHead(candidates, opts.head, source);
+  // A feature extractor ignores whatever head the file has.
+  const { hidden, headLayer } = opts.includeTop === false ? { hidden: [] } : orderHead(candidates, opts.head, source);
   const headKernel = headLayer ? layers.get(headLayer)!.get('kernel') : undefined;
   const kind = headKind(headKernel);
   if (headLayer && !kind) {
@@ -286,6 +292,8 @@ export function kerasToModel(layers: KerasWeights, source: string, opts: KerasIm
           '(for another class count, fine-tune with mnv2 train --replace-classifier)',
       );
     }
+  } else if (opts.includeTop === false) {
+    numClasses = 1; // no classifier is built: the graph is cut at the pool below
   } else {
     if (opts.numClasses === undefined) {
       throw new Error(`${source}: has no classifier (a no-top file); pass --classes N to add a freshly initialized N-class head (seeded by --seed) for fine-tuning`);
@@ -297,7 +305,8 @@ export function kerasToModel(layers: KerasWeights, source: string, opts: KerasIm
   const graphFor = (alpha: number) =>
     family.build({ alpha, resolution: opts.resolution ?? 224, numClasses, padding: 'keras', bnEps: 1e-3, dropout: opts.dropout ?? 0, ...head });
   const alpha = opts.alpha ?? inferAlpha(layers, family, graphFor);
-  const graph = graphFor(alpha);
+  const full = graphFor(alpha);
+  const graph = opts.includeTop === false ? featureGraph(full, opts.pooling ?? 'avg') : full;
 
   const shapes = new Map([...graph.params, ...graph.buffers].map((t) => [t.name, t.shape]));
   // The head's Dense layers in order onto the graph's linear layers in order (classifier.1, .4, .7, ...).
@@ -333,13 +342,13 @@ export function kerasToModel(layers: KerasWeights, source: string, opts: KerasIm
     throw listProblems(source, `weights do not fit Keras ${family.name} α ${alpha}${which} with ${numClasses} classes`, problems);
   }
 
-  if (!headLayer) {
+  if (!headLayer && opts.includeTop !== false) {
     const init = initWeights(graph, opts.seed ?? 0);
     for (const p of ['classifier.1.weight', 'classifier.1.bias']) weights.set(p, init.get(p)!);
   }
   for (const b of graph.buffers) if (b.role === 'bn.num_batches_tracked') weights.set(b.name, new Float32Array(1));
   checkStateDict(graph, weights, source);
-  return { graph, weights, head: headLayer ? 'imported' : 'initialized', headLayer };
+  return { graph, weights, head: opts.includeTop === false ? 'none' : headLayer ? 'imported' : 'initialized', ...(headLayer ? { headLayer } : {}) };
 }
 
 /**

@@ -49,6 +49,10 @@ export interface AddNode extends NodeBase {
 export interface PoolNode extends NodeBase {
   op: 'avgpool';
 }
+/** Global max pooling: [C, H, W] -> [C] (a feature extractor's `pooling: 'max'`). */
+export interface MaxPoolNode extends NodeBase {
+  op: 'maxpool';
+}
 export interface DropoutNode extends NodeBase {
   op: 'dropout';
   p: number;
@@ -78,7 +82,7 @@ export interface SoftmaxNode extends NodeBase {
   axis: number;
 }
 export type GraphNode =
-  | ConvNode | BatchNormNode | ActNode | AddNode | PoolNode | DropoutNode | LinearNode
+  | ConvNode | BatchNormNode | ActNode | AddNode | PoolNode | MaxPoolNode | DropoutNode | LinearNode
   | ConcatNode | ReshapeNode | TransposeNode | SoftmaxNode;
 
 /** The output name of a classifier's class scores (the ONNX output name too). */
@@ -175,6 +179,11 @@ export function isGraphOutput(graph: Pick<Graph, 'outputs'>, value: string): boo
 /** The node computing `value`, if a node does (the graph input has none). */
 export function producer<N extends { output: string }>(graph: { nodes: readonly N[] }, value: string): N | undefined {
   return graph.nodes.find((n) => n.output === value);
+}
+
+/** Per-image shape of a value (the graph input's, or its node's). */
+export function valueShape(graph: Pick<Graph, 'nodes' | 'input' | 'inputShape'>, value: string): readonly number[] {
+  return value === graph.input ? graph.inputShape : producer(graph, value)!.shape;
 }
 
 /** The one output of a single-output graph (a classifier's logits). */

@@ -95,7 +95,7 @@ export async function resolveWeights(name: string, opts: WeightsOptions = {}): P
     throw new Error(`${name}: ${e.family} weights can be fetched (mnv2 weights fetch ${name}) but not run yet: this build has no ${e.family} model`);
   }
   if (!e.top) {
-    throw new Error(`${name} has no classifier (a no-top feature extractor): fetch it (mnv2 weights fetch ${name}) and add a head with mnv2 import keras FILE --classes N --out W.safetensors`);
+    throw new Error(`${name} has no classifier (a no-top feature extractor): fetch it (mnv2 weights fetch ${name}) and add a head with mnv2 import keras FILE --classes N --out W.safetensors, or use it as one: load({ weights: '${name}', includeTop: false })`);
   }
   const { file } = await fetchWeights(name, opts);
   const m = e.format === 'pth' ? loadWeights(file) : await importKerasH5(file, { alpha: e.alpha, resolution: e.resolution });

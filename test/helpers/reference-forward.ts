@@ -176,15 +176,15 @@ export function referenceOutputs(graph: Graph, weights: Weights, input: Float32A
           for (let i = 0; i < a.length; i++) y[i] = a[i]! + c[i]!;
           break;
         }
-        case 'avgpool': {
+        case 'avgpool':
+        case 'maxpool': {
           const x = val(n.inputs[0]!);
           const C = n.shape[0]!;
           const hw = x.length / C;
           y = new Float64Array(C);
           for (let c = 0; c < C; c++) {
-            let s = 0;
-            for (let i = c * hw; i < (c + 1) * hw; i++) s += x[i]!;
-            y[c] = s / hw;
+            const plane = x.subarray(c * hw, (c + 1) * hw);
+            y[c] = n.op === 'maxpool' ? plane.reduce((m, v) => Math.max(m, v), -Infinity) : plane.reduce((s, v) => s + v, 0) / hw;
           }
           break;
         }

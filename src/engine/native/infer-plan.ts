@@ -10,6 +10,7 @@ import type { FoldedConv, FoldedGraph, FoldedNode } from '../../model/fold.js';
 
 export const INFER_IO = {
   input: 'io.input',
+  /** The graph's one output: a classifier's logits, a feature extractor's features. */
   logits: 'io.logits',
   /** The pooled features the classifier reads, [N, C] (what `embed` returns). */
   features: 'io.features',
@@ -133,6 +134,13 @@ export function buildInferProgram(fg: FoldedGraph, batch: number, ext: Externals
         doneReading(n.inputs[0]!);
         break;
       }
+      case 'maxpool': {
+        const y = b.temp(outDims);
+        seg.push({ op: 'pool', name: n.name, max: true, src: val.get(n.inputs[0]!)!, dst: y });
+        define(n.output, y);
+        doneReading(n.inputs[0]!);
+        break;
+      }
       case 'linear': {
         // The logits go plain into their array; a hidden layer of a head into an activation buffer.
         const y = n.output === logits ? b.plain([batch, n.outF], ext.get(INFER_IO.logits)) : b.temp(outDims);
@@ -150,5 +158,8 @@ export function buildInferProgram(fg: FoldedGraph, batch: number, ext: Externals
         throw unsupported(n, 'native inference');
     }
   }
+  // An output no linear wrote (a feature extractor's pooled vector or feature map) is copied out plain.
+  const out = val.get(logits)!;
+  if (b.buffers[out]!.layout === 'act') seg.push({ op: 'reorder', name: 'output', src: out, dst: b.plain(b.buffers[out]!.dims!, ext.get(INFER_IO.logits)) });
   return { ...b.spec(), cacheWeights: true };
 }

@@ -8,7 +8,7 @@ import { native, setThreads, type ActFormat, type NativeProgram, type ProgramSpe
 import { buildTrainProgram, dims4, TRAIN_IO, type Externals } from './plan.js';
 import { buildInferProgram, foldedWeights, INFER_IO } from './infer-plan.js';
 import { foldBatchNorm, type FoldedGraph } from '../../model/fold.js';
-import { LOGITS, numel, type BatchNormNode, type DropoutNode, type Graph, type GraphNode } from '../../model/graph.js';
+import { LOGITS, numel, soleOutput, valueShape, type BatchNormNode, type DropoutNode, type Graph, type GraphNode } from '../../model/graph.js';
 import { checkStateDict, checkWeightValues, initWeights, type StateDict } from '../../model/weights.js';
 import { assertFiniteInput } from '../../util/finite.js';
 import { classification } from '../../task/classification.js';
@@ -176,7 +176,9 @@ export class NativeModel {
     const run = async (): Promise<{ logits: Float32Array; features: Float32Array }> => {
       const p = this.inferProgram(input, batch, true);
       await p.prog.runAsync(0);
-      return { logits: p.io.get(INFER_IO.logits).slice(), features: p.io.get(INFER_IO.features).slice() };
+      const logits = p.io.get(INFER_IO.logits).slice();
+      // A feature extractor's one output is its features.
+      return { logits, features: this.pool ? p.io.get(INFER_IO.features).slice() : logits };
     };
     this.pending++;
     const result = this.queue.then(run).finally(() => this.pending--);
@@ -203,7 +205,7 @@ export class NativeModel {
     if (!p) {
       const io = new ArrayStore(this.folded);
       io.ensure(INFER_IO.input, input.length);
-      io.ensure(INFER_IO.logits, batch * this.graph.config.numClasses);
+      io.ensure(INFER_IO.logits, batch * numel(valueShape(this.graph, soleOutput(this.graph, 'native inference').value)));
       // Graphs without a global pool have no features; the plan then names what it cannot run.
       if (this.pool) io.ensure(INFER_IO.features, batch * this.featureSize);
       p = this.compile(key, buildInferProgram(this.foldedGraph(), batch, io, this.actFormat, { fuseDepthwise: this.fuseDepthwise }), io, batch);

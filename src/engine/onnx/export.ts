@@ -189,6 +189,12 @@ export function foldedToOnnx(fg: FoldedGraph, config: BaseConfig, opts: ExportOp
         }
         break;
       }
+      case 'maxpool': {
+        const pooled = `${n.name}.gmp`;
+        node({ name: n.name, opType: 'GlobalMaxPool', input: [v(n.inputs[0]!)], output: [pooled] });
+        node({ name: `${n.name}.flatten`, opType: 'Flatten', input: [pooled], output: [def(n.output)], attribute: [attrInt('axis', 1)] });
+        break;
+      }
       case 'linear': {
         const x = v(n.inputs[0]!);
         const w = `${n.name}.weight`;

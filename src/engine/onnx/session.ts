@@ -16,6 +16,8 @@ export class OrtModel {
   readonly numClasses: number;
   readonly inputName: string;
   readonly outputName: string;
+  /** Values per image of the output: the class count, or a feature extractor's feature size. */
+  readonly outputSize: number;
   private session: ort.InferenceSession | null;
 
   private constructor(session: ort.InferenceSession, inputShape: readonly [number, number, number], numClasses: number) {
@@ -24,6 +26,10 @@ export class OrtModel {
     this.numClasses = numClasses;
     this.inputName = session.inputNames.includes(ONNX_INPUT) ? ONNX_INPUT : session.inputNames[0]!;
     this.outputName = session.outputNames.includes(ONNX_OUTPUT) ? ONNX_OUTPUT : session.outputNames[0]!;
+    // A feature extractor's one output (`features`, [C] or [C, H, W]) has the size its declaration says.
+    const meta = session.outputMetadata[session.outputNames.indexOf(this.outputName)];
+    const dims = meta?.isTensor ? meta.shape.slice(1) : [];
+    this.outputSize = this.outputName !== ONNX_OUTPUT && dims.length && dims.every((d) => typeof d === 'number') ? (dims as number[]).reduce((a, d) => a * d, 1) : numClasses;
   }
 
   /** Load a model from bytes or a file path. */
@@ -83,8 +89,8 @@ export class OrtModel {
     const feeds = { [this.inputName]: new ort.Tensor('float32', input, [batch, c, h, w]) };
     const out = await this.session.run(feeds);
     const logits = floatOutput(out, this.outputName);
-    if (logits.length !== batch * this.numClasses) {
-      throw new Error(`OrtModel.run: output has ${logits.length} values, expected ${batch}·${this.numClasses}`);
+    if (logits.length !== batch * this.outputSize) {
+      throw new Error(`OrtModel.run: output has ${logits.length} values, expected ${batch}·${this.outputSize}`);
     }
     return { logits, features: out[ONNX_FEATURES] ? floatOutput(out, ONNX_FEATURES) : undefined };
   }
