@@ -20,6 +20,7 @@ import { FASHION_MNIST_LABELS } from '../src/data/labels.js';
 import { OrtModel } from '../src/engine/onnx/session.js';
 import { topK } from '../src/engine/classifier.js';
 import type { PageState } from '../web/src/state.js';
+import { PET_CLASSES, writePetModel } from './helpers/pets-model.js';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 const CHROMIUM = '/usr/bin/chromium';
@@ -54,29 +55,29 @@ async function openPage(query: string): Promise<Page> {
 }
 
 /** Wait for the page to finish classifying `source`, then read the result from the DOM and window.__mnv2. */
-async function result(runsBefore: number, source: string): Promise<{ state: PageState; label: string; prob: number; rows: number }> {
-  await page.waitForFunction(
+async function result(runsBefore: number, source: string, p: Page = page): Promise<{ state: PageState; label: string; prob: number; rows: number }> {
+  await p.waitForFunction(
     ([n, s]) => {
       const st = (globalThis as unknown as { __mnv2: PageState }).__mnv2;
       return (st.runs > (n as number) && st.source === s) || st.error !== '';
     },
     [runsBefore, source] as const,
   );
-  const state = await pageState(page);
+  const state = await pageState(p);
   assert.equal(state.error, '', `the page reported an error for ${source}`);
-  const first = page.locator('#results li').first();
+  const first = p.locator('#results li').first();
   const label = (await first.getAttribute('data-label'))!;
   const prob = Number(await first.getAttribute('data-prob'));
   assert.match(await first.innerText(), new RegExp(`${label.replace(/[/]/g, '\\/')}[\\s\\S]*${(prob * 100).toFixed(2)} %`));
-  return { state, label, prob, rows: await page.locator('#results li').count() };
+  return { state, label, prob, rows: await p.locator('#results li').count() };
 }
 
-async function upload(file: string, invert: boolean): Promise<Awaited<ReturnType<typeof result>>> {
-  await page.setChecked('#invert', invert);
+async function upload(file: string, invert: boolean, p: Page = page): Promise<Awaited<ReturnType<typeof result>>> {
+  await p.setChecked('#invert', invert);
   // Toggling invert re-runs the previous image; wait for the queue to settle on this file.
-  const runs = (await pageState(page)).runs;
-  await page.setInputFiles('#file', file);
-  return result(runs, path.basename(file));
+  const runs = (await pageState(p)).runs;
+  await p.setInputFiles('#file', file);
+  return result(runs, path.basename(file), p);
 }
 
 /** onnxruntime-node on exactly the page's input: probabilities within 1e-4 and the same top-1; returns the max |diff|. */
@@ -278,5 +279,29 @@ describe('browser page', { timeout: 60_000 }, () => {
     assert.match(s.error, /could not fetch the model .*nothing-here\.onnx: HTTP 404/);
     assert.match(await p.locator('#error').innerText(), /nothing-here\.onnx: HTTP 404/);
     await p.close();
+  });
+});
+
+describe('browser page: a fine-tuned model', { timeout: 60_000 }, () => {
+  it("a model's own class names (cat, dog, owl) reach the page: built with --weights, and an mnv2 export onnx via ?model=", async (t) => {
+    const weights = path.join(tmp, 'pets.safetensors');
+    writePetModel(weights);
+    await promisify(execFile)(process.execPath, [path.join(ROOT, 'web', 'build.mjs'), '--weights', weights, '--out', path.join(dist, 'pets')], { cwd: ROOT });
+    await promisify(execFile)(process.execPath, [path.join(ROOT, 'dist', 'src', 'cli', 'main.js'), 'export', 'onnx', '--weights', weights, '--out', path.join(dist, 'pets.onnx')]);
+    const pets = await OrtModel.create(path.join(dist, 'pets.onnx'), { threads: 1 });
+    try {
+      for (const where of ['pets/?ep=wasm', '?model=pets.onnx&ep=wasm']) {
+        const p = await openPage(where);
+        const r = await upload(path.join(tmp, 'boot-90.png'), false, p);
+        const shown = await p.locator('#results li').evaluateAll((els) => els.map((e) => e.getAttribute('data-label')));
+        assert.deepEqual([...shown].sort(), PET_CLASSES, `${where}: the page lists ${shown.join(', ')}`);
+        const [top] = topK(await pets.run(Float32Array.from(r.state.lastInput), 1), PET_CLASSES.length, 0, 1);
+        assert.equal(r.label, PET_CLASSES[top!.index], `${where}: the page's top-1 is onnxruntime-node's on its input`);
+        t.diagnostic(`${where}: ${shown.join(', ')}; top-1 ${r.label} ${(r.prob * 100).toFixed(2)} %`);
+        await p.close();
+      }
+    } finally {
+      await pets.release();
+    }
   });
 });

@@ -21,6 +21,8 @@ import { FASHION_MNIST_INPUT, toModelInput } from '../src/data/dataset.js';
 import { FASHION_MNIST_LABELS } from '../src/data/labels.js';
 import { DEFAULT_MODEL } from '../src/cli/model-commands.js';
 import { maxAbs, maxAbsDiff } from './helpers/fixtures.js';
+import { PET_CLASSES, writePetModel } from './helpers/pets-model.js';
+import { readOnnxInfo } from '../src/engine/onnx/export.js';
 
 const run = promisify(execFile);
 const CLI = fileURLToPath(new URL('../src/cli/main.js', import.meta.url));
@@ -193,6 +195,19 @@ describe('mnv2 export triton', () => {
     assert.throws(() => tritonConfig(cfg, { ...base, preferredBatch: [16] }), /preferred batch size 16 must be an integer in 1..8/);
     assert.throws(() => tritonConfig(cfg, { ...base, maxBatch: 0 }), /max batch must be a positive integer/);
     assert.match(tritonConfig(cfg, base), /max_queue_delay_microseconds: 0\n/);
+  });
+
+  it("CLI: a model's own class names (cat, dog, owl) reach labels.txt, config.pbtxt and model.onnx's metadata", async () => {
+    const weights = path.join(tmp, 'pets.safetensors');
+    writePetModel(weights);
+    const repo = path.join(tmp, 'pets-repo');
+    const { stderr } = await run(process.execPath, [CLI, 'export', 'triton', repo, '--weights', weights, '--name', 'pets']);
+    assert.match(stderr, /wrote .*pets\/config\.pbtxt, .*pets\/1\/model\.onnx and .*pets\/labels\.txt/);
+    assert.deepEqual(readFileSync(path.join(repo, 'pets', 'labels.txt'), 'utf8').split('\n'), [...PET_CLASSES, '']);
+    const cfg = parsePbtxt(readFileSync(path.join(repo, 'pets', 'config.pbtxt'), 'utf8'));
+    assert.equal(one(msg(cfg.output![0]!), 'label_filename'), 'labels.txt');
+    assert.deepEqual(msg(cfg.output![0]!).dims, [PET_CLASSES.length]);
+    assert.deepEqual(readOnnxInfo(readFileSync(path.join(repo, 'pets', '1', 'model.onnx')), 'model.onnx').classes, PET_CLASSES);
   });
 
   it('CLI: export triton with fp16 weights; float32 input/output and close logits', async () => {
