@@ -17,6 +17,8 @@ import sharp from 'sharp';
 import { FASHION_MNIST_DIR } from '../src/data/idx.js';
 import { CIFAR10_LABELS } from '../src/data/labels.js';
 import { fixturePath } from './helpers/fixtures.js';
+import { loadModelFile } from '../src/io/weights.js';
+import { readOnnxInfo } from '../src/engine/onnx/export.js';
 
 const run = promisify(execFile);
 const CLI = fileURLToPath(new URL('../src/cli/main.js', import.meta.url));
@@ -124,6 +126,27 @@ describe('fine-tuning ImageNet-layout weights on a small image folder (the READM
     assert.equal(r!.top[0]!.label, 'red');
     await mnv2('export', 'triton', path.join(tmp, 'repo'), '--weights', model);
     assert.equal(readFileSync(path.join(tmp, 'repo', 'mobilenetv2', 'labels.txt'), 'utf8'), 'blue\nred\n');
+  });
+
+  it('train --weights --resolution: the fine-tuned model and its export take that size; one the weights cannot take is refused', async () => {
+    const out = path.join(tmp, 'run-64');
+    await mnv2('train', '--dataset', folder, '--weights', fixturePath('tv-0.35-96.weights.safetensors'), '--resolution', '64',
+      '--replace-classifier', '2', '--freeze-backbone', '--epochs', '1', '--out', out, '--no-progress');
+    const m = loadModelFile(path.join(out, 'model.safetensors'));
+    assert.deepEqual([m.graph.config.resolution, m.graph.inputShape, m.info.classes], [64, [3, 64, 64], ['blue', 'red']]);
+    const onnx = readOnnxInfo(readFileSync(path.join(out, 'model.onnx')), 'model.onnx');
+    assert.deepEqual([onnx.config.resolution, onnx.classes], [64, ['blue', 'red']]);
+    for (const [weights, res, why] of [
+      [fixturePath('seed-cifar.weights.safetensors'), '64', /--resolution 64 does not fit .*seed-cifar\.weights\.safetensors: invalid model config: seed-cifar resolution must be 32/],
+      [fixturePath('tv-0.35-96.weights.safetensors'), '100', /--resolution 100 does not fit .*tv-0\.35-96\.weights\.safetensors: invalid model config: imagenet resolution must be a multiple of 32, got 100/],
+    ] as const) {
+      await assert.rejects(mnv2('train', '--dataset', folder, '--weights', weights, '--resolution', res,
+        '--replace-classifier', '2', '--out', path.join(tmp, `run-bad-${res}`), '--no-progress'), (e: { code: number; stderr: string }) => {
+        assert.equal(e.code, 1);
+        assert.match(e.stderr, why);
+        return true;
+      });
+    }
   });
 
   it('the bundled Fashion-MNIST model on a photo folder says why not and what to use', async () => {

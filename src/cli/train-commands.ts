@@ -161,6 +161,7 @@ export function registerTrainCommands(program: Command): void {
       if (o.freezeBackbone && !o.weights && !o.resume) throw new Error('--freeze-backbone needs --weights (a trained backbone)');
       const r = await train({
         ...session, recipe, out: o.out, force: o.force, resume: o.resume, weights: o.weights, freezeBackbone: o.freezeBackbone,
+        resolution: o.weights ? int(o.resolution, '--resolution', RESOLUTION) : undefined,
         onnx: o.onnx, progress: o.progress, handleSignals: true,
       });
       if (r.stopped) process.exitCode = 0;

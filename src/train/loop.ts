@@ -50,6 +50,8 @@ export interface TrainOptions {
   resumeEpochs?: number;
   /** Start from these weights (fine-tuning). */
   weights?: string;
+  /** Input size of the model fine-tuned from `weights` (`--resolution`), instead of the one the weights file gives. */
+  resolution?: number;
   /** Replace the classifier with a freshly initialised one for this many classes. */
   replaceClassifier?: number;
   /** Train only the classifier on features the frozen backbone computes once per image (eval mode). */
@@ -237,6 +239,16 @@ function refuseRunFolder(runDir: string, force = false): void {
   }
 }
 
+/** The model to fine-tune from `weights`, at `resolution` when given; a resolution the model cannot take is refused, naming both. */
+function fineTuneSource(weights: string, resolution: number | undefined): ReturnType<typeof loadModelFile> {
+  try {
+    return loadModelFile(weights, { resolution });
+  } catch (e) {
+    if (resolution === undefined || !/invalid model config: .*resolution/.test((e as Error).message)) throw e;
+    throw new Error(`--resolution ${resolution} does not fit ${weights}: ${(e as Error).message}`);
+  }
+}
+
 /** Trains a MobileNetV2. See TrainOptions. */
 export async function train(opts: TrainOptions): Promise<TrainResult> {
   const log = opts.log ?? ((m: string) => console.error(m));
@@ -277,7 +289,7 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
     runDir = resolve(opts.out ?? join('runs', `${recipe.preset}-${new Date().toISOString().replace(/[:.]/g, '-').slice(0, 19)}`));
     refuseRunFolder(runDir, opts.force);
     if (opts.weights) {
-      const l = loadModelFile(opts.weights, { resolution: recipe.arch === 'imagenet' ? recipe.resolution : undefined });
+      const l = fineTuneSource(opts.weights, opts.resolution ?? (recipe.arch === 'imagenet' ? recipe.resolution : undefined));
       graph = l.graph;
       weights = l.weights;
       // An imported Keras model keeps its own input normalisation when fine-tuned on an image folder.
