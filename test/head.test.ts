@@ -20,6 +20,7 @@ import { SCHEMA_KEY } from '../src/io/metadata.js';
 import { importTfjs } from '../src/io/tfjs.js';
 import { importKerasH5 } from '../src/io/keras.js';
 import { Rng } from '../src/util/rng.js';
+import { replaceClassifier } from '../src/train/loop.js';
 import { assertEnginesMatch, classify } from './helpers/engines.js';
 import { get, loadFixture, maxAbsDiff, relL2 } from './helpers/fixtures.js';
 import { layerData, writeKerasH5 } from './helpers/keras-h5.js';
@@ -74,6 +75,14 @@ describe('multi-layer classifier heads', () => {
       t.diagnostic(`${name}: relative L2 ${e.toExponential(2)}`);
       assert.ok(e < 1e-3, `${name}: relative L2 ${e}`);
     }
+  });
+
+  it('--replace-classifier on a multi-layer head re-initializes the last linear only, keeping the hidden layers', () => {
+    const m = torchModel(true);
+    const r = replaceClassifier(m.graph, m.weights, 3, 0);
+    assert.deepEqual([r.graph.config.numClasses, (r.graph.config as ModelConfig).head], [3, HEAD]);
+    for (const k of ['classifier.1.weight', 'classifier.4.bias', 'features.18.1.weight']) assert.equal(r.weights.get(k), m.weights.get(k), k);
+    assert.equal(r.weights.get('classifier.7.weight')!.length, 3 * 16);
   });
 
   it('the head travels in the metadata (schema 2; single-linear files stay schema 1) of model files and ONNX exports', () => {

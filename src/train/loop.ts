@@ -19,7 +19,7 @@ import { NativeModel } from '../engine/native/model.js';
 import { softmaxCrossEntropy } from '../task/classification.js';
 import { assertConverging } from './divergence.js';
 import { exportOnnx } from '../engine/onnx/export.js';
-import type { Graph, LinearNode } from '../model/graph.js';
+import { LOGITS, type Graph, type LinearNode } from '../model/graph.js';
 import { archConfig, buildModel, familyOf, reconfigure } from '../model/registry.js';
 import { descriptiveInfo, encodeModelInfo, type ModelInfoInput } from '../io/metadata.js';
 import { initWeights, type StateDict } from '../model/weights.js';
@@ -135,8 +135,10 @@ export function optimizerFor(r: TrainRecipe): Optimizer {
     : makeOptimizer('rmsprop', { alpha: r.rmsDecay, eps: r.rmsEps, momentum: r.momentum, weightDecay: r.weightDecay, tfCompatible: r.rmsTf });
 }
 
+/** The linear layer computing the logits (the last of a multi-layer head). */
 function classifierNode(graph: Graph): LinearNode {
-  const n = graph.nodes.find((x): x is LinearNode => x.op === 'linear');
+  const logits = graph.outputs.find((o) => o.name === LOGITS)?.value;
+  const n = graph.nodes.find((x): x is LinearNode => x.op === 'linear' && x.output === logits);
   if (!n) throw new Error('model has no linear classifier');
   return n;
 }
