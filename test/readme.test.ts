@@ -56,4 +56,9 @@ describe('README TypeScript examples', { skip: existsSync(FASHION_MNIST_DIR) ? f
     assert.deepEqual(outputs[i]?.trim().split('\n'), ['Shirt 1280 fashion-mnist 10', 'mine']);
     assert.ok(existsSync(path.join(cwd, 'knn.json')));
   });
+
+  it('the heads and feature-extractor example prints what its comments say', () => {
+    const i = blocks.findIndex((b) => b.includes('includeTop'));
+    assert.deepEqual(outputs[i]?.trim().split('\n'), ['classifier.1.weight classifier.4.weight classifier.7.weight', '1280 1280', '1280x4x4 20480']);
+  });
 });
