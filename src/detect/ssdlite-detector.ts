@@ -1,7 +1,8 @@
 /**
  * Detection with an SSDLite model (src/model/ssdlite.ts), the TF OD API way: the photo resized to the input size
- * without a crop, pixels to [-1, 1]; the ONNX export run by ONNX Runtime; box codes decoded against the anchors
- * with the (10, 10, 5, 5) coder, sigmoid scores, TF's per-class NMS. Boxes come back in image pixels.
+ * without a crop, pixels to [-1, 1]; the model run by ONNX Runtime (the ONNX export) or the native oneDNN engine;
+ * box codes decoded against the anchors with the (10, 10, 5, 5) coder, sigmoid scores, TF's per-class NMS.
+ * Boxes come back in image pixels.
  */
 import * as ort from 'onnxruntime-node';
 import sharp from 'sharp';
@@ -9,6 +10,8 @@ import type { Graph } from '../model/graph.js';
 import type { StateDict } from '../model/weights.js';
 import { BOXES, DETECTION_LOGITS, type SsdliteConfig } from '../model/ssdlite.js';
 import { exportOnnx, ONNX_INPUT } from '../engine/onnx/export.js';
+import { NativeModel } from '../engine/native/model.js';
+import type { EngineName } from '../engine/classifier.js';
 import { loadImage, type Preset } from '../data/preprocess.js';
 import { ssdAnchors } from './anchors.js';
 import { decodeBoxes, TF_BOX_CODER, type BoxCoder } from './box-coder.js';
@@ -55,23 +58,47 @@ export function postprocess(codes: Float32Array, logits: Float32Array, resolutio
   return multiclassNms(boxes, scores, nms);
 }
 
-/** An SSDLite model on ONNX Runtime: photo in, detections out. */
+/** Raw outputs of one preprocessed image: box codes [A, 4] and logits [A, C+1]. */
+export interface RawDetections {
+  codes: Float32Array;
+  logits: Float32Array;
+}
+
+interface Runner {
+  run(input: Float32Array): Promise<RawDetections>;
+  release(): Promise<void>;
+}
+
+/** An SSDLite model on ONNX Runtime or the native engine: photo in, detections out. */
 export class SsdliteDetector {
   private constructor(
     readonly graph: Graph<SsdliteConfig>,
-    private session: ort.InferenceSession,
+    readonly engine: EngineName,
+    private runner: Runner,
   ) {}
 
-  static async create(graph: Graph<SsdliteConfig>, weights: StateDict, threads = 1): Promise<SsdliteDetector> {
+  static async create(graph: Graph<SsdliteConfig>, weights: StateDict, threads = 1, engine: EngineName = 'ort'): Promise<SsdliteDetector> {
+    if (engine === 'native') {
+      const m = new NativeModel(graph, weights, { threads });
+      const run = async (input: Float32Array): Promise<RawDetections> => {
+        const out = await m.forwardOutputs(input, 1);
+        return { codes: out.get(BOXES)!, logits: out.get(DETECTION_LOGITS)! };
+      };
+      return new SsdliteDetector(graph, engine, { run, release: async () => {} });
+    }
+    if (engine !== 'ort') throw new Error(`unknown engine '${String(engine)}' (expected native or ort)`);
     const session = await ort.InferenceSession.create(exportOnnx(graph, weights), { intraOpNumThreads: threads, interOpNumThreads: 1 });
-    return new SsdliteDetector(graph, session);
+    const r = graph.config.resolution;
+    const run = async (input: Float32Array): Promise<RawDetections> => {
+      const out = await session.run({ [ONNX_INPUT]: new ort.Tensor('float32', input, [1, 3, r, r]) });
+      return { codes: out[BOXES]!.data as Float32Array, logits: out[DETECTION_LOGITS]!.data as Float32Array };
+    };
+    return new SsdliteDetector(graph, engine, { run, release: () => session.release() });
   }
 
   /** Raw outputs of one preprocessed image [3, R, R]: box codes [A, 4] and logits [A, C+1]. */
-  async forward(input: Float32Array): Promise<{ codes: Float32Array; logits: Float32Array }> {
-    const r = this.graph.config.resolution;
-    const out = await this.session.run({ [ONNX_INPUT]: new ort.Tensor('float32', input, [1, 3, r, r]) });
-    return { codes: out[BOXES]!.data as Float32Array, logits: out[DETECTION_LOGITS]!.data as Float32Array };
+  forward(input: Float32Array): Promise<RawDetections> {
+    return this.runner.run(input);
   }
 
   async detect(image: string, o: DetectOptions = {}): Promise<{ width: number; height: number; detections: Detection[] }> {
@@ -94,7 +121,7 @@ export class SsdliteDetector {
   }
 
   async release(): Promise<void> {
-    await this.session.release();
+    await this.runner.release();
   }
 }
 
