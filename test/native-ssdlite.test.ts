@@ -12,6 +12,7 @@ import { archConfig, buildModel } from '../src/model/registry.js';
 import { GraphBuilder } from '../src/model/builder.js';
 import { makeSsdliteConfig, type SsdliteConfig } from '../src/model/ssdlite.js';
 import type { Graph } from '../src/model/graph.js';
+import type { ModelConfig } from '../src/model/config.js';
 import { initWeights, type StateDict } from '../src/model/weights.js';
 import { exportOnnx } from '../src/engine/onnx/export.js';
 import { NativeModel } from '../src/engine/native/model.js';
@@ -189,6 +190,61 @@ describe('native SSDLite training step vs PyTorch autograd (α 0.35 @ 160, 1 cla
     }
     assert.equal(n, 2 * g.nodes.filter((x) => x.op === 'bn').length);
     assert.ok(worst <= 1e-5, `worst running-statistic error ${worst}`);
+  });
+});
+
+describe('layout nodes in other positions: concat along channels, transposes, flatten, one value in several outputs', () => {
+  // Two convs on a 32x32 input (no BN: the training forward equals inference, and every output is linear in
+  // every weight, so a finite difference of 1 is the exact gradient).
+  const b = new GraphBuilder(archConfig('mobilenetv2', { resolution: 32, numClasses: 2 }) as ModelConfig);
+  const a = b.conv('a', b.g.input, 4, 3, 2, 1, true);
+  const c = b.conv('c', b.g.input, 6, 1, 2, 1, true);
+  b.output('cat', b.concat('cat', [a, c], 0));
+  b.output('t', b.transpose('t', a, [2, 0, 1]));
+  b.output('flat', b.flatten('flat', b.transpose('hwc', c, [1, 2, 0])));
+  b.output('a', a);
+  const g = b.g;
+  const batch = 2;
+  const rng = new Rng(6);
+  const w = initWeights(g, 1);
+  for (const v of w.values()) v.forEach((_, i, arr) => (arr[i] = rng.normal()));
+  const input = Float32Array.from({ length: batch * 3 * 32 * 32 }, () => rng.uniform() * 2 - 1);
+
+  it('inference: every output as ONNX Runtime computes it', async () => {
+    const ref = await ortOutputs(g, w, input, batch);
+    const out = new NativeModel(g, w).predictOutputs(input, batch);
+    assert.deepEqual([...out.keys()], ['cat', 't', 'flat', 'a']);
+    for (const [k, v] of out) assert.ok(maxAbsDiff(v, ref.get(k)!) <= 1e-5 * maxAbs(ref.get(k)!), `${k}: ${maxAbsDiff(v, ref.get(k)!)}`);
+  });
+
+  it('training: outputs as inference, gradients through every window equal exact finite differences', () => {
+    const m = new NativeModel(g, w);
+    const r = new Map(g.outputs.map((o) => [o.name, Float32Array.from({ length: m.predictOutputs(input, batch).get(o.name)!.length }, () => rng.normal())] as const));
+    const lossOf = (outs: ReadonlyMap<string, Float32Array>): number => [...r].reduce((s, [k, x]) => s + x.reduce((t, v, i) => t + v * outs.get(k)![i]!, 0), 0);
+    const eval0 = m.predictOutputs(input, batch);
+    const step = m.step(input, batch, probeTask(r), null);
+    for (const [k, v] of step.outputs) assert.ok(maxAbsDiff(v, eval0.get(k)!) <= 1e-5 * maxAbs(v), k);
+    const grads = new Map([...m.grads].map(([k, v]) => [k, v.slice()] as const));
+    const base = lossOf(eval0);
+    const probe = new NativeModel(g, w);
+    for (const [name, idx] of [['a.bias', [0, 3]], ['c.bias', [0, 5]], ['a.weight', [0, 50, 107]], ['c.weight', [2, 17]]] as const) {
+      for (const i of idx) {
+        const bumped = new Map([...w].map(([k, v]) => [k, v.slice()] as const));
+        bumped.get(name)![i]! += 1;
+        probe.loadStateDict(bumped);
+        const fd = lossOf(probe.predictOutputs(input, batch)) - base;
+        const got = grads.get(name)![i]!;
+        assert.ok(Math.abs(got - fd) <= 1e-3 * Math.max(1, Math.abs(fd)), `${name}[${i}]: gradient ${got}, finite difference ${fd}`);
+      }
+    }
+  });
+
+  it('a reshape that would merge dims of a strided window is refused, naming it', () => {
+    const b2 = new GraphBuilder(archConfig('mobilenetv2', { resolution: 32, numClasses: 2 }) as ModelConfig);
+    const p = b2.reshape('r1', b2.transpose('p1', b2.conv('x', b2.g.input, 4, 3, 2), [1, 2, 0]), [-1, 2]);
+    const q = b2.reshape('r2', b2.transpose('p2', b2.conv('y', b2.g.input, 4, 3, 2), [1, 2, 0]), [-1, 2]);
+    b2.output('both', b2.concat('both', [p, q], 1));
+    assert.throws(() => new NativeModel(b2.g).predictOutputs(input.subarray(0, 3 * 32 * 32), 1), /native inference: reshape r1 of a strided window to \[1, 16, 16, 4\] needs a copy/);
   });
 });
 
