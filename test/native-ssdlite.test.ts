@@ -5,7 +5,9 @@
  */
 import { describe, it, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import os from 'node:os';
 import path from 'node:path';
 import * as ort from 'onnxruntime-node';
 import { archConfig, buildModel } from '../src/model/registry.js';
@@ -18,11 +20,12 @@ import { exportOnnx } from '../src/engine/onnx/export.js';
 import { NativeModel } from '../src/engine/native/model.js';
 import { native } from '../src/engine/native/binding.js';
 import { importTfliteSsdlite } from '../src/io/tflite-ssdlite.js';
-import { SsdliteDetector } from '../src/detect/ssdlite-detector.js';
+import { SsdliteDetector, type Detection } from '../src/detect/ssdlite-detector.js';
 import type { Task } from '../src/task/task.js';
 import { Rng } from '../src/util/rng.js';
 import { get, loadFixture, maxAbs, maxAbsDiff, relL2 } from './helpers/fixtures.js';
 import { countSketch, hashTensor, hashWeights } from './helpers/hash-init.js';
+import { CLI } from './helpers/imagenet-photos.js';
 
 const ssdlite = (o: Partial<SsdliteConfig>): Graph<SsdliteConfig> => buildModel(archConfig('ssdlite', o)) as Graph<SsdliteConfig>;
 
@@ -109,6 +112,25 @@ test('the real clownfish SSDLite (TFLite import, 300x300): native and ONNX Runti
     assert.equal(e.classId, d.classId);
     assert.ok(Math.abs(e.score - d.score) <= 1e-4, `detection ${i}: score ${e.score} vs ${d.score}`);
     assert.ok(maxAbsDiff(e.box, d.box) <= 0.05, `detection ${i}: box [${e.box.join(', ')}] vs [${d.box.join(', ')}] px`);
+  }
+});
+
+test('mnv2 detect --engine native --json: the detections of --engine ort', { skip: fishSkip }, () => {
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'ssdlite-native-'));
+  try {
+    const weights = path.join(dir, 'fish.safetensors');
+    execFileSync(process.execPath, [CLI, 'import', 'tflite', path.join(FISH, 'ssdlite_mobilenet_v2_clownfish.tflite'), '--out', weights], { stdio: 'pipe' });
+    const detect = (engine: string) => (JSON.parse(execFileSync(process.execPath, [CLI, 'detect', path.join(FISH, 'clownfish.jpg'), '--weights', weights,
+      '--engine', engine, '--json', '--max', '5', '--score', '0.3'], { encoding: 'utf8', stdio: 'pipe' })) as { detections: Detection[] }).detections;
+    const [o, n] = [detect('ort'), detect('native')];
+    assert.ok(o.length >= 2, `${o.length} detections`);
+    assert.deepEqual(n.map((d) => d.classId), o.map((d) => d.classId));
+    for (const [i, d] of o.entries()) {
+      assert.ok(Math.abs(n[i]!.score - d.score) <= 1e-4 && maxAbsDiff(n[i]!.box, d.box) <= 0.05, `detection ${i}: ${JSON.stringify(n[i])} vs ${JSON.stringify(d)}`);
+    }
+    assert.throws(() => execFileSync(process.execPath, [CLI, 'detect', path.join(FISH, 'clownfish.jpg'), '--weights', weights, '--engine', 'gpu'], { stdio: 'pipe' }), /Allowed choices are ort, native/);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
   }
 });
 
