@@ -11,8 +11,9 @@ import { BOXES, DETECTION_LOGITS, type SsdliteConfig } from '../model/ssdlite.js
 import { exportOnnx, ONNX_INPUT } from '../engine/onnx/export.js';
 import { loadImage, type Preset } from '../data/preprocess.js';
 import { ssdAnchors } from './anchors.js';
-import { decodeBoxes, TF_BOX_CODER, type BoxCoder } from './box-coder.js';
-import { multiclassNms, SSDLITE_NMS, type MulticlassNmsOptions } from './nms.js';
+import type { BoxCoder } from './box-coder.js';
+import type { Detections } from './nms.js';
+import { postprocessSsd } from './postprocess.js';
 
 export interface Detection {
   /** [x1, y1, x2, y2] in image pixels. */
@@ -41,18 +42,11 @@ export function detectorPreset(size: number): Preset {
   return { name: 'keras', size, channels: 3, greyscale: false, background: 'white', mean: [0.5, 0.5, 0.5], std: [0.5, 0.5, 0.5] };
 }
 
-/** Decode, score and suppress one image's raw outputs (boxes [A, 4] codes, logits [A, C+1]) into normalized boxes. */
-export function postprocess(codes: Float32Array, logits: Float32Array, resolution: number, o: DetectOptions = {}): ReturnType<typeof multiclassNms> {
+/** Decode, score and suppress one image's raw outputs (boxes [A, 4] codes, logits [A, C+1]) into normalized boxes, TF style. */
+export function postprocess(codes: Float32Array, logits: Float32Array, resolution: number, o: DetectOptions = {}): Detections {
   const anchors = ssdAnchors({ height: resolution, width: resolution });
-  const boxes = decodeBoxes(codes, anchors.corners, { ...TF_BOX_CODER, scales: o.scales ?? TF_BOX_CODER.scales });
-  const scores = logits.map((v) => 1 / (1 + Math.exp(-v)));
-  const nms: MulticlassNmsOptions = {
-    ...SSDLITE_NMS,
-    scoreThreshold: o.scoreThreshold ?? 0.3,
-    maxTotal: o.maxDetections ?? SSDLITE_NMS.maxTotal,
-    iouThreshold: o.iouThreshold ?? SSDLITE_NMS.iouThreshold,
-  };
-  return multiclassNms(boxes, scores, nms);
+  const { maxDetections, iouThreshold, scales } = o;
+  return postprocessSsd(codes, logits, anchors.corners, 'tf', { scoreThreshold: o.scoreThreshold ?? 0.3, maxDetections, iouThreshold, scales });
 }
 
 /** An SSDLite model on ONNX Runtime: photo in, detections out. */
