@@ -10,7 +10,7 @@ import type { StateDict } from '../model/weights.js';
 import { BOXES, DETECTION_LOGITS, SSDLITE, type SsdliteConfig } from '../model/ssdlite.js';
 import { exportOnnx, ONNX_INPUT } from '../engine/onnx/export.js';
 import { loadImage, type Preset } from '../data/preprocess.js';
-import { loadModelFile } from '../io/weights.js';
+import { loadModelFile, type LoadedWeights } from '../io/weights.js';
 import { classNamesOf } from '../io/metadata.js';
 import { ssdAnchors } from './anchors.js';
 import type { BoxCoder } from './box-coder.js';
@@ -37,6 +37,15 @@ export interface DetectOptions {
   /** Names of classes 1..C (default `class N`). */
   classNames?: readonly string[];
   threads?: number;
+}
+
+/** Width and height of an image file or buffer as displayed (after its EXIF orientation, as loadImage reads it). */
+export async function orientedSize(image: string | Buffer): Promise<{ width: number; height: number }> {
+  const m = await sharp(image).metadata();
+  const width = m.autoOrient?.width ?? m.width;
+  const height = m.autoOrient?.height ?? m.height;
+  if (!width || !height) throw new Error(`${typeof image === 'string' ? image : 'image'}: cannot read the image size`);
+  return { width, height };
 }
 
 /** TF OD API's fixed_shape_resizer + [-1, 1]: a direct (aspect-changing) bilinear resize. */
@@ -70,6 +79,35 @@ export class SsdliteDetector {
     return { codes: out[BOXES]!.data as Float32Array, logits: out[DETECTION_LOGITS]!.data as Float32Array };
   }
 
+  /** Anchors A of the model's input size. */
+  get anchorCount(): number {
+    return ssdAnchors({ height: this.graph.config.resolution, width: this.graph.config.resolution }).count;
+  }
+
+  /** Floats per image of {@link forwardRows}: A·4 codes then A·(C+1) logits. */
+  get rowSize(): number {
+    return this.anchorCount * (4 + this.graph.config.numClasses + 1);
+  }
+
+  /** The raw outputs of a batch as one row per image (codes, then logits): the shape the server's batcher splits. */
+  async forwardRows(input: Float32Array, batch: number): Promise<Float32Array> {
+    const { codes, logits } = await this.forward(input, batch);
+    const nc = codes.length / batch;
+    const nl = logits.length / batch;
+    const out = new Float32Array(batch * (nc + nl));
+    for (let i = 0; i < batch; i++) {
+      out.set(codes.subarray(i * nc, (i + 1) * nc), i * (nc + nl));
+      out.set(logits.subarray(i * nl, (i + 1) * nl), i * (nc + nl) + nc);
+    }
+    return out;
+  }
+
+  /** Pixel detections of one image from its {@link forwardRows} row. */
+  rowDetections(row: Float32Array, width: number, height: number, o: DetectOptions = {}): Detection[] {
+    const nc = this.anchorCount * 4;
+    return this.toDetections(row.subarray(0, nc), row.subarray(nc), width, height, o);
+  }
+
   /** Pixel detections of one image of width × height from its raw outputs (one image's codes and logits). */
   toDetections(codes: Float32Array, logits: Float32Array, width: number, height: number, o: DetectOptions = {}): Detection[] {
     const d = postprocess(codes, logits, this.graph.config.resolution, o);
@@ -87,8 +125,7 @@ export class SsdliteDetector {
 
   async detect(image: string, o: DetectOptions = {}): Promise<{ width: number; height: number; detections: Detection[] }> {
     const r = this.graph.config.resolution;
-    const { width, height } = await sharp(image).metadata();
-    if (!width || !height) throw new Error(`${image}: cannot read the image size`);
+    const { width, height } = await orientedSize(image);
     const { codes, logits } = await this.forward(await loadImage(image, detectorPreset(r)));
     const detections = this.toDetections(codes, logits, width, height, o);
     return { width, height, detections };
@@ -107,7 +144,11 @@ export const POSTPROCESS_KEY = 'mnv2.postprocess';
  * coder scales and NMS IoU, and the class names.
  */
 export async function openSsdliteFile(file: string, threads = 1): Promise<{ detector: SsdliteDetector; options: DetectOptions }> {
-  const m = loadModelFile(file);
+  return openSsdlite(loadModelFile(file), file, threads);
+}
+
+/** {@link openSsdliteFile} on a model file already read. */
+export async function openSsdlite(m: LoadedWeights, file: string, threads = 1): Promise<{ detector: SsdliteDetector; options: DetectOptions }> {
   if (m.graph.config.family !== SSDLITE) throw new Error(`${file}: a ${m.graph.config.family} model, not an SSDLite detector`);
   let post: Record<string, number> = {};
   try {
