@@ -150,6 +150,11 @@ export async function openSsdliteFile(file: string, threads = 1): Promise<{ dete
 /** {@link openSsdliteFile} on a model file already read. */
 export async function openSsdlite(m: LoadedWeights, file: string, threads = 1): Promise<{ detector: SsdliteDetector; options: DetectOptions }> {
   if (m.graph.config.family !== SSDLITE) throw new Error(`${file}: a ${m.graph.config.family} model, not an SSDLite detector`);
+  return { detector: await SsdliteDetector.create(m.graph as Graph<SsdliteConfig>, m.weights, threads), options: detectOptionsOf(m, file) };
+}
+
+/** The post-processing options a model file carries: an imported TFLite export's coder scales and NMS IoU, class names. */
+export function detectOptionsOf(m: { metadata: Readonly<Record<string, string>>; info: Parameters<typeof classNamesOf>[0] }, file: string): DetectOptions {
   let post: Record<string, number> = {};
   try {
     post = m.metadata[POSTPROCESS_KEY] ? (JSON.parse(m.metadata[POSTPROCESS_KEY]) as Record<string, number>) : {};
@@ -161,7 +166,7 @@ export async function openSsdlite(m: LoadedWeights, file: string, threads = 1): 
   if (post['nms_iou_threshold']) options.iouThreshold = post['nms_iou_threshold'];
   const classNames = classNamesOf(m.info);
   if (classNames) options.classNames = classNames;
-  return { detector: await SsdliteDetector.create(m.graph as Graph<SsdliteConfig>, m.weights, threads), options };
+  return options;
 }
 
 const escapeXml = (s: string): string => s.replace(/[<>&'"]/g, (c) => `&#${c.charCodeAt(0)};`);
