@@ -12,7 +12,9 @@ import { LABEL_SET_NAMES, type LabelSetName } from '../data/labels.js';
 import { PRESET_NAMES } from '../data/preprocess.js';
 import { descriptiveInfo, type ModelInfo } from '../io/metadata.js';
 import { startServer, type RunningServer, type ServedDetector } from '../serve/server.js';
-import { detectorPreset, openSsdlite } from '../detect/ssdlite-detector.js';
+import { detectOptionsOf, detectorPreset, openSsdlite } from '../detect/ssdlite-detector.js';
+import { ssdAnchors } from '../detect/anchors.js';
+import { addDetectPostprocess } from '../engine/onnx/detect-postprocess.js';
 import { SSDLITE } from '../model/ssdlite.js';
 import type { LoadedWeights } from '../io/weights.js';
 import type { Preset } from '../data/preprocess.js';
@@ -101,6 +103,24 @@ async function checkFeeds(clf: Classifier, [c, h, w]: [number, number, number], 
   }
 }
 
+/** A detector's Triton outputs: raw codes and logits, or (decode) normalized boxes and sigmoid scores, per image. */
+function tritonDetector(m: LoadedWeights, mode: 'none' | 'decode') {
+  const cfg = m.graph.config;
+  const anchors = ssdAnchors({ height: cfg.resolution, width: cfg.resolution });
+  const options = detectOptionsOf(m, 'the model');
+  const [boxes, scores] = mode === 'decode' ? ['decoded_boxes', 'scores'] : ['boxes', 'logits'];
+  return {
+    spec: { preset: detectorPreset(cfg.resolution), labels: options.classNames },
+    outputs: [{ name: boxes, dims: [anchors.count, 4] }, { name: scores, dims: [anchors.count, cfg.numClasses + 1] }],
+    transform: mode === 'decode'
+      ? (bytes: Uint8Array) => addDetectPostprocess(bytes, { mode: 'decode', anchors, numClasses: cfg.numClasses, scales: options.scales })
+      : undefined,
+    note: mode === 'decode'
+      ? 'outputs: decoded_boxes (normalized x1, y1, x2, y2 per anchor) and scores (sigmoid, column 0 background); per-class NMS is the client\'s.'
+      : 'outputs: boxes (ty, tx, th, tw codes per SSD anchor) and logits (column 0 background); decode + NMS as src/detect/postprocess.ts.',
+  };
+}
+
 export function registerServeCommands(program: Command): void {
   imageOptions(engineOption(archOptions(program.command('serve').description('HTTP inference server: POST an image to /v1/classify (a detector: /v1/detect); /healthz, /metrics')), 'ort'))
     .option('--weights <file>', 'weights (.safetensors, .pth or a catalogue name); default: the bundled Fashion-MNIST model')
@@ -185,15 +205,19 @@ export function registerServeCommands(program: Command): void {
     .addOption(new Option('--preprocess <name>', 'preprocessing the clients must apply (noted in config.pbtxt)').choices([...PRESET_NAMES]))
     .addOption(new Option('--labels <name>', 'label list for labels.txt').choices([...LABEL_SET_NAMES]))
     .option('--fp16', 'float16 weights and compute (input and output stay float32)')
+    .addOption(new Option('--detect-postprocess <mode>', 'SSDLite: raw outputs (none) or box decoding + sigmoid in the graph (decode)').choices(['none', 'decode']).default('none'))
     .option('--force', 'replace an existing model directory')
-    .action((dir: string, o: ArchOpts & { weights?: string; name: string; maxBatch: string; preferredBatch: string; maxQueueDelayUs: string; instances: string; preprocess?: string; labels?: LabelSetName; fp16?: boolean; force?: boolean }) => {
+    .action((dir: string, o: ArchOpts & { weights?: string; name: string; maxBatch: string; preferredBatch: string; maxQueueDelayUs: string; instances: string; preprocess?: string; labels?: LabelSetName; fp16?: boolean; force?: boolean; detectPostprocess: 'none' | 'decode' }) => {
       const maxBatch = int(o.maxBatch, '--max-batch', BATCH)!;
       const preferred = [...new Set(o.preferredBatch.split(',').filter((s) => s.trim()).map((s) => Math.min(int(s.trim(), '--preferred-batch', BATCH)!, maxBatch)))];
       const maxQueueDelayUs = int(o.maxQueueDelayUs, '--max-queue-delay-us', { min: 0, max: 60_000_000 })!;
       const instances = int(o.instances, '--instances', { min: 1, max: 1024 })!;
       const m = loadModel(o, true);
-      const spec = inputSpec(m.info, o);
+      const det = m.graph.config.family === SSDLITE ? tritonDetector(m, o.detectPostprocess) : null;
+      if (!det && o.detectPostprocess !== 'none') throw new Error(`--detect-postprocess is for SSDLite detectors, not a ${m.graph.config.family} model`);
+      const spec = det ? det.spec : inputSpec(m.info, o);
       const modelDir = exportTriton(dir, m.graph, m.weights, {
+        ...(det ? { outputs: det.outputs, transform: det.transform } : {}),
         name: o.name,
         maxBatch,
         preferredBatch: preferred,
@@ -205,7 +229,7 @@ export function registerServeCommands(program: Command): void {
         info: descriptiveInfo(m.info),
         notes: [
           `Written by mobilenetv2-ts (mnv2 export triton) from ${o.weights ?? 'the bundled Fashion-MNIST model'}.`,
-          `input: float32 NCHW, images preprocessed with mnv2's '${spec.preset.name}' preset; output: logits (softmax gives probabilities).`,
+          `input: float32 NCHW, images preprocessed with mnv2's '${spec.preset.name}' preset; ${det ? det.note : 'output: logits (softmax gives probabilities).'}`,
         ],
       });
       console.error(`wrote ${modelDir}/config.pbtxt, ${modelDir}/1/model.onnx${spec.labels ? ` and ${modelDir}/labels.txt` : ''}${o.fp16 ? ' (fp16)' : ''}`);
