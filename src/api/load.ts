@@ -22,7 +22,7 @@ import { fetchWeights, resolveWeights } from '../weights/cache.js';
 import { importKerasH5 } from '../io/keras.js';
 import type { ModelInfo } from '../io/metadata.js';
 import { featureGraph, globalPool, type Pooling } from '../model/features.js';
-import { numel, valueShape, type Graph } from '../model/graph.js';
+import { numel, producer, type Graph } from '../model/graph.js';
 import type { StateDict } from '../model/weights.js';
 import { imageTensor, type ImageInput } from './image-input.js';
 
@@ -162,7 +162,7 @@ export async function load(opts: LoadOptions = {}): Promise<Model> {
   } else {
     throw new Error(`load: unknown engine '${String(engine)}' (expected native or ort)`);
   }
-  const embeddingShape = extractor ? valueShape(m.graph, m.graph.outputs[0]!.value) : globalPool(m.graph)!.shape;
+  const embeddingShape = (extractor ? producer(m.graph, m.graph.outputs[0]!.value) : globalPool(m.graph))!.shape;
   const imageOpts: LoadImageOptions = { invert: opts.invert };
   const run = async (image: ImageInput): Promise<{ logits: Float32Array; features: Float32Array }> =>
     forward(await imageTensor(image, spec.preset, imageOpts), 1);

@@ -181,11 +181,6 @@ export function producer<N extends { output: string }>(graph: { nodes: readonly 
   return graph.nodes.find((n) => n.output === value);
 }
 
-/** Per-image shape of a value (the graph input's, or its node's). */
-export function valueShape(graph: Pick<Graph, 'nodes' | 'input' | 'inputShape'>, value: string): readonly number[] {
-  return value === graph.input ? graph.inputShape : producer(graph, value)!.shape;
-}
-
 /** The one output of a single-output graph (a classifier's logits). */
 export function soleOutput(graph: Pick<Graph, 'outputs'>, what: string): GraphOutput {
   if (graph.outputs.length !== 1) throw new Error(`${what}: expects a graph with one output, this one has ${graph.outputs.length} (${graph.outputs.map((o) => o.name).join(', ')})`);
