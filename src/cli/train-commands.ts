@@ -12,7 +12,8 @@ import { ALPHA, RESOLUTION } from './model-commands.js';
 import { refuseInputAsOutput } from '../util/outputs.js';
 import { PRESET_NAMES, resolvePreset, type PresetName, type TrainRecipe } from '../train/presets.js';
 import { limitDataset, openDataset } from '../data/open.js';
-import { formatDuration, progressBar, train, type TrainOptions } from '../train/loop.js';
+import { train, type TrainOptions } from '../train/loop.js';
+import { formatDuration, progressBar } from '../train/progress.js';
 import { evaluate, evalToJSON, formatEvalReport, writeConfusionPng } from '../train/metrics.js';
 import { plotRun } from '../train/plot.js';
 

@@ -32,6 +32,7 @@ export interface TrainPosition {
   epochSeen: number;
   /** Seconds of training so far (all sessions). */
   elapsed: number;
+  /** Best value so far of the task's best key (classification: val_top1; the name predates other tasks). */
   bestTop1: number;
   bestEpoch: number;
   recipe: TrainRecipe;
