@@ -17,6 +17,7 @@
  */
 import { SHORTCUTS, type ShortcutKind } from '../model/config.js';
 import type { AugmentKind } from '../data/loader.js';
+import { failFor } from '../util/errors.js';
 
 export type PresetName = 'fashion-mnist' | 'seed-cifar10' | 'paper-imagenet';
 export const PRESET_NAMES: readonly PresetName[] = ['fashion-mnist', 'seed-cifar10', 'paper-imagenet'];
@@ -123,9 +124,7 @@ export function resolvePreset(name: PresetName, overrides: Partial<TrainRecipe> 
 }
 
 export function validateRecipe(r: TrainRecipe): void {
-  const bad = (m: string): never => {
-    throw new Error(`invalid training settings: ${m}`);
-  };
+  const bad = failFor('invalid training settings');
   const posInt = (v: number, what: string) => (Number.isInteger(v) && v > 0) || bad(`${what} must be a positive integer, got ${v}`);
   const nonNegInt = (v: number, what: string) => (Number.isInteger(v) && v >= 0) || bad(`${what} must be an integer >= 0, got ${v}`);
   const nonNeg = (v: number, what: string) => (Number.isFinite(v) && v >= 0) || bad(`${what} must be a number >= 0, got ${v}`);

@@ -20,6 +20,7 @@ import type { TrainRecipe } from './presets.js';
 import { progressBar } from './progress.js';
 import { refuseRunFolder } from './artifacts.js';
 import type { TrainOptions } from './loop.js';
+import { fail } from '../util/errors.js';
 
 export interface RunState {
   recipe: TrainRecipe;
@@ -73,7 +74,7 @@ export function openRun(opts: TrainOptions, log: (m: string) => void): RunState 
 function resumeRun(opts: TrainOptions, resume: string, log: (m: string) => void): RunState {
   const file = resolveCheckpointPath(resume);
   const ck = loadCheckpoint(file);
-  if (!ck.position) throw new Error(`${file}: not a training checkpoint (no mnv2.train metadata); to fine-tune from it use --weights`);
+  if (!ck.position) fail(file, `not a training checkpoint (no mnv2.train metadata); to fine-tune from it use --weights`);
   const position = ck.position;
   const recipe = { ...position.recipe, epochs: opts.resumeEpochs ?? position.recipe.epochs };
   const runDir = resolve(opts.out ?? dirname(file));
