@@ -20,7 +20,7 @@ import { SCHEMA_KEY } from '../src/io/metadata.js';
 import { importTfjs } from '../src/io/tfjs.js';
 import { importKerasH5 } from '../src/io/keras.js';
 import { Rng } from '../src/util/rng.js';
-import { replaceClassifier } from '../src/train/loop.js';
+import { replaceClassifier } from '../src/train/run-state.js';
 import { assertEnginesMatch, classify } from './helpers/engines.js';
 import { get, loadFixture, maxAbsDiff, relL2 } from './helpers/fixtures.js';
 import { layerData, writeKerasH5 } from './helpers/keras-h5.js';

@@ -1,6 +1,6 @@
 /** A progress bar per file and phase (download, verify, extract) for the downloaders' onProgress callbacks. */
 import type { FetchProgress } from '../data/fetch.js';
-import { progressBar } from '../train/loop.js';
+import { progressBar } from '../train/progress.js';
 
 export function downloadProgress(enabled: boolean): { onProgress: (p: FetchProgress) => void; stop: () => void } {
   const st: { pb: ReturnType<typeof progressBar>; key: string } = { pb: null, key: '' };

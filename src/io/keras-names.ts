@@ -10,6 +10,7 @@ import { buildGraph } from '../model/mobilenetv2.js';
 import { featureGraph, type Pooling } from '../model/features.js';
 import { checkStateDict, initWeights, type StateDict } from '../model/weights.js';
 import { stridedOffsets } from '../util/strided.js';
+import { fail } from '../util/errors.js';
 
 export interface KerasTensor {
   shape: number[];
@@ -53,7 +54,7 @@ const KERAS_ACTIVATIONS: Record<string, KerasHeadLayer['activation']> = { linear
 /** A Keras activation name as a head activation; throws naming the layer for one the engines do not run. */
 export function kerasActivation(name: unknown, layer: string, source: string): KerasHeadLayer['activation'] {
   const a = KERAS_ACTIVATIONS[String(name)];
-  if (!a) throw new Error(`${source}: layer ${layer} has activation '${String(name)}'; a head's Dense layers may use ${Object.keys(KERAS_ACTIVATIONS).join(', ')} (softmax on the last one only)`);
+  if (!a) fail(source, `layer ${layer} has activation '${String(name)}'; a head's Dense layers may use ${Object.keys(KERAS_ACTIVATIONS).join(', ')} (softmax on the last one only)`);
   return a;
 }
 
@@ -281,7 +282,7 @@ export function kerasToModel(layers: KerasWeights, source: string, opts: KerasIm
   const headKernel = headLayer ? layers.get(headLayer)!.get('kernel') : undefined;
   const kind = headKind(headKernel);
   if (headLayer && !kind) {
-    throw new Error(`${source}: classifier layer ${headLayer} has neither a 2-D (Dense) nor a 1x1 (Conv2D) kernel (got ${headKernel ? fmt(headKernel.shape) : 'none'})`);
+    fail(source, `classifier layer ${headLayer} has neither a 2-D (Dense) nor a 1x1 (Conv2D) kernel (got ${headKernel ? fmt(headKernel.shape) : 'none'})`);
   }
   let numClasses: number;
   if (headKernel) {
@@ -296,7 +297,7 @@ export function kerasToModel(layers: KerasWeights, source: string, opts: KerasIm
     numClasses = 1; // no classifier is built: the graph is cut at the pool below
   } else {
     if (opts.numClasses === undefined) {
-      throw new Error(`${source}: has no classifier (a no-top file); pass --classes N to add a freshly initialized N-class head (seeded by --seed) for fine-tuning`);
+      fail(source, `has no classifier (a no-top file); pass --classes N to add a freshly initialized N-class head (seeded by --seed) for fine-tuning`);
     }
     numClasses = opts.numClasses;
   }
@@ -365,9 +366,9 @@ function orderHead(candidates: string[], topology: readonly KerasHeadLayer[] | u
   const hidden = ordered.slice(0, -1);
   const last = ordered.at(-1)!;
   const bad = hidden.find((l) => l.activation === 'softmax');
-  if (bad) throw new Error(`${source}: Dense layer ${bad.name} has a softmax activation but is not the last layer of the head`);
+  if (bad) fail(source, `Dense layer ${bad.name} has a softmax activation but is not the last layer of the head`);
   if (last.activation !== 'linear' && last.activation !== 'softmax') {
-    throw new Error(`${source}: the last Dense layer ${last.name} has activation '${last.activation}'; the classifier's outputs are logits (linear, or softmax, which classify applies)`);
+    fail(source, `the last Dense layer ${last.name} has activation '${last.activation}'; the classifier's outputs are logits (linear, or softmax, which classify applies)`);
   }
   return { hidden, headLayer: last.name };
 }

@@ -15,7 +15,9 @@
  *
  * Every field can be overridden (see `resolvePreset`).
  */
+import { SHORTCUTS, type ShortcutKind } from '../model/config.js';
 import type { AugmentKind } from '../data/loader.js';
+import { failFor } from '../util/errors.js';
 
 export type PresetName = 'fashion-mnist' | 'seed-cifar10' | 'paper-imagenet';
 export const PRESET_NAMES: readonly PresetName[] = ['fashion-mnist', 'seed-cifar10', 'paper-imagenet'];
@@ -37,6 +39,8 @@ export interface TrainRecipe {
   resolution: number;
   /** Dropout before the classifier (undefined: the architecture's default). */
   dropout?: number;
+  /** MobileNetV2's shortcut placement (Fig. 6b; undefined: the paper's, between bottlenecks). */
+  shortcut?: ShortcutKind;
   epochs: number;
   batch: number;
   optimizer: OptimizerName;
@@ -120,9 +124,7 @@ export function resolvePreset(name: PresetName, overrides: Partial<TrainRecipe> 
 }
 
 export function validateRecipe(r: TrainRecipe): void {
-  const bad = (m: string): never => {
-    throw new Error(`invalid training settings: ${m}`);
-  };
+  const bad = failFor('invalid training settings');
   const posInt = (v: number, what: string) => (Number.isInteger(v) && v > 0) || bad(`${what} must be a positive integer, got ${v}`);
   const nonNegInt = (v: number, what: string) => (Number.isInteger(v) && v >= 0) || bad(`${what} must be an integer >= 0, got ${v}`);
   const nonNeg = (v: number, what: string) => (Number.isFinite(v) && v >= 0) || bad(`${what} must be a number >= 0, got ${v}`);
@@ -147,4 +149,5 @@ export function validateRecipe(r: TrainRecipe): void {
   if (!['cosine', 'exponential', 'step', 'constant'].includes(r.schedule)) bad(`schedule must be cosine, exponential, step or constant, got ${r.schedule}`);
   if (r.schedulePer !== 'epoch' && r.schedulePer !== 'step') bad(`schedule-per must be epoch or step, got ${r.schedulePer}`);
   if (r.augment !== 'seed' && r.augment !== 'rrc' && r.augment !== 'none') bad(`augment must be seed, rrc or none, got ${r.augment}`);
+  if (r.shortcut !== undefined && !SHORTCUTS.includes(r.shortcut)) bad(`shortcut must be ${SHORTCUTS.join(', ')}, got ${String(r.shortcut)}`);
 }

@@ -1,0 +1,180 @@
+/**
+ * The state a run starts from: fresh (a new model, or weights to fine-tune with an optionally replaced
+ * classifier) or resumed from a checkpoint (weights, optimizer, EMA, RNG, position and recipe); then its data,
+ * and the model fitted to the data's classes and input shape.
+ */
+import { mkdirSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
+import { LOGITS, type Graph, type LinearNode } from '../model/graph.js';
+import { archConfig, buildModel, familyOf, reconfigure, resolveArch } from '../model/registry.js';
+import { shortcutOverride } from '../model/config.js';
+import type { BaseConfig } from '../model/family.js';
+import { descriptiveInfo, type ModelInfoInput } from '../io/metadata.js';
+import { initWeights, type StateDict } from '../model/weights.js';
+import { loadModelFile } from '../io/weights.js';
+import { deriveSeed } from '../data/loader.js';
+import type { Dataset, InputConvention } from '../data/dataset.js';
+import { limitDataset, openDataset, type DataSource } from '../data/open.js';
+import { loadCheckpoint, resolveCheckpointPath, type TrainPosition } from './checkpoint.js';
+import type { TrainRecipe } from './presets.js';
+import { progressBar } from './progress.js';
+import { refuseRunFolder } from './artifacts.js';
+import type { TrainOptions } from './loop.js';
+import { fail } from '../util/errors.js';
+
+export interface RunState {
+  recipe: TrainRecipe;
+  graph: Graph;
+  /** Empty for a fresh model until `fitToData` knows the class count. */
+  weights: StateDict;
+  runDir: string;
+  /** Head-only fine-tuning (frozen backbone). */
+  headOnly: boolean;
+  /** What the model files of the run say about the model besides its config. */
+  baseInfo: Omit<ModelInfoInput, 'config'>;
+  /** Set when resuming. */
+  resumed: {
+    position: TrainPosition;
+    optim: Map<string, Float32Array>;
+    ema: Map<string, Float32Array> | null;
+    rng: Uint32Array | null;
+  } | null;
+}
+
+/** The linear layer computing the logits (the last of a multi-layer head). */
+export function classifierNode(graph: Graph): LinearNode {
+  const logits = graph.outputs.find((o) => o.name === LOGITS)?.value;
+  const n = graph.nodes.find((x): x is LinearNode => x.op === 'linear' && x.output === logits);
+  if (!n) throw new Error('model has no linear classifier');
+  return n;
+}
+
+/** The model to fine-tune from `weights`, at `resolution` when given; a resolution the model cannot take is refused, naming both. */
+function fineTuneSource(weights: string, resolution: number | undefined): ReturnType<typeof loadModelFile> {
+  try {
+    return loadModelFile(weights, { resolution });
+  } catch (e) {
+    if (resolution === undefined || !/invalid model config: .*resolution/.test((e as Error).message)) throw e;
+    throw new Error(`--resolution ${resolution} does not fit ${weights}: ${(e as Error).message}`);
+  }
+}
+
+/** Weights for `newGraph`: everything from `weights` except the classifier, which is freshly initialised. */
+export function replaceClassifier(graph: Graph, weights: StateDict, numClasses: number, seed: number): { graph: Graph; weights: StateDict } {
+  if (!Number.isInteger(numClasses) || numClasses < 1) throw new Error(`--replace-classifier needs a positive class count, got ${numClasses}`);
+  const g2 = buildModel(reconfigure(graph.config, { numClasses }));
+  const fresh = initWeights(g2, seed);
+  const cls = classifierNode(g2).name;
+  const out: StateDict = new Map();
+  for (const [k, v] of fresh) out.set(k, k.startsWith(`${cls}.`) ? v : (weights.get(k) ?? v));
+  return { graph: g2, weights: out };
+}
+
+/** The model config a recipe asks for. */
+function recipeConfig(recipe: TrainRecipe, numClasses?: number): BaseConfig {
+  const { alpha, resolution, dropout } = recipe;
+  return archConfig(recipe.arch, { alpha, resolution, dropout, numClasses, ...shortcutOverride(resolveArch(recipe.arch).family.name, recipe.arch, recipe.shortcut) });
+}
+
+/** Resumes the checkpoint `opts.resume` or starts a fresh run; creates the run folder. */
+export function openRun(opts: TrainOptions, log: (m: string) => void): RunState {
+  const state = opts.resume ? resumeRun(opts, opts.resume, log) : freshRun(opts, log);
+  mkdirSync(state.runDir, { recursive: true });
+  return state;
+}
+
+function resumeRun(opts: TrainOptions, resume: string, log: (m: string) => void): RunState {
+  const file = resolveCheckpointPath(resume);
+  const ck = loadCheckpoint(file);
+  if (!ck.position) fail(file, `not a training checkpoint (no mnv2.train metadata); to fine-tune from it use --weights`);
+  const position = ck.position;
+  const recipe = { ...position.recipe, epochs: opts.resumeEpochs ?? position.recipe.epochs };
+  const runDir = resolve(opts.out ?? dirname(file));
+  if (runDir !== resolve(dirname(file))) refuseRunFolder(runDir, opts.force);
+  log(`resuming ${file}: epoch ${position.epoch + 1}/${recipe.epochs}, batch ${position.step}, step ${position.globalStep}`);
+  return {
+    recipe, graph: ck.graph, weights: ck.weights, runDir, headOnly: position.headOnly ?? false, baseInfo: descriptiveInfo(ck.info),
+    resumed: { position, optim: ck.optim, ema: ck.ema.size ? ck.ema : null, rng: ck.rng },
+  };
+}
+
+function freshRun(opts: TrainOptions, log: (m: string) => void): RunState {
+  const recipe = opts.recipe;
+  const runDir = resolve(opts.out ?? join('runs', `${recipe.preset}-${new Date().toISOString().replace(/[:.]/g, '-').slice(0, 19)}`));
+  refuseRunFolder(runDir, opts.force);
+  const base = { recipe, runDir, headOnly: opts.freezeBackbone ?? false, resumed: null };
+  // A fresh model is initialised by fitToData, once the class count is known.
+  if (!opts.weights) return { ...base, baseInfo: {}, graph: buildModel(recipeConfig(recipe)), weights: new Map() };
+  const l = fineTuneSource(opts.weights, opts.resolution ?? (recipe.arch === 'imagenet' ? recipe.resolution : undefined));
+  log(`fine-tuning from ${opts.weights} (${familyOf(l.graph.config).describe(l.graph.config)})`);
+  // An imported Keras model keeps its own input normalisation when fine-tuned on an image folder.
+  return { ...base, graph: l.graph, weights: l.weights, baseInfo: l.info.preprocess !== undefined ? { preprocess: l.info.preprocess } : {} };
+}
+
+export interface RunData {
+  train: Dataset;
+  val: Dataset;
+  /** How the datasets' images become model inputs. */
+  input: InputConvention;
+  /** The training split as opened (its preprocessing and label set go into the model files). */
+  source: DataSource;
+}
+
+/** Opens (and decodes) the recipe's training and validation splits for the run's model. */
+export async function openData(state: RunState, bar: boolean): Promise<RunData> {
+  const { recipe } = state;
+  const openSplit = async (split: 'train' | 'test'): Promise<DataSource> => {
+    const pb = progressBar(bar, `decoding ${split} images |{bar}| {value}/{total} images`);
+    let started = false;
+    try {
+      return await openDataset(recipe.dataset, split, {
+        dir: recipe.dataDir, resolution: state.graph.config.resolution, preprocess: state.baseInfo.preprocess,
+        onProgress: (d, t) => {
+          if (!started) pb?.start(t, 0);
+          started = true;
+          pb?.update(d);
+        },
+      });
+    } finally {
+      if (started) pb?.stop();
+    }
+  };
+  const source = await openSplit('train');
+  const valSrc = await openSplit('test');
+  return {
+    train: limitDataset(source.dataset, recipe.trainLimit, deriveSeed(recipe.seed, 0x7a11)),
+    val: limitDataset(valSrc.dataset, recipe.evalLimit, deriveSeed(recipe.seed, 0xe7a1)),
+    input: source.input,
+    source,
+  };
+}
+
+/**
+ * A fresh run's model for the data's classes (initialised, or its classifier replaced when asked); then checks
+ * that the model takes the data's classes and input shape.
+ */
+export function fitToData(state: RunState, data: RunData, opts: Pick<TrainOptions, 'weights' | 'replaceClassifier'>): void {
+  const { recipe } = state;
+  const classes = data.source.dataset.classes;
+  const replace = opts.replaceClassifier;
+  if (!state.resumed) {
+    if (opts.weights) {
+      if (replace !== undefined) ({ graph: state.graph, weights: state.weights } = replaceClassifier(state.graph, state.weights, replace, recipe.seed));
+    } else {
+      state.graph = buildModel(recipeConfig(recipe, replace ?? classes.length));
+      state.weights = initWeights(state.graph, recipe.seed);
+    }
+  }
+  const k = state.graph.config.numClasses;
+  if (k !== classes.length) {
+    throw new Error(`the model has ${k} classes but ${data.train.name} has ${classes.length} (${classes.slice(0, 5).join(', ')}${classes.length > 5 ? ', ...' : ''}); use --replace-classifier ${classes.length}`);
+  }
+  const [ic, ih, iw] = state.graph.inputShape as [number, number, number];
+  const { input: conv, train } = data;
+  if (conv.channels !== ic || train.height + 2 * conv.pad !== ih || train.width + 2 * conv.pad !== iw) {
+    throw new Error(`${train.name} gives ${conv.channels}×${train.height + 2 * conv.pad}×${train.width + 2 * conv.pad} inputs, the model takes ${ic}×${ih}×${iw}`);
+  }
+  if (!state.resumed) {
+    state.baseInfo = { preprocess: data.source.preprocess, classes, ...(data.source.labelSet && { labels: data.source.labelSet }) };
+  }
+}
