@@ -5,12 +5,10 @@
 import { Command, Option } from 'commander';
 import { mobilenetV2 } from '../model/mobilenetv2.js';
 import { initWeights } from '../model/weights.js';
-import { NativeModel } from '../engine/native/model.js';
+import type { NativeModel } from '../engine/native/model.js';
 import { createClassifier, type EngineName } from '../engine/classifier.js';
 import { SGD, paramRefs } from '../train/optim.js';
 import { Rng } from '../util/rng.js';
-import { loadFashionMnist } from '../data/idx.js';
-import { BatchLoader } from '../data/loader.js';
 import { median } from '../util/stats.js';
 import { BATCH, int, THREADS } from './args.js';
 
@@ -33,6 +31,7 @@ export interface BenchResult {
  * `mnv2 train` feeds the engine. A "step" is one batch; compare its img/s with train-seed's.
  */
 async function loaderStep(batch: number): Promise<() => Promise<void>> {
+  const [{ BatchLoader }, { loadFashionMnist }] = await Promise.all([import('../data/loader.js'), import('../data/idx.js')]);
   const loader = new BatchLoader({ dataset: loadFashionMnist(undefined, 'train'), batchSize: batch, augment: 'seed', seed: 0 });
   let epoch = 0;
   let it = loader.epoch(epoch)[Symbol.asyncIterator]();
@@ -57,6 +56,7 @@ export async function bench(workload: Workload, engine: EngineName, batch: numbe
     step = await loaderStep(batch);
   } else if (workload.startsWith('train')) {
     if (engine !== 'native') throw new Error(`${workload} runs on the native engine only (ONNX Runtime here is inference-only)`);
+    const { NativeModel } = await import('../engine/native/model.js');
     const model = new NativeModel(graph, weights, { threads });
     native = model;
     const labels = Array.from({ length: batch }, () => rng.int(graph.config.numClasses));

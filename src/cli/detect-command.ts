@@ -5,7 +5,6 @@ import { loadModelFile } from '../io/weights.js';
 import { classNamesOf } from '../io/metadata.js';
 import { SSDLITE, type SsdliteConfig } from '../model/ssdlite.js';
 import type { Graph } from '../model/graph.js';
-import { drawDetections, SsdliteDetector } from '../detect/ssdlite-detector.js';
 import { writeFileAtomic } from '../util/atomic-write.js';
 import { refuseInputAsOutput } from '../util/outputs.js';
 import { int, num, THREADS } from './args.js';
@@ -47,6 +46,7 @@ export function registerDetectCommand(program: Command): void {
       if (m.graph.config.family !== SSDLITE) throw new Error(`${o.weights}: a ${m.graph.config.family} model, not an SSDLite detector`);
       const post = m.metadata[POSTPROCESS_KEY] ? (JSON.parse(m.metadata[POSTPROCESS_KEY]) as Record<string, number>) : {};
       const scales = post['y_scale'] ? ([post['y_scale'], post['x_scale'], post['h_scale'], post['w_scale']] as [number, number, number, number]) : undefined;
+      const { drawDetections, SsdliteDetector } = await import('../detect/ssdlite-detector.js'); // ONNX Runtime, sharp
       const det = await SsdliteDetector.create(m.graph as Graph<SsdliteConfig>, m.weights, threads);
       const classNames = classNamesOf(m.info);
       const r = await det.detect(image, {

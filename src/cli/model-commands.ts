@@ -10,7 +10,6 @@ import { loadModelFile, type LoadedWeights } from '../io/weights.js';
 import { readSafetensors, toFloat32, writeSafetensors } from '../io/safetensors.js';
 import { createClassifier, type EngineName } from '../engine/classifier.js';
 import { topK } from '../task/classification.js';
-import { exportOnnx } from '../engine/onnx/export.js';
 import { loadImages, PRESET_NAMES } from '../data/preprocess.js';
 import { LABEL_SET_NAMES, type LabelSetName } from '../data/labels.js';
 import { descriptiveInfo } from '../io/metadata.js';
@@ -108,7 +107,7 @@ export function registerModelCommands(program: Command): void {
     .option('--opset <n>', 'ONNX opset (13-23)', '17')
     .option('--fp16', 'store weights and compute in float16 (input/output stay float32)')
     .requiredOption('--out <file>', 'output .onnx file')
-    .action((o: ArchOpts & { weights?: string; randomInit?: boolean; seed: string; opset: string; fp16?: boolean; out: string }) => {
+    .action(async (o: ArchOpts & { weights?: string; randomInit?: boolean; seed: string; opset: string; fp16?: boolean; out: string }) => {
       const seed = int(o.seed, '--seed', SEED)!;
       const opset = int(o.opset, '--opset', { min: 13, max: 23 });
       if (!o.weights && !o.randomInit) throw new Error('export onnx: no --weights given; pass --weights FILE, or --random-init to export untrained weights');
@@ -118,6 +117,7 @@ export function registerModelCommands(program: Command): void {
         const graph = buildModel(configFrom(o));
         return { graph, weights: initWeights(graph, seed), info: { config: graph.config } };
       })();
+      const { exportOnnx } = await import('../engine/onnx/export.js');
       const bytes = exportOnnx(m.graph, m.weights, { opset, fp16: o.fp16, info: descriptiveInfo(m.info) });
       writeFileAtomic(o.out, bytes);
       console.error(`wrote ${o.out} (${(bytes.length / 1e6).toFixed(2)} MB, opset ${o.opset}${o.fp16 ? ', fp16' : ''})`);

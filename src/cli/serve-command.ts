@@ -6,12 +6,10 @@ import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { Option, type Command } from 'commander';
 import { createClassifier, ortClassifier, type Classifier, type EngineName } from '../engine/classifier.js';
-import { readOnnxInfo } from '../engine/onnx/export.js';
-import { exportTriton } from '../engine/onnx/triton.js';
 import { LABEL_SET_NAMES, type LabelSetName } from '../data/labels.js';
 import { PRESET_NAMES } from '../data/preprocess.js';
 import { descriptiveInfo, type ModelInfo } from '../io/metadata.js';
-import { startServer, type RunningServer } from '../serve/server.js';
+import type { RunningServer } from '../serve/server.js';
 import { archOptions, engineOption, imageOptions, inputSpec, loadModel, type ArchOpts, type ImageOpts } from './model-commands.js';
 import { BATCH, deprecatedAlias, int, num, THREADS, TOP } from './args.js';
 
@@ -49,6 +47,7 @@ async function openModel(o: ServeOpts, threads: number | undefined): Promise<{ c
     } catch (e) {
       throw new Error(`${o.onnx}: ${(e as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such file' : (e as Error).message}`);
     }
+    const { readOnnxInfo } = await import('../engine/onnx/export.js');
     const info = readOnnxInfo(bytes, o.onnx);
     return { classifier: await ortClassifier(bytes, threads), info, name: path.basename(o.onnx) };
   }
@@ -100,6 +99,7 @@ export function registerServeCommands(program: Command): void {
       try {
         spec = inputSpec(m.info, o);
         await checkFeeds(m.classifier, [cfg.inChannels, cfg.resolution, cfg.resolution], m.name);
+        const { startServer } = await import('../serve/server.js'); // fastify: only for this command
         srv = await startServer({
           ...settings,
           classifier: m.classifier,
@@ -148,13 +148,14 @@ export function registerServeCommands(program: Command): void {
     .addOption(new Option('--labels <name>', 'label list for labels.txt').choices([...LABEL_SET_NAMES]))
     .option('--fp16', 'float16 weights and compute (input and output stay float32)')
     .option('--force', 'replace an existing model directory')
-    .action((dir: string, o: ArchOpts & { weights?: string; name: string; maxBatch: string; preferredBatch: string; maxQueueDelayUs: string; instances: string; preprocess?: string; labels?: LabelSetName; fp16?: boolean; force?: boolean }) => {
+    .action(async (dir: string, o: ArchOpts & { weights?: string; name: string; maxBatch: string; preferredBatch: string; maxQueueDelayUs: string; instances: string; preprocess?: string; labels?: LabelSetName; fp16?: boolean; force?: boolean }) => {
       const maxBatch = int(o.maxBatch, '--max-batch', BATCH)!;
       const preferred = [...new Set(o.preferredBatch.split(',').filter((s) => s.trim()).map((s) => Math.min(int(s.trim(), '--preferred-batch', BATCH)!, maxBatch)))];
       const maxQueueDelayUs = int(o.maxQueueDelayUs, '--max-queue-delay-us', { min: 0, max: 60_000_000 })!;
       const instances = int(o.instances, '--instances', { min: 1, max: 1024 })!;
       const m = loadModel(o, true);
       const spec = inputSpec(m.info, o);
+      const { exportTriton } = await import('../engine/onnx/triton.js');
       const modelDir = exportTriton(dir, m.graph, m.weights, {
         name: o.name,
         maxBatch,
