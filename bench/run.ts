@@ -8,7 +8,8 @@
 //   (= node dist/bench/run.js ...; run `tsc -p .` first)
 // --only REGEX   run only measurements whose id matches, ids are WORKLOAD/PEER, e.g.
 //                '^infer-224/', 'torch', '^train-seed/project-native$'
-//                peers: project-native project-ort ort-torch-export torch-default torch-openblas
+//                peers: project-native project-ort ort-torch-export torch-default torch-openblas;
+//                'startup' is the CLI start-up section (bench/startup.ts), 'loader' the data-loader line
 // --quick        smoke run: few steps, short quiet-waits
 // --rounds N     the inference measurements of the project and of ORT on PyTorch's export are
 //                repeated N times, interleaved, and reported as the median (default 5; quick: 1):
@@ -20,7 +21,9 @@
 import { spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, realpathSync, rmSync } from 'node:fs';
 import { writeMainReport } from './sections.js';
-import { cpus, tmpdir, totalmem } from 'node:os';
+import { machine, machineLine } from './machine.js';
+import { runStartupBench } from './startup.js';
+import { tmpdir } from 'node:os';
 import { join, relative } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
@@ -107,7 +110,7 @@ function parseArgs(argv: string[]): Options {
       case '--rounds': o.rounds = Number.parseInt(val(), 10); break;
       case '-h': case '--help':
         console.log(readFileSync(fileURLToPath(import.meta.url), 'utf8').split('\n')
-          .filter((l) => l.startsWith('//')).slice(0, 18).map((l) => l.slice(3)).join('\n'));
+          .filter((l) => l.startsWith('//')).slice(0, 19).map((l) => l.slice(3)).join('\n'));
         process.exit(0);
         break;
       default: throw new Error(`unknown argument ${a} (try --help)`);
@@ -376,11 +379,8 @@ async function main(): Promise<void> {
     : `node ${relative(ROOT, fileURLToPath(import.meta.url))} ${process.argv.slice(2).join(' ')}`.trim();
 
   // Machine facts.
-  const cpuinfo = existsSync('/proc/cpuinfo') ? readFileSync('/proc/cpuinfo', 'utf8') : '';
-  const cpuModel = /model name\s*:\s*(.*)/.exec(cpuinfo)?.[1] ?? cpus()[0]?.model ?? '?';
-  const flags = /flags\s*:\s*(.*)/.exec(cpuinfo)?.[1]?.split(' ') ?? [];
-  const simd = ['avx2', 'fma', 'avx512f', 'avx512_vnni', 'avx512_bf16', 'amx_tile'].filter((f) => flags.includes(f));
-  const nproc = cpus().length;
+  const host = machine();
+  const { cpuModel, nproc, isa: simd } = host;
   let ortVersion = '?';
   try {
     ortVersion = (JSON.parse(readFileSync(join(ROOT, 'node_modules', 'onnxruntime-node', 'package.json'), 'utf8')) as
@@ -410,6 +410,10 @@ async function main(): Promise<void> {
       if (opts.only && !opts.only.test(id)) continue;
       plan.push({ id, workload: w, peer: p, cmd: [], envNote: '', ok: false, noisy: false, attempts: 0, rounds: [] });
     }
+  }
+  if (plan.length === 0 && opts.only?.test('startup')) {
+    console.log(await runStartupBench(opts.quick ? 5 : 15, opts.quick ? 1 : 2, opts.out));
+    return;
   }
   if (plan.length === 0) throw new Error(`--only ${String(opts.only)} matches nothing; ids look like infer-224/torch-default`);
 
@@ -580,7 +584,7 @@ async function main(): Promise<void> {
 
 - Date: ${started.toISOString()} (total ${(totalS / 60).toFixed(1)} min)
 - Command: \`${cmdLine}\`
-- Machine: ${cpuModel}, nproc ${nproc}, ${(totalmem() / 2 ** 30).toFixed(1)} GiB RAM, SIMD: ${simd.join(' ') || '?'}
+- Machine: ${machineLine(host)}
 - Node ${process.version}; onnxruntime-node ${ortVersion}; PyTorch ${torchVersion} / torchvision ${tvVersion} (\`${opts.python}\`)
 - Threads: PyTorch \`torch.set_num_threads(${opts.threads})\`; ORT peer intraOpNumThreads ${opts.threads}, interOp 1, sequential, graphOptimizationLevel 'all'; the project CLI picks its own.
 - Default \`libblas.so.3\` resolves to \`${defaultBlas}\`${sameBlas ? ` — already OpenBLAS (Debian alternatives), so the separate OpenBLAS run was ${opts.bothBlas ? 'still done (--both-blas)' : 'skipped (force with --both-blas)'}` : ''}.
@@ -611,6 +615,10 @@ ${plan.map((m) => `${m.id}: ${m.json ? JSON.stringify(m.json) : 'null'}`).join('
 </details>
 `;
   writeMainReport(opts.out, md);
+  // Start-up of the CLI (summary, predict on one image): its own section of the report.
+  if (!opts.only || opts.only.test('startup')) {
+    console.log(`\n${await runStartupBench(opts.quick ? 5 : 15, opts.quick ? 1 : 2, opts.out)}`);
+  }
   console.log(`\n${table}\n`);
   console.log(sanity.join('\n'));
   console.log(`\nwrote ${opts.out} (total ${(totalS / 60).toFixed(1)} min)`);
