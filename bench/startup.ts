@@ -13,7 +13,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import sharp from 'sharp';
-import { median } from '../src/util/stats.js';
+import { median, quantile } from '../src/util/stats.js';
 import { machineLine } from './machine.js';
 import { writeSection } from './sections.js';
 
@@ -29,14 +29,6 @@ export interface StartupRow {
   args: string[];
   wallMs: number[];
   cpuMs: number[];
-}
-
-/** The value below which a fraction q of `v` lies (linear interpolation). */
-function quantile(v: readonly number[], q: number): number {
-  const a = [...v].sort((x, y) => x - y);
-  const i = (a.length - 1) * q;
-  const lo = Math.floor(i);
-  return a[lo]! + (a[Math.min(lo + 1, a.length - 1)]! - a[lo]!) * (i - lo);
 }
 
 /** One run: wall ms measured here, CPU ms (user + system) from /usr/bin/time when it exists. */

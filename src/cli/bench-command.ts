@@ -1,15 +1,17 @@
 /**
  * `mnv2 bench`: one workload of the project alone, printed as one JSON line (bench/run.ts compares it
- * with PyTorch and ONNX Runtime side by side). Inputs are random; speed does not depend on them.
+ * with PyTorch and ONNX Runtime side by side). Inputs are random; weights are random init unless --weights gives
+ * trained ones (bench/run.ts does, as for its PyTorch peer: random-init BN statistics are unlike a trained model's).
  */
 import { Command, Option } from 'commander';
 import { mobilenetV2 } from '../model/mobilenetv2.js';
-import { initWeights } from '../model/weights.js';
+import { initWeights, type StateDict } from '../model/weights.js';
+import { loadModelFile } from '../io/weights.js';
 import type { NativeModel } from '../engine/native/model.js';
 import { createClassifier, type EngineName } from '../engine/classifier.js';
 import { SGD, paramRefs } from '../train/optim.js';
 import { Rng } from '../util/rng.js';
-import { median } from '../util/stats.js';
+import { timeStats } from '../util/stats.js';
 import { BATCH, int, THREADS } from './args.js';
 
 export type Workload = 'train-seed' | 'train-seed-sgd' | 'infer-seed' | 'infer-224' | 'loader';
@@ -19,10 +21,19 @@ export interface BenchResult {
   implementations?: Record<string, number>;
   workload: Workload;
   engine: EngineName;
+  /** The weights file, or 'random init'. */
+  weights: string;
   batch: number;
   steps: number;
   img_per_s: number;
   ms_per_step: number;
+  /** Step-time statistics (ms): median, min, max, p10, p90, and spread = (p90 − p10) / median. */
+  median_ms: number;
+  min_ms: number;
+  max_ms: number;
+  p10_ms: number;
+  p90_ms: number;
+  spread: number;
   peak_rss_mb: number;
 }
 
@@ -45,9 +56,10 @@ async function loaderStep(batch: number): Promise<() => Promise<void>> {
 }
 
 /** Warm-up then `steps` timed steps; the median step time gives img/s. */
-export async function bench(workload: Workload, engine: EngineName, batch: number, steps: number, warmup: number, threads?: number): Promise<BenchResult> {
+export async function bench(workload: Workload, engine: EngineName, batch: number, steps: number, warmup: number, threads?: number, weightsFile?: string): Promise<BenchResult> {
   const graph = workload === 'infer-224' ? mobilenetV2('imagenet') : mobilenetV2('seed-cifar');
-  const weights = initWeights(graph, 0);
+  // The engines check the names and shapes against the workload's graph.
+  const weights: StateDict = weightsFile ? loadModelFile(weightsFile).weights : initWeights(graph, 0);
   const rng = new Rng(1);
   const x = Float32Array.from({ length: batch * 3 * graph.config.resolution ** 2 }, () => rng.normal());
   let step: () => Promise<void>;
@@ -82,7 +94,8 @@ export async function bench(workload: Workload, engine: EngineName, batch: numbe
     await step();
     times.push(performance.now() - t0);
   }
-  const ms = median(times);
+  const stats = timeStats(times);
+  const ms = stats.median_ms;
   const implementations: Record<string, number> = {};
   for (const s of native?.implementations() ?? []) {
     const impl = s.slice(s.lastIndexOf(': ') + 2);
@@ -90,9 +103,10 @@ export async function bench(workload: Workload, engine: EngineName, batch: numbe
   }
   return {
     ...(native ? { implementations } : {}),
-    workload, engine, batch, steps,
+    workload, engine, weights: weightsFile ?? 'random init', batch, steps,
     img_per_s: (batch * 1000) / ms,
     ms_per_step: ms,
+    ...stats,
     peak_rss_mb: process.resourceUsage().maxRSS / 1024,
   };
 }
@@ -107,12 +121,13 @@ export function registerBenchCommand(program: Command): void {
     .option('--steps <n>', 'timed steps', '5')
     .option('--warmup <n>', 'untimed steps first', '2')
     .option('--threads <n>', 'threads (default: all cores)')
+    .option('--weights <file>', "trained weights of the workload's model (default: random init, seed 0)")
     .option('--json', 'print one JSON line')
-    .action(async (o: { workload: Workload; engine: EngineName; batch?: string; steps: string; warmup: string; threads?: string; json?: boolean }) => {
+    .action(async (o: { workload: Workload; engine: EngineName; batch?: string; steps: string; warmup: string; threads?: string; weights?: string; json?: boolean }) => {
       const batch = int(o.batch, '--batch', BATCH) ?? (o.workload === 'infer-224' ? 1 : 128);
       const steps = int(o.steps, '--steps', { min: 1, max: 100_000 })!;
       const warmup = int(o.warmup, '--warmup', { min: 0, max: 100_000 })!;
-      const r = await bench(o.workload, o.engine, batch, steps, warmup, int(o.threads, '--threads', THREADS));
+      const r = await bench(o.workload, o.engine, batch, steps, warmup, int(o.threads, '--threads', THREADS), o.weights);
       if (o.json) console.log(JSON.stringify(r));
       else {
         console.log(`${r.workload} on ${r.engine}, batch ${r.batch}: ${r.img_per_s.toFixed(1)} img/s, ${r.ms_per_step.toFixed(1)} ms/step (median of ${r.steps}), peak RSS ${r.peak_rss_mb.toFixed(0)} MB`);
