@@ -11,7 +11,7 @@ import type { NativeModel } from '../engine/native/model.js';
 import { createClassifier, type EngineName } from '../engine/classifier.js';
 import { SGD, paramRefs } from '../train/optim.js';
 import { Rng } from '../util/rng.js';
-import { timeStats } from '../util/stats.js';
+import { median, timeStats } from '../util/stats.js';
 import { BATCH, int, THREADS } from './args.js';
 
 export type Workload = 'train-seed' | 'train-seed-sgd' | 'infer-seed' | 'infer-224' | 'loader';
@@ -19,6 +19,8 @@ export type Workload = 'train-seed' | 'train-seed-sgd' | 'infer-seed' | 'infer-2
 export interface BenchResult {
   /** Kernel counts by oneDNN implementation (native engine). */
   implementations?: Record<string, number>;
+  /** Training: median ms of the engine's step (forward + loss + backward) and of the optimizer update. */
+  phase_ms?: { train_step: number; optimizer: number };
   workload: Workload;
   engine: EngineName;
   /** The weights file, or 'random init'. */
@@ -64,6 +66,8 @@ export async function bench(workload: Workload, engine: EngineName, batch: numbe
   const x = Float32Array.from({ length: batch * 3 * graph.config.resolution ** 2 }, () => rng.normal());
   let step: () => Promise<void>;
   let native: NativeModel | undefined;
+  // Training: the engine's step (forward + loss + backward, with its TypeScript-side copies) and the optimizer, apart.
+  const phases: { train_step: number[]; optimizer: number[] } = { train_step: [], optimizer: [] };
   if (workload === 'loader') {
     step = await loaderStep(batch);
   } else if (workload.startsWith('train')) {
@@ -75,11 +79,15 @@ export async function bench(workload: Workload, engine: EngineName, batch: numbe
     const sgd = workload === 'train-seed-sgd' ? new SGD({ momentum: 0.9, weightDecay: 5e-4 }) : null;
     const params = paramRefs(model);
     step = async () => {
+      const t0 = performance.now();
       model.trainStep(x, labels, batch);
+      const t1 = performance.now();
       if (sgd) {
         sgd.step(params, 0.01);
         model.weightsChanged();
       }
+      phases.train_step.push(t1 - t0);
+      phases.optimizer.push(performance.now() - t1);
     };
   } else {
     const clf = await createClassifier(graph, weights, engine, threads);
@@ -88,6 +96,7 @@ export async function bench(workload: Workload, engine: EngineName, batch: numbe
     };
   }
   for (let i = 0; i < warmup; i++) await step();
+  phases.train_step.length = phases.optimizer.length = 0;
   const times: number[] = [];
   for (let i = 0; i < steps; i++) {
     const t0 = performance.now();
@@ -102,7 +111,7 @@ export async function bench(workload: Workload, engine: EngineName, batch: numbe
     implementations[impl] = (implementations[impl] ?? 0) + 1;
   }
   return {
-    ...(native ? { implementations } : {}),
+    ...(native ? { implementations, phase_ms: { train_step: median(phases.train_step), optimizer: median(phases.optimizer) } } : {}),
     workload, engine, weights: weightsFile ?? 'random init', batch, steps,
     img_per_s: (batch * 1000) / ms,
     ms_per_step: ms,
