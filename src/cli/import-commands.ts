@@ -2,7 +2,6 @@
 import path from 'node:path';
 import type { Command } from 'commander';
 import type { TfliteImport } from '../io/tflite-mobilenetv2.js';
-import { POSTPROCESS_KEY } from './detect-command.js';
 import type { ImportedModel, KerasImportOptions } from '../io/keras-names.js';
 import { saveWeights } from '../io/weights.js';
 import { encodeModelInfo, type ModelInfoInput } from '../io/metadata.js';
@@ -72,7 +71,8 @@ export function registerImportCommands(program: Command): void {
 /** A TF OD API SSDLite-MobileNetV2 export: the detector, its post-processing options as metadata. */
 async function saveSsdlite(file: string, o: ImportOpts): Promise<void> {
   refuseInputAsOutput({ path: o.out, flag: '--out' }, [{ path: file, flag: 'the imported file' }]);
-  const m = (await import('../io/tflite-ssdlite.js')).importTfliteSsdlite(file);
+  const [{ importTfliteSsdlite }, { POSTPROCESS_KEY }] = await Promise.all([import('../io/tflite-ssdlite.js'), import('../detect/ssdlite-detector.js')]);
+  const m = importTfliteSsdlite(file);
   const info = encodeModelInfo({ config: m.graph.config, source: path.basename(file), preprocess: 'keras' });
   saveWeights(o.out, m.graph, m.weights, new Map(), { ...info, ...(m.postprocess ? { [POSTPROCESS_KEY]: JSON.stringify(m.postprocess) } : {}) });
   const c = m.graph.config;
