@@ -8,7 +8,6 @@
 //   (= node dist/bench/contention.js ...; run `tsc -p .` first)
 // Writes its table to --out between <!-- contention:begin --> and <!-- contention:end -->.
 import { spawn, execFileSync } from 'node:child_process';
-import { cpus, loadavg } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { performance } from 'node:perf_hooks';
@@ -17,6 +16,7 @@ import { initWeights } from '../src/model/weights.js';
 import { NativeModel } from '../src/engine/native/model.js';
 import { median } from '../src/util/stats.js';
 import { writeSection } from './sections.js';
+import { machineLine } from './machine.js';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 const SELF = fileURLToPath(import.meta.url);
@@ -97,8 +97,8 @@ async function main(): Promise<void> {
   const lines = [
     '## Native latency under CPU contention (`npm run bench:contention`)',
     '',
-    `Seed model, batch 1, median of per-process medians over ${o.rounds} interleaved rounds (range in brackets); ${cpus().length} × ${cpus()[0]?.model ?? 'CPU'}, ` +
-      `load average ${loadavg()[0]!.toFixed(2)} at the end (other work on the machine is not controlled).`,
+    `Seed model, batch 1, median of per-process medians over ${o.rounds} interleaved rounds (range in brackets); ${machineLine()} at the end ` +
+      '(other work on the machine is not controlled).',
     '',
     '| OpenMP wait | threads | alone | with a busy competitor | competitor / 1-thread alone |',
     '|---|---|---|---|---|',

@@ -15,6 +15,7 @@ import * as ort from 'onnxruntime-node';
 import onnxProto from 'onnx-proto';
 import { fileURLToPath } from 'node:url';
 import { loadWeights } from '../src/io/weights.js';
+import { machineLine } from './machine.js';
 import { exportOnnx } from '../src/engine/onnx/export.js';
 import { OrtModel } from '../src/engine/onnx/session.js';
 import { CALIBRATION_METHODS, datasetBatches, evaluateOnnx, type CalibrationMethod } from '../src/quant/calibrate.js';
@@ -183,7 +184,7 @@ async function main(): Promise<void> {
   const md = [
     '## int8 quantization (`npm run bench:quantize`)',
     '',
-    `- Date: ${started.toISOString()}; Node ${process.version}; ONNX Runtime (onnxruntime-node) CPU, intraOpNumThreads ${o.threads}, graphOptimizationLevel 'all'`,
+    `- Date: ${started.toISOString()}; ${machineLine()}; Node ${process.version}; ONNX Runtime (onnxruntime-node) CPU, intraOpNumThreads ${o.threads}, graphOptimizationLevel 'all'`,
     `- Model: the committed Fashion-MNIST model (seed-cifar, 32×32); calibration: ${o.calibImages} images of the train split (seeded subset), ` +
       `evaluation: ${evalSet.count === test.dataset.count ? 'the full' : `${evalSet.count} images of the`} test set (${evalSet.count} images), prepared as \`mnv2 eval\` does`,
     `- Load average (1 min) before/after: ${load0.toFixed(2)} / ${load1.toFixed(2)}${Math.max(load0, load1) > 0.5 ? ' — **other processes were running: timings are noisy; rerun on an idle machine**' : ''}`,

@@ -8,7 +8,8 @@
 //   (= node dist/bench/run.js ...; run `tsc -p .` first)
 // --only REGEX   run only measurements whose id matches, ids are WORKLOAD/PEER, e.g.
 //                '^infer-224/', 'torch', '^train-seed/project-native$'
-//                peers: project-native project-ort ort-torch-export torch-default torch-openblas
+//                peers: project-native project-ort ort-torch-export torch-default torch-channels-last torch-openblas;
+//                'startup' is the CLI start-up section (bench/startup.ts), 'loader' the data-loader line
 // --quick        smoke run: few steps, short quiet-waits
 // --rounds N     the inference measurements of the project and of ORT on PyTorch's export are
 //                repeated N times, interleaved, and reported as the median (default 5; quick: 1):
@@ -20,7 +21,9 @@
 import { spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, realpathSync, rmSync } from 'node:fs';
 import { writeMainReport } from './sections.js';
-import { cpus, tmpdir, totalmem } from 'node:os';
+import { machine, machineLine } from './machine.js';
+import { runStartupBench } from './startup.js';
+import { tmpdir } from 'node:os';
 import { join, relative } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
@@ -32,12 +35,17 @@ const ROOT = fileURLToPath(new URL('../../', import.meta.url)); // dist/bench/ru
 const ORT_BENCH_JS = fileURLToPath(new URL('./peers/ort_bench.js', import.meta.url));
 const TORCH_BENCH_PY = join(ROOT, 'bench', 'peers', 'torch_bench.py');
 const EXPORT_PY = join(ROOT, 'bench', 'peers', 'export_torch_onnx.py');
+// Trained weights for every peer (the PyTorch peer reads the same files: bench/peers/torch_models.py).
+const TRAINED: Record<'seed' | 'imagenet', string> = {
+  seed: join(ROOT, 'models', 'fashion-mnist', 'model.safetensors'),
+  imagenet: join(ROOT, '..', 'shared', 'data', 'imagenet', 'weights', 'mobilenet_v2_imagenet_torchvision_qat_dequantized.safetensors'),
+};
 const OPENBLAS_DIR = '/usr/lib/x86_64-linux-gnu/openblas-openmp';
 const OPENBLAS_LIB = join(OPENBLAS_DIR, 'libblas.so.3');
 const SYSTEM_BLAS_LIB = '/usr/lib/x86_64-linux-gnu/libblas.so.3';
 
 type WorkloadId = 'train-seed' | 'train-seed-sgd' | 'infer-seed' | 'infer-224';
-type PeerId = 'project-native' | 'project-ort' | 'ort-torch-export' | 'torch-default' | 'torch-openblas';
+type PeerId = 'project-native' | 'project-ort' | 'ort-torch-export' | 'torch-default' | 'torch-channels-last' | 'torch-openblas';
 
 interface Workload {
   id: WorkloadId;
@@ -59,10 +67,12 @@ const WORKLOADS: Workload[] = [
     title: 'seed CIFAR MobileNetV2, train step b128 + SGD (momentum 0.9, wd 5e-4)' },
   { id: 'infer-seed', batch: 128, warmup: 2, steps: 10, quickWarmup: 1, quickSteps: 3, onnx: 'seed', latency: false,
     timeoutS: 300, title: 'seed CIFAR MobileNetV2, eval inference b128' },
-  { id: 'infer-224', batch: 1, warmup: 10, steps: 50, quickWarmup: 3, quickSteps: 10, onnx: 'imagenet', latency: true,
+  { id: 'infer-224', batch: 1, warmup: 10, steps: 100, quickWarmup: 3, quickSteps: 10, onnx: 'imagenet', latency: true,
     timeoutS: 300, title: 'torchvision mobilenet_v2 α1.0 224×224, eval inference b1' },
 ];
-const PEERS: PeerId[] = ['project-native', 'project-ort', 'ort-torch-export', 'torch-default', 'torch-openblas'];
+// torch-default: NCHW, the default BLAS; torch-channels-last: the same in torch.channels_last. Both with trained
+// weights (real BN statistics) and flush-denormal: PyTorch at its best (bench/peers/torch_bench.py).
+const PEERS: PeerId[] = ['project-native', 'project-ort', 'ort-torch-export', 'torch-default', 'torch-channels-last', 'torch-openblas'];
 
 interface Options {
   quick: boolean;
@@ -107,7 +117,7 @@ function parseArgs(argv: string[]): Options {
       case '--rounds': o.rounds = Number.parseInt(val(), 10); break;
       case '-h': case '--help':
         console.log(readFileSync(fileURLToPath(import.meta.url), 'utf8').split('\n')
-          .filter((l) => l.startsWith('//')).slice(0, 18).map((l) => l.slice(3)).join('\n'));
+          .filter((l) => l.startsWith('//')).slice(0, 19).map((l) => l.slice(3)).join('\n'));
         process.exit(0);
         break;
       default: throw new Error(`unknown argument ${a} (try --help)`);
@@ -271,6 +281,9 @@ interface Measurement {
   json?: Record<string, unknown>;
   imgPerS?: number;
   medianMs?: number;
+  /** Fastest step over all rounds, and the largest spread (p90 − p10) / median of a round. */
+  minMs?: number;
+  spread?: number;
   peakRssMb?: number;
   noise?: { waitedS: number; busyBeforeCpus: number; foreignCpus: number; stealS: number; ownCpuUtil: number; wallS: number };
   noisy: boolean;
@@ -317,6 +330,10 @@ async function measure(
     m.imgPerS = num(json.img_per_s);
     m.medianMs = num(json.median_ms) ?? num(json.ms_per_step) ?? (m.workload.batch / m.imgPerS!) * 1e3;
     m.peakRssMb = num(json.peak_rss_mb) ?? (Number.isFinite(r.hwmMb) ? r.hwmMb : undefined);
+    const minMs = num(json.min_ms);
+    if (minMs !== undefined) m.minMs = Math.min(m.minMs ?? Infinity, minMs);
+    const spread = num(json.spread);
+    if (spread !== undefined) m.spread = Math.max(m.spread ?? 0, spread);
     if (json.workload !== undefined && json.workload !== m.workload.id) {
       m.error = `warning: child reported workload ${String(json.workload)}`;
     }
@@ -328,10 +345,15 @@ async function measure(
 
 // ---------------------------------------------------------------- formatting
 
-const fmt = (v: number | undefined, kind: 'img' | 'ms' | 'mb'): string => {
+/** What a table cell shows: img/s, the median or the fastest step in ms, peak RSS in MB. */
+type Kind = 'img' | 'ms' | 'min' | 'mb';
+/** Step-time spread (p90 − p10) / median above which a time is flagged ‡. */
+const SPREAD_FLAG = 0.25;
+
+const fmt = (v: number | undefined, kind: Kind): string => {
   if (v === undefined) return '—';
   if (kind === 'mb') return v.toFixed(0);
-  if (kind === 'ms') return v < 10 ? v.toFixed(2) : v.toFixed(1);
+  if (kind === 'ms' || kind === 'min') return v < 10 ? v.toFixed(2) : v.toFixed(1);
   return v < 100 ? v.toFixed(1) : v.toFixed(0);
 };
 const esc = (s: string): string => s.replace(/\|/g, '\\|').replace(/\n/g, ' ');
@@ -339,29 +361,31 @@ const esc = (s: string): string => s.replace(/\|/g, '\\|').replace(/\n/g, ' ');
 const showPath = (c: string): string => (c.startsWith(ROOT) ? c.slice(ROOT.length) : c);
 const short = (s: string, n = 70): string => (s.length > n ? `${s.slice(0, n - 1)}…` : s);
 
-function cell(m: Measurement | undefined, kind: 'img' | 'ms' | 'mb', firstRow = true): string {
+function cell(m: Measurement | undefined, kind: Kind, firstRow = true): string {
   if (!m) return '—';
   if (m.skippedNote) return firstRow ? m.skippedNote : '〃';
   if (!m.ok) return firstRow ? `not available: ${esc(short(m.error ?? '?'))}` : 'not available';
-  const v = kind === 'img' ? m.imgPerS : kind === 'ms' ? m.medianMs : m.peakRssMb;
-  return v === undefined ? '—' : `${fmt(v, kind)}${m.noisy ? ' †' : ''}`;
+  const v = { img: m.imgPerS, ms: m.medianMs, min: m.minMs, mb: m.peakRssMb }[kind];
+  const spread = (kind === 'ms' || kind === 'min') && (m.spread ?? 0) > SPREAD_FLAG ? ' ‡' : '';
+  return v === undefined ? '—' : `${fmt(v, kind)}${m.noisy ? ' †' : ''}${spread}`;
 }
 
 /** speed ratio a/b (>1: a faster); for 'mb' a plain memory ratio. */
-function ratio(a: Measurement | undefined, b: Measurement | undefined, kind: 'img' | 'ms' | 'mb'): string {
+function ratio(a: Measurement | undefined, b: Measurement | undefined, kind: Kind): string {
   if (!a?.ok || !b?.ok) return '—';
   let r: number | undefined;
   if (kind === 'img') r = a.imgPerS! / b.imgPerS!;
   else if (kind === 'ms') r = b.medianMs! / a.medianMs!;
+  else if (kind === 'min') r = a.minMs !== undefined && b.minMs !== undefined ? b.minMs / a.minMs : undefined;
   else r = a.peakRssMb !== undefined && b.peakRssMb !== undefined ? a.peakRssMb / b.peakRssMb : undefined;
   if (r === undefined || !Number.isFinite(r)) return '—';
   const eng = a.peer === 'project-native' ? 'native' : 'ORT';
   return `${r.toFixed(2)}×${kind === 'mb' ? ' mem' : ''} (${eng})`;
 }
 
-function faster(a: Measurement | undefined, b: Measurement | undefined): Measurement | undefined {
-  const ok = [a, b].filter((m): m is Measurement => !!m?.ok);
-  if (ok.length === 0) return a ?? b;
+function faster(...ms: (Measurement | undefined)[]): Measurement | undefined {
+  const ok = ms.filter((m): m is Measurement => !!m?.ok);
+  if (ok.length === 0) return ms.find((m) => m !== undefined);
   return ok.reduce((x, y) => (y.imgPerS! > x.imgPerS! ? y : x));
 }
 
@@ -376,11 +400,8 @@ async function main(): Promise<void> {
     : `node ${relative(ROOT, fileURLToPath(import.meta.url))} ${process.argv.slice(2).join(' ')}`.trim();
 
   // Machine facts.
-  const cpuinfo = existsSync('/proc/cpuinfo') ? readFileSync('/proc/cpuinfo', 'utf8') : '';
-  const cpuModel = /model name\s*:\s*(.*)/.exec(cpuinfo)?.[1] ?? cpus()[0]?.model ?? '?';
-  const flags = /flags\s*:\s*(.*)/.exec(cpuinfo)?.[1]?.split(' ') ?? [];
-  const simd = ['avx2', 'fma', 'avx512f', 'avx512_vnni', 'avx512_bf16', 'amx_tile'].filter((f) => flags.includes(f));
-  const nproc = cpus().length;
+  const host = machine();
+  const { cpuModel, nproc, isa: simd } = host;
   let ortVersion = '?';
   try {
     ortVersion = (JSON.parse(readFileSync(join(ROOT, 'node_modules', 'onnxruntime-node', 'package.json'), 'utf8')) as
@@ -410,6 +431,10 @@ async function main(): Promise<void> {
       if (opts.only && !opts.only.test(id)) continue;
       plan.push({ id, workload: w, peer: p, cmd: [], envNote: '', ok: false, noisy: false, attempts: 0, rounds: [] });
     }
+  }
+  if (plan.length === 0 && opts.only?.test('startup')) {
+    console.log(await runStartupBench(opts.quick ? 5 : 15, opts.quick ? 1 : 2, opts.out));
+    return;
   }
   if (plan.length === 0) throw new Error(`--only ${String(opts.only)} matches nothing; ids look like infer-224/torch-default`);
 
@@ -447,9 +472,10 @@ async function main(): Promise<void> {
           m.error = `${showPath(opts.projectCli)} not found (build first: tsc -p .)`;
           m.cmd = ['node', opts.projectCli];
         } else {
+          const trained = TRAINED[w.id === 'infer-224' ? 'imagenet' : 'seed'];
           await measure(m, process.execPath, [opts.projectCli, 'bench', '--workload', w.id, '--batch', String(w.batch),
             '--steps', String(steps), '--engine', m.peer === 'project-native' ? 'native' : 'ort', '--json',
-            ...opts.projectExtra], process.env, opts);
+            ...(existsSync(trained) ? ['--weights', trained] : []), ...opts.projectExtra], process.env, opts);
         }
       } else if (m.peer === 'ort-torch-export') {
         if (exportError) {
@@ -475,7 +501,8 @@ async function main(): Promise<void> {
           m.envNote = `LD_LIBRARY_PATH=${OPENBLAS_DIR} `;
         }
         await measure(m, opts.python, [TORCH_BENCH_PY, '--workload', w.id, '--batch', String(w.batch),
-          '--steps', String(steps), '--warmup', String(warmup), '--threads', String(opts.threads)], env, opts);
+          '--steps', String(steps), '--warmup', String(warmup), '--threads', String(opts.threads),
+          '--layout', m.peer === 'torch-channels-last' ? 'channels_last' : 'nchw'], env, opts);
       }
       const n = m.noise;
       console.log(`${m.id.padEnd(34)} ${m.ok ? `${fmt(m.imgPerS, 'img')} img/s, ${fmt(m.medianMs, 'ms')} ms/step` +
@@ -498,28 +525,27 @@ async function main(): Promise<void> {
 
   // ------------------------------------------------------------ report
   const get = (w: WorkloadId, p: PeerId): Measurement | undefined => plan.find((m) => m.workload.id === w && m.peer === p);
-  const header = '| workload | metric | project native | project ORT | ORT on torchvision/PyTorch export | PyTorch (best BLAS) ' +
-    '| ratio project/PyTorch | ratio project/ORT-torchvision | PyTorch default BLAS | PyTorch OpenBLAS |';
-  const rows: string[] = [header, `|${'---|'.repeat(10)}`];
+  const header = '| workload | metric | project native | project ORT | ORT on torchvision/PyTorch export | PyTorch best ' +
+    '| ratio project/PyTorch-best | ratio project/ORT-torchvision | PyTorch NCHW | PyTorch channels_last | PyTorch NCHW OpenBLAS |';
+  const rows: string[] = [header, `|${'---|'.repeat(11)}`];
+  const torchName: Partial<Record<PeerId, string>> = { 'torch-default': 'NCHW', 'torch-channels-last': 'channels_last', 'torch-openblas': 'OpenBLAS' };
   for (const w of WORKLOADS) {
     const ms = PEERS.map((p) => get(w.id, p));
     if (ms.every((m) => m === undefined)) continue;
-    const [nat, pOrt, tvOrt, tDef, tOb] = ms;
-    const tBest = faster(tDef, tOb);
+    const [nat, pOrt, tvOrt, tDef, tCl, tOb] = ms;
+    const tBest = faster(tDef, tCl, tOb);
     const proj = faster(nat, pOrt);
-    const metrics: { label: string; kind: 'img' | 'ms' | 'mb' }[] = w.latency
-      ? [{ label: 'latency b1, ms (median)', kind: 'ms' }, { label: 'img/s (b1)', kind: 'img' }]
+    const metrics: { label: string; kind: Kind }[] = w.latency
+      ? [{ label: 'latency b1, ms (median)', kind: 'ms' }, { label: 'latency b1, ms (min)', kind: 'min' }, { label: 'img/s (b1)', kind: 'img' }]
       : [{ label: `img/s (b${w.batch})`, kind: 'img' }, { label: 'ms/step (median)', kind: 'ms' }];
     metrics.push({ label: 'peak RSS, MB', kind: 'mb' });
     metrics.forEach(({ label, kind }, i) => {
       const first = i === 0;
-      const bestCell = tBest?.ok
-        ? `${cell(tBest, kind)}${tDef?.ok && tOb?.ok ? ` (${tBest.peer === 'torch-default' ? 'default' : 'OpenBLAS'})` : ''}`
-        : cell(tBest, kind, first);
+      const bestCell = tBest?.ok ? `${cell(tBest, kind)} (${torchName[tBest.peer]})` : cell(tBest, kind, first);
       rows.push(`| ${w.id} | ${label} | ${cell(nat, kind, first)} | ${cell(pOrt, kind, first)} ` +
         `| ${w.onnx ? cell(tvOrt, kind, first) : 'n/a (inference only)'} ` +
         `| ${bestCell} | ${ratio(proj, tBest, kind)} | ${w.onnx ? ratio(proj, tvOrt, kind) : '—'} ` +
-        `| ${cell(tDef, kind, first)} | ${cell(tOb, kind, first)} |`);
+        `| ${cell(tDef, kind, first)} | ${cell(tCl, kind, first)} | ${cell(tOb, kind, first)} |`);
     });
   }
   // The data pipeline alone, against what a training step consumes (target: >= 5x).
@@ -580,18 +606,22 @@ async function main(): Promise<void> {
 
 - Date: ${started.toISOString()} (total ${(totalS / 60).toFixed(1)} min)
 - Command: \`${cmdLine}\`
-- Machine: ${cpuModel}, nproc ${nproc}, ${(totalmem() / 2 ** 30).toFixed(1)} GiB RAM, SIMD: ${simd.join(' ') || '?'}
+- Machine: ${machineLine(host)}
 - Node ${process.version}; onnxruntime-node ${ortVersion}; PyTorch ${torchVersion} / torchvision ${tvVersion} (\`${opts.python}\`)
 - Threads: PyTorch \`torch.set_num_threads(${opts.threads})\`; ORT peer intraOpNumThreads ${opts.threads}, interOp 1, sequential, graphOptimizationLevel 'all'; the project CLI picks its own.
 - Default \`libblas.so.3\` resolves to \`${defaultBlas}\`${sameBlas ? ` — already OpenBLAS (Debian alternatives), so the separate OpenBLAS run was ${opts.bothBlas ? 'still done (--both-blas)' : 'skipped (force with --both-blas)'}` : ''}.
-- Steps: ${stepsNote}. Median step time; img/s = batch / median. Peer inputs random, weights random init (speed only).
+- Steps: ${stepsNote}. Median step time; img/s = batch / median. Inputs random (speed only). Weights: trained, the same file for
+  every peer (\`${relative(ROOT, TRAINED.seed)}\` for the seed model; for α1.0@224 \`${relative(ROOT, TRAINED.imagenet)}\`${existsSync(TRAINED.imagenet) ? '' : ' — missing here, so random init, with BN statistics from forward passes on the PyTorch side'}):
+  random-init eval-mode BN has activation ranges no trained model has. PyTorch with \`torch.set_flush_denormal(True)\`.
 
 ${noisyCount ? `> **${noisyCount} of ${plan.filter((m) => m.noise).length} runs were noisy (†)**: other processes used CPU while they ran. ` +
   'PyTorch (OpenMP) in particular slows down many-fold when it shares the 2 CPUs; rerun on an idle machine before quoting.\n\n' : ''}${table}
 
 Legend: ratios are **speed** ratios, project ÷ peer (img/s ratio; for latency rows peer ms ÷ project ms), so > 1 means the project is faster;
 the project side is the faster of its two engines (named in brackets). "× mem" rows are plain peak-RSS ratios (< 1: project uses less).
-PyTorch (best BLAS) = the faster of the default-BLAS and OpenBLAS runs. "ORT on torchvision/PyTorch export" = onnxruntime-node on
+PyTorch best = the fastest of the NCHW, channels_last (model and input in \`torch.channels_last\`) and OpenBLAS runs, named in brackets.
+‡ = the step times spread widely: (p90 − p10) / median > ${SPREAD_FLAG} in a run; the latency rows give the median and the fastest step.
+"ORT on torchvision/PyTorch export" = onnxruntime-node on
 \`torch.onnx.export\` (opset 17, dynamic batch) of the same model: torchvision's mobilenet_v2 for infer-224, the seed model for infer-seed.
 † = noisy: other processes used > 0.25 CPU on average (or there was hypervisor steal) while it ran; treat with care.
 
@@ -611,6 +641,10 @@ ${plan.map((m) => `${m.id}: ${m.json ? JSON.stringify(m.json) : 'null'}`).join('
 </details>
 `;
   writeMainReport(opts.out, md);
+  // Start-up of the CLI (summary, predict on one image): its own section of the report.
+  if (!opts.only || opts.only.test('startup')) {
+    console.log(`\n${await runStartupBench(opts.quick ? 5 : 15, opts.quick ? 1 : 2, opts.out)}`);
+  }
   console.log(`\n${table}\n`);
   console.log(sanity.join('\n'));
   console.log(`\nwrote ${opts.out} (total ${(totalS / 60).toFixed(1)} min)`);

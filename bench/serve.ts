@@ -9,14 +9,14 @@
 // Writes its table to --out between <!-- serve:begin --> and <!-- serve:end -->, leaving the rest of the file.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
-import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
-import { cpus, loadavg } from 'node:os';
+import { loadavg } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import sharp from 'sharp';
 import { loadFashionMnist } from '../src/data/idx.js';
 import { writeSection } from './sections.js';
+import { machineLine } from './machine.js';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url)); // dist/bench/serve.js -> repo root
 const CLI = fileURLToPath(new URL('../src/cli/main.js', import.meta.url));
@@ -125,13 +125,11 @@ async function main(): Promise<void> {
     if (code !== 0) throw new Error(`mnv2 serve exited with ${code} after SIGTERM`);
   }
 
-  const cpuinfo = readFileSync('/proc/cpuinfo', 'utf8');
-  const cpuModel = /model name\s*:\s*(.*)/.exec(cpuinfo)?.[1] ?? cpus()[0]?.model ?? '?';
   const mb = (b: number): string => (b / 2 ** 20).toFixed(0);
   const md = [
     '## HTTP serving (`npm run bench:serve`)',
     '',
-    `- Date: ${new Date().toISOString()} (total ${((Date.now() - t0) / 60000).toFixed(1)} min); ${cpuModel}, nproc ${cpus().length}; Node ${process.version}.`,
+    `- Date: ${new Date().toISOString()} (total ${((Date.now() - t0) / 60000).toFixed(1)} min); ${machineLine()}; Node ${process.version}.`,
     `- \`mnv2 serve --engine ${o.engine}\` (a child process) on the bundled Fashion-MNIST model (seed MobileNetV2, 32×32 input); ` +
       `autocannon in this process, on 127.0.0.1, POSTing one 28×28 Fashion-MNIST PNG (${png.length} bytes) per request, ` +
       `${o.duration} s per row after a 600-request warm-up at 32 connections. Client and server share the machine's cores.`,

@@ -1,4 +1,4 @@
-"""Export PyTorch's own ONNX of the two benchmark models (eval mode, random init).
+"""Export PyTorch's own ONNX of the two benchmark models (eval mode, trained weights: torch_models.realistic_weights).
 
 usage: /usr/bin/python3 bench/peers/export_torch_onnx.py --outdir DIR [--opset 17]
 Writes into DIR, for NAME in {seed, imagenet}:
@@ -21,7 +21,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import torch  # noqa: E402
 
-from torch_models import MODELS, count_params  # noqa: E402
+from torch_models import MODELS, count_params, realistic_weights  # noqa: E402
 
 
 def main():
@@ -35,14 +35,10 @@ def main():
     summary = {"torch": torch.__version__, "opset": args.opset, "models": {}}
     for name, (factory, hw, classes) in MODELS.items():
         torch.manual_seed(0)
-        model = factory().eval()
-        # BN running stats are 0/1 at init; give them non-trivial values so the
-        # reference check also covers BN folding in ORT.
-        g = torch.Generator().manual_seed(1)
-        for m in model.modules():
-            if isinstance(m, torch.nn.BatchNorm2d):
-                m.running_mean.copy_(torch.randn(m.num_features, generator=g) * 0.1)
-                m.running_var.copy_(torch.rand(m.num_features, generator=g) * 0.5 + 0.75)
+        model = factory()
+        # The weights the PyTorch peer times (real BN statistics, so the reference check covers BN folding too).
+        weights = realistic_weights(model, name, hw)
+        model.eval()
         path = os.path.join(args.outdir, f"{name}.onnx")
         t0 = time.time()
         with torch.no_grad():
@@ -59,7 +55,7 @@ def main():
         yr.numpy().astype("<f4").tofile(os.path.join(args.outdir, f"{name}.ref_output.bin"))
         meta = {"name": name, "onnx": path, "input_shape": list(xr.shape),
                 "output_shape": list(yr.shape), "params": count_params(model),
-                "classes": classes, "hw": hw, "onnx_bytes": os.path.getsize(path),
+                "classes": classes, "hw": hw, "onnx_bytes": os.path.getsize(path), "weights": weights,
                 "export_s": round(export_s, 2), "opset": args.opset,
                 "torch": torch.__version__}
         with open(os.path.join(args.outdir, f"{name}.json"), "w") as f:

@@ -13,6 +13,7 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { performance } from 'node:perf_hooks';
 import ort from 'onnxruntime-node';
+import { median, timeStats } from '../../src/util/stats.js';
 
 function arg(name: string, def?: string): string | undefined {
   const i = process.argv.indexOf(`--${name}`);
@@ -24,11 +25,6 @@ function intArg(name: string, def: number): number {
   const n = Number.parseInt(v, 10);
   if (!Number.isFinite(n) || n < 0) throw new Error(`--${name}: bad value ${v}`);
   return n;
-}
-function median(a: readonly number[]): number {
-  const s = [...a].sort((x, y) => x - y);
-  const m = s.length >> 1;
-  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
 }
 function readF32(path: string): Float32Array {
   const b = readFileSync(path);
@@ -131,9 +127,7 @@ async function main(): Promise<void> {
     warmup,
     steps,
     ms_per_step: med,
-    median_ms: med,
-    min_ms: Math.min(...ts),
-    max_ms: Math.max(...ts),
+    ...timeStats(ts),
     img_per_s: batch / (med / 1e3),
     cpu_util: (c.user + c.system) / 1e3 / wall,
     peak_rss_mb: process.resourceUsage().maxRSS / 1024,

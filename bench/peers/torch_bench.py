@@ -1,19 +1,25 @@
 """PyTorch peer benchmark for one MobileNetV2 workload; prints one JSON line last.
 
 usage: /usr/bin/python3 bench/peers/torch_bench.py --workload W [--batch N]
-           [--steps K] [--warmup W] [--threads 2]
+           [--steps K] [--warmup W] [--threads 2] [--layout nchw|channels_last]
 workloads:
   train-seed      seed CIFAR model, train mode: forward + softmax CE + backward
   train-seed-sgd  the same + SGD update (lr 0.1, momentum 0.9, weight decay 5e-4)
   infer-seed      seed CIFAR model, eval mode, no_grad
   infer-224       torchvision mobilenet_v2 (alpha 1.0, 224x224), eval, no_grad
-Timing: --warmup untimed steps, then --steps timed steps; reports the median
-(and min/max) step time, img/s = batch / median, the process CPU/wall ratio
-over the timed section, and the process peak RSS (ru_maxrss).
+PyTorch at its best on CPU: torch.set_flush_denormal(True), trained weights with
+real BN statistics (the committed Fashion-MNIST model for the seed network, the
+real ImageNet weights in ../shared/data when present, else BN statistics from
+forward passes: see torch_models.realistic_weights), and --layout channels_last
+(model and input in torch.channels_last) beside the default NCHW.
+Timing: --warmup untimed steps, then --steps timed steps; reports the median,
+min, p10/p90 and max step time, spread = (p90 - p10) / median, img/s = batch /
+median, the process CPU/wall ratio over the timed section, and the process peak
+RSS (ru_maxrss).
 Sanity fields: parameter count vs the expected one, the loss trajectory for
 training (starts near ln 10 = 2.303; on the repeated batch it drops when SGD
 is on), and whether the outputs are finite.
-Inputs are random (seeded), weights random init: speed only.
+Inputs are random (seeded): speed only.
 Use Debian's /usr/bin/python3 (the pyenv python3 on PATH has no torch).
 """
 import argparse
@@ -30,7 +36,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import torch  # noqa: E402
 import torch.nn as nn  # noqa: E402
 
-from torch_models import MODELS, EXPECTED_PARAMS, count_params  # noqa: E402
+from torch_models import MODELS, EXPECTED_PARAMS, count_params, realistic_weights  # noqa: E402
 
 WORKLOADS = {
     # name: (model key, train?, sgd?, default batch, default warmup, default steps)
@@ -62,6 +68,7 @@ def main():
     ap.add_argument("--steps", type=int, default=None)
     ap.add_argument("--warmup", type=int, default=None)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--layout", choices=["nchw", "channels_last"], default="nchw")
     args = ap.parse_args()
     key, train, sgd, d_batch, d_warm, d_steps = WORKLOADS[args.workload]
     batch = args.batch or d_batch
@@ -70,11 +77,16 @@ def main():
 
     default_threads = torch.get_num_threads()
     torch.set_num_threads(args.threads)
+    flush_denormal = torch.set_flush_denormal(True)  # False where the CPU cannot (then it is reported)
     torch.manual_seed(0)
     factory, hw, classes = MODELS[key]
     model = factory()
     params = count_params(model)
+    weights = realistic_weights(model, key, hw)
     x = torch.randn(batch, 3, hw, hw)
+    if args.layout == "channels_last":
+        model = model.to(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
     y = torch.randint(0, classes, (batch,))
     losses = []
     finite = [True]
@@ -114,12 +126,15 @@ def main():
         ts.append(time.perf_counter() - t0)
     cpu_util = (time.process_time() - c0) / (time.perf_counter() - w0)
     med = statistics.median(ts)
+    q = statistics.quantiles(ts, n=10, method="inclusive") if len(ts) > 1 else [ts[0]] * 9
 
     res = {
         "workload": args.workload, "engine": "pytorch", "batch": batch,
         "warmup": warmup, "steps": steps,
         "ms_per_step": med * 1e3, "median_ms": med * 1e3,
         "min_ms": min(ts) * 1e3, "max_ms": max(ts) * 1e3,
+        "p10_ms": q[0] * 1e3, "p90_ms": q[8] * 1e3, "spread": (q[8] - q[0]) / med,
+        "layout": args.layout, "flush_denormal": flush_denormal, "weights": weights,
         "img_per_s": batch / med, "cpu_util": cpu_util,
         # ru_maxrss is KiB on Linux
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,

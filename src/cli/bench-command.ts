@@ -1,17 +1,17 @@
 /**
  * `mnv2 bench`: one workload of the project alone, printed as one JSON line (bench/run.ts compares it
- * with PyTorch and ONNX Runtime side by side). Inputs are random; speed does not depend on them.
+ * with PyTorch and ONNX Runtime side by side). Inputs are random; weights are random init unless --weights gives
+ * trained ones (bench/run.ts does, as for its PyTorch peer: random-init BN statistics are unlike a trained model's).
  */
 import { Command, Option } from 'commander';
 import { mobilenetV2 } from '../model/mobilenetv2.js';
-import { initWeights } from '../model/weights.js';
-import { NativeModel } from '../engine/native/model.js';
+import { initWeights, type StateDict } from '../model/weights.js';
+import { loadModelFile } from '../io/weights.js';
+import type { NativeModel } from '../engine/native/model.js';
 import { createClassifier, type EngineName } from '../engine/classifier.js';
 import { SGD, paramRefs } from '../train/optim.js';
 import { Rng } from '../util/rng.js';
-import { loadFashionMnist } from '../data/idx.js';
-import { BatchLoader } from '../data/loader.js';
-import { median } from '../util/stats.js';
+import { median, timeStats } from '../util/stats.js';
 import { BATCH, int, THREADS } from './args.js';
 
 export type Workload = 'train-seed' | 'train-seed-sgd' | 'infer-seed' | 'infer-224' | 'loader';
@@ -19,12 +19,23 @@ export type Workload = 'train-seed' | 'train-seed-sgd' | 'infer-seed' | 'infer-2
 export interface BenchResult {
   /** Kernel counts by oneDNN implementation (native engine). */
   implementations?: Record<string, number>;
+  /** Training: median ms of the engine's step (forward + loss + backward) and of the optimizer update. */
+  phase_ms?: { train_step: number; optimizer: number };
   workload: Workload;
   engine: EngineName;
+  /** The weights file, or 'random init'. */
+  weights: string;
   batch: number;
   steps: number;
   img_per_s: number;
   ms_per_step: number;
+  /** Step-time statistics (ms): median, min, max, p10, p90, and spread = (p90 − p10) / median. */
+  median_ms: number;
+  min_ms: number;
+  max_ms: number;
+  p10_ms: number;
+  p90_ms: number;
+  spread: number;
   peak_rss_mb: number;
 }
 
@@ -33,6 +44,7 @@ export interface BenchResult {
  * `mnv2 train` feeds the engine. A "step" is one batch; compare its img/s with train-seed's.
  */
 async function loaderStep(batch: number): Promise<() => Promise<void>> {
+  const [{ BatchLoader }, { loadFashionMnist }] = await Promise.all([import('../data/loader.js'), import('../data/idx.js')]);
   const loader = new BatchLoader({ dataset: loadFashionMnist(undefined, 'train'), batchSize: batch, augment: 'seed', seed: 0 });
   let epoch = 0;
   let it = loader.epoch(epoch)[Symbol.asyncIterator]();
@@ -46,28 +58,36 @@ async function loaderStep(batch: number): Promise<() => Promise<void>> {
 }
 
 /** Warm-up then `steps` timed steps; the median step time gives img/s. */
-export async function bench(workload: Workload, engine: EngineName, batch: number, steps: number, warmup: number, threads?: number): Promise<BenchResult> {
+export async function bench(workload: Workload, engine: EngineName, batch: number, steps: number, warmup: number, threads?: number, weightsFile?: string): Promise<BenchResult> {
   const graph = workload === 'infer-224' ? mobilenetV2('imagenet') : mobilenetV2('seed-cifar');
-  const weights = initWeights(graph, 0);
+  // The engines check the names and shapes against the workload's graph.
+  const weights: StateDict = weightsFile ? loadModelFile(weightsFile).weights : initWeights(graph, 0);
   const rng = new Rng(1);
   const x = Float32Array.from({ length: batch * 3 * graph.config.resolution ** 2 }, () => rng.normal());
   let step: () => Promise<void>;
   let native: NativeModel | undefined;
+  // Training: the engine's step (forward + loss + backward, with its TypeScript-side copies) and the optimizer, apart.
+  const phases: { train_step: number[]; optimizer: number[] } = { train_step: [], optimizer: [] };
   if (workload === 'loader') {
     step = await loaderStep(batch);
   } else if (workload.startsWith('train')) {
     if (engine !== 'native') throw new Error(`${workload} runs on the native engine only (ONNX Runtime here is inference-only)`);
+    const { NativeModel } = await import('../engine/native/model.js');
     const model = new NativeModel(graph, weights, { threads });
     native = model;
     const labels = Array.from({ length: batch }, () => rng.int(graph.config.numClasses));
     const sgd = workload === 'train-seed-sgd' ? new SGD({ momentum: 0.9, weightDecay: 5e-4 }) : null;
     const params = paramRefs(model);
     step = async () => {
+      const t0 = performance.now();
       model.trainStep(x, labels, batch);
+      const t1 = performance.now();
       if (sgd) {
         sgd.step(params, 0.01);
         model.weightsChanged();
       }
+      phases.train_step.push(t1 - t0);
+      phases.optimizer.push(performance.now() - t1);
     };
   } else {
     const clf = await createClassifier(graph, weights, engine, threads);
@@ -76,23 +96,26 @@ export async function bench(workload: Workload, engine: EngineName, batch: numbe
     };
   }
   for (let i = 0; i < warmup; i++) await step();
+  phases.train_step.length = phases.optimizer.length = 0;
   const times: number[] = [];
   for (let i = 0; i < steps; i++) {
     const t0 = performance.now();
     await step();
     times.push(performance.now() - t0);
   }
-  const ms = median(times);
+  const stats = timeStats(times);
+  const ms = stats.median_ms;
   const implementations: Record<string, number> = {};
   for (const s of native?.implementations() ?? []) {
     const impl = s.slice(s.lastIndexOf(': ') + 2);
     implementations[impl] = (implementations[impl] ?? 0) + 1;
   }
   return {
-    ...(native ? { implementations } : {}),
-    workload, engine, batch, steps,
+    ...(native ? { implementations, phase_ms: { train_step: median(phases.train_step), optimizer: median(phases.optimizer) } } : {}),
+    workload, engine, weights: weightsFile ?? 'random init', batch, steps,
     img_per_s: (batch * 1000) / ms,
     ms_per_step: ms,
+    ...stats,
     peak_rss_mb: process.resourceUsage().maxRSS / 1024,
   };
 }
@@ -107,12 +130,13 @@ export function registerBenchCommand(program: Command): void {
     .option('--steps <n>', 'timed steps', '5')
     .option('--warmup <n>', 'untimed steps first', '2')
     .option('--threads <n>', 'threads (default: all cores)')
+    .option('--weights <file>', "trained weights of the workload's model (default: random init, seed 0)")
     .option('--json', 'print one JSON line')
-    .action(async (o: { workload: Workload; engine: EngineName; batch?: string; steps: string; warmup: string; threads?: string; json?: boolean }) => {
+    .action(async (o: { workload: Workload; engine: EngineName; batch?: string; steps: string; warmup: string; threads?: string; weights?: string; json?: boolean }) => {
       const batch = int(o.batch, '--batch', BATCH) ?? (o.workload === 'infer-224' ? 1 : 128);
       const steps = int(o.steps, '--steps', { min: 1, max: 100_000 })!;
       const warmup = int(o.warmup, '--warmup', { min: 0, max: 100_000 })!;
-      const r = await bench(o.workload, o.engine, batch, steps, warmup, int(o.threads, '--threads', THREADS));
+      const r = await bench(o.workload, o.engine, batch, steps, warmup, int(o.threads, '--threads', THREADS), o.weights);
       if (o.json) console.log(JSON.stringify(r));
       else {
         console.log(`${r.workload} on ${r.engine}, batch ${r.batch}: ${r.img_per_s.toFixed(1)} img/s, ${r.ms_per_step.toFixed(1)} ms/step (median of ${r.steps}), peak RSS ${r.peak_rss_mb.toFixed(0)} MB`);

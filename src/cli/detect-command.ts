@@ -1,13 +1,10 @@
 /** `mnv2 detect photo.jpg --weights W`: an SSDLite model's detections, drawn and/or as JSON. */
 import { existsSync } from 'node:fs';
 import { Option, type Command } from 'commander';
-import { drawDetections, openSsdliteFile } from '../detect/ssdlite-detector.js';
 import { writeFileAtomic } from '../util/atomic-write.js';
 import { refuseInputAsOutput } from '../util/outputs.js';
 import { int, num, THREADS } from './args.js';
 import type { EngineName } from '../engine/classifier.js';
-
-export { POSTPROCESS_KEY } from '../detect/ssdlite-detector.js';
 
 interface DetectOpts {
   weights?: string;
@@ -41,6 +38,7 @@ export function registerDetectCommand(program: Command): void {
       if (!o.weights) throw new Error('detect: --weights FILE is required');
       if (o.out) refuseInputAsOutput({ path: o.out, flag: '--out' }, [{ path: image, flag: 'the image' }, { path: o.weights, flag: '--weights' }]);
       if (!existsSync(image)) throw new Error(`${image}: no such file`);
+      const { drawDetections, openSsdliteFile } = await import('../detect/ssdlite-detector.js'); // ONNX Runtime, sharp
       const { detector: det, options } = await openSsdliteFile(o.weights, threads, o.engine);
       const r = await det.detect(image, { ...options, scoreThreshold, maxDetections });
       await det.release();

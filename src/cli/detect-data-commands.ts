@@ -4,7 +4,7 @@ import { dirname } from 'node:path';
 import type { Command } from 'commander';
 import { int, num, SEED, type Range } from './args.js';
 import { FASHION_DETECT_DEFAULTS, makeFashionDetect } from '../detect/fashion-detect.js';
-import { formatSkips, loadCocoDetection, loadVocDetection, loadYoloDetection, type DetectionDataset } from '../detect/dataset.js';
+import type { DetectionDataset } from '../detect/dataset.js';
 import { DETECTION_SOURCES, fetchDetectionDataset, type DetectionDatasetName } from '../detect/fetch-detect.js';
 import { cocoEvaluate, formatCocoStats, type CocoDetection } from '../detect/coco-eval.js';
 
@@ -23,7 +23,6 @@ function printDataset(ds: DetectionDataset): void {
   const perLabel = new Array<number>(ds.categories.length).fill(0);
   for (const im of ds.images) for (const b of im.boxes) perLabel[b.label]!++;
   ds.categories.forEach((c, l) => console.log(`  ${String(l).padStart(3)}  id ${String(c.id).padStart(3)}  ${c.name.padEnd(20)} ${perLabel[l]}`));
-  if (ds.skipped.total) console.error(`skipped or changed:\n${formatSkips(ds.skipped)}`);
 }
 
 export function registerDetectDataCommands(program: Command): void {
@@ -96,6 +95,7 @@ export function registerDetectDataCommands(program: Command): void {
     .option('--names <file>', 'yolo: class names, one per line')
     .option('--check-images', 'coco, voc: read every image header (unreadable images and size mismatches are skipped)')
     .action(async (o: { format: string; path: string; images?: string; split: string; labels?: string; names?: string; checkImages?: boolean }) => {
+      const { formatSkips, loadCocoDetection, loadVocDetection, loadYoloDetection } = await import('../detect/dataset.js'); // an XML parser, sharp
       let ds: DetectionDataset;
       if (o.format === 'coco') ds = await loadCocoDetection(o.path, o.images ?? dirname(o.path), { checkImages: o.checkImages });
       else if (o.format === 'voc') ds = await loadVocDetection(o.path, o.split, { checkImages: o.checkImages });
@@ -104,6 +104,7 @@ export function registerDetectDataCommands(program: Command): void {
         ds = await loadYoloDetection(o.path, o.labels, readFileSync(o.names, 'utf8').split('\n').map((l) => l.trim()).filter(Boolean));
       } else throw new Error(`--format must be coco, voc or yolo, got '${o.format}'`);
       printDataset(ds);
+      if (ds.skipped.total) console.error(`skipped or changed:\n${formatSkips(ds.skipped)}`);
     });
 
   program

@@ -1,8 +1,5 @@
 /** `mnv2 diagnose`: dead kernels and dead channels of the depthwise and pointwise convs of a model. */
 import type { Command } from 'commander';
-import { diagnose } from '../diagnose/dead.js';
-import { formatDiagnosis, writeHeatmapPng } from '../diagnose/report.js';
-import { testSample } from '../diagnose/sample.js';
 import { loadModelFile } from '../io/weights.js';
 import { refuseInputAsOutput } from '../util/outputs.js';
 import { BATCH, COUNT_OR_ALL, SEED, THREADS, int, num } from './args.js';
@@ -39,6 +36,8 @@ export function registerDiagnoseCommand(program: Command): void {
     .action(async (o: DiagnoseOpts) => {
       refuseInputAsOutput({ path: o.png, flag: '--png' }, [{ path: o.weights, flag: '--weights' }]);
       const m = loadModelFile(o.weights);
+      const [{ diagnose }, { formatDiagnosis, writeHeatmapPng }, { testSample }] =
+        await Promise.all([import('../diagnose/dead.js'), import('../diagnose/report.js'), import('../diagnose/sample.js')]);
       const sample = o.dataset === undefined ? undefined : await testSample(o.dataset, {
         dir: o.data, resolution: m.graph.config.resolution, preprocess: m.info.preprocess,
         limit: int(o.limit, '--limit', COUNT_OR_ALL)!, seed: int(o.seed, '--seed', SEED)!, batch: int(o.batch, '--batch', BATCH)!,

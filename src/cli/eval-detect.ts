@@ -7,11 +7,9 @@ import { existsSync, statSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { Option, type Command } from 'commander';
 import { COCO_STAT_NAMES, formatCocoStats } from '../detect/coco-eval.js';
-import { formatSkips, loadCocoDetection, type DetectionDataset } from '../detect/dataset.js';
-import { evaluateDetector, vocAp50, writePrPng, type CategoryMapping } from '../detect/evaluate.js';
-import { openSsdliteFile } from '../detect/ssdlite-detector.js';
+import type { DetectionDataset } from '../detect/dataset.js';
+import type { CategoryMapping } from '../detect/evaluate.js';
 import { SSDLITE_NMS } from '../detect/nms.js';
-import { formatDuration, progressBar } from '../train/progress.js';
 import { writeFileAtomic } from '../util/atomic-write.js';
 import { refuseInputAsOutput } from '../util/outputs.js';
 import { Rng } from '../util/rng.js';
@@ -68,6 +66,10 @@ function limitImages(ds: DetectionDataset, n: number, seed: number): DetectionDa
 }
 
 export async function evalDetect(o: EvalDetectOpts): Promise<void> {
+  // Loaded here, not at import: `mnv2 eval` is registered at every start-up (an XML parser, ONNX Runtime, sharp).
+  const [{ formatSkips, loadCocoDetection }, { evaluateDetector, vocAp50, writePrPng }, { openSsdliteFile }, { formatDuration, progressBar }] = await Promise.all([
+    import('../detect/dataset.js'), import('../detect/evaluate.js'), import('../detect/ssdlite-detector.js'), import('../train/progress.js'),
+  ]);
   if (!o.weights) throw new Error('eval --task detect: --weights FILE (an SSDLite model) is required');
   if (o.engine === 'native') throw new Error('eval --task detect runs on ONNX Runtime for now: use --engine ort');
   const threads = int(o.threads, '--threads', THREADS);

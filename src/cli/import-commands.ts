@@ -1,11 +1,7 @@
 /** `mnv2 import keras | tfjs | tflite`: Keras / TF.js MobileNetV2 or MobileNet, TFLite MobileNetV2 weights -> a model file that infer, predict, eval and export take as is. */
 import path from 'node:path';
 import type { Command } from 'commander';
-import { importKerasH5 } from '../io/keras.js';
-import { importTfjs } from '../io/tfjs.js';
-import { importTflite, type TfliteImport } from '../io/tflite-mobilenetv2.js';
-import { importTfliteSsdlite, isSsdliteTflite } from '../io/tflite-ssdlite.js';
-import { POSTPROCESS_KEY } from './detect-command.js';
+import type { TfliteImport } from '../io/tflite-mobilenetv2.js';
 import type { ImportedModel, KerasImportOptions } from '../io/keras-names.js';
 import { saveWeights } from '../io/weights.js';
 import { encodeModelInfo, type ModelInfoInput } from '../io/metadata.js';
@@ -57,15 +53,15 @@ export function registerImportCommands(program: Command): void {
   const imp = program.command('import').description('import Keras (.h5), TF.js (model.json) MobileNetV2 or MobileNet (V1), or TFLite MobileNetV2 weights');
   importOptions(imp.command('keras').description('a Keras MobileNetV2 or MobileNet weight file (mobilenet_v2_weights_tf_dim_ordering_tf_kernels_{alpha}_{rows}[_no_top].h5, mobilenet_{1_0|7_5|5_0|2_5}_{rows}_tf[_no_top].h5)'))
     .argument('<file>', 'Keras .h5 weight file (save_weights or keras.applications)')
-    .action(async (file: string, o: ImportOpts) => save(await importKerasH5(file, options(file, o)), file, o));
+    .action(async (file: string, o: ImportOpts) => save(await (await import('../io/keras.js')).importKerasH5(file, options(file, o)), file, o));
   importOptions(imp.command('tfjs').description('a TF.js layers model of a Keras MobileNetV2 or MobileNet, any single-Dense head; uint8/uint16/float16-quantized weights too'))
     .argument('<model.json>', 'model.json with its weight shards beside it')
-    .action((file: string, o: ImportOpts) => save(importTfjs(file, options(file, o)), file, o));
+    .action(async (file: string, o: ImportOpts) => save((await import('../io/tfjs.js')).importTfjs(file, options(file, o)), file, o));
   importOptions(imp.command('tflite').description("a MobileNetV2 classifier in TFLite (TF-slim or Keras names; uint8/int8 weights dequantized, BN already folded); 1001 classes = background + ImageNet"))
     .argument('<file>', '.tflite model')
-    .action((file: string, o: ImportOpts) => {
-      if (isSsdliteTflite(file)) return saveSsdlite(file, o);
-      const m = importTflite(file, options(file, o));
+    .action(async (file: string, o: ImportOpts) => {
+      if ((await import('../io/tflite-ssdlite.js')).isSsdliteTflite(file)) return saveSsdlite(file, o);
+      const m = (await import('../io/tflite-mobilenetv2.js')).importTflite(file, options(file, o));
       checkTfliteInput(m, file);
       // TF-slim's eval preprocessing; 1001 classes are TF-slim's background + ImageNet
       save(m, file, o, { preprocess: 'tf-slim', ...(m.graph.config.numClasses === 1001 ? { labels: 'imagenet-background' } : {}) });
@@ -73,8 +69,9 @@ export function registerImportCommands(program: Command): void {
 }
 
 /** A TF OD API SSDLite-MobileNetV2 export: the detector, its post-processing options as metadata. */
-function saveSsdlite(file: string, o: ImportOpts): void {
+async function saveSsdlite(file: string, o: ImportOpts): Promise<void> {
   refuseInputAsOutput({ path: o.out, flag: '--out' }, [{ path: file, flag: 'the imported file' }]);
+  const [{ importTfliteSsdlite }, { POSTPROCESS_KEY }] = await Promise.all([import('../io/tflite-ssdlite.js'), import('../detect/ssdlite-detector.js')]);
   const m = importTfliteSsdlite(file);
   const info = encodeModelInfo({ config: m.graph.config, source: path.basename(file), preprocess: 'keras' });
   saveWeights(o.out, m.graph, m.weights, new Map(), { ...info, ...(m.postprocess ? { [POSTPROCESS_KEY]: JSON.stringify(m.postprocess) } : {}) });

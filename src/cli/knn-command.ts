@@ -2,7 +2,6 @@
 import { existsSync } from 'node:fs';
 import path from 'node:path';
 import type { Command } from 'commander';
-import { load, weightsFile } from '../api/load.js';
 import { KnnClassifier } from '../api/knn.js';
 import type { EngineName } from '../engine/classifier.js';
 import { archOptions, engineOption, type ArchOpts } from './model-commands.js';
@@ -18,6 +17,7 @@ interface KnnOpts extends ArchOpts {
 
 /** Embeddings of `images` with the classifier's model (or --weights for a new classifier). */
 async function embedAll(images: string[], knn: KnnClassifier | null, o: KnnOpts): Promise<{ model: string; vectors: Float32Array[] }> {
+  const { load, weightsFile } = await import('../api/load.js');
   const model = knn?.model ?? path.resolve(await weightsFile(o.weights ?? 'fashion-mnist'));
   if (o.weights && knn?.model && path.resolve(await weightsFile(o.weights)) !== knn.model) {
     throw new Error(`${o.db} holds embeddings of ${knn.model}, not of ${o.weights}`);

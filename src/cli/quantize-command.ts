@@ -2,11 +2,7 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { writeFileAtomic } from '../util/atomic-write.js';
 import { Command, Option } from 'commander';
-import { exportOnnx, readOnnxConfig } from '../engine/onnx/export.js';
-import { OrtModel } from '../engine/onnx/session.js';
 import { CALIBRATION_METHODS, evaluateOnnx, type CalibrationMethod } from '../quant/calibrate.js';
-import { formatOpCounts, optimizedOpCounts, quantizeOnnx } from '../quant/quantize.js';
-import { openDataset } from '../data/open.js';
 import { archOptions, loadModel, type ArchOpts } from './model-commands.js';
 import { BATCH, int, num, SEED, THREADS } from './args.js';
 import { descriptiveInfo } from '../io/metadata.js';
@@ -29,12 +25,13 @@ interface QuantizeFlags extends ArchOpts {
 }
 
 /** The float32 model as ONNX bytes: an .onnx file as it is, else weights exported (BN folded). */
-function float32Onnx(o: QuantizeFlags): { bytes: Uint8Array; source: string } {
+async function float32Onnx(o: QuantizeFlags): Promise<{ bytes: Uint8Array; source: string }> {
   if (o.weights?.endsWith('.onnx')) {
     if (!existsSync(o.weights)) throw new Error(`${o.weights}: no such file`);
     return { bytes: new Uint8Array(readFileSync(o.weights)), source: o.weights };
   }
   const m = loadModel(o, true);
+  const { exportOnnx } = await import('../engine/onnx/export.js');
   return { bytes: exportOnnx(m.graph, m.weights, { info: descriptiveInfo(m.info) }), source: o.weights ?? 'the bundled Fashion-MNIST model' };
 }
 
@@ -64,7 +61,10 @@ export function registerQuantizeCommand(program: Command): void {
         batch: int(o.batch, '--batch', BATCH),
       };
       refuseInputAsOutput({ path: o.out, flag: '--out' }, [{ path: o.weights, flag: '--weights' }]);
-      const fp32 = float32Onnx(o);
+      const fp32 = await float32Onnx(o);
+      const [{ readOnnxConfig }, { OrtModel }, { formatOpCounts, optimizedOpCounts, quantizeOnnx }, { openDataset }] = await Promise.all([
+        import('../engine/onnx/export.js'), import('../engine/onnx/session.js'), import('../quant/quantize.js'), import('../data/open.js'),
+      ]);
       const cfg = readOnnxConfig(fp32.bytes, fp32.source);
       const calib = await openDataset(o.calibDataset, 'train', { dir: o.data, resolution: cfg.resolution });
       const t0 = performance.now();

@@ -6,15 +6,10 @@ import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { Option, type Command } from 'commander';
 import { createClassifier, ortClassifier, type Classifier, type EngineName } from '../engine/classifier.js';
-import { readOnnxInfo } from '../engine/onnx/export.js';
-import { exportTriton } from '../engine/onnx/triton.js';
 import { LABEL_SET_NAMES, type LabelSetName } from '../data/labels.js';
 import { PRESET_NAMES } from '../data/preprocess.js';
 import { descriptiveInfo, type ModelInfo } from '../io/metadata.js';
-import { startServer, type RunningServer, type ServedDetector } from '../serve/server.js';
-import { detectOptionsOf, detectorPreset, openSsdlite } from '../detect/ssdlite-detector.js';
-import { ssdAnchors } from '../detect/anchors.js';
-import { addDetectPostprocess } from '../engine/onnx/detect-postprocess.js';
+import type { RunningServer, ServedDetector } from '../serve/server.js';
 import { SSDLITE } from '../model/ssdlite.js';
 import type { LoadedWeights } from '../io/weights.js';
 import type { Preset } from '../data/preprocess.js';
@@ -65,6 +60,7 @@ async function openModel(o: ServeOpts, threads: number | undefined): Promise<Ope
     } catch (e) {
       throw new Error(`${o.onnx}: ${(e as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such file' : (e as Error).message}`);
     }
+    const { readOnnxInfo } = await import('../engine/onnx/export.js');
     const info = readOnnxInfo(bytes, o.onnx);
     if (info.config.family === SSDLITE) throw new Error(`${o.onnx}: an SSDLite detector; serve it with --weights (its model file)`);
     return { classifier: await ortClassifier(bytes, threads), info, name: path.basename(o.onnx) };
@@ -80,6 +76,7 @@ async function openDetector(o: ServeOpts, m: LoadedWeights, name: string, thread
   if (o.engine !== 'ort') throw new Error(`${name}: an SSDLite detector, served on ONNX Runtime for now: use --engine ort (the default)`);
   const scoreThreshold = num(o.score, '--score', { min: 0, max: 1 })!;
   const maxDetections = int(o.maxDetections, '--max-detections', { min: 1, max: 100_000 })!;
+  const { detectorPreset, openSsdlite } = await import('../detect/ssdlite-detector.js'); // ONNX Runtime, sharp
   const { detector, options } = await openSsdlite(m, name, threads);
   const post = { ...options, scoreThreshold, maxDetections };
   return {
@@ -104,7 +101,10 @@ async function checkFeeds(clf: Classifier, [c, h, w]: [number, number, number], 
 }
 
 /** A detector's Triton outputs: raw codes and logits, or (decode) normalized boxes and sigmoid scores, per image. */
-function tritonDetector(m: LoadedWeights, mode: 'none' | 'decode') {
+async function tritonDetector(m: LoadedWeights, mode: 'none' | 'decode') {
+  const [{ detectOptionsOf, detectorPreset }, { ssdAnchors }, { addDetectPostprocess }] = await Promise.all([
+    import('../detect/ssdlite-detector.js'), import('../detect/anchors.js'), import('../engine/onnx/detect-postprocess.js'),
+  ]);
   const cfg = m.graph.config;
   const anchors = ssdAnchors({ height: cfg.resolution, width: cfg.resolution });
   const options = detectOptionsOf(m, 'the model');
@@ -157,6 +157,7 @@ export function registerServeCommands(program: Command): void {
       try {
         spec = m.detector ? { preset: m.detector.preset, labels: m.detector.labels } : inputSpec(m.info, o);
         await checkFeeds(m.classifier, [cfg.inChannels, cfg.resolution, cfg.resolution], m.name);
+        const { startServer } = await import('../serve/server.js'); // fastify: only for this command
         srv = await startServer({
           ...settings,
           classifier: m.classifier,
@@ -207,15 +208,16 @@ export function registerServeCommands(program: Command): void {
     .option('--fp16', 'float16 weights and compute (input and output stay float32)')
     .addOption(new Option('--detect-postprocess <mode>', 'SSDLite: raw outputs (none) or box decoding + sigmoid in the graph (decode)').choices(['none', 'decode']).default('none'))
     .option('--force', 'replace an existing model directory')
-    .action((dir: string, o: ArchOpts & { weights?: string; name: string; maxBatch: string; preferredBatch: string; maxQueueDelayUs: string; instances: string; preprocess?: string; labels?: LabelSetName; fp16?: boolean; force?: boolean; detectPostprocess: 'none' | 'decode' }) => {
+    .action(async (dir: string, o: ArchOpts & { weights?: string; name: string; maxBatch: string; preferredBatch: string; maxQueueDelayUs: string; instances: string; preprocess?: string; labels?: LabelSetName; fp16?: boolean; force?: boolean; detectPostprocess: 'none' | 'decode' }) => {
       const maxBatch = int(o.maxBatch, '--max-batch', BATCH)!;
       const preferred = [...new Set(o.preferredBatch.split(',').filter((s) => s.trim()).map((s) => Math.min(int(s.trim(), '--preferred-batch', BATCH)!, maxBatch)))];
       const maxQueueDelayUs = int(o.maxQueueDelayUs, '--max-queue-delay-us', { min: 0, max: 60_000_000 })!;
       const instances = int(o.instances, '--instances', { min: 1, max: 1024 })!;
       const m = loadModel(o, true);
-      const det = m.graph.config.family === SSDLITE ? tritonDetector(m, o.detectPostprocess) : null;
+      const det = m.graph.config.family === SSDLITE ? await tritonDetector(m, o.detectPostprocess) : null;
       if (!det && o.detectPostprocess !== 'none') throw new Error(`--detect-postprocess is for SSDLite detectors, not a ${m.graph.config.family} model`);
       const spec = det ? det.spec : inputSpec(m.info, o);
+      const { exportTriton } = await import('../engine/onnx/triton.js');
       const modelDir = exportTriton(dir, m.graph, m.weights, {
         ...(det ? { outputs: det.outputs, transform: det.transform } : {}),
         name: o.name,

@@ -1,22 +1,20 @@
-/** `mnv2 train | eval | plot | data fetch`: thin wrappers over src/train and src/data. */
+/**
+ * `mnv2 train | eval | plot | data fetch`: thin wrappers over src/train and src/data. What only an action uses is
+ * imported inside it, so registering the commands loads no engine, image or network library.
+ */
 import { Command, Option } from 'commander';
 import { archNames } from '../model/registry.js';
 import { createClassifier, type EngineName } from '../engine/classifier.js';
 import { PRESET_NAMES as IMAGE_PRESETS } from '../data/preprocess.js';
 import { LABEL_SET_NAMES, labelsFor, type LabelSetName } from '../data/labels.js';
 import { archOptions, engineOption, loadModel, type ArchOpts } from './model-commands.js';
-import { fetchDataset, type DatasetName } from '../data/fetch.js';
-import { downloadProgress } from './download-progress.js';
+import type { DatasetName } from '../data/fetch.js';
 import { BATCH, COUNT_OR_ALL, deprecatedAlias, int, num, SEED, THREADS, type Range } from './args.js';
 import { ALPHA, RESOLUTION, shortcutOption } from './model-commands.js';
 import type { ShortcutKind } from '../model/config.js';
 import { refuseInputAsOutput } from '../util/outputs.js';
 import { PRESET_NAMES, resolvePreset, type PresetName, type TrainRecipe } from '../train/presets.js';
-import { limitDataset, openDataset } from '../data/open.js';
-import { train, type TrainOptions } from '../train/loop.js';
-import { formatDuration, progressBar } from '../train/progress.js';
-import { evaluate, evalToJSON, formatEvalReport, writeConfusionPng } from '../train/metrics.js';
-import { plotRun } from '../train/plot.js';
+import type { TrainOptions } from '../train/loop.js';
 import { detectEvalOptions, evalDetect, type EvalDetectOpts } from './eval-detect.js';
 
 
@@ -164,6 +162,7 @@ export function registerTrainCommands(program: Command): void {
       const session = sessionFlags(o);
       const recipe = o.resume ? resolvePreset(o.recipe) : recipeFromFlags(o);
       if (o.freezeBackbone && !o.weights && !o.resume) throw new Error('--freeze-backbone needs --weights (a trained backbone)');
+      const { train } = await import('../train/loop.js');
       const r = await train({
         ...session, recipe, out: o.out, force: o.force, resume: o.resume, weights: o.weights, freezeBackbone: o.freezeBackbone,
         resolution: o.weights ? int(o.resolution, '--resolution', RESOLUTION) : undefined,
@@ -199,6 +198,8 @@ export function registerTrainCommands(program: Command): void {
       const batch = int(o.batch, '--batch', BATCH);
       refuseInputAsOutput({ path: o.confusion, flag: '--confusion' }, [{ path: o.weights, flag: '--weights' }]);
       const m = loadModel(o, true);
+      const [{ limitDataset, openDataset }, { formatDuration, progressBar }, { evaluate, evalToJSON, formatEvalReport, writeConfusionPng }] =
+        await Promise.all([import('../data/open.js'), import('../train/progress.js'), import('../train/metrics.js')]);
       const src = await openDataset(o.dataset, o.split, { dir: o.data, resolution: m.graph.config.resolution, preprocess: o.preprocess ?? m.info.preprocess });
       const named = o.labels ? { ...src.dataset, classes: labelsFor(o.labels) } : src.dataset;
       const ds = limitDataset(named, limit, seed);
@@ -236,6 +237,7 @@ export function registerTrainCommands(program: Command): void {
     .argument('<run-dir>', 'run folder (or its metrics.jsonl)')
     .option('--out <dir>', 'output folder (default: the run folder)')
     .action(async (dir: string, o: { out?: string }) => {
+      const { plotRun } = await import('../train/plot.js');
       const p = await plotRun(dir, o.out);
       console.log(`${p.epochs} epoch(s): wrote ${p.svg} and ${p.png}`);
     });
@@ -251,6 +253,7 @@ export function registerTrainCommands(program: Command): void {
     .option('--no-progress', 'no progress bar')
     .action(async (name: DatasetName, o: { dir?: string; baseUrl?: string; progress: boolean }) => {
       const dir = o.dir ?? DEFAULT_FETCH_DIR[name];
+      const [{ fetchDataset }, { downloadProgress }] = await Promise.all([import('../data/fetch.js'), import('./download-progress.js')]);
       const bar = downloadProgress(o.progress);
       try {
         const r = await fetchDataset(name, dir, { baseUrl: o.baseUrl, onProgress: bar.onProgress });

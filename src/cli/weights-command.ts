@@ -3,7 +3,6 @@ import { existsSync } from 'node:fs';
 import type { Command } from 'commander';
 import { WEIGHTS_CATALOG } from '../weights/catalog.js';
 import { downloadPath, fetchWeights, resolveWeights, weightsCacheDir } from '../weights/cache.js';
-import { downloadProgress } from './download-progress.js';
 
 export function registerWeightsCommands(program: Command): void {
   const w = program.command('weights').description(`pretrained weights: official URLs, checksums, a per-user cache (${weightsCacheDir()})`);
@@ -25,6 +24,7 @@ export function registerWeightsCommands(program: Command): void {
     .option('--base-url <url>', 'download from this folder URL instead of the official one')
     .option('--no-progress', 'no progress bar')
     .action(async (name: string, o: { baseUrl?: string; progress: boolean }) => {
+      const { downloadProgress } = await import('./download-progress.js'); // a progress-bar library
       const bar = downloadProgress(o.progress);
       try {
         const r = await fetchWeights(name, { baseUrl: o.baseUrl, onProgress: bar.onProgress });

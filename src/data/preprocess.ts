@@ -38,7 +38,7 @@
 //     as floor(target * long / short) and the crop offsets with Python's round(), as torchvision does.
 //   * Fashion-MNIST images are white-on-black: a light garment on a black background. Photos of
 //     garments on a white/light background should be loaded with `{ invert: true }`.
-import sharp from 'sharp';
+import type sharp from 'sharp';
 import { readFileBoundedAsync } from '../util/read-file.js';
 
 export type PresetName = 'torchvision' | 'keras' | 'tf-slim' | 'seed-cifar' | 'fashion-mnist';
@@ -324,6 +324,7 @@ export async function loadImage(path: string, p: Preset, opts: LoadImageOptions 
  */
 export async function loadImageBuffer(buf: Uint8Array, p: Preset, opts: LoadImageOptions = {}, source = 'buffer'): Promise<Float32Array> {
   if (buf.length === 0) throw readError(source, new Error('it is empty (0 bytes)'));
+  const { default: sharp } = await import('sharp'); // loaded on first use: commands that read no image start faster
   const input = (): sharp.Sharp => sharp(buf, { failOn: 'error', ...(opts.maxPixels !== undefined && { limitInputPixels: opts.maxPixels }) });
   return loadImageSharp(input, p, opts, source);
 }

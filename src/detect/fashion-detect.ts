@@ -11,7 +11,6 @@
  */
 import { existsSync, mkdirSync, readdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
-import sharp from 'sharp';
 import type { Dataset } from '../data/dataset.js';
 import { FASHION_MNIST_DIR, loadFashionMnist } from '../data/idx.js';
 import { Rng } from '../util/rng.js';
@@ -145,6 +144,7 @@ export async function makeFashionDetect(
 ): Promise<FashionDetectResult> {
   const o: FashionDetectOptions = { ...FASHION_DETECT_DEFAULTS, ...opts };
   validate(o);
+  const { default: sharp } = await import('sharp'); // here, not at import: the CLI reads the defaults at every start-up
   const dir = resolve(out);
   if (existsSync(dir) && readdirSync(dir).length > 0 && !io.force) throw new Error(`${dir} exists and is not empty (--force replaces it)`);
   const sources = {

@@ -15,8 +15,6 @@
 import { createReadStream, existsSync, openSync, writeSync, closeSync, mkdirSync, readdirSync } from 'node:fs';
 import { mkdir, rename, rm } from 'node:fs/promises';
 import { basename, dirname, isAbsolute, join, relative, resolve } from 'node:path';
-import * as tar from 'tar';
-import { Unzip, UnzipInflate, UnzipPassThrough } from 'fflate';
 import { downloadFile, type DownloadOptions } from '../data/fetch.js';
 
 export type DetectionDatasetName = 'voc2007' | 'coco2017-val' | 'penn-fudan';
@@ -83,6 +81,8 @@ function inside(root: string, name: string, archive: string): string {
 async function unzipInto(archive: string, root: string, maxBytes: number): Promise<void> {
   let total = 0;
   let failure: Error | null = null;
+  // The archive libraries load when used: the CLI reads DETECTION_SOURCES at every start-up.
+  const { Unzip, UnzipInflate, UnzipPassThrough } = await import('fflate');
   const uz = new Unzip((file) => {
     if (failure) return;
     try {
@@ -124,6 +124,7 @@ async function unzipInto(archive: string, root: string, maxBytes: number): Promi
 async function untarInto(archive: string, root: string, maxBytes: number): Promise<void> {
   let total = 0;
   let failure: Error | null = null;
+  const tar = await import('tar');
   // A throw inside node-tar's filter escapes its stream; record the first problem, extract nothing more, rethrow.
   await tar.x({
     file: archive,

@@ -2,11 +2,8 @@
  * One interface over both engines: the native oneDNN engine and ONNX Runtime on the project's own export.
  * Both run the same weights and must agree (tests check it).
  */
-import { NativeModel } from './native/model.js';
 import { ENABLE_NATIVE, nativeAvailable } from './native/binding.js';
 import type { ProgramCacheStats } from './native/program-cache.js';
-import { OrtModel } from './onnx/session.js';
-import { exportOnnx } from './onnx/export.js';
 import type { Graph } from '../model/graph.js';
 import type { StateDict } from '../model/weights.js';
 
@@ -34,17 +31,20 @@ export function resolveEngine(engine?: EngineName): EngineName {
 
 export async function createClassifier(graph: Graph, weights: StateDict, requested: EngineName | undefined, threads?: number): Promise<Classifier> {
   const engine = resolveEngine(requested);
+  // Each engine's modules load only when it is used (ONNX Runtime and the ONNX encoder cost start-up time).
   if (engine === 'native') {
+    const { NativeModel } = await import('./native/model.js');
     const m = new NativeModel(graph, weights, { threads });
     // On a worker thread: the event loop stays free while a batch runs (serve --engine native).
     return { engine, run: async (x, n) => (await m.forward(x, n)).logits, release: async () => {}, programs: () => m.programStats() };
   }
-  if (engine === 'ort') return ortClassifier(exportOnnx(graph, weights), threads);
+  if (engine === 'ort') return ortClassifier((await import('./onnx/export.js')).exportOnnx(graph, weights), threads);
   throw new Error(`unknown engine '${String(engine)}' (expected native or ort)`);
 }
 
 /** ONNX Runtime on an ONNX model given as bytes or a file path. */
 export async function ortClassifier(model: Uint8Array | string, threads?: number): Promise<Classifier> {
+  const { OrtModel } = await import('./onnx/session.js');
   const m = await OrtModel.create(model, { threads });
   return { engine: 'ort', run: (x, n) => m.run(x, n), release: () => m.release() };
 }

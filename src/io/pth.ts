@@ -12,7 +12,7 @@
  * are copied element by element), as safetensors-style TensorInfo, so loadWeights takes them like a
  * .safetensors file's.
  */
-import { unzipSync } from 'fflate';
+import { createRequire } from 'node:module';
 import { describe, PyTuple, unpickle, type PyCallable, type UnpickleOptions } from './pickle.js';
 import { DTYPE_SIZE, type DType, type SafetensorsFile, type TensorInfo } from './safetensors.js';
 import { readFileBounded } from '../util/read-file.js';
@@ -66,6 +66,8 @@ export function parsePth(buf: Uint8Array, source: string): SafetensorsFile {
   if (isZip(buf)) {
     let files: Record<string, Uint8Array>;
     try {
+      // Required here, not imported: every command that takes --weights imports this module, few read a .pth.
+      const { unzipSync } = createRequire(import.meta.url)('fflate') as typeof import('fflate');
       files = unzipSync(buf);
     } catch (e) {
       return fail(`not a readable zip archive (truncated or corrupt: ${(e as Error).message})`);

@@ -105,7 +105,8 @@ export function foldBatchNorm(graph: Graph, weights: StateDict): FoldedGraph {
         const w = getTensor(weights, `${n.name}.weight`, n.outC * (n.inC / n.groups) * n.k * n.k);
         const bias = n.bias ? Float32Array.from(getTensor(weights, `${n.name}.bias`, n.outC)) : new Float32Array(n.outC);
         const { bias: _b, ...geometry } = n;
-        const fc: FoldedConv = { ...geometry, inputs: n.inputs.map(resolve), weight: Float32Array.from(w), bias, bnName: null, act: null, actName: null };
+        // The caller's array until a BN replaces it with the folded one; convs without a BN get a copy at the end.
+        const fc: FoldedConv = { ...geometry, inputs: n.inputs.map(resolve), weight: w, bias, bnName: null, act: null, actName: null };
         out.push(fc);
         open.set(fc.output, { fc, src: n });
         break;
@@ -156,6 +157,7 @@ export function foldBatchNorm(graph: Graph, weights: StateDict): FoldedGraph {
         out.push({ ...n, inputs: n.inputs.map(resolve) });
     }
   }
+  for (const n of out) if (n.op === 'conv' && n.bnName === null) n.weight = n.weight.slice();
   const shapeOf = (v: string): readonly number[] => out.find((x) => x.output === v)?.shape ?? graph.inputShape;
   const outputs = graph.outputs.map((o) => ({ name: o.name, value: resolve(o.value) }));
   const first = outputs[0]?.value ?? graph.input;

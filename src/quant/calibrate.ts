@@ -3,13 +3,10 @@
  * quantization (min/max, histograms) and the range each calibration method derives from them, plus top-1/top-5
  * evaluation of any ONNX classifier (float32 or int8) on the same batches.
  */
-import * as ort from 'onnxruntime-node';
-import onnxProto from 'onnx-proto';
+import type onnxProto from 'onnx-proto';
 import { gatherLabels, inputShape, toModelInput, type Dataset, type InputConvention } from '../data/dataset.js';
 import { evaluate, type EvalResult } from '../train/metrics.js';
 import type { OrtModel } from '../engine/onnx/session.js';
-
-const { onnx } = onnxProto;
 
 export const CALIBRATION_METHODS = ['minmax', 'percentile', 'entropy'] as const;
 export type CalibrationMethod = (typeof CALIBRATION_METHODS)[number];
@@ -216,6 +213,8 @@ export interface CollectOptions {
 export async function collectStats(
   model: onnxProto.onnx.IModelProto, tensors: readonly string[], ds: Dataset, conv: InputConvention, count: number, opts: CollectOptions = {},
 ): Promise<Map<string, TensorStats>> {
+  // Loaded here, not at import: the calibration methods are a CLI choice list, read at every start-up.
+  const [ort, { default: { onnx } }] = await Promise.all([import('onnxruntime-node'), import('onnx-proto')]);
   const graph = model.graph!;
   const inputName = graph.input![0]!.name!;
   // The graph input's statistics come from the batches themselves; everything else is fetched as an extra output.

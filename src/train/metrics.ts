@@ -5,7 +5,6 @@
 import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { writeFileAtomic } from '../util/atomic-write.js';
-import sharp from 'sharp';
 import { BatchLoader } from '../data/loader.js';
 import type { Dataset, InputConvention } from '../data/dataset.js';
 import { rowMax } from '../task/classification.js';
@@ -188,6 +187,7 @@ export function confusionPixels(r: EvalResult, cell = 24): { data: Uint8Array; w
 export async function writeConfusionPng(r: EvalResult, path: string, cell = 24): Promise<void> {
   const { data, width, height } = confusionPixels(r, cell);
   mkdirSync(dirname(path), { recursive: true });
+  const { default: sharp } = await import('sharp'); // only here: evaluation itself needs no image library
   writeFileAtomic(path, await sharp(Buffer.from(data.buffer, data.byteOffset, data.byteLength), { raw: { width, height, channels: 4 } }).png().toBuffer());
 }
 

@@ -1,0 +1,129 @@
+// Start-up of the CLI, whole process as a user runs it: `mnv2 summary` (no engine) and `mnv2 predict` on one
+// 28×28 PNG with the bundled model (native engine when built), beside `node -e 0`, the floor no command can go
+// below. Runs are interleaved round-robin after warm-up runs, so a change in the machine's load hits every
+// command alike; each row is the median with min–max and the interquartile range of wall time, and the median
+// user+system CPU time (from /usr/bin/time when installed), which other processes on the cores disturb less.
+//
+// usage: npm run bench:startup -- [--runs N (15)] [--warmup N (2)] [--out bench/RESULTS.md]
+//   (= node dist/bench/startup.js ...; run `tsc -p .` first; `npm run bench` runs it too)
+// Writes its table to --out between <!-- startup:begin --> and <!-- startup:end -->.
+import { spawnSync } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import sharp from 'sharp';
+import { median, quantile } from '../src/util/stats.js';
+import { machineLine } from './machine.js';
+import { writeSection } from './sections.js';
+
+const ROOT = fileURLToPath(new URL('../../', import.meta.url)); // dist/bench/startup.js -> repo root
+const CLI = fileURLToPath(new URL('../src/cli/main.js', import.meta.url));
+const TIME = '/usr/bin/time';
+
+/** Issue 11's targets, whole process, warm. */
+const TARGET_MS: Record<string, number> = { summary: 150, predict: 250 };
+
+export interface StartupRow {
+  name: string;
+  args: string[];
+  wallMs: number[];
+  cpuMs: number[];
+}
+
+/** One run: wall ms measured here, CPU ms (user + system) from /usr/bin/time when it exists. */
+function runOnce(args: string[], timeFile: string): { wallMs: number; cpuMs?: number } {
+  const timed = existsSync(TIME);
+  const [cmd, argv] = timed ? [TIME, ['-f', '%U %S', '-o', timeFile, process.execPath, ...args]] : [process.execPath, args];
+  const t0 = performance.now();
+  const r = spawnSync(cmd, argv, { cwd: ROOT, encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+  const wallMs = performance.now() - t0;
+  if (r.status !== 0) throw new Error(`node ${args.join(' ')} failed (exit ${r.status ?? r.signal}): ${(r.stderr || r.stdout).trim().split('\n').pop()}`);
+  if (!timed) return { wallMs };
+  const [user, sys] = readFileSync(timeFile, 'utf8').trim().split('\n').pop()!.split(' ').map(Number);
+  return { wallMs, cpuMs: (user! + sys!) * 1000 };
+}
+
+/** Interleaved runs of `node -e 0`, `mnv2 summary` and `mnv2 predict IMAGE`. */
+export async function measureStartup(runs = 15, warmup = 2): Promise<StartupRow[]> {
+  const dir = mkdtempSync(join(tmpdir(), 'mnv2-startup-'));
+  try {
+    const image = join(dir, 'garment.png');
+    // Any 28×28 greyscale PNG: predict's start-up does not depend on what the picture shows.
+    const px = Uint8Array.from({ length: 28 * 28 }, (_, i) => ((i % 28) * 9 + Math.floor(i / 28) * 3) & 255);
+    await sharp(px, { raw: { width: 28, height: 28, channels: 1 } }).png().toFile(image);
+    const rows: StartupRow[] = [
+      { name: 'node -e 0', args: ['-e', '0'], wallMs: [], cpuMs: [] },
+      { name: 'summary', args: [CLI, 'summary'], wallMs: [], cpuMs: [] },
+      { name: 'predict', args: [CLI, 'predict', image], wallMs: [], cpuMs: [] },
+    ];
+    const timeFile = join(dir, 'time.txt');
+    for (let i = 0; i < warmup + runs; i++) {
+      for (const row of rows) {
+        const r = runOnce(row.args, timeFile);
+        if (i < warmup) continue;
+        row.wallMs.push(r.wallMs);
+        if (r.cpuMs !== undefined) row.cpuMs.push(r.cpuMs);
+      }
+    }
+    return rows;
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+/** The markdown section: one row per command, with the machine and how noisy it was. */
+export function startupSection(rows: readonly StartupRow[], loadBefore: string): string {
+  const ms = (v: number): string => v.toFixed(0);
+  const body = rows.map((r) => {
+    const w = r.wallMs;
+    const spread = (quantile(w, 0.75) - quantile(w, 0.25)) / median(w);
+    const target = TARGET_MS[r.name];
+    const verdict = target === undefined ? '' : median(w) <= target ? `≤ ${target} ms: met` : `≤ ${target} ms: NOT met`;
+    return `| start-up: ${r.name === 'node -e 0' ? '`node -e 0` (floor)' : r.name === 'predict' ? '`mnv2 predict` 1 image' : '`mnv2 summary`'} ` +
+      `| ${ms(median(w))} | ${ms(Math.min(...w))}–${ms(Math.max(...w))} | ${ms(quantile(w, 0.25))}–${ms(quantile(w, 0.75))}${spread > 0.2 ? ' (noisy)' : ''} ` +
+      `| ${r.cpuMs.length ? ms(median(r.cpuMs)) : '—'} | ${verdict} |`;
+  });
+  return [
+    '## Start-up (whole process, warm)',
+    '',
+    `- ${new Date().toISOString()}; ${machineLine()} (before: ${loadBefore}); Node ${process.version}.`,
+    `- ${rows[0]!.wallMs.length} interleaved runs of each after warm-up runs; \`mnv2 predict\` classifies one 28×28 PNG with the bundled model.`,
+    '- **A shared machine** (other engineers\' jobs on the same cores): wall times are inflated and vary run to run; the CPU column is less disturbed. Compare rows of one run, not runs of different days.',
+    '',
+    '| workload | wall ms, median | min–max | interquartile | CPU ms (user+sys), median | target |',
+    '|---|---|---|---|---|---|',
+    ...body,
+  ].join('\n');
+}
+
+function args(): { runs: number; warmup: number; out: string } {
+  const a = process.argv.slice(2);
+  const o = { runs: 15, warmup: 2, out: join(ROOT, 'bench', 'RESULTS.md') };
+  for (let i = 0; i < a.length; i += 2) {
+    const [k, v] = [a[i]!, a[i + 1]];
+    if (v === undefined) throw new Error(`${k} needs a value`);
+    if (k === '--runs') o.runs = Number.parseInt(v, 10);
+    else if (k === '--warmup') o.warmup = Number.parseInt(v, 10);
+    else if (k === '--out') o.out = v;
+    else throw new Error(`unknown argument ${k} (known: --runs, --warmup, --out)`);
+  }
+  if (!(o.runs >= 1) || !(o.warmup >= 0)) throw new Error('--runs must be ≥ 1 and --warmup ≥ 0');
+  return o;
+}
+
+/** Measure, print and write the section (also called by bench/run.ts). */
+export async function runStartupBench(runs: number, warmup: number, out: string): Promise<string> {
+  const before = machineLine().split('; ').pop()!;
+  const md = startupSection(await measureStartup(runs, warmup), before);
+  writeSection(out, 'startup', md);
+  return md;
+}
+
+if (process.argv[1] && fileURLToPath(import.meta.url) === process.argv[1]) {
+  const o = args();
+  runStartupBench(o.runs, o.warmup, o.out).then((md) => console.log(`${md}\n\nwrote ${o.out}`), (e: unknown) => {
+    console.error(e instanceof Error ? e.message : String(e));
+    process.exit(1);
+  });
+}
