@@ -1,17 +1,12 @@
 /** `mnv2 detect photo.jpg --weights W`: an SSDLite model's detections, drawn and/or as JSON. */
 import { existsSync } from 'node:fs';
 import type { Command } from 'commander';
-import { loadModelFile } from '../io/weights.js';
-import { classNamesOf } from '../io/metadata.js';
-import { SSDLITE, type SsdliteConfig } from '../model/ssdlite.js';
-import type { Graph } from '../model/graph.js';
-import { drawDetections, SsdliteDetector } from '../detect/ssdlite-detector.js';
+import { drawDetections, openSsdliteFile } from '../detect/ssdlite-detector.js';
 import { writeFileAtomic } from '../util/atomic-write.js';
 import { refuseInputAsOutput } from '../util/outputs.js';
 import { int, num, THREADS } from './args.js';
 
-/** Metadata key of an imported detector's TFLite_Detection_PostProcess options (JSON). */
-export const POSTPROCESS_KEY = 'mnv2.postprocess';
+export { POSTPROCESS_KEY } from '../detect/ssdlite-detector.js';
 
 interface DetectOpts {
   weights?: string;
@@ -43,16 +38,8 @@ export function registerDetectCommand(program: Command): void {
       if (!o.weights) throw new Error('detect: --weights FILE is required');
       if (o.out) refuseInputAsOutput({ path: o.out, flag: '--out' }, [{ path: image, flag: 'the image' }, { path: o.weights, flag: '--weights' }]);
       if (!existsSync(image)) throw new Error(`${image}: no such file`);
-      const m = loadModelFile(o.weights);
-      if (m.graph.config.family !== SSDLITE) throw new Error(`${o.weights}: a ${m.graph.config.family} model, not an SSDLite detector`);
-      const post = m.metadata[POSTPROCESS_KEY] ? (JSON.parse(m.metadata[POSTPROCESS_KEY]) as Record<string, number>) : {};
-      const scales = post['y_scale'] ? ([post['y_scale'], post['x_scale'], post['h_scale'], post['w_scale']] as [number, number, number, number]) : undefined;
-      const det = await SsdliteDetector.create(m.graph as Graph<SsdliteConfig>, m.weights, threads);
-      const classNames = classNamesOf(m.info);
-      const r = await det.detect(image, {
-        scoreThreshold, maxDetections, ...(scales ? { scales } : {}), ...(post['nms_iou_threshold'] ? { iouThreshold: post['nms_iou_threshold'] } : {}),
-        ...(classNames ? { classNames } : {}),
-      });
+      const { detector: det, options } = await openSsdliteFile(o.weights, threads);
+      const r = await det.detect(image, { ...options, scoreThreshold, maxDetections });
       await det.release();
       if (o.out) {
         writeFileAtomic(o.out, await drawDetections(image, r.width, r.height, r.detections));

@@ -16,6 +16,7 @@ import { train, type TrainOptions } from '../train/loop.js';
 import { formatDuration, progressBar } from '../train/progress.js';
 import { evaluate, evalToJSON, formatEvalReport, writeConfusionPng } from '../train/metrics.js';
 import { plotRun } from '../train/plot.js';
+import { detectEvalOptions, evalDetect, type EvalDetectOpts } from './eval-detect.js';
 
 
 interface TrainFlags {
@@ -168,10 +169,10 @@ export function registerTrainCommands(program: Command): void {
     });
 
   // ---- eval ----
-  deprecatedAlias(engineOption(archOptions(program.command('eval'))), 'preset', 'preprocess', IMAGE_PRESETS)
-    .description('evaluate weights on a dataset: top-1, top-5, per-class accuracy, confusion matrix')
+  detectEvalOptions(deprecatedAlias(engineOption(archOptions(program.command('eval'))), 'preset', 'preprocess', IMAGE_PRESETS))
+    .description('evaluate weights on a dataset: top-1, top-5, per-class accuracy, confusion matrix; --task detect: COCO AP of a detector')
     .option('--weights <file>', 'weights: .safetensors, .pth or a catalogue name (mnv2 weights list); default: the bundled Fashion-MNIST model')
-    .requiredOption('--dataset <name|dir>', 'fashion-mnist, cifar10, or an image folder')
+    .requiredOption('--dataset <name|dir>', 'fashion-mnist, cifar10, or an image folder; --task detect: a COCO JSON, or a folder with <split>.json')
     .option('--data <dir>', 'where the dataset is (default: its usual place)')
     .addOption(new Option('--split <split>', 'split').choices(['test', 'train']).default('test'))
     .addOption(new Option('--preprocess <name>', "image folders: the model's normalisation (default: the file's)").choices([...IMAGE_PRESETS]))
@@ -186,7 +187,8 @@ export function registerTrainCommands(program: Command): void {
     .action(async (o: ArchOpts & {
       weights?: string; dataset: string; data?: string; split: 'test' | 'train'; batch: string; limit?: string; seed: string;
       engine?: EngineName; threads?: string; preprocess?: string; labels?: LabelSetName; confusion?: string; json?: boolean; fullJson?: boolean; progress: boolean;
-    }) => {
+    } & Omit<EvalDetectOpts, 'engine' | 'split'> & { task: 'classify' | 'detect' }) => {
+      if (o.task === 'detect') return evalDetect(o);
       const limit = int(o.limit, '--limit', COUNT_OR_ALL) ?? 0;
       const seed = int(o.seed, '--seed', SEED)!;
       const threads = int(o.threads, '--threads', THREADS);

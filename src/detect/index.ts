@@ -10,3 +10,5 @@ export { vocAp, vocClassAp, vocEvaluate, type VocGt, type VocDetection } from '.
 export { loadCocoDetection, loadVocDetection, loadYoloDetection, toCocoGroundTruth, formatSkips, VOC_CLASSES, type DetectionDataset, type DetectionImage, type DetectionBox } from './dataset.js';
 export { makeFashionDetect, FASHION_DETECT_DEFAULTS, type FashionDetectOptions } from './fashion-detect.js';
 export { fetchDetectionDataset, DETECTION_SOURCES, type DetectionDatasetName } from './fetch-detect.js';
+export { postprocessSsd, scoresOf, SSD_STYLES, STYLE_CODER, type SsdStyle, type PostprocessOptions } from './postprocess.js';
+export { ssdAugment, randomIouCrop, randomZoomOut, randomHflip, photometricDistort, cropTo, zoomOutTo, hflip, SSD_MEAN_FILL, type ChwImage, type DetectionSample, type SsdAugmentOptions } from './augment.js';

@@ -7,12 +7,15 @@ import * as ort from 'onnxruntime-node';
 import sharp from 'sharp';
 import type { Graph } from '../model/graph.js';
 import type { StateDict } from '../model/weights.js';
-import { BOXES, DETECTION_LOGITS, type SsdliteConfig } from '../model/ssdlite.js';
+import { BOXES, DETECTION_LOGITS, SSDLITE, type SsdliteConfig } from '../model/ssdlite.js';
 import { exportOnnx, ONNX_INPUT } from '../engine/onnx/export.js';
 import { loadImage, type Preset } from '../data/preprocess.js';
+import { loadModelFile } from '../io/weights.js';
+import { classNamesOf } from '../io/metadata.js';
 import { ssdAnchors } from './anchors.js';
-import { decodeBoxes, TF_BOX_CODER, type BoxCoder } from './box-coder.js';
-import { multiclassNms, SSDLITE_NMS, type MulticlassNmsOptions } from './nms.js';
+import type { BoxCoder } from './box-coder.js';
+import type { Detections } from './nms.js';
+import { postprocessSsd } from './postprocess.js';
 
 export interface Detection {
   /** [x1, y1, x2, y2] in image pixels. */
@@ -41,18 +44,11 @@ export function detectorPreset(size: number): Preset {
   return { name: 'keras', size, channels: 3, greyscale: false, background: 'white', mean: [0.5, 0.5, 0.5], std: [0.5, 0.5, 0.5] };
 }
 
-/** Decode, score and suppress one image's raw outputs (boxes [A, 4] codes, logits [A, C+1]) into normalized boxes. */
-export function postprocess(codes: Float32Array, logits: Float32Array, resolution: number, o: DetectOptions = {}): ReturnType<typeof multiclassNms> {
+/** Decode, score and suppress one image's raw outputs (boxes [A, 4] codes, logits [A, C+1]) into normalized boxes, TF style. */
+export function postprocess(codes: Float32Array, logits: Float32Array, resolution: number, o: DetectOptions = {}): Detections {
   const anchors = ssdAnchors({ height: resolution, width: resolution });
-  const boxes = decodeBoxes(codes, anchors.corners, { ...TF_BOX_CODER, scales: o.scales ?? TF_BOX_CODER.scales });
-  const scores = logits.map((v) => 1 / (1 + Math.exp(-v)));
-  const nms: MulticlassNmsOptions = {
-    ...SSDLITE_NMS,
-    scoreThreshold: o.scoreThreshold ?? 0.3,
-    maxTotal: o.maxDetections ?? SSDLITE_NMS.maxTotal,
-    iouThreshold: o.iouThreshold ?? SSDLITE_NMS.iouThreshold,
-  };
-  return multiclassNms(boxes, scores, nms);
+  const { maxDetections, iouThreshold, scales } = o;
+  return postprocessSsd(codes, logits, anchors.corners, 'tf', { scoreThreshold: o.scoreThreshold ?? 0.3, maxDetections, iouThreshold, scales });
 }
 
 /** An SSDLite model on ONNX Runtime: photo in, detections out. */
@@ -67,20 +63,17 @@ export class SsdliteDetector {
     return new SsdliteDetector(graph, session);
   }
 
-  /** Raw outputs of one preprocessed image [3, R, R]: box codes [A, 4] and logits [A, C+1]. */
-  async forward(input: Float32Array): Promise<{ codes: Float32Array; logits: Float32Array }> {
-    const r = this.graph.config.resolution;
-    const out = await this.session.run({ [ONNX_INPUT]: new ort.Tensor('float32', input, [1, 3, r, r]) });
+  /** Raw outputs of `batch` preprocessed images [batch, 3, R, R]: box codes [batch, A, 4] and logits [batch, A, C+1]. */
+  async forward(input: Float32Array, batch = 1): Promise<{ codes: Float32Array; logits: Float32Array }> {
+    const { resolution: r, inChannels: c } = this.graph.config;
+    const out = await this.session.run({ [ONNX_INPUT]: new ort.Tensor('float32', input, [batch, c, r, r]) });
     return { codes: out[BOXES]!.data as Float32Array, logits: out[DETECTION_LOGITS]!.data as Float32Array };
   }
 
-  async detect(image: string, o: DetectOptions = {}): Promise<{ width: number; height: number; detections: Detection[] }> {
-    const r = this.graph.config.resolution;
-    const { width, height } = await sharp(image).metadata();
-    if (!width || !height) throw new Error(`${image}: cannot read the image size`);
-    const { codes, logits } = await this.forward(await loadImage(image, detectorPreset(r)));
-    const d = postprocess(codes, logits, r, o);
-    const detections = Array.from({ length: d.count }, (_, i): Detection => {
+  /** Pixel detections of one image of width × height from its raw outputs (one image's codes and logits). */
+  toDetections(codes: Float32Array, logits: Float32Array, width: number, height: number, o: DetectOptions = {}): Detection[] {
+    const d = postprocess(codes, logits, this.graph.config.resolution, o);
+    return Array.from({ length: d.count }, (_, i): Detection => {
       const b = d.boxes.subarray(4 * i, 4 * i + 4);
       const classId = d.classes[i]!;
       return {
@@ -90,12 +83,44 @@ export class SsdliteDetector {
         label: o.classNames?.[classId - 1] ?? `class ${classId}`,
       };
     });
+  }
+
+  async detect(image: string, o: DetectOptions = {}): Promise<{ width: number; height: number; detections: Detection[] }> {
+    const r = this.graph.config.resolution;
+    const { width, height } = await sharp(image).metadata();
+    if (!width || !height) throw new Error(`${image}: cannot read the image size`);
+    const { codes, logits } = await this.forward(await loadImage(image, detectorPreset(r)));
+    const detections = this.toDetections(codes, logits, width, height, o);
     return { width, height, detections };
   }
 
   async release(): Promise<void> {
     await this.session.release();
   }
+}
+
+/** Metadata key of an imported detector's TFLite_Detection_PostProcess options (JSON). */
+export const POSTPROCESS_KEY = 'mnv2.postprocess';
+
+/**
+ * An SSDLite model file on ONNX Runtime, with the options its file carries: an imported TFLite export's box
+ * coder scales and NMS IoU, and the class names.
+ */
+export async function openSsdliteFile(file: string, threads = 1): Promise<{ detector: SsdliteDetector; options: DetectOptions }> {
+  const m = loadModelFile(file);
+  if (m.graph.config.family !== SSDLITE) throw new Error(`${file}: a ${m.graph.config.family} model, not an SSDLite detector`);
+  let post: Record<string, number> = {};
+  try {
+    post = m.metadata[POSTPROCESS_KEY] ? (JSON.parse(m.metadata[POSTPROCESS_KEY]) as Record<string, number>) : {};
+  } catch (e) {
+    throw new Error(`${file}: metadata ${POSTPROCESS_KEY} is not JSON (${(e as Error).message})`);
+  }
+  const options: DetectOptions = {};
+  if (post['y_scale']) options.scales = [post['y_scale'], post['x_scale']!, post['h_scale']!, post['w_scale']!];
+  if (post['nms_iou_threshold']) options.iouThreshold = post['nms_iou_threshold'];
+  const classNames = classNamesOf(m.info);
+  if (classNames) options.classNames = classNames;
+  return { detector: await SsdliteDetector.create(m.graph as Graph<SsdliteConfig>, m.weights, threads), options };
 }
 
 const escapeXml = (s: string): string => s.replace(/[<>&'"]/g, (c) => `&#${c.charCodeAt(0)};`);

@@ -51,13 +51,13 @@ export function readMetrics(pathOrDir: string): { file: string; rows: EpochMetri
   return { file, rows };
 }
 
-interface Series {
+export interface Series {
   name: string;
   color: string;
   points: [number, number][];
 }
 
-const esc = (s: string): string => s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;');
+export const esc = (s: string): string => s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;');
 
 function fmt(v: number): string {
   if (v === 0) return '0';
@@ -77,11 +77,20 @@ function ticks(lo: number, hi: number, n = 5): number[] {
   return out;
 }
 
-function panel(x0: number, y0: number, w: number, h: number, title: string, series: Series[], xMax: number, yLabel: (v: number) => string): string {
+/**
+ * One chart: the series over x in [0, xMax], y ticks labelled by yLabel, the x axis named xLabel; the y range
+ * is the data's (padded) unless given.
+ */
+export function panel(
+  x0: number, y0: number, w: number, h: number, title: string, series: Series[], xMax: number, yLabel: (v: number) => string,
+  xLabel = 'epoch', yRange?: readonly [number, number],
+): string {
   const all = series.flatMap((s) => s.points.map((p) => p[1])).filter(Number.isFinite);
-  let lo = all.length ? Math.min(...all) : 0;
-  let hi = all.length ? Math.max(...all) : 1;
-  if (hi - lo < 1e-12) {
+  let lo = yRange?.[0] ?? (all.length ? Math.min(...all) : 0);
+  let hi = yRange?.[1] ?? (all.length ? Math.max(...all) : 1);
+  if (yRange) {
+    // fixed: no padding
+  } else if (hi - lo < 1e-12) {
     const pad = Math.abs(hi) * 0.1 || 0.1;
     lo -= pad;
     hi += pad;
@@ -110,7 +119,7 @@ function panel(x0: number, y0: number, w: number, h: number, title: string, seri
     out.push(`<line x1="${x.toFixed(1)}" y1="${top + ph}" x2="${x.toFixed(1)}" y2="${top + ph + 4}" stroke="#444"/>`);
     out.push(`<text x="${x.toFixed(1)}" y="${top + ph + 17}" text-anchor="middle" font-size="11">${fmt(t)}</text>`);
   }
-  out.push(`<text x="${left + pw / 2}" y="${top + ph + 34}" text-anchor="middle" font-size="12">epoch</text>`);
+  out.push(`<text x="${left + pw / 2}" y="${top + ph + 34}" text-anchor="middle" font-size="12">${esc(xLabel)}</text>`);
   series.forEach((s, i) => {
     const pts = s.points.filter((p) => Number.isFinite(p[1]));
     if (pts.length === 0) return;

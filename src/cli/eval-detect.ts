@@ -1,0 +1,119 @@
+/**
+ * `mnv2 eval --task detect`: an SSDLite model file (trained here or imported from TFLite) on ONNX Runtime over
+ * a COCO-format dataset: COCOeval's 12 numbers, optionally VOC AP50, the detections as a COCO results JSON and
+ * the precision-recall curves as PNG. Registered by train-commands.ts' `eval`, which hands `--task detect` here.
+ */
+import { existsSync, statSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { Option, type Command } from 'commander';
+import { COCO_STAT_NAMES, formatCocoStats } from '../detect/coco-eval.js';
+import { formatSkips, loadCocoDetection, type DetectionDataset } from '../detect/dataset.js';
+import { evaluateDetector, vocAp50, writePrPng, type CategoryMapping } from '../detect/evaluate.js';
+import { openSsdliteFile } from '../detect/ssdlite-detector.js';
+import { SSDLITE_NMS } from '../detect/nms.js';
+import { formatDuration, progressBar } from '../train/loop.js';
+import { writeFileAtomic } from '../util/atomic-write.js';
+import { refuseInputAsOutput } from '../util/outputs.js';
+import { Rng } from '../util/rng.js';
+import { COUNT_OR_ALL, int, num, SEED, THREADS } from './args.js';
+
+export interface EvalDetectOpts {
+  weights?: string;
+  dataset: string;
+  split: string;
+  images?: string;
+  engine?: string;
+  threads?: string;
+  limit?: string;
+  seed: string;
+  score: string;
+  max: string;
+  metric: 'coco' | 'voc';
+  categoryMap: CategoryMapping;
+  cocoJson?: string;
+  prPng?: string;
+  json?: boolean;
+  progress: boolean;
+}
+
+/** The detection options of `eval` (next to its classification ones). */
+export function detectEvalOptions(cmd: Command): Command {
+  return cmd
+    .addOption(new Option('--task <task>', 'classify (top-1/top-5) or detect (COCO AP of an SSDLite model)').choices(['classify', 'detect']).default('classify'))
+    .option('--images <dir>', "detect: image folder of a COCO JSON (default: the JSON's folder)")
+    .addOption(new Option('--metric <m>', 'detect: coco (the 12 COCOeval numbers) or voc (also Pascal VOC AP50)').choices(['coco', 'voc']).default('coco'))
+    .addOption(new Option('--category-map <m>', 'detect: model class k is the dataset\'s k-th category (index) or category id k (id, TF COCO models)').choices(['auto', 'index', 'id']).default('auto'))
+    .option('--score <s>', 'detect: score threshold of the detections scored', String(SSDLITE_NMS.scoreThreshold))
+    .option('--max <n>', 'detect: at most this many detections per image', '100')
+    .option('--coco-json <file>', 'detect: write the detections in COCO results format (pycocotools loadRes)')
+    .option('--pr-png <file>', 'detect: write the precision-recall curves (IoU 0.5 and 0.75) as PNG');
+}
+
+/** `--dataset` is a COCO JSON, or a folder holding `<split>.json` (as `mnv2 data make fashion-detect` writes). */
+function annotationFile(dataset: string, split: string): string {
+  if (existsSync(dataset) && statSync(dataset).isDirectory()) {
+    const f = join(dataset, `${split}.json`);
+    if (!existsSync(f)) throw new Error(`${dataset}: a folder without ${split}.json (give the COCO JSON itself, or --split)`);
+    return f;
+  }
+  if (!existsSync(dataset)) throw new Error(`${dataset}: no such file (--task detect takes a COCO JSON or a folder with <split>.json)`);
+  return dataset;
+}
+
+/** A fixed random subset of n images (all when n is 0). */
+function limitImages(ds: DetectionDataset, n: number, seed: number): DetectionDataset {
+  if (n === 0 || n >= ds.images.length) return ds;
+  const idx = new Rng(seed).shuffle(ds.images.map((_, i) => i)).slice(0, n).sort((a, b) => a - b);
+  return { ...ds, images: idx.map((i) => ds.images[i]!) };
+}
+
+export async function evalDetect(o: EvalDetectOpts): Promise<void> {
+  if (!o.weights) throw new Error('eval --task detect: --weights FILE (an SSDLite model) is required');
+  if (o.engine === 'native') throw new Error('eval --task detect runs on ONNX Runtime for now: use --engine ort');
+  const threads = int(o.threads, '--threads', THREADS);
+  const limit = int(o.limit, '--limit', COUNT_OR_ALL) ?? 0;
+  const seed = int(o.seed, '--seed', SEED)!;
+  const scoreThreshold = num(o.score, '--score', { min: 0, max: 1 })!;
+  const maxDetections = int(o.max, '--max', { min: 1, max: 100_000 })!;
+  const file = annotationFile(o.dataset, o.split);
+  const inputs = [{ path: o.weights, flag: '--weights' }, { path: file, flag: '--dataset' }];
+  for (const [path, flag] of [[o.cocoJson, '--coco-json'], [o.prPng, '--pr-png']] as const) refuseInputAsOutput({ path, flag }, inputs);
+  const full = await loadCocoDetection(file, o.images ?? dirname(file));
+  if (full.skipped.total) console.error(`${file}: skipped or changed:\n${formatSkips(full.skipped)}`);
+  const ds = limitImages(full, limit, seed);
+  const { detector, options } = await openSsdliteFile(o.weights, threads);
+  const pb = progressBar(o.progress && Boolean(process.stderr.isTTY), 'detecting |{bar}| {value}/{total} images | ETA {eta_formatted}');
+  pb?.start(ds.images.length, 0);
+  const t0 = performance.now();
+  let r;
+  try {
+    r = await evaluateDetector(
+      { numClasses: detector.graph.config.numClasses, detect: async (f) => (await detector.detect(f, { ...options, scoreThreshold, maxDetections })).detections },
+      ds,
+      { mapping: o.categoryMap, onProgress: (d) => pb?.update(d) },
+    );
+  } finally {
+    pb?.stop();
+    await detector.release();
+  }
+  const secs = (performance.now() - t0) / 1000;
+  if (o.cocoJson) writeFileAtomic(o.cocoJson, `${JSON.stringify(r.detections)}\n`);
+  if (o.prPng) await writePrPng(r.coco, o.prPng, `${o.weights} on ${file} (${ds.images.length} images)`);
+  const voc = o.metric === 'voc' ? vocAp50(ds, r.detections) : null;
+  if (o.json) {
+    const coco = Object.fromEntries(COCO_STAT_NAMES.map((k, i) => [k, r.coco.stats[i]!]));
+    process.stdout.write(`${JSON.stringify({ images: ds.images.length, detections: r.detections.length, coco, ...(voc ? { voc } : {}) })}\n`);
+    return;
+  }
+  console.log(`${o.weights} on ${file}: ${ds.images.length} images, ${r.detections.length} detections (score > ${scoreThreshold}, ≤ ${maxDetections} per image), ${formatDuration(secs)}`);
+  if (r.unmapped) console.log(`${r.unmapped} detections of model classes that are no category of the dataset were left out`);
+  console.log(formatCocoStats(r.coco.stats, r.coco.params));
+  if (voc) {
+    console.log('Pascal VOC AP at IoU 0.5 (all points | VOC2007 11-point):');
+    const f = (v: number): string => (Number.isNaN(v) ? 'no gt' : v.toFixed(4));
+    for (const c of voc.perCategory) console.log(`  ${String(c.id).padStart(3)}  ${c.name.padEnd(20)} ${f(c.ap)} | ${f(c.ap07)}`);
+    console.log(`  mAP                       ${f(voc.mAP)} | ${f(voc.mAP07)}`);
+  }
+  if (o.cocoJson) console.log(`detections (COCO results format): ${o.cocoJson}`);
+  if (o.prPng) console.log(`precision-recall curves: ${o.prPng}`);
+}
