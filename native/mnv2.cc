@@ -211,6 +211,35 @@ class Program : public Napi::ObjectWrap<Program> {
     }
   }
 
+  // A window of plain buffer `b`: element (i0, i1, ...) at offset + Σ i_k·strides[k]. Every element it
+  // reaches is checked (64-bit, overflow-checked) to lie inside the buffer before oneDNN sees the pointer.
+  memory view(const Napi::Object &o, const char *k, const Buffer &b) {
+    std::string what = std::string("field '") + k + "'";
+    Napi::Value vv = o.Get(k);
+    if (!vv.IsObject()) fail(what + " must be an object {offset, dims, strides}");
+    if (b.layout != "plain") fail(what + ": views are windows of plain buffers, this buffer is " + b.layout);
+    Napi::Object v = vv.As<Napi::Object>();
+    Napi::Array da = arr(v, "dims"), sa = arr(v, "strides");
+    if (da.Length() < 1 || da.Length() > 5 || sa.Length() != da.Length()) fail(what + ": dims and strides must have the same rank, 1..5");
+    dims d, st;
+    for (uint32_t i = 0; i < da.Length(); i++) {
+      d.push_back(integer(da.Get(i), what + ".dims"));
+      st.push_back(integer(sa.Get(i), what + ".strides"));
+      if (st.back() < 1) fail(what + ".strides entries must be positive");
+    }
+    checkedCount(d, what);
+    int64_t offset = num(v, "offset"), last = offset;
+    for (size_t i = 0; i < d.size(); i++) {
+      int64_t reach;
+      if (__builtin_mul_overflow(d[i] - 1, st[i], &reach) || __builtin_add_overflow(last, reach, &last)) fail(what + ": strides overflow");
+    }
+    int64_t count = checkedCount(b.shape, what + " buffer");
+    if (last >= count)
+      fail(what + " " + dimsStr(d) + " strides " + dimsStr(st) + " at offset " + std::to_string(offset) + " reaches element " +
+           std::to_string(last) + " of a buffer of " + std::to_string(count));
+    return memory(memory::desc(d, dt::f32, st), eng_, static_cast<float *>(b.mem.get_data_handle()) + offset);
+  }
+
   Buffer &buf(const Napi::Object &o, const char *k, const char *layout = nullptr) {
     int64_t id = num(o, k);
     if (id >= static_cast<int64_t>(bufs_.size())) fail(std::string("field '") + k + "' refers to buffer " + std::to_string(id) + " of " + std::to_string(bufs_.size()));
@@ -329,9 +358,13 @@ class Program : public Napi::ObjectWrap<Program> {
     curOp_ += " (" + op + " " + name + ")";
 
     if (op == "reorder") {
-      Buffer &src = buf(o, "src"), &dst = buf(o, "dst");
-      if (src.shape != dst.shape) fail("reorder between dims " + dimsStr(src.shape) + " and " + dimsStr(dst.shape));
-      seg.push_back({reorder(src.mem, dst.mem), {{DNNL_ARG_FROM, src.mem}, {DNNL_ARG_TO, dst.mem}}, name});
+      // Either side may be a strided window of a plain buffer (srcView / dstView): layout changes such as a
+      // detection head's [C, H, W] -> [H·W·A, k] slice of a concatenated output are one reorder.
+      memory src = has(o, "srcView") ? view(o, "srcView", buf(o, "src")) : buf(o, "src").mem;
+      memory dst = has(o, "dstView") ? view(o, "dstView", buf(o, "dst")) : buf(o, "dst").mem;
+      dims sd = src.get_desc().dims(), dd = dst.get_desc().dims();
+      if (sd != dd) fail("reorder between dims " + dimsStr(sd) + " and " + dimsStr(dd));
+      seg.push_back({reorder(src, dst), {{DNNL_ARG_FROM, src}, {DNNL_ARG_TO, dst}}, name});
     } else if (op == "conv") {
       // The source may be plain NCHW: the stem reads the network input without a reorder.
       // A depthwise post-op (oneDNN's 1x1 + 3x3-depthwise fusion) makes dst the depthwise conv's output;

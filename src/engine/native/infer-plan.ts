@@ -4,13 +4,15 @@
  * 3x3 depthwise conv after a 1x1 expand conv and a residual add join it as further post-ops.
  */
 import type { ActFormat, OpSpec, ProgramSpec } from './binding.js';
-import { ProgramBuilder, convGeometry, dims4, networkInput, unsupported, type Externals } from './plan.js';
-import { consumers, soleOutput } from '../../model/graph.js';
+import { ProgramBuilder, convGeometry, dims4, networkInput, unsupported, valueShape, type Externals } from './plan.js';
+import { consumers, isGraphOutput } from '../../model/graph.js';
+import { isLayout, outputViews, padView, viewSpec } from './views.js';
 import type { FoldedConv, FoldedGraph, FoldedNode } from '../../model/fold.js';
 
 export const INFER_IO = {
   input: 'io.input',
-  logits: 'io.logits',
+  /** A graph output, [N, ...shape] plain, by output name (a classifier's `logits`, a detector's `boxes`). */
+  output: (name: string) => `io.out.${name}`,
   /** The pooled features the classifier reads, [N, C] (what `embed` returns). */
   features: 'io.features',
   weight: (conv: string) => `fold.${conv}.weight`,
@@ -43,25 +45,31 @@ function fusableDepthwise(n: FoldedNode | undefined, inShape: readonly number[])
 }
 
 export function buildInferProgram(fg: FoldedGraph, batch: number, ext: Externals, actFormat: ActFormat, opts: InferPlanOptions = {}): ProgramSpec {
-  const logits = soleOutput(fg, 'native inference').value;
   const b = new ProgramBuilder(actFormat);
   const seg: OpSpec[] = b.segment();
   const val = new Map<string, number>();
-  const inDims = dims4(batch, fg.inputShape);
-  val.set(fg.input, networkInput(b, seg, b.plain(inDims, ext.get(INFER_IO.input)), inDims));
+  const outputs = new Map(fg.outputs.map((o) => [o.name, b.plain([batch, ...valueShape(fg, o.value)], ext.get(INFER_IO.output(o.name)))] as const));
+  const views = outputViews(fg, batch, (o) => outputs.get(o.name)!, (v) => valueShape(fg, v), 'native inference');
 
   const done = new Set<string>();
   const users = consumers(fg);
   const single = (v: string): FoldedNode | undefined => {
     const u = users.get(v) ?? [];
-    return u.length === 1 && v !== logits ? u[0] : undefined;
+    return u.length === 1 && !isGraphOutput(fg, v) ? u[0] : undefined;
   };
-  // Activation buffers are recycled once every reader of their value has been emitted.
+  // Activation buffers are recycled once every reader of their value has been emitted; a value that layout
+  // nodes read is copied into its windows of the outputs at once (views.ts), so those do not count.
   const reads = new Map<number, number>();
   const define = (value: string, id: number): void => {
     val.set(value, id);
-    reads.set(id, (reads.get(id) ?? 0) + (users.get(value)?.length ?? 0));
+    reads.set(id, (reads.get(id) ?? 0) + (users.get(value) ?? []).filter((u) => !isLayout(u)).length);
+    for (const [i, v] of (views.get(value) ?? []).entries()) {
+      seg.push({ op: 'reorder', name: `${value}.out${i}`, src: id, dst: v.buffer, dstView: viewSpec(padView(v, b.buffers[id]!.dims!.length)) });
+    }
+    if (reads.get(id) === 0) b.release(id);
   };
+  const inDims = dims4(batch, fg.inputShape);
+  define(fg.input, networkInput(b, seg, b.plain(inDims, ext.get(INFER_IO.input)), inDims));
   const doneReading = (...values: string[]): void => {
     for (const v of values) {
       const id = val.get(v)!;
@@ -134,8 +142,9 @@ export function buildInferProgram(fg: FoldedGraph, batch: number, ext: Externals
         break;
       }
       case 'linear': {
-        if (n.output !== logits) throw new Error(`native inference: linear ${n.name} must compute the graph output`);
-        const y = b.plain([batch, n.outF], ext.get(INFER_IO.logits));
+        const out = fg.outputs.find((o) => o.value === n.output);
+        if (!out || users.has(n.output)) throw new Error(`native inference: linear ${n.name} must compute a graph output that no other node reads`);
+        const y = outputs.get(out.name)!;
         seg.push({
           op: 'ip', name: n.name, src: val.get(n.inputs[0]!)!, dst: y,
           wei: b.plain([n.outF, n.inF, 1, 1], ext.get(INFER_IO.weight(n.name))),
@@ -145,6 +154,10 @@ export function buildInferProgram(fg: FoldedGraph, batch: number, ext: Externals
         doneReading(n.inputs[0]!);
         break;
       }
+      case 'transpose':
+      case 'reshape':
+      case 'concat':
+        break; // views onto the outputs (define)
       default:
         throw unsupported(n, 'native inference');
     }

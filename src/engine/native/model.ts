@@ -5,10 +5,10 @@
  */
 import os from 'node:os';
 import { native, setThreads, type ActFormat, type NativeProgram, type ProgramSpec } from './binding.js';
-import { buildTrainProgram, dims4, TRAIN_IO, type Externals } from './plan.js';
+import { buildTrainProgram, dims4, TRAIN_IO, valueShape, type Externals } from './plan.js';
 import { buildInferProgram, foldedWeights, INFER_IO } from './infer-plan.js';
 import { foldBatchNorm, type FoldedGraph } from '../../model/fold.js';
-import { LOGITS, numel, type BatchNormNode, type DropoutNode, type Graph, type GraphNode } from '../../model/graph.js';
+import { LOGITS, numel, soleOutput, type BatchNormNode, type DropoutNode, type Graph, type GraphNode } from '../../model/graph.js';
 import { checkStateDict, checkWeightValues, initWeights, type StateDict } from '../../model/weights.js';
 import { assertFiniteInput } from '../../util/finite.js';
 import { classification } from '../../task/classification.js';
@@ -159,11 +159,22 @@ export class NativeModel {
     assertFiniteInput(input, batch);
   }
 
-  /** Eval-mode forward (running statistics, BN folded into the convs). Returns logits [N, classes] (a copy). */
+  /**
+   * Eval-mode forward (running statistics, BN folded into the convs) of a single-output graph. Returns its
+   * output, a classifier's logits [N, classes] (a copy).
+   */
   predict(input: Float32Array, batch: number): Float32Array {
+    const out = soleOutput(this.graph, 'NativeModel.predict (predictOutputs returns every output)');
     const p = this.inferProgram(input, batch);
     p.prog.run(0);
-    return p.io.get(INFER_IO.logits).slice();
+    return p.io.get(INFER_IO.output(out.name)).slice();
+  }
+
+  /** Eval-mode forward returning every named graph output ([N, ...shape] each, copies), e.g. `boxes` and `logits`. */
+  predictOutputs(input: Float32Array, batch: number): Map<string, Float32Array> {
+    const p = this.inferProgram(input, batch);
+    p.prog.run(0);
+    return this.outputsOf(p.io);
   }
 
   /**
@@ -173,10 +184,25 @@ export class NativeModel {
    * instead of touching the buffers the native side is reading.
    */
   forward(input: Float32Array, batch: number): Promise<{ logits: Float32Array; features: Float32Array }> {
-    const run = async (): Promise<{ logits: Float32Array; features: Float32Array }> => {
+    const out = soleOutput(this.graph, 'NativeModel.forward (forwardOutputs returns every output)');
+    return this.enqueue(input, batch, (io) => ({ logits: io.get(INFER_IO.output(out.name)).slice(), features: io.get(INFER_IO.features).slice() }));
+  }
+
+  /** `predictOutputs` on a libuv worker thread, queued as `forward`. */
+  forwardOutputs(input: Float32Array, batch: number): Promise<Map<string, Float32Array>> {
+    return this.enqueue(input, batch, (io) => this.outputsOf(io));
+  }
+
+  private outputsOf(io: ArrayStore): Map<string, Float32Array> {
+    return new Map(this.graph.outputs.map((o) => [o.name, io.get(INFER_IO.output(o.name)).slice()] as const));
+  }
+
+  /** Runs the inference program on a worker thread after the forwards queued before, then reads its arrays. */
+  private enqueue<R>(input: Float32Array, batch: number, read: (io: ArrayStore) => R): Promise<R> {
+    const run = async (): Promise<R> => {
       const p = this.inferProgram(input, batch, true);
       await p.prog.runAsync(0);
-      return { logits: p.io.get(INFER_IO.logits).slice(), features: p.io.get(INFER_IO.features).slice() };
+      return read(p.io);
     };
     this.pending++;
     const result = this.queue.then(run).finally(() => this.pending--);
@@ -203,7 +229,7 @@ export class NativeModel {
     if (!p) {
       const io = new ArrayStore(this.folded);
       io.ensure(INFER_IO.input, input.length);
-      io.ensure(INFER_IO.logits, batch * this.graph.config.numClasses);
+      for (const o of this.graph.outputs) io.ensure(INFER_IO.output(o.name), batch * numel(valueShape(this.graph, o.value)));
       // Graphs without a global pool have no features; the plan then names what it cannot run.
       if (this.pool) io.ensure(INFER_IO.features, batch * this.featureSize);
       p = this.compile(key, buildInferProgram(this.foldedGraph(), batch, io, this.actFormat, { fuseDepthwise: this.fuseDepthwise }), io, batch);
@@ -254,7 +280,7 @@ export class NativeModel {
     const g = this.graph;
     io.ensure(TRAIN_IO.input, batch * numel(g.inputShape));
     for (const o of g.outputs) {
-      const n = batch * numel(g.nodes.find((x) => x.output === o.value)?.shape ?? g.inputShape);
+      const n = batch * numel(valueShape(g, o.value));
       io.ensure(TRAIN_IO.output(o.name), n);
       io.ensure(TRAIN_IO.outputGrad(o.name), n);
     }

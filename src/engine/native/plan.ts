@@ -5,7 +5,8 @@
  * are recycled as soon as their last reader has been emitted.
  */
 import type { ActFormat, BufferSpec, OpSpec, ProgramSpec } from './binding.js';
-import { consumers, isGraphOutput, producer, type Graph } from '../../model/graph.js';
+import { consumers, isGraphOutput, producer, type Graph, type GraphOutput } from '../../model/graph.js';
+import { outputViews, padView, viewSpec } from './views.js';
 
 /** The caller-owned arrays a program reads and writes, by name. */
 export interface Externals {
@@ -99,6 +100,14 @@ export function dims4(batch: number, shape: readonly number[]): number[] {
   return shape.length === 3 ? [batch, ...shape] : [batch, shape[0]!, 1, 1];
 }
 
+/** Per-image shape of a value (the graph input's, or its producer's). */
+export function valueShape(graph: { input: string; inputShape: readonly number[]; nodes: readonly { output: string; shape: readonly number[] }[] }, value: string): readonly number[] {
+  if (value === graph.input) return graph.inputShape;
+  const n = producer(graph, value);
+  if (!n) throw new Error(`native plan: no node computes ${value}`);
+  return n.shape;
+}
+
 /** The error for a node the native engine has no primitive for yet (ONNX Runtime runs it). */
 export function unsupported(n: { op: string; name: string }, what: string): Error {
   return new Error(`${what}: the native engine does not run ${n.op} nodes yet (${n.name}); export the model to ONNX and use --engine ort`);
@@ -134,11 +143,14 @@ export function buildTrainProgram(graph: Graph, batch: number, ext: Externals, a
 
   const inDims = dims4(batch, graph.inputShape);
   val.set(graph.input, networkInput(b, fwd, io(TRAIN_IO.input, inDims), inDims));
+  // The graph outputs, [N, ...shape] plain, and the gradients the task writes for them.
+  const outDimsOf = (o: GraphOutput): number[] => [batch, ...valueShape(graph, o.value)];
+  const outBuf = new Map(graph.outputs.map((o) => [o.name, io(TRAIN_IO.output(o.name), outDimsOf(o))] as const));
+  const doutBuf = new Map(graph.outputs.map((o) => [o.name, io(TRAIN_IO.outputGrad(o.name), outDimsOf(o))] as const));
+  const views = outputViews(graph, batch, (o) => outBuf.get(o.name)!, (v) => valueShape(graph, v), 'native training');
 
   // BN followed by its only consumer, a ReLU, runs as one fused primitive (oneDNN fuse_norm_relu).
   const fusedRelu = new Set<string>();
-  // Graph outputs an inner product writes straight into their plain output arrays.
-  const linearOutputs = new Set<string>();
   // Backward closures, run in reverse order once the forward is laid out.
   const backward: (() => void)[] = [];
   const grads = new Map<string, number>();
@@ -287,11 +299,10 @@ export function buildTrainProgram(graph: Graph, batch: number, ext: Externals, a
         const x = val.get(n.inputs[0]!)!;
         const wDims = [n.outF, n.inF, 1, 1];
         const w = param(`${n.name}.weight`, wDims);
-        const y = io(TRAIN_IO.output(out.name), [batch, n.outF]);
-        linearOutputs.add(n.output);
+        const y = outBuf.get(out.name)!;
         fwd.push({ op: 'ip', name: n.name, src: x, wei: w, bias: param(`${n.name}.bias`, [n.outF]), dst: y, train: true });
         backward.push(() => {
-          const dy = io(TRAIN_IO.outputGrad(out.name), [batch, n.outF]);
+          const dy = doutBuf.get(out.name)!;
           bwd.push({ op: 'ip_bwd_weights', name: n.name, src: x, diff_dst: dy, diff_wei: grad(`${n.name}.weight`, wDims), diff_bias: grad(`${n.name}.bias`, [n.outF]) });
           const dx = b.temp(b.buffers[x]!.dims!);
           bwd.push({ op: 'ip_bwd_data', name: n.name, diff_dst: dy, wei: w, diff_src: dx });
@@ -300,18 +311,28 @@ export function buildTrainProgram(graph: Graph, batch: number, ext: Externals, a
         val.set(n.output, y);
         break;
       }
+      case 'transpose':
+      case 'reshape':
+      case 'concat':
+        break; // views onto the outputs (below)
       default:
         throw unsupported(n, 'native training');
     }
   }
-  // Other outputs live in activation buffers: copied out after the forward, their gradients copied in first.
-  for (const o of graph.outputs) {
-    if (linearOutputs.has(o.value)) continue;
-    const dims = b.buffers[val.get(o.value)!]!.dims!;
-    fwd.push({ op: 'reorder', name: `${o.name}.out`, src: val.get(o.value)!, dst: io(TRAIN_IO.output(o.name), dims) });
-    const d = b.temp(dims);
-    bwd.push({ op: 'reorder', name: `${o.name}.dout`, src: io(TRAIN_IO.outputGrad(o.name), dims), dst: d });
-    addGrad(o.value, d);
+  // Values in activation buffers are copied into their windows of the outputs after the forward; their
+  // gradients come back from the same windows of the output gradients first.
+  const gradOf = new Map(graph.outputs.map((o) => [outBuf.get(o.name)!, doutBuf.get(o.name)!] as const));
+  for (const [value, vs] of views) {
+    const x = val.get(value)!;
+    for (const [i, v] of vs.entries()) {
+      if (v.buffer === x) continue; // an inner product already wrote its output there
+      const dims = b.buffers[x]!.dims!;
+      const window = padView(v, dims.length);
+      fwd.push({ op: 'reorder', name: `${value}.out${i}`, src: x, dst: v.buffer, dstView: viewSpec(window) });
+      const d = b.temp(dims);
+      bwd.push({ op: 'reorder', name: `${value}.dout${i}`, src: gradOf.get(v.buffer)!, srcView: viewSpec(window), dst: d });
+      addGrad(value, d);
+    }
   }
   for (let i = backward.length - 1; i >= 0; i--) backward[i]!();
   if (inputGrad) bwd.push({ op: 'reorder', name: 'dinput', src: takeGrad(graph.input), dst: io(TRAIN_IO.dinput, inDims) });
