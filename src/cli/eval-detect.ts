@@ -11,7 +11,7 @@ import { formatSkips, loadCocoDetection, type DetectionDataset } from '../detect
 import { evaluateDetector, vocAp50, writePrPng, type CategoryMapping } from '../detect/evaluate.js';
 import { openSsdliteFile } from '../detect/ssdlite-detector.js';
 import { SSDLITE_NMS } from '../detect/nms.js';
-import { formatDuration, progressBar } from '../train/loop.js';
+import { formatDuration, progressBar } from '../train/progress.js';
 import { writeFileAtomic } from '../util/atomic-write.js';
 import { refuseInputAsOutput } from '../util/outputs.js';
 import { Rng } from '../util/rng.js';
