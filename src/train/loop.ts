@@ -28,7 +28,7 @@ import type { TrainPosition } from './checkpoint.js';
 import { formatEvalReport, type EvalResult } from './metrics.js';
 import type { TrainRecipe } from './presets.js';
 import { RunFolder } from './artifacts.js';
-import { fitToData, openData, openRun, type RunData } from './run-state.js';
+import { fitToData, openData, openRun, type RunData, type RunState } from './run-state.js';
 import { trainEpochs, type BatchSource, type Trainable } from './epochs.js';
 import { extractFeatures, featureBatches, LinearHead } from './head.js';
 import { classificationEvaluation, modelEvaluator, writeClassificationReport, type ClassificationEvaluation } from './evaluation.js';
@@ -157,6 +157,49 @@ async function headOnly(graph: Graph, weights: StateDict, data: RunData, recipe:
   };
 }
 
+/**
+ * The position a session starts from (the checkpoint's, or a fresh run's), recording the recipe and the engine
+ * threads; warns when they differ from the session that wrote the checkpoint.
+ */
+export function sessionPosition(resumed: RunState['resumed'], recipe: TrainRecipe, headOnly: boolean, threadsOpt: number | undefined, log: (m: string) => void): TrainPosition {
+  const pos: TrainPosition = resumed?.position ?? {
+    epoch: 0, step: 0, globalStep: 0, epochLoss: 0, epochCorrect: 0, epochSeen: 0, elapsed: 0, bestTop1: -1, bestEpoch: 0, recipe, headOnly,
+  };
+  pos.recipe = recipe;
+  const threads = threadsOpt ?? os.availableParallelism();
+  if (pos.threads !== undefined && pos.threads !== threads) {
+    log(`warning: this run was trained with ${pos.threads} threads and resumes with ${threads}: the results will differ from an uninterrupted run's (pass --threads ${pos.threads} to match)`);
+  }
+  pos.threads = threads;
+  return pos;
+}
+
+/** SIGINT/SIGTERM while `enabled`: the first asks the loop to stop with a checkpoint, the second exits at once. */
+export function stopOnSignals(enabled: boolean, log: (m: string) => void): { requested: () => boolean; dispose: () => void } {
+  let stopRequested = false;
+  let signals = 0;
+  const onSignal = (sig: NodeJS.Signals): void => {
+    signals++;
+    if (signals > 1) {
+      log(`\n${sig} again: exiting without a checkpoint`);
+      process.exit(130);
+    }
+    stopRequested = true;
+    log(`\n${sig}: stopping after this step and saving a checkpoint (again to exit at once)`);
+  };
+  if (enabled) {
+    process.on('SIGINT', onSignal);
+    process.on('SIGTERM', onSignal);
+  }
+  return {
+    requested: () => stopRequested,
+    dispose: () => {
+      process.off('SIGINT', onSignal);
+      process.off('SIGTERM', onSignal);
+    },
+  };
+}
+
 /** Trains a classifier. See TrainOptions. */
 export async function train(opts: TrainOptions): Promise<TrainResult> {
   const log = opts.log ?? ((m: string) => console.error(m));
@@ -184,34 +227,11 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
   const evalWeights = (): StateDict => (ema ? ema.weights() : trainable.weights);
   const evaluate = async () => classificationEvaluation(await set.evaluate(evalWeights()));
 
-  const pos: TrainPosition = resumed?.position ?? {
-    epoch: 0, step: 0, globalStep: 0, epochLoss: 0, epochCorrect: 0, epochSeen: 0, elapsed: 0, bestTop1: -1, bestEpoch: 0, recipe, headOnly: frozen,
-  };
-  pos.recipe = recipe;
-  const threads = opts.threads ?? os.availableParallelism();
-  if (pos.threads !== undefined && pos.threads !== threads) {
-    log(`warning: this run was trained with ${pos.threads} threads and resumes with ${threads}: the results will differ from an uninterrupted run's (pass --threads ${pos.threads} to match)`);
-  }
-  pos.threads = threads;
+  const pos = sessionPosition(resumed, recipe, frozen, opts.threads, log);
   folder.trimMetrics(pos.epoch);
   folder.writeRecipe({ ...recipe, model: graph.config, headOnly: frozen, weights: opts.weights ?? null });
 
-  // ---- signals --------------------------------------------------------------------------------------------------
-  let stopRequested = false;
-  let signals = 0;
-  const onSignal = (sig: NodeJS.Signals): void => {
-    signals++;
-    if (signals > 1) {
-      log(`\n${sig} again: exiting without a checkpoint`);
-      process.exit(130);
-    }
-    stopRequested = true;
-    log(`\n${sig}: stopping after this step and saving a checkpoint (again to exit at once)`);
-  };
-  if (opts.handleSignals) {
-    process.on('SIGINT', onSignal);
-    process.on('SIGTERM', onSignal);
-  }
+  const signals = stopOnSignals(opts.handleSignals ?? false, log);
 
   log(`run folder ${runDir}`);
   log(`${recipe.preset}: ${familyOf(graph.config).describe(graph.config)}; ` +
@@ -223,13 +243,10 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
     run = await trainEpochs({
       task: classification(graph.config.numClasses, { labelSmoothing: recipe.labelSmoothing }),
       source, trainable, optimizer, schedule, ema, rng, epochs: recipe.epochs, bnMomentum: recipe.bnMomentum, evaluate, pos, folder,
-      progress: bar, log, saveEvery: opts.saveEvery, stopAfterSteps: opts.stopAfterSteps, stopRequested: () => stopRequested,
+      progress: bar, log, saveEvery: opts.saveEvery, stopAfterSteps: opts.stopAfterSteps, stopRequested: signals.requested,
     });
   } finally {
-    if (opts.handleSignals) {
-      process.off('SIGINT', onSignal);
-      process.off('SIGTERM', onSignal);
-    }
+    signals.dispose();
     await source.close();
   }
 
