@@ -1,10 +1,11 @@
 /** `mnv2 detect photo.jpg --weights W`: an SSDLite model's detections, drawn and/or as JSON. */
 import { existsSync } from 'node:fs';
-import type { Command } from 'commander';
+import { Option, type Command } from 'commander';
 import { drawDetections, openSsdliteFile } from '../detect/ssdlite-detector.js';
 import { writeFileAtomic } from '../util/atomic-write.js';
 import { refuseInputAsOutput } from '../util/outputs.js';
 import { int, num, THREADS } from './args.js';
+import type { EngineName } from '../engine/classifier.js';
 
 export { POSTPROCESS_KEY } from '../detect/ssdlite-detector.js';
 
@@ -15,6 +16,7 @@ interface DetectOpts {
   score: string;
   max: string;
   threads?: string;
+  engine: EngineName;
 }
 
 /** Joins the `detect` group of src/cli/detect-data-commands.ts (`detect coco-eval`) when it exists: `mnv2 detect photo.jpg`. */
@@ -29,7 +31,8 @@ export function registerDetectCommand(program: Command): void {
     .option('--json', 'print the detections as JSON')
     .option('--score <s>', 'score threshold (0.5, as the TF OD API draws; lower it to see more)', '0.5')
     .option('--max <n>', 'at most this many detections', '100')
-    .option('--threads <n>', 'ONNX Runtime threads', '1')
+    .option('--threads <n>', 'engine threads', '1')
+    .addOption(new Option('--engine <engine>', 'ONNX Runtime on the export, or the native oneDNN engine').choices(['ort', 'native']).default('ort'))
     .action(async (image: string | undefined, o: DetectOpts) => {
       if (image === undefined) throw new Error('detect: an image is required (or a subcommand, e.g. detect coco-eval)');
       const scoreThreshold = num(o.score, '--score', { min: 0, max: 1 })!;
@@ -38,7 +41,7 @@ export function registerDetectCommand(program: Command): void {
       if (!o.weights) throw new Error('detect: --weights FILE is required');
       if (o.out) refuseInputAsOutput({ path: o.out, flag: '--out' }, [{ path: image, flag: 'the image' }, { path: o.weights, flag: '--weights' }]);
       if (!existsSync(image)) throw new Error(`${image}: no such file`);
-      const { detector: det, options } = await openSsdliteFile(o.weights, threads);
+      const { detector: det, options } = await openSsdliteFile(o.weights, threads, o.engine);
       const r = await det.detect(image, { ...options, scoreThreshold, maxDetections });
       await det.release();
       if (o.out) {

@@ -1,7 +1,8 @@
 /**
  * Detection with an SSDLite model (src/model/ssdlite.ts), the TF OD API way: the photo resized to the input size
- * without a crop, pixels to [-1, 1]; the ONNX export run by ONNX Runtime; box codes decoded against the anchors
- * with the (10, 10, 5, 5) coder, sigmoid scores, TF's per-class NMS. Boxes come back in image pixels.
+ * without a crop, pixels to [-1, 1]; the model run by ONNX Runtime (the ONNX export) or the native oneDNN engine;
+ * box codes decoded against the anchors with the (10, 10, 5, 5) coder, sigmoid scores, TF's per-class NMS.
+ * Boxes come back in image pixels.
  */
 import * as ort from 'onnxruntime-node';
 import sharp from 'sharp';
@@ -9,6 +10,8 @@ import type { Graph } from '../model/graph.js';
 import type { StateDict } from '../model/weights.js';
 import { BOXES, DETECTION_LOGITS, SSDLITE, type SsdliteConfig } from '../model/ssdlite.js';
 import { exportOnnx, ONNX_INPUT } from '../engine/onnx/export.js';
+import { NativeModel } from '../engine/native/model.js';
+import type { EngineName } from '../engine/classifier.js';
 import { loadImage, type Preset } from '../data/preprocess.js';
 import { loadModelFile } from '../io/weights.js';
 import { classNamesOf } from '../io/metadata.js';
@@ -51,23 +54,47 @@ export function postprocess(codes: Float32Array, logits: Float32Array, resolutio
   return postprocessSsd(codes, logits, anchors.corners, 'tf', { scoreThreshold: o.scoreThreshold ?? 0.3, maxDetections, iouThreshold, scales });
 }
 
-/** An SSDLite model on ONNX Runtime: photo in, detections out. */
+/** Raw outputs of preprocessed images: box codes [N, A, 4] and logits [N, A, C+1]. */
+export interface RawDetections {
+  codes: Float32Array;
+  logits: Float32Array;
+}
+
+interface Runner {
+  run(input: Float32Array, batch: number): Promise<RawDetections>;
+  release(): Promise<void>;
+}
+
+/** An SSDLite model on ONNX Runtime or the native engine: photo in, detections out. */
 export class SsdliteDetector {
   private constructor(
     readonly graph: Graph<SsdliteConfig>,
-    private session: ort.InferenceSession,
+    readonly engine: EngineName,
+    private runner: Runner,
   ) {}
 
-  static async create(graph: Graph<SsdliteConfig>, weights: StateDict, threads = 1): Promise<SsdliteDetector> {
+  static async create(graph: Graph<SsdliteConfig>, weights: StateDict, threads = 1, engine: EngineName = 'ort'): Promise<SsdliteDetector> {
+    if (engine === 'native') {
+      const m = new NativeModel(graph, weights, { threads });
+      const run = async (input: Float32Array, batch: number): Promise<RawDetections> => {
+        const out = await m.forwardOutputs(input, batch);
+        return { codes: out.get(BOXES)!, logits: out.get(DETECTION_LOGITS)! };
+      };
+      return new SsdliteDetector(graph, engine, { run, release: async () => {} });
+    }
+    if (engine !== 'ort') throw new Error(`unknown engine '${String(engine)}' (expected native or ort)`);
     const session = await ort.InferenceSession.create(exportOnnx(graph, weights), { intraOpNumThreads: threads, interOpNumThreads: 1 });
-    return new SsdliteDetector(graph, session);
+    const { resolution: r, inChannels: c } = graph.config;
+    const run = async (input: Float32Array, batch: number): Promise<RawDetections> => {
+      const out = await session.run({ [ONNX_INPUT]: new ort.Tensor('float32', input, [batch, c, r, r]) });
+      return { codes: out[BOXES]!.data as Float32Array, logits: out[DETECTION_LOGITS]!.data as Float32Array };
+    };
+    return new SsdliteDetector(graph, engine, { run, release: () => session.release() });
   }
 
   /** Raw outputs of `batch` preprocessed images [batch, 3, R, R]: box codes [batch, A, 4] and logits [batch, A, C+1]. */
-  async forward(input: Float32Array, batch = 1): Promise<{ codes: Float32Array; logits: Float32Array }> {
-    const { resolution: r, inChannels: c } = this.graph.config;
-    const out = await this.session.run({ [ONNX_INPUT]: new ort.Tensor('float32', input, [batch, c, r, r]) });
-    return { codes: out[BOXES]!.data as Float32Array, logits: out[DETECTION_LOGITS]!.data as Float32Array };
+  forward(input: Float32Array, batch = 1): Promise<RawDetections> {
+    return this.runner.run(input, batch);
   }
 
   /** Pixel detections of one image of width × height from its raw outputs (one image's codes and logits). */
@@ -95,7 +122,7 @@ export class SsdliteDetector {
   }
 
   async release(): Promise<void> {
-    await this.session.release();
+    await this.runner.release();
   }
 }
 
@@ -106,7 +133,7 @@ export const POSTPROCESS_KEY = 'mnv2.postprocess';
  * An SSDLite model file on ONNX Runtime, with the options its file carries: an imported TFLite export's box
  * coder scales and NMS IoU, and the class names.
  */
-export async function openSsdliteFile(file: string, threads = 1): Promise<{ detector: SsdliteDetector; options: DetectOptions }> {
+export async function openSsdliteFile(file: string, threads = 1, engine: EngineName = 'ort'): Promise<{ detector: SsdliteDetector; options: DetectOptions }> {
   const m = loadModelFile(file);
   if (m.graph.config.family !== SSDLITE) throw new Error(`${file}: a ${m.graph.config.family} model, not an SSDLite detector`);
   let post: Record<string, number> = {};
@@ -120,7 +147,7 @@ export async function openSsdliteFile(file: string, threads = 1): Promise<{ dete
   if (post['nms_iou_threshold']) options.iouThreshold = post['nms_iou_threshold'];
   const classNames = classNamesOf(m.info);
   if (classNames) options.classNames = classNames;
-  return { detector: await SsdliteDetector.create(m.graph as Graph<SsdliteConfig>, m.weights, threads), options };
+  return { detector: await SsdliteDetector.create(m.graph as Graph<SsdliteConfig>, m.weights, threads, engine), options };
 }
 
 const escapeXml = (s: string): string => s.replace(/[<>&'"]/g, (c) => `&#${c.charCodeAt(0)};`);
