@@ -5,7 +5,7 @@
  */
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -24,6 +24,7 @@ import { DEFAULT_MODEL } from '../src/cli/model-commands.js';
 import { startServer, type RunningServer, type ServerOptions } from '../src/serve/server.js';
 import { Batcher, BatcherClosedError } from '../src/serve/batcher.js';
 import { Counter, Gauge, Histogram, Registry } from '../src/serve/metrics.js';
+import { spawnServe } from './helpers/serve.js';
 
 const CLI = fileURLToPath(new URL('../src/cli/main.js', import.meta.url));
 const N = 20;
@@ -331,24 +332,6 @@ describe('serve: load shedding and shutdown', () => {
     }
   });
 });
-
-/** Start `mnv2 serve ARGS` and wait for the address it prints. */
-async function spawnServe(args: string[]): Promise<{ url: string; child: ChildProcess; exited: Promise<[number | null, NodeJS.Signals | null]>; stderr: () => string }> {
-  const child = spawn(process.execPath, [CLI, 'serve', '--port', '0', '--threads', '1', ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
-  let stdout = '';
-  let stderr = '';
-  child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
-  const exited = once(child, 'exit') as Promise<[number | null, NodeJS.Signals | null]>;
-  const url = await new Promise<string>((resolve, reject) => {
-    child.stdout!.on('data', (d: Buffer) => {
-      stdout += d.toString();
-      const m = /listening on (http:\/\/\S+)/.exec(stdout);
-      if (m) resolve(m[1]!);
-    });
-    void exited.then(([code]) => reject(new Error(`mnv2 serve exited with ${code} before listening: ${stderr}`)));
-  });
-  return { url, child, exited, stderr: () => stderr };
-}
 
 describe('serve: CLI', () => {
   it('mnv2 serve --port 0 prints its address, serves, and exits 0 on SIGTERM', async () => {

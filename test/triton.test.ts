@@ -21,6 +21,11 @@ import { FASHION_MNIST_INPUT, toModelInput } from '../src/data/dataset.js';
 import { FASHION_MNIST_LABELS } from '../src/data/labels.js';
 import { DEFAULT_MODEL } from '../src/cli/model-commands.js';
 import { maxAbs, maxAbsDiff } from './helpers/fixtures.js';
+import { archConfig, buildModel } from '../src/model/registry.js';
+import { initWeights } from '../src/model/weights.js';
+import { saveWeights } from '../src/io/weights.js';
+import { ssdAnchors } from '../src/detect/anchors.js';
+import { decodeBoxes } from '../src/detect/box-coder.js';
 
 const run = promisify(execFile);
 const CLI = fileURLToPath(new URL('../src/cli/main.js', import.meta.url));
@@ -215,5 +220,38 @@ describe('mnv2 export triton', () => {
       assert.match(e.stderr, /fm16 already exists and is not empty; pass --force/);
       return true;
     });
+  });
+});
+
+describe('mnv2 export triton: an SSDLite detector', () => {
+  it('raw or decoded outputs per image as config.pbtxt says; decode matches the raw export decoded in TS', async () => {
+    const graph = buildModel(archConfig('ssdlite', { resolution: 129, numClasses: 3, alpha: 0.35 }));
+    const weights = initWeights(graph, 2);
+    const file = path.join(tmp, 'ssdlite.safetensors');
+    saveWeights(file, graph, weights);
+    const A = ssdAnchors({ height: 129, width: 129 }).count;
+    const x = Float32Array.from({ length: 2 * 3 * 129 * 129 }, (_, i) => Math.sin(i));
+    const outputs: Record<string, Float32Array> = {};
+    for (const [mode, names] of [['none', ['boxes', 'logits']], ['decode', ['decoded_boxes', 'scores']]] as const) {
+      const repo = path.join(tmp, `det-${mode}`);
+      await run(process.execPath, [CLI, 'export', 'triton', repo, '--weights', file, '--name', 'ssd', '--detect-postprocess', mode]);
+      const cfg = parsePbtxt(readFileSync(path.join(repo, 'ssd', 'config.pbtxt'), 'utf8'));
+      assert.deepEqual(cfg.output!.map((o) => [one(msg(o), 'name'), msg(o).dims]), [[names[0], [A, 4]], [names[1], [A, 4]]]);
+      assert.deepEqual(msg(cfg.input![0]!).dims, [3, 129, 129]);
+      const s = await ort.InferenceSession.create(path.join(repo, 'ssd', '1', 'model.onnx'));
+      try {
+        assert.deepEqual(s.outputMetadata.map((m) => (m.isTensor ? m.shape.slice(1) : null)), [[A, 4], [A, 4]]);
+        const r = await s.run({ input: new ort.Tensor('float32', x, [2, 3, 129, 129]) });
+        for (const n of names) outputs[n] = r[n]!.data as Float32Array;
+      } finally {
+        await s.release();
+      }
+    }
+    const anchors = ssdAnchors({ height: 129, width: 129 });
+    for (const b of [0, 1]) {
+      const want = decodeBoxes(outputs['boxes']!.subarray(b * A * 4, (b + 1) * A * 4), anchors.corners);
+      assert.ok(maxAbsDiff(outputs['decoded_boxes']!.subarray(b * A * 4, (b + 1) * A * 4), want) < 2e-6);
+    }
+    await assert.rejects(run(process.execPath, [CLI, 'export', 'triton', path.join(tmp, 'c'), '--detect-postprocess', 'decode']), (e: { stderr: string }) => /--detect-postprocess is for SSDLite detectors, not a mobilenetv2 model/.test(e.stderr));
   });
 });

@@ -11,6 +11,10 @@ import { readSafetensors, toFloat32, writeSafetensors } from '../io/safetensors.
 import { createClassifier, type EngineName } from '../engine/classifier.js';
 import { topK } from '../task/classification.js';
 import { exportOnnx } from '../engine/onnx/export.js';
+import { addDetectPostprocess, DETECT_POSTPROCESS, type DetectPostprocess } from '../engine/onnx/detect-postprocess.js';
+import { detectOptionsOf } from '../detect/ssdlite-detector.js';
+import { ssdAnchors } from '../detect/anchors.js';
+import { SSDLITE } from '../model/ssdlite.js';
 import { loadImages, PRESET_NAMES } from '../data/preprocess.js';
 import { LABEL_SET_NAMES, type LabelSetName } from '../data/labels.js';
 import { descriptiveInfo } from '../io/metadata.js';
@@ -107,8 +111,10 @@ export function registerModelCommands(program: Command): void {
     .option('--seed <n>', 'init seed of --random-init', '0')
     .option('--opset <n>', 'ONNX opset (13-23)', '17')
     .option('--fp16', 'store weights and compute in float16 (input/output stay float32)')
+    .addOption(new Option('--detect-postprocess <mode>', 'SSDLite: box decoding (decode) and also NonMaxSuppression (nms) in the graph').choices([...DETECT_POSTPROCESS]).default('none'))
+    .option('--score <s>', 'with --detect-postprocess nms: score threshold', '1e-8')
     .requiredOption('--out <file>', 'output .onnx file')
-    .action((o: ArchOpts & { weights?: string; randomInit?: boolean; seed: string; opset: string; fp16?: boolean; out: string }) => {
+    .action((o: ArchOpts & { weights?: string; randomInit?: boolean; seed: string; opset: string; fp16?: boolean; out: string; detectPostprocess: DetectPostprocess; score: string }) => {
       const seed = int(o.seed, '--seed', SEED)!;
       const opset = int(o.opset, '--opset', { min: 13, max: 23 });
       if (!o.weights && !o.randomInit) throw new Error('export onnx: no --weights given; pass --weights FILE, or --random-init to export untrained weights');
@@ -118,7 +124,8 @@ export function registerModelCommands(program: Command): void {
         const graph = buildModel(configFrom(o));
         return { graph, weights: initWeights(graph, seed), info: { config: graph.config } };
       })();
-      const bytes = exportOnnx(m.graph, m.weights, { opset, fp16: o.fp16, info: descriptiveInfo(m.info) });
+      let bytes = exportOnnx(m.graph, m.weights, { opset, fp16: o.fp16, info: descriptiveInfo(m.info) });
+      if (o.detectPostprocess !== 'none') bytes = detectorPostprocess(bytes, m, o.detectPostprocess, num(o.score, '--score', { min: 0, max: 1 })!);
       writeFileAtomic(o.out, bytes);
       console.error(`wrote ${o.out} (${(bytes.length / 1e6).toFixed(2)} MB, opset ${o.opset}${o.fp16 ? ', fp16' : ''})`);
     });
@@ -161,6 +168,16 @@ export function registerModelCommands(program: Command): void {
 export { inputSpec };
 
 /** Which model answers and with which classes: a photo of anything gets one of them. */
+/** An SSDLite export with its post-processing in the graph (an imported file's coder scales and NMS IoU kept). */
+function detectorPostprocess(bytes: Uint8Array, m: { graph: LoadedWeights['graph']; info: Parameters<typeof detectOptionsOf>[0]['info']; metadata?: Record<string, string> }, mode: 'decode' | 'nms', scoreThreshold: number): Uint8Array {
+  const cfg = m.graph.config;
+  if (cfg.family !== SSDLITE) throw new Error(`--detect-postprocess is for SSDLite detectors, not a ${cfg.family} model`);
+  const d = detectOptionsOf({ metadata: m.metadata ?? {}, info: m.info }, 'the model');
+  return addDetectPostprocess(bytes, {
+    mode, anchors: ssdAnchors({ height: cfg.resolution, width: cfg.resolution }), numClasses: cfg.numClasses, scales: d.scales, iouThreshold: d.iouThreshold, scoreThreshold,
+  });
+}
+
 function answeringModel(weights: string | undefined, classes: number, labels: readonly string[] | undefined, engine: EngineName): string {
   const names = labels ? `: ${labels.length <= 12 ? labels.join('; ') : `${labels.slice(0, 3).join('; ')}; ...`}` : ' (no class names)';
   const who = weights ? weights : `the bundled Fashion-MNIST model (${DEFAULT_MODEL}, 28x28 greyscale garments)`;

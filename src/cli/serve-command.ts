@@ -11,11 +11,19 @@ import { exportTriton } from '../engine/onnx/triton.js';
 import { LABEL_SET_NAMES, type LabelSetName } from '../data/labels.js';
 import { PRESET_NAMES } from '../data/preprocess.js';
 import { descriptiveInfo, type ModelInfo } from '../io/metadata.js';
-import { startServer, type RunningServer } from '../serve/server.js';
+import { startServer, type RunningServer, type ServedDetector } from '../serve/server.js';
+import { detectOptionsOf, detectorPreset, openSsdlite } from '../detect/ssdlite-detector.js';
+import { ssdAnchors } from '../detect/anchors.js';
+import { addDetectPostprocess } from '../engine/onnx/detect-postprocess.js';
+import { SSDLITE } from '../model/ssdlite.js';
+import type { LoadedWeights } from '../io/weights.js';
+import type { Preset } from '../data/preprocess.js';
 import { archOptions, engineOption, imageOptions, inputSpec, loadModel, type ArchOpts, type ImageOpts } from './model-commands.js';
 import { BATCH, deprecatedAlias, int, num, THREADS, TOP } from './args.js';
 
 interface ServeOpts extends ArchOpts, ImageOpts {
+  score: string;
+  maxDetections: string;
   weights?: string;
   onnx?: string;
   engine: EngineName;
@@ -39,7 +47,15 @@ function parseBytes(v: string, flag: string): number {
   return n;
 }
 
-async function openModel(o: ServeOpts, threads: number | undefined): Promise<{ classifier: Classifier; info: ModelInfo; name: string }> {
+interface OpenedModel {
+  classifier: Classifier;
+  info: ModelInfo;
+  name: string;
+  /** A detector's preprocessing, class names and row decoding (POST /v1/detect). */
+  detector?: { preset: Preset; labels?: readonly string[]; served: ServedDetector };
+}
+
+async function openModel(o: ServeOpts, threads: number | undefined): Promise<OpenedModel> {
   if (o.onnx) {
     if (o.weights) throw new Error('give either --weights or --onnx, not both');
     if (o.engine !== 'ort') throw new Error('--onnx runs on ONNX Runtime: use --engine ort (the default), or --weights for the native engine');
@@ -50,11 +66,32 @@ async function openModel(o: ServeOpts, threads: number | undefined): Promise<{ c
       throw new Error(`${o.onnx}: ${(e as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such file' : (e as Error).message}`);
     }
     const info = readOnnxInfo(bytes, o.onnx);
+    if (info.config.family === SSDLITE) throw new Error(`${o.onnx}: an SSDLite detector; serve it with --weights (its model file)`);
     return { classifier: await ortClassifier(bytes, threads), info, name: path.basename(o.onnx) };
   }
   const m = loadModel(o, true);
   const name = o.weights ? path.basename(o.weights) : 'fashion-mnist (bundled)';
+  if (m.graph.config.family === SSDLITE) return openDetector(o, m, name, threads);
   return { classifier: await createClassifier(m.graph, m.weights, o.engine, threads), info: m.info, name };
+}
+
+/** An SSDLite model file on ONNX Runtime behind the batcher (one row of raw outputs per image). */
+async function openDetector(o: ServeOpts, m: LoadedWeights, name: string, threads: number | undefined): Promise<OpenedModel> {
+  if (o.engine !== 'ort') throw new Error(`${name}: an SSDLite detector, served on ONNX Runtime for now: use --engine ort (the default)`);
+  const scoreThreshold = num(o.score, '--score', { min: 0, max: 1 })!;
+  const maxDetections = int(o.maxDetections, '--max-detections', { min: 1, max: 100_000 })!;
+  const { detector, options } = await openSsdlite(m, name, threads);
+  const post = { ...options, scoreThreshold, maxDetections };
+  return {
+    classifier: { engine: 'ort', run: (x, n) => detector.forwardRows(x, n), release: () => detector.release() },
+    info: m.info,
+    name,
+    detector: {
+      preset: detectorPreset(m.graph.config.resolution),
+      labels: options.classNames,
+      served: { rowSize: detector.rowSize, detect: (row, w, h) => detector.rowDetections(row, w, h, post) },
+    },
+  };
 }
 
 /** One zero image through the model before listening: a model the server cannot feed fails here, not on every request. */
@@ -66,10 +103,30 @@ async function checkFeeds(clf: Classifier, [c, h, w]: [number, number, number], 
   }
 }
 
+/** A detector's Triton outputs: raw codes and logits, or (decode) normalized boxes and sigmoid scores, per image. */
+function tritonDetector(m: LoadedWeights, mode: 'none' | 'decode') {
+  const cfg = m.graph.config;
+  const anchors = ssdAnchors({ height: cfg.resolution, width: cfg.resolution });
+  const options = detectOptionsOf(m, 'the model');
+  const [boxes, scores] = mode === 'decode' ? ['decoded_boxes', 'scores'] : ['boxes', 'logits'];
+  return {
+    spec: { preset: detectorPreset(cfg.resolution), labels: options.classNames },
+    outputs: [{ name: boxes, dims: [anchors.count, 4] }, { name: scores, dims: [anchors.count, cfg.numClasses + 1] }],
+    transform: mode === 'decode'
+      ? (bytes: Uint8Array) => addDetectPostprocess(bytes, { mode: 'decode', anchors, numClasses: cfg.numClasses, scales: options.scales })
+      : undefined,
+    note: mode === 'decode'
+      ? 'outputs: decoded_boxes (normalized x1, y1, x2, y2 per anchor) and scores (sigmoid, column 0 background); per-class NMS is the client\'s.'
+      : 'outputs: boxes (ty, tx, th, tw codes per SSD anchor) and logits (column 0 background); decode + NMS as src/detect/postprocess.ts.',
+  };
+}
+
 export function registerServeCommands(program: Command): void {
-  imageOptions(engineOption(archOptions(program.command('serve').description('HTTP inference server: POST an image to /v1/classify; /healthz, /metrics')), 'ort'))
+  imageOptions(engineOption(archOptions(program.command('serve').description('HTTP inference server: POST an image to /v1/classify (a detector: /v1/detect); /healthz, /metrics')), 'ort'))
     .option('--weights <file>', 'weights (.safetensors, .pth or a catalogue name); default: the bundled Fashion-MNIST model')
     .option('--onnx <file>', 'serve an ONNX model exported by mnv2 (ONNX Runtime) instead of --weights')
+    .option('--score <s>', 'detectors: score threshold of the detections returned', '0.5')
+    .option('--max-detections <n>', 'detectors: at most this many detections per image', '100')
     .option('--host <addr>', 'address to listen on', '127.0.0.1')
     .option('--port <n>', 'port (0: any free port)', '8080')
     .option('--max-batch <n>', 'most images per model run (1: no batching)', '32')
@@ -98,11 +155,12 @@ export function registerServeCommands(program: Command): void {
       let spec: ReturnType<typeof inputSpec>;
       let srv: RunningServer;
       try {
-        spec = inputSpec(m.info, o);
+        spec = m.detector ? { preset: m.detector.preset, labels: m.detector.labels } : inputSpec(m.info, o);
         await checkFeeds(m.classifier, [cfg.inChannels, cfg.resolution, cfg.resolution], m.name);
         srv = await startServer({
           ...settings,
           classifier: m.classifier,
+          detector: m.detector?.served,
           inputShape: [cfg.inChannels, cfg.resolution, cfg.resolution],
           numClasses: cfg.numClasses,
           preset: spec.preset,
@@ -116,7 +174,7 @@ export function registerServeCommands(program: Command): void {
         await m.classifier.release();
         throw e;
       }
-      console.log(`listening on ${srv.url} (model ${m.name}, engine ${m.classifier.engine}, preset ${spec.preset.name}, max batch ${maxBatch}, max wait ${maxWaitMs} ms)`);
+      console.log(`listening on ${srv.url} (model ${m.name}${m.detector ? ', detector: POST /v1/detect' : ''}, engine ${m.classifier.engine}, preset ${spec.preset.name}, max batch ${maxBatch}, max wait ${maxWaitMs} ms)`);
       const stop = (signal: NodeJS.Signals): void => {
         console.error(`mnv2 serve: ${signal}: finishing the requests in progress`);
         srv.close().then(
@@ -147,15 +205,19 @@ export function registerServeCommands(program: Command): void {
     .addOption(new Option('--preprocess <name>', 'preprocessing the clients must apply (noted in config.pbtxt)').choices([...PRESET_NAMES]))
     .addOption(new Option('--labels <name>', 'label list for labels.txt').choices([...LABEL_SET_NAMES]))
     .option('--fp16', 'float16 weights and compute (input and output stay float32)')
+    .addOption(new Option('--detect-postprocess <mode>', 'SSDLite: raw outputs (none) or box decoding + sigmoid in the graph (decode)').choices(['none', 'decode']).default('none'))
     .option('--force', 'replace an existing model directory')
-    .action((dir: string, o: ArchOpts & { weights?: string; name: string; maxBatch: string; preferredBatch: string; maxQueueDelayUs: string; instances: string; preprocess?: string; labels?: LabelSetName; fp16?: boolean; force?: boolean }) => {
+    .action((dir: string, o: ArchOpts & { weights?: string; name: string; maxBatch: string; preferredBatch: string; maxQueueDelayUs: string; instances: string; preprocess?: string; labels?: LabelSetName; fp16?: boolean; force?: boolean; detectPostprocess: 'none' | 'decode' }) => {
       const maxBatch = int(o.maxBatch, '--max-batch', BATCH)!;
       const preferred = [...new Set(o.preferredBatch.split(',').filter((s) => s.trim()).map((s) => Math.min(int(s.trim(), '--preferred-batch', BATCH)!, maxBatch)))];
       const maxQueueDelayUs = int(o.maxQueueDelayUs, '--max-queue-delay-us', { min: 0, max: 60_000_000 })!;
       const instances = int(o.instances, '--instances', { min: 1, max: 1024 })!;
       const m = loadModel(o, true);
-      const spec = inputSpec(m.info, o);
+      const det = m.graph.config.family === SSDLITE ? tritonDetector(m, o.detectPostprocess) : null;
+      if (!det && o.detectPostprocess !== 'none') throw new Error(`--detect-postprocess is for SSDLite detectors, not a ${m.graph.config.family} model`);
+      const spec = det ? det.spec : inputSpec(m.info, o);
       const modelDir = exportTriton(dir, m.graph, m.weights, {
+        ...(det ? { outputs: det.outputs, transform: det.transform } : {}),
         name: o.name,
         maxBatch,
         preferredBatch: preferred,
@@ -167,7 +229,7 @@ export function registerServeCommands(program: Command): void {
         info: descriptiveInfo(m.info),
         notes: [
           `Written by mobilenetv2-ts (mnv2 export triton) from ${o.weights ?? 'the bundled Fashion-MNIST model'}.`,
-          `input: float32 NCHW, images preprocessed with mnv2's '${spec.preset.name}' preset; output: logits (softmax gives probabilities).`,
+          `input: float32 NCHW, images preprocessed with mnv2's '${spec.preset.name}' preset; ${det ? det.note : 'output: logits (softmax gives probabilities).'}`,
         ],
       });
       console.error(`wrote ${modelDir}/config.pbtxt, ${modelDir}/1/model.onnx${spec.labels ? ` and ${modelDir}/labels.txt` : ''}${o.fp16 ? ' (fp16)' : ''}`);

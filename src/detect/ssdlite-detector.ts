@@ -13,7 +13,7 @@ import { exportOnnx, ONNX_INPUT } from '../engine/onnx/export.js';
 import { NativeModel } from '../engine/native/model.js';
 import type { EngineName } from '../engine/classifier.js';
 import { loadImage, type Preset } from '../data/preprocess.js';
-import { loadModelFile } from '../io/weights.js';
+import { loadModelFile, type LoadedWeights } from '../io/weights.js';
 import { classNamesOf } from '../io/metadata.js';
 import { ssdAnchors } from './anchors.js';
 import type { BoxCoder } from './box-coder.js';
@@ -40,6 +40,15 @@ export interface DetectOptions {
   /** Names of classes 1..C (default `class N`). */
   classNames?: readonly string[];
   threads?: number;
+}
+
+/** Width and height of an image file or buffer as displayed (after its EXIF orientation, as loadImage reads it). */
+export async function orientedSize(image: string | Buffer): Promise<{ width: number; height: number }> {
+  const m = await sharp(image).metadata();
+  const width = m.autoOrient?.width ?? m.width;
+  const height = m.autoOrient?.height ?? m.height;
+  if (!width || !height) throw new Error(`${typeof image === 'string' ? image : 'image'}: cannot read the image size`);
+  return { width, height };
 }
 
 /** TF OD API's fixed_shape_resizer + [-1, 1]: a direct (aspect-changing) bilinear resize. */
@@ -97,6 +106,35 @@ export class SsdliteDetector {
     return this.runner.run(input, batch);
   }
 
+  /** Anchors A of the model's input size. */
+  get anchorCount(): number {
+    return ssdAnchors({ height: this.graph.config.resolution, width: this.graph.config.resolution }).count;
+  }
+
+  /** Floats per image of {@link forwardRows}: A·4 codes then A·(C+1) logits. */
+  get rowSize(): number {
+    return this.anchorCount * (4 + this.graph.config.numClasses + 1);
+  }
+
+  /** The raw outputs of a batch as one row per image (codes, then logits): the shape the server's batcher splits. */
+  async forwardRows(input: Float32Array, batch: number): Promise<Float32Array> {
+    const { codes, logits } = await this.forward(input, batch);
+    const nc = codes.length / batch;
+    const nl = logits.length / batch;
+    const out = new Float32Array(batch * (nc + nl));
+    for (let i = 0; i < batch; i++) {
+      out.set(codes.subarray(i * nc, (i + 1) * nc), i * (nc + nl));
+      out.set(logits.subarray(i * nl, (i + 1) * nl), i * (nc + nl) + nc);
+    }
+    return out;
+  }
+
+  /** Pixel detections of one image from its {@link forwardRows} row. */
+  rowDetections(row: Float32Array, width: number, height: number, o: DetectOptions = {}): Detection[] {
+    const nc = this.anchorCount * 4;
+    return this.toDetections(row.subarray(0, nc), row.subarray(nc), width, height, o);
+  }
+
   /** Pixel detections of one image of width × height from its raw outputs (one image's codes and logits). */
   toDetections(codes: Float32Array, logits: Float32Array, width: number, height: number, o: DetectOptions = {}): Detection[] {
     const d = postprocess(codes, logits, this.graph.config.resolution, o);
@@ -114,8 +152,7 @@ export class SsdliteDetector {
 
   async detect(image: string, o: DetectOptions = {}): Promise<{ width: number; height: number; detections: Detection[] }> {
     const r = this.graph.config.resolution;
-    const { width, height } = await sharp(image).metadata();
-    if (!width || !height) throw new Error(`${image}: cannot read the image size`);
+    const { width, height } = await orientedSize(image);
     const { codes, logits } = await this.forward(await loadImage(image, detectorPreset(r)));
     const detections = this.toDetections(codes, logits, width, height, o);
     return { width, height, detections };
@@ -134,8 +171,17 @@ export const POSTPROCESS_KEY = 'mnv2.postprocess';
  * coder scales and NMS IoU, and the class names.
  */
 export async function openSsdliteFile(file: string, threads = 1, engine: EngineName = 'ort'): Promise<{ detector: SsdliteDetector; options: DetectOptions }> {
-  const m = loadModelFile(file);
+  return openSsdlite(loadModelFile(file), file, threads, engine);
+}
+
+/** {@link openSsdliteFile} on a model file already read. */
+export async function openSsdlite(m: LoadedWeights, file: string, threads = 1, engine: EngineName = 'ort'): Promise<{ detector: SsdliteDetector; options: DetectOptions }> {
   if (m.graph.config.family !== SSDLITE) throw new Error(`${file}: a ${m.graph.config.family} model, not an SSDLite detector`);
+  return { detector: await SsdliteDetector.create(m.graph as Graph<SsdliteConfig>, m.weights, threads, engine), options: detectOptionsOf(m, file) };
+}
+
+/** The post-processing options a model file carries: an imported TFLite export's coder scales and NMS IoU, class names. */
+export function detectOptionsOf(m: { metadata: Readonly<Record<string, string>>; info: Parameters<typeof classNamesOf>[0] }, file: string): DetectOptions {
   let post: Record<string, number> = {};
   try {
     post = m.metadata[POSTPROCESS_KEY] ? (JSON.parse(m.metadata[POSTPROCESS_KEY]) as Record<string, number>) : {};
@@ -147,7 +193,7 @@ export async function openSsdliteFile(file: string, threads = 1, engine: EngineN
   if (post['nms_iou_threshold']) options.iouThreshold = post['nms_iou_threshold'];
   const classNames = classNamesOf(m.info);
   if (classNames) options.classNames = classNames;
-  return { detector: await SsdliteDetector.create(m.graph as Graph<SsdliteConfig>, m.weights, threads, engine), options };
+  return options;
 }
 
 const escapeXml = (s: string): string => s.replace(/[<>&'"]/g, (c) => `&#${c.charCodeAt(0)};`);

@@ -1,5 +1,6 @@
 /**
- * The inference server: POST an encoded image to /v1/classify, get the top-k classes as JSON. Images are
+ * The inference server: POST an encoded image to /v1/classify, get the top-k classes as JSON; or, serving a
+ * detector, to /v1/detect, get its boxes (pixels), scores and classes. Images are
  * preprocessed with sharp (libuv threads, concurrently) and run through the model in dynamic micro-batches.
  *
  * Engines: ONNX Runtime's run() is asynchronous (it runs on its own threads), so the server keeps accepting
@@ -10,6 +11,7 @@
 import { performance } from 'node:perf_hooks';
 import Fastify, { type FastifyError, type FastifyInstance } from 'fastify';
 import type { Classifier } from '../engine/classifier.js';
+import { orientedSize, type Detection } from '../detect/ssdlite-detector.js';
 import { topK } from '../task/classification.js';
 import { loadImageBuffer, type Preset } from '../data/preprocess.js';
 import { Batcher } from './batcher.js';
@@ -18,8 +20,17 @@ import { PROMETHEUS_CONTENT_TYPE, serverMetrics, type ServerMetrics } from './me
 /** Media types accepted as an image body. */
 export const IMAGE_TYPES: readonly string[] = ['image/png', 'image/jpeg', 'image/webp', 'application/octet-stream'];
 
+/** A detector behind the batcher: `classifier.run` gives one row of `rowSize` raw outputs per image. */
+export interface ServedDetector {
+  rowSize: number;
+  /** Pixel detections of an image of width × height from its row. */
+  detect(row: Float32Array, width: number, height: number): Detection[];
+}
+
 export interface ServerOptions {
   classifier: Classifier;
+  /** Serve this detector: POST /v1/detect instead of /v1/classify. */
+  detector?: ServedDetector;
   /** Per-image input shape [C, H, W] and class count, as the classifier takes them. */
   inputShape: readonly [number, number, number];
   numClasses: number;
@@ -65,11 +76,20 @@ export interface RunningServer {
   close(): Promise<ShutdownReport>;
 }
 
-interface ClassifyResponse {
-  top: { index: number; label: string; prob: number }[];
+interface Timing {
   model: string;
   batchSize: number;
   ms: number;
+}
+
+interface ClassifyResponse extends Timing {
+  top: { index: number; label: string; prob: number }[];
+}
+
+interface DetectResponse extends Timing {
+  width: number;
+  height: number;
+  detections: Detection[];
 }
 
 /** An error answered with its status code and a JSON `{ error }` body. */
@@ -100,10 +120,11 @@ export async function startServer(o: ServerOptions): Promise<RunningServer> {
   if (o.preset.channels !== c || o.preset.size !== h || o.preset.size !== w) {
     throw new Error(`preset ${o.preset.name} makes ${o.preset.channels}x${o.preset.size}x${o.preset.size} inputs, the model takes ${c}x${h}x${w}`);
   }
+  const route = o.detector ? '/v1/detect' : '/v1/classify';
   if (o.labels && o.labels.length !== o.numClasses) throw new Error(`${o.labels.length} labels for a model with ${o.numClasses} classes`);
 
-  /** The classify handlers running: close() waits for them, even those whose client has gone away. */
-  const inFlight = new Set<Promise<ClassifyResponse>>();
+  /** The classify or detect handlers running: close() waits for them, even those whose client has gone away. */
+  const inFlight = new Set<Promise<Timing>>();
   let closing: Promise<ShutdownReport> | null = null;
   /** Requests from their headers to their response (or abort): those a shutdown may have to cut. */
   const open = new Set<object>();
@@ -111,7 +132,7 @@ export async function startServer(o: ServerOptions): Promise<RunningServer> {
     maxBatch,
     maxWaitMs: o.maxWaitMs ?? 5,
     inputSize: c * h * w,
-    outputSize: o.numClasses,
+    outputSize: o.detector?.rowSize ?? o.numClasses,
     run: (x, n) => o.classifier.run(x, n),
     onBatch: (n, ms) => {
       metrics.batchSize.observe(n);
@@ -141,9 +162,8 @@ export async function startServer(o: ServerOptions): Promise<RunningServer> {
     open.delete(req);
     // Once closing, a kept-alive connection whose last response went out is idle: close it.
     if (closing) setImmediate(() => app.server.closeIdleConnections());
-    const route = req.routeOptions.url ?? 'unmatched';
-    metrics.requests.inc({ route, code: String(reply.statusCode) });
-    if (route === '/v1/classify' && reply.statusCode === 200) metrics.latency.observe(reply.elapsedTime / 1000);
+    metrics.requests.inc({ route: req.routeOptions.url ?? 'unmatched', code: String(reply.statusCode) });
+    if (req.routeOptions.url === route && reply.statusCode === 200) metrics.latency.observe(reply.elapsedTime / 1000);
   });
 
   app.setErrorHandler((err: FastifyError | HttpError, req, reply) => {
@@ -168,6 +188,7 @@ export async function startServer(o: ServerOptions): Promise<RunningServer> {
   app.get('/v1/model', async () => ({
     model: o.modelName,
     engine: o.classifier.engine,
+    task: o.detector ? 'detect' : 'classify',
     input: [c, h, w],
     classes: o.numClasses,
     labels: o.labels ?? null,
@@ -176,15 +197,18 @@ export async function startServer(o: ServerOptions): Promise<RunningServer> {
     maxBatch,
   }));
 
-  const classify = async (body: Buffer, t0: number): Promise<ClassifyResponse> => {
-    let input: Float32Array;
+  /** The image preprocessed for the model; everything rejected here is about the bytes sent (400). */
+  const preprocess = async (body: Buffer): Promise<Float32Array> => {
     try {
-      input = await loadImageBuffer(body, o.preset, { invert: o.invert, maxPixels: o.maxPixels }, 'request body');
+      return await loadImageBuffer(body, o.preset, { invert: o.invert, maxPixels: o.maxPixels }, 'request body');
     } catch (e) {
-      // Everything preprocessing rejects is about the bytes sent: empty, truncated, not an image, too many pixels.
+      // Empty, truncated, not an image, too many pixels.
       throw new HttpError(400, (e as Error).message);
     }
-    const r = await batcher.submit(input);
+  };
+
+  const classify = async (body: Buffer, t0: number): Promise<ClassifyResponse> => {
+    const r = await batcher.submit(await preprocess(body));
     return {
       top: topK(r.logits, o.numClasses, 0, top).map((t) => ({ index: t.index, label: o.labels?.[t.index] ?? String(t.index), prob: t.prob })),
       model: o.modelName,
@@ -193,13 +217,20 @@ export async function startServer(o: ServerOptions): Promise<RunningServer> {
     };
   };
 
-  app.post('/v1/classify', async (req): Promise<ClassifyResponse> => {
+  const detect = async (det: ServedDetector, body: Buffer, t0: number): Promise<DetectResponse> => {
+    const input = await preprocess(body);
+    const { width, height } = await orientedSize(body);
+    const r = await batcher.submit(input);
+    return { width, height, detections: det.detect(r.logits, width, height), model: o.modelName, batchSize: r.batchSize, ms: round2(performance.now() - t0) };
+  };
+
+  app.post(route, async (req): Promise<Timing> => {
     const t0 = performance.now();
     if (closing) throw new HttpError(503, 'the server is shutting down', { 'retry-after': '1', connection: 'close' });
     if (inFlight.size >= maxQueue) throw new HttpError(503, `server busy: ${maxQueue} requests in progress (--max-queue); retry later`, { 'retry-after': '1' });
     const body = req.body;
     if (!Buffer.isBuffer(body)) throw new HttpError(400, `send the image bytes as the request body (Content-Type ${IMAGE_TYPES.join(', ')})`);
-    const work = classify(body, t0);
+    const work = o.detector ? detect(o.detector, body, t0) : classify(body, t0);
     inFlight.add(work);
     try {
       return await work;

@@ -56,7 +56,7 @@ const INT64 = onnx.TensorProto.DataType.INT64;
 const AT = onnx.AttributeProto.AttributeType;
 
 export const attrInt = (name: string, i: number): IAttributeProto => ({ name, type: AT.INT, i });
-const attrInts = (name: string, ints: readonly number[]): IAttributeProto => ({ name, type: AT.INTS, ints: [...ints] });
+export const attrInts = (name: string, ints: readonly number[]): IAttributeProto => ({ name, type: AT.INTS, ints: [...ints] });
 const attrFloat = (name: string, f: number): IAttributeProto => ({ name, type: AT.FLOAT, f });
 
 export function tensor(name: string, dims: readonly number[], data: ArrayLike<number>, fp16: boolean): ITensorProto {
@@ -74,12 +74,12 @@ export function tensor(name: string, dims: readonly number[], data: ArrayLike<nu
   return { name, dims: [...dims], dataType: fp16 ? FLOAT16 : FLOAT, rawData: raw };
 }
 
-function valueInfo(name: string, dims: readonly (number | string)[]): IValueInfoProto {
+export function valueInfo(name: string, dims: readonly (number | string)[], elemType: number = FLOAT): IValueInfoProto {
   return {
     name,
     type: {
       tensorType: {
-        elemType: FLOAT,
+        elemType,
         shape: { dim: dims.map((d) => (typeof d === 'string' ? { dimParam: d } : { dimValue: d })) },
       },
     },

@@ -27,6 +27,14 @@ export interface TritonConfigOptions {
   labelFile?: string;
   /** Lines for the comment at the top (e.g. how inputs must be preprocessed). */
   notes?: readonly string[];
+  /** The model's outputs, per image (default: a classifier's `logits` [classes], which gets the label file). */
+  outputs?: readonly TritonOutput[];
+}
+
+export interface TritonOutput {
+  name: string;
+  /** Per-image dims (Triton leaves the batch dimension out). */
+  dims: readonly number[];
 }
 
 const NAME_RE = /^[A-Za-z0-9_][A-Za-z0-9_.-]*$/;
@@ -60,12 +68,14 @@ export function tritonConfig(cfg: BaseConfig, o: TritonConfigOptions): string {
     '  }',
     ']',
     'output [',
-    '  {',
-    `    name: "${ONNX_OUTPUT}"`,
-    '    data_type: TYPE_FP32',
-    `    dims: ${list([cfg.numClasses])}`,
-    ...(o.labelFile ? [`    label_filename: "${o.labelFile}"`] : []),
-    '  }',
+    ...(o.outputs ?? [{ name: ONNX_OUTPUT, dims: [cfg.numClasses] }]).flatMap((out, i, all) => [
+      '  {',
+      `    name: "${out.name}"`,
+      '    data_type: TYPE_FP32',
+      `    dims: ${list(out.dims)}`,
+      ...(o.labelFile && !o.outputs ? [`    label_filename: "${o.labelFile}"`] : []),
+      i < all.length - 1 ? '  },' : '  }',
+    ]),
     ']',
     'dynamic_batching {',
     ...(o.preferredBatch.length ? [`  preferred_batch_size: ${list(o.preferredBatch)}`] : []),
@@ -88,6 +98,8 @@ export interface TritonExportOptions extends Omit<TritonConfigOptions, 'labelFil
   force?: boolean;
   /** Preprocessing, labels and provenance for model.onnx's metadata. */
   info?: ExportOptions['info'];
+  /** Applied to the exported ONNX bytes before writing (e.g. a detector's post-processing in the graph). */
+  transform?: (onnx: Uint8Array) => Uint8Array;
 }
 
 /**
@@ -105,7 +117,8 @@ export function exportTriton(dir: string, graph: Graph, weights: StateDict, o: T
     if (!statSync(modelDir).isDirectory()) throw new Error(`${modelDir} exists and is not a directory`);
     if (readdirSync(modelDir).length > 0 && !o.force) throw new Error(`${modelDir} already exists and is not empty; pass --force to replace it`);
   }
-  const onnx = exportOnnx(graph, weights, { fp16: o.fp16, info: o.info });
+  const exported = exportOnnx(graph, weights, { fp16: o.fp16, info: o.info });
+  const onnx = o.transform ? o.transform(exported) : exported;
   mkdirSync(dir, { recursive: true });
   const tmp = mkdtempSync(path.join(dir, `.${o.name}.tmp-`));
   const old = `${tmp}.old`;
