@@ -12,6 +12,7 @@ export { setThreads } from './engine/native/binding.js';
 export { createClassifier, type Classifier, type EngineName } from './engine/classifier.js';
 export type { Task, TaskLoss } from './task/task.js';
 export { classification, topK } from './task/classification.js';
+export { InputError } from './util/errors.js';
 export { exportOnnx, readOnnxConfig, readOnnxInfo } from './engine/onnx/export.js';
 export { encodeModelInfo, decodeModelInfo, type ModelInfo } from './io/metadata.js';
 export { OrtModel } from './engine/onnx/session.js';

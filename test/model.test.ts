@@ -79,7 +79,7 @@ describe('structure', () => {
   it('ablation switches: linear bottleneck off adds an activation after each project BN; residual off drops the adds', () => {
     const base = mobilenetV2('imagenet').nodes.filter((n) => n.op === 'act').length;
     assert.equal(mobilenetV2('imagenet', { linearBottleneck: false }).nodes.filter((n) => n.op === 'act').length, base + 17);
-    assert.equal(mobilenetV2('imagenet', { residual: false }).nodes.filter((n) => n.op === 'add').length, 0);
+    assert.equal(mobilenetV2('imagenet', { shortcut: 'none' }).nodes.filter((n) => n.op === 'add').length, 0);
     assert.equal(mobilenetV2('imagenet', { activation: 'relu' }).nodes.filter((n) => n.op === 'act' && n.kind === 'relu').length, base);
   });
   it('keras padding: stride-2 convs pad (0, 1); stride 1 symmetric', () => {

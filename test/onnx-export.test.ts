@@ -11,42 +11,14 @@ import { OrtModel } from '../src/engine/onnx/session.js';
 import { readSafetensors, toFloat32 } from '../src/io/safetensors.js';
 import { GraphBuilder } from '../src/model/builder.js';
 import { makeConfig, type ModelConfig } from '../src/model/config.js';
-import { numel, type Graph } from '../src/model/graph.js';
+import { numel } from '../src/model/graph.js';
 import { mobilenetV2 } from '../src/model/mobilenetv2.js';
 import { initWeights, type StateDict } from '../src/model/weights.js';
-import { Rng } from '../src/util/rng.js';
 import { referenceForward } from './helpers/reference-forward.js';
+import { randomInput, randomWeights } from './helpers/random-model.js';
 
 const { onnx } = onnxProto;
 const FIXTURES = fileURLToPath(new URL('../../test/fixtures/', import.meta.url));
-
-/** Random weights with non-trivial BN statistics and affine parameters, so folding matters. */
-function randomWeights(graph: Graph, seed: number): StateDict {
-  const sd = initWeights(graph, seed);
-  const rng = new Rng(seed + 1000);
-  for (const n of graph.nodes) {
-    if (n.op !== 'bn') continue;
-    const g = sd.get(`${n.name}.weight`)!;
-    const b = sd.get(`${n.name}.bias`)!;
-    const m = sd.get(`${n.name}.running_mean`)!;
-    const v = sd.get(`${n.name}.running_var`)!;
-    for (let c = 0; c < n.channels; c++) {
-      g[c] = 0.5 + rng.uniform();
-      b[c] = 0.2 * rng.normal();
-      m[c] = 0.2 * rng.normal();
-      v[c] = 0.5 + 1.5 * rng.uniform();
-    }
-  }
-  for (const p of graph.params) if (p.role === 'linear.bias') sd.get(p.name)!.forEach((_, i, a) => (a[i] = 0.1 * rng.normal()));
-  return sd;
-}
-
-function randomInput(graph: Graph, batch: number, seed: number): Float32Array {
-  const rng = new Rng(seed);
-  const x = new Float32Array(batch * numel(graph.inputShape));
-  for (let i = 0; i < x.length; i++) x[i] = rng.normal();
-  return x;
-}
 
 function maxAbs(a: ArrayLike<number>): number {
   let m = 0;

@@ -5,6 +5,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { writeFileAtomic } from '../util/atomic-write.js';
+import { fail } from '../util/errors.js';
 
 export interface KnnPrediction {
   label: string;
@@ -71,17 +72,17 @@ export class KnnClassifier {
   static fromJSON(json: unknown, source = 'knn JSON'): KnnClassifier {
     const j = json as Partial<KnnJSON> | null;
     if (!j || j.format !== 'mnv2-knn' || j.version !== 1 || typeof j.examples !== 'object' || j.examples === null) {
-      throw new Error(`${source}: not a KNN classifier file (format mnv2-knn, version 1)`);
+      fail(source, `not a KNN classifier file (format mnv2-knn, version 1)`);
     }
     const knn = new KnnClassifier(j.model);
     for (const [label, vs] of Object.entries(j.examples)) {
-      if (!Array.isArray(vs)) throw new Error(`${source}: examples of '${label}' are not a list of vectors`);
+      if (!Array.isArray(vs)) fail(source, `examples of '${label}' are not a list of vectors`);
       for (const v of vs) {
-        if (!Array.isArray(v) || !v.every((x) => typeof x === 'number' && Number.isFinite(x))) throw new Error(`${source}: an example of '${label}' is not a list of numbers`);
+        if (!Array.isArray(v) || !v.every((x) => typeof x === 'number' && Number.isFinite(x))) fail(source, `an example of '${label}' is not a list of numbers`);
         try {
           knn.addExample(Float32Array.from(v), label);
         } catch (e) {
-          throw new Error(`${source}: ${(e as Error).message}`);
+          fail(source, `${(e as Error).message}`);
         }
       }
     }
@@ -98,13 +99,13 @@ export class KnnClassifier {
     try {
       text = readFileSync(path, 'utf8');
     } catch (e) {
-      throw new Error(`${path}: cannot read the KNN classifier (${(e as Error).message})`);
+      fail(path, `cannot read the KNN classifier (${(e as Error).message})`);
     }
     let json: unknown;
     try {
       json = JSON.parse(text);
     } catch (e) {
-      throw new Error(`${path}: not JSON (${(e as Error).message})`);
+      fail(path, `not JSON (${(e as Error).message})`);
     }
     return KnnClassifier.fromJSON(json, path);
   }

@@ -30,19 +30,13 @@ function describe(r: Range): string {
   return lo && hi ? ` ${lo} and ${hi}` : lo || hi ? ` ${lo || hi}` : '';
 }
 
-function check(v: string, n: number, flag: string, what: string, r: Range): number {
-  const inRange = (r.min === undefined || n >= r.min) && (r.above === undefined || n > r.above) && (r.max === undefined || n <= r.max);
-  if (!inRange) throw new Error(`${flag} expects ${what}${describe(r)}, got '${v}'`);
-  return n;
-}
-
-function parse(v: string | undefined, flag: string, range: Range, integer: boolean): number | undefined {
+function parse(v: string | undefined, flag: string, r: Range, integer: boolean): number | undefined {
   if (v === undefined) return undefined;
-  const what = integer ? 'an integer' : 'a number';
   const n = Number(v);
   const ok = v.trim() !== '' && (integer ? Number.isSafeInteger(n) : Number.isFinite(n));
-  if (!ok) throw new Error(`${flag} expects ${what}${describe(range)}, got '${v}'`);
-  return check(v, n, flag, what, range);
+  const inRange = (r.min === undefined || n >= r.min) && (r.above === undefined || n > r.above) && (r.max === undefined || n <= r.max);
+  if (!ok || !inRange) throw new Error(`${flag} expects ${integer ? 'an integer' : 'a number'}${describe(r)}, got '${v}'`);
+  return n;
 }
 
 /** A finite number in `range`, or undefined when the flag was not given. */

@@ -3,7 +3,8 @@ import { existsSync } from 'node:fs';
 import { writeFileAtomic } from '../util/atomic-write.js';
 import { Command, Option } from 'commander';
 import type { BaseConfig } from '../model/family.js';
-import { archConfig, archNames, buildModel } from '../model/registry.js';
+import { archConfig, archNames, buildModel, resolveArch } from '../model/registry.js';
+import { SHORTCUTS, shortcutOverride, type ShortcutKind } from '../model/config.js';
 import { formatSummary, summarize } from '../model/summary.js';
 import { initWeights } from '../model/weights.js';
 import { loadModelFile, type LoadedWeights } from '../io/weights.js';
@@ -41,6 +42,10 @@ export function archOptions(cmd: Command): Command {
     .option('--classes <n>', 'number of classes');
 }
 
+/** --shortcut: MobileNetV2's shortcut placement (the paper's Figure 6b ablation). */
+export const shortcutOption = (): Option =>
+  new Option('--shortcut <kind>', 'MobileNetV2 shortcuts: between bottlenecks (the paper\'s), between expansion layers, or none').choices([...SHORTCUTS]);
+
 export const ALPHA: Range = { above: 0, max: 10 };
 export const RESOLUTION: Range = { min: 1, max: 4096 };
 export const CLASSES: Range = { min: 1, max: 1_000_000 };
@@ -75,9 +80,11 @@ export function engineOption(cmd: Command, fallback?: EngineName): Command {
 
 export function registerModelCommands(program: Command): void {
   archOptions(program.command('summary').description('per-layer table: input, operator, t, c, n, s, output, params, MACs'))
+    .addOption(shortcutOption())
     .option('--json', 'print JSON')
-    .action((o: ArchOpts & { json?: boolean }) => {
-      const s = summarize(buildModel(configFrom(o)));
+    .action((o: ArchOpts & { json?: boolean; shortcut?: ShortcutKind }) => {
+      const arch = o.arch ?? 'imagenet';
+      const s = summarize(buildModel(archConfig(arch, { ...archNumbers(o), ...shortcutOverride(resolveArch(arch).family.name, arch, o.shortcut) })));
       console.log(o.json ? JSON.stringify(s, null, 2) : formatSummary(s));
     });
 

@@ -8,7 +8,8 @@ import { archOptions, engineOption, loadModel, type ArchOpts } from './model-com
 import { fetchDataset, type DatasetName } from '../data/fetch.js';
 import { downloadProgress } from './download-progress.js';
 import { BATCH, COUNT_OR_ALL, deprecatedAlias, int, num, SEED, THREADS, type Range } from './args.js';
-import { ALPHA, RESOLUTION } from './model-commands.js';
+import { ALPHA, RESOLUTION, shortcutOption } from './model-commands.js';
+import type { ShortcutKind } from '../model/config.js';
 import { refuseInputAsOutput } from '../util/outputs.js';
 import { DETECT_AUGMENTS, PRESET_NAMES, resolvePreset, type DetectAugment, type PresetName, type TrainRecipe } from '../train/presets.js';
 import { loadCheckpoint } from '../train/checkpoint.js';
@@ -31,6 +32,7 @@ interface TrainFlags {
   alpha?: string;
   resolution?: string;
   dropout?: string;
+  shortcut?: ShortcutKind;
   epochs?: string;
   batch?: string;
   optimizer?: 'sgd' | 'rmsprop';
@@ -89,7 +91,7 @@ export function recipeFromFlags(o: TrainFlags): TrainRecipe {
   const nonNegative: Range = { min: 0, max: 1e6 };
   return resolvePreset(o.recipe, {
     dataset, dataDir,
-    arch: o.arch, alpha: num(o.alpha, '--alpha', ALPHA), resolution: int(o.resolution, '--resolution', RESOLUTION), dropout: num(o.dropout, '--dropout', { min: 0, max: 0.99 }),
+    arch: o.arch, alpha: num(o.alpha, '--alpha', ALPHA), resolution: int(o.resolution, '--resolution', RESOLUTION), dropout: num(o.dropout, '--dropout', { min: 0, max: 0.99 }), shortcut: o.shortcut,
     epochs: int(o.epochs, '--epochs', EPOCHS), batch: int(o.batch, '--batch', BATCH),
     optimizer: o.optimizer, lr: num(o.lr, '--lr', positive), momentum: num(o.momentum, '--momentum', unit), nesterov: o.nesterov,
     weightDecay: num(o.wd, '--wd', nonNegative), noDecayBnBias: o.noDecayBnBias,
@@ -130,6 +132,7 @@ export function registerTrainCommands(program: Command): void {
     .option('--alpha <a>', 'width multiplier')
     .option('--resolution <px>', 'input resolution (imagenet arch)')
     .option('--dropout <p>', 'dropout before the classifier')
+    .addOption(shortcutOption())
     .option('--epochs <n>', 'epochs (with --resume: extend the run to this many epochs)')
     .option('--batch <n>', 'batch size')
     .addOption(new Option('--optimizer <name>', 'optimizer').choices(['sgd', 'rmsprop']))

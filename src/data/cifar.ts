@@ -8,7 +8,8 @@
 import { existsSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { CIFAR10_CLASSES, sharedBytes, type Dataset } from './dataset.js';
-import { DataFileError, readDataFile } from './idx.js';
+import { readDataFile } from './idx.js';
+import { InputError } from '../util/errors.js';
 
 export const CIFAR_RECORD_BYTES = 3073;
 export const CIFAR_IMAGE_BYTES = 3072;
@@ -20,9 +21,9 @@ export const CIFAR_TEST_FILES: readonly string[] = ['test_batch.bin'];
 
 /** Checks a CIFAR batch buffer's size and labels; returns the record count. */
 export function checkCifarBatch(path: string, buf: Uint8Array): number {
-  if (buf.length === 0) throw new DataFileError(path, 'file is empty');
+  if (buf.length === 0) throw new InputError(path, 'file is empty');
   if (buf.length % CIFAR_RECORD_BYTES !== 0) {
-    throw new DataFileError(
+    throw new InputError(
       path,
       `size ${buf.length} is not a multiple of the ${CIFAR_RECORD_BYTES}-byte record (${Math.floor(buf.length / CIFAR_RECORD_BYTES)} records + ${buf.length % CIFAR_RECORD_BYTES} bytes; a real batch is 30730000 bytes)`,
     );
@@ -30,7 +31,7 @@ export function checkCifarBatch(path: string, buf: Uint8Array): number {
   const n = buf.length / CIFAR_RECORD_BYTES;
   for (let r = 0; r < n; r++) {
     const label = buf[r * CIFAR_RECORD_BYTES]!;
-    if (label > 9) throw new DataFileError(path, `record ${r} (byte offset ${r * CIFAR_RECORD_BYTES}) has label ${label}, expected 0-9`);
+    if (label > 9) throw new InputError(path, `record ${r} (byte offset ${r * CIFAR_RECORD_BYTES}) has label ${label}, expected 0-9`);
   }
   return n;
 }

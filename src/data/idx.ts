@@ -10,6 +10,7 @@ import { join } from 'node:path';
 import { constants as zlibConstants, gunzipSync, type ZlibOptions } from 'node:zlib';
 import { FASHION_MNIST_CLASSES, sharedBytes, type Dataset } from './dataset.js';
 import { readFileBounded } from '../util/read-file.js';
+import { InputError } from '../util/errors.js';
 
 export const IDX_LABELS_MAGIC = 0x00000801; // 2049
 export const IDX_IMAGES_MAGIC = 0x00000803; // 2051
@@ -22,13 +23,6 @@ export interface IdxImages {
   pixels: Uint8Array;
 }
 
-/** An error in a data file; the message starts with the file's path. */
-export class DataFileError extends Error {
-  constructor(readonly file: string, problem: string) {
-    super(`${file}: ${problem}`);
-    this.name = 'DataFileError';
-  }
-}
 
 /** What a reader expects of an IDX file: refused from the header, before the data is read or inflated. */
 export interface IdxExpect {
@@ -52,11 +46,11 @@ const isGzip = (b: Uint8Array): boolean => b.length >= 2 && b[0] === 0x1f && b[1
 
 /** A data file whole: regular files only (a FIFO or a device in its place would block or never end), at most 2 GB. */
 export function readDataFile(path: string): Buffer {
-  if (!existsSync(path)) throw new DataFileError(path, 'file not found');
+  if (!existsSync(path)) throw new InputError(path, 'file not found');
   try {
     return readFileBounded(path, { maxBytes: MAX_DATA_BYTES, limitWhat: 'a data file may have' });
   } catch (e) {
-    throw new DataFileError(path, (e as Error).message.replace(`${path}: `, ''));
+    throw new InputError(path, (e as Error).message.replace(`${path}: `, ''));
   }
 }
 
@@ -65,40 +59,40 @@ function gunzip(path: string, raw: Buffer, opts: ZlibOptions): Buffer {
     return gunzipSync(raw, opts);
   } catch (e) {
     if ((e as NodeJS.ErrnoException).code === 'ERR_BUFFER_TOO_LARGE') throw e;
-    throw new DataFileError(path, `corrupt gzip data: ${(e as Error).message}`);
+    throw new InputError(path, `corrupt gzip data: ${(e as Error).message}`);
   }
 }
 
 /** Parses and validates an IDX header with the expected magic from its first bytes; returns the dims and the data offset. */
 function parseHeader(path: string, head: Buffer, magic: number, expect: IdxExpect): { dims: number[]; offset: number } {
-  if (head.length === 0) throw new DataFileError(path, 'file is empty');
-  if (head.length < 4) throw new DataFileError(path, `too short for an IDX header (${head.length} bytes)`);
+  if (head.length === 0) throw new InputError(path, 'file is empty');
+  if (head.length < 4) throw new InputError(path, `too short for an IDX header (${head.length} bytes)`);
   const got = head.readUInt32BE(0);
   if (got !== magic) {
     const gotKind = KIND[got] ? ` (${KIND[got]})` : '';
-    throw new DataFileError(path, `expected magic ${magic} (${KIND[magic]}), got ${got}${gotKind}`);
+    throw new InputError(path, `expected magic ${magic} (${KIND[magic]}), got ${got}${gotKind}`);
   }
   const ndim = head[3]!;
   const offset = 4 + 4 * ndim;
   if (head.length < offset) {
-    throw new DataFileError(path, `truncated header: ${ndim} dimensions need ${offset} bytes, file has ${head.length}`);
+    throw new InputError(path, `truncated header: ${ndim} dimensions need ${offset} bytes, file has ${head.length}`);
   }
   const dims: number[] = [];
   for (let i = 0; i < ndim; i++) dims.push(head.readUInt32BE(4 + 4 * i));
   const kind = KIND[magic]!;
   if (ndim !== NDIM[magic]) {
-    throw new DataFileError(path, `expected ${NDIM[magic]} dimension${ndim === 1 ? '' : 's'} (${kind === 'images' ? 'count, rows, cols' : 'count'}), got ${ndim}`);
+    throw new InputError(path, `expected ${NDIM[magic]} dimension${ndim === 1 ? '' : 's'} (${kind === 'images' ? 'count, rows, cols' : 'count'}), got ${ndim}`);
   }
   const [count, rows, cols] = dims as [number, number?, number?];
   if (expect.maxCount !== undefined && count > expect.maxCount) {
-    throw new DataFileError(path, `${count} ${kind}, more than the ${expect.maxCount} of ${expect.source ?? 'the dataset'}`);
+    throw new InputError(path, `${count} ${kind}, more than the ${expect.maxCount} of ${expect.source ?? 'the dataset'}`);
   }
-  if (kind === 'images' && (rows === 0 || cols === 0)) throw new DataFileError(path, `empty images: ${count}×${rows}×${cols}`);
+  if (kind === 'images' && (rows === 0 || cols === 0)) throw new InputError(path, `empty images: ${count}×${rows}×${cols}`);
   if ((expect.rows !== undefined && rows !== expect.rows) || (expect.cols !== undefined && cols !== expect.cols)) {
-    throw new DataFileError(path, `expected ${expect.rows}×${expect.cols} images, got ${rows}×${cols}`);
+    throw new InputError(path, `expected ${expect.rows}×${expect.cols} images, got ${rows}×${cols}`);
   }
   const bytes = dims.reduce((a, b) => a * b, 1);
-  if (bytes > MAX_DATA_BYTES) throw new DataFileError(path, `header says ${dims.join('×')} = ${bytes} bytes, more than a reader can hold (${MAX_DATA_BYTES})`);
+  if (bytes > MAX_DATA_BYTES) throw new InputError(path, `header says ${dims.join('×')} = ${bytes} bytes, more than a reader can hold (${MAX_DATA_BYTES})`);
   return { dims, offset };
 }
 
@@ -119,10 +113,10 @@ function readIdx(path: string, magic: number, expect: IdxExpect): { dims: number
   try {
     buf = gz ? gunzip(path, raw, { maxOutputLength: offset + expected + 1 }) : raw;
   } catch {
-    throw new DataFileError(path, `trailing data: ${desc}, the gzip stream inflates to more`);
+    throw new InputError(path, `trailing data: ${desc}, the gzip stream inflates to more`);
   }
   const have = buf.length - offset;
-  if (have !== expected) throw new DataFileError(path, have < expected ? `truncated: ${desc}, file has ${have}` : `trailing data: ${desc}, file has ${have}`);
+  if (have !== expected) throw new InputError(path, have < expected ? `truncated: ${desc}, file has ${have}` : `trailing data: ${desc}, file has ${have}`);
   return { dims, data: buf.subarray(offset) };
 }
 
@@ -140,7 +134,7 @@ export function readIdxLabels(path: string, numClasses?: number, expect: IdxExpe
   const labels = new Uint8Array(readIdx(path, IDX_LABELS_MAGIC, expect).data);
   if (numClasses !== undefined) {
     for (let i = 0; i < labels.length; i++) {
-      if (labels[i]! >= numClasses) throw new DataFileError(path, `label ${labels[i]} at index ${i} is not < ${numClasses}`);
+      if (labels[i]! >= numClasses) throw new InputError(path, `label ${labels[i]} at index ${i} is not < ${numClasses}`);
     }
   }
   return labels;
@@ -175,7 +169,7 @@ export function loadFashionMnist(dir: string = FASHION_MNIST_DIR, split: 'train'
   const img = readIdxImages(imgPath, { ...expect, rows: 28, cols: 28 });
   const labels = readIdxLabels(lblPath, 10, expect);
   if (labels.length !== img.count) {
-    throw new DataFileError(lblPath, `${labels.length} labels but ${imgPath} has ${img.count} images`);
+    throw new InputError(lblPath, `${labels.length} labels but ${imgPath} has ${img.count} images`);
   }
   return {
     name: `fashion-mnist-${split}`,

@@ -9,7 +9,7 @@
  *
  * Bad input, by kind:
  * - a file that cannot be read or parsed (JSON, XML, a label line), a missing required field, a reference to an
- *   unknown image or category, a duplicate id → DataFileError naming the file and the entry;
+ *   unknown image or category, a duplicate id → InputError naming the file and the entry;
  * - geometry, counted in `skipped` and listed by `formatSkips`: a box with zero, negative or non-finite size is
  *   dropped ('degenerate box'); a box entirely outside its image is dropped ('box outside the image'); a box
  *   partly outside is clipped ('box clipped to the image'); an image whose file is missing, unreadable or (with
@@ -20,7 +20,7 @@ import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { basename, extname, join, resolve } from 'node:path';
 import sharp from 'sharp';
 import { XMLParser, XMLValidator } from 'fast-xml-parser';
-import { DataFileError } from '../data/idx.js';
+import { InputError } from '../util/errors.js';
 import type { CocoGroundTruth } from './coco-eval.js';
 
 export interface DetectionBox {
@@ -139,7 +139,7 @@ function readText(file: string): string {
     return readFileSync(file, 'utf8');
   } catch (e) {
     const err = e as NodeJS.ErrnoException;
-    throw new DataFileError(file, err.code === 'ENOENT' ? 'file not found' : `cannot read: ${err.message}`);
+    throw new InputError(file, err.code === 'ENOENT' ? 'file not found' : `cannot read: ${err.message}`);
   }
 }
 
@@ -150,14 +150,14 @@ type Json = Record<string, unknown>;
 function field(file: string, where: string, o: Json, key: string, kind: 'number' | 'string' | 'array'): unknown {
   const v = o[key];
   const ok = kind === 'array' ? Array.isArray(v) : kind === 'number' ? typeof v === 'number' && Number.isFinite(v) : typeof v === 'string';
-  if (!ok) throw new DataFileError(file, `${where}: "${key}" must be ${kind === 'array' ? 'an array' : `a ${kind}`}, got ${JSON.stringify(v)}`);
+  if (!ok) throw new InputError(file, `${where}: "${key}" must be ${kind === 'array' ? 'an array' : `a ${kind}`}, got ${JSON.stringify(v)}`);
   return v;
 }
 
 function entries(file: string, root: Json, key: string): Json[] {
   const list = field(file, 'top level', root, key, 'array') as unknown[];
   return list.map((e, i) => {
-    if (typeof e !== 'object' || e === null || Array.isArray(e)) throw new DataFileError(file, `${key}[${i}] is not an object`);
+    if (typeof e !== 'object' || e === null || Array.isArray(e)) throw new InputError(file, `${key}[${i}] is not an object`);
     return e as Json;
   });
 }
@@ -172,10 +172,10 @@ export async function loadCocoDetection(annotationFile: string, imageDir: string
   try {
     root = JSON.parse(readText(file));
   } catch (e) {
-    if (e instanceof DataFileError) throw e;
-    throw new DataFileError(file, `malformed JSON: ${(e as Error).message}`);
+    if (e instanceof InputError) throw e;
+    throw new InputError(file, `malformed JSON: ${(e as Error).message}`);
   }
-  if (typeof root !== 'object' || root === null || Array.isArray(root)) throw new DataFileError(file, 'the top level is not a JSON object');
+  if (typeof root !== 'object' || root === null || Array.isArray(root)) throw new InputError(file, 'the top level is not a JSON object');
   const cats = entries(file, root as Json, 'categories').map((c, i) => ({
     id: field(file, `categories[${i}]`, c, 'id', 'number') as number,
     name: field(file, `categories[${i}]`, c, 'name', 'string') as string,
@@ -183,7 +183,7 @@ export async function loadCocoDetection(annotationFile: string, imageDir: string
   cats.sort((a, b) => a.id - b.id);
   const labelOf = new Map<number, number>();
   cats.forEach((c, label) => {
-    if (labelOf.has(c.id)) throw new DataFileError(file, `category id ${c.id} appears twice`);
+    if (labelOf.has(c.id)) throw new InputError(file, `category id ${c.id} appears twice`);
     labelOf.set(c.id, label);
   });
   const byId = new Map<number, DetectionImage>();
@@ -196,8 +196,8 @@ export async function loadCocoDetection(annotationFile: string, imageDir: string
       height: field(file, where, im, 'height', 'number') as number,
       boxes: [],
     };
-    if (!(img.width > 0 && img.height > 0)) throw new DataFileError(file, `${where} (id ${img.id}): size ${img.width}×${img.height}`);
-    if (byId.has(img.id)) throw new DataFileError(file, `${where}: image id ${img.id} appears twice`);
+    if (!(img.width > 0 && img.height > 0)) throw new InputError(file, `${where} (id ${img.id}): size ${img.width}×${img.height}`);
+    if (byId.has(img.id)) throw new InputError(file, `${where}: image id ${img.id} appears twice`);
     byId.set(img.id, img);
     return img;
   });
@@ -208,11 +208,11 @@ export async function loadCocoDetection(annotationFile: string, imageDir: string
     const imageId = field(file, where, a, 'image_id', 'number') as number;
     const catId = field(file, where, a, 'category_id', 'number') as number;
     const bbox = field(file, where, a, 'bbox', 'array') as unknown[];
-    if (bbox.length !== 4 || !bbox.every((v) => typeof v === 'number')) throw new DataFileError(file, `${where}: bbox must be [x, y, w, h], got ${JSON.stringify(bbox)}`);
+    if (bbox.length !== 4 || !bbox.every((v) => typeof v === 'number')) throw new InputError(file, `${where}: bbox must be [x, y, w, h], got ${JSON.stringify(bbox)}`);
     const img = byId.get(imageId);
-    if (!img) throw new DataFileError(file, `${where}: image_id ${imageId} is not in images`);
+    if (!img) throw new InputError(file, `${where}: image_id ${imageId} is not in images`);
     const label = labelOf.get(catId);
-    if (label === undefined) throw new DataFileError(file, `${where}: category_id ${catId} is not in categories`);
+    if (label === undefined) throw new InputError(file, `${where}: category_id ${catId} is not in categories`);
     const [x, y, w, h] = bbox as number[];
     const area = typeof a.area === 'number' && Number.isFinite(a.area) ? a.area : w! * h!;
     addBox(img, { box: [x!, y!, x! + w!, y! + h!], label, area, iscrowd: Boolean(a.iscrowd), difficult: false }, skipped, where);
@@ -232,7 +232,7 @@ const xml = new XMLParser({ ignoreAttributes: true, parseTagValue: false, isArra
 function xmlNumber(file: string, where: string, o: Json | undefined, key: string): number {
   const raw = o?.[key];
   const v = typeof raw === 'string' ? Number(raw.trim()) : NaN;
-  if (typeof raw !== 'string' || raw.trim() === '' || !Number.isFinite(v)) throw new DataFileError(file, `${where}: <${key}> must be a number, got ${JSON.stringify(raw)}`);
+  if (typeof raw !== 'string' || raw.trim() === '' || !Number.isFinite(v)) throw new InputError(file, `${where}: <${key}> must be a number, got ${JSON.stringify(raw)}`);
   return v;
 }
 
@@ -240,10 +240,10 @@ function xmlNumber(file: string, where: string, o: Json | undefined, key: string
 function parseVocXml(file: string, imageDir: string, id: number, classes: readonly string[], skipped: SkipCounts): DetectionImage {
   const text = readText(file);
   const valid = XMLValidator.validate(text);
-  if (valid !== true) throw new DataFileError(file, `malformed XML at line ${valid.err.line}: ${valid.err.msg}`);
+  if (valid !== true) throw new InputError(file, `malformed XML at line ${valid.err.line}: ${valid.err.msg}`);
   const ann = (xml.parse(text) as Json).annotation as Json | undefined;
-  if (!ann || typeof ann !== 'object') throw new DataFileError(file, 'no <annotation> element');
-  if (typeof ann.filename !== 'string' || !ann.filename.trim()) throw new DataFileError(file, '<filename> is missing');
+  if (!ann || typeof ann !== 'object') throw new InputError(file, 'no <annotation> element');
+  if (typeof ann.filename !== 'string' || !ann.filename.trim()) throw new InputError(file, '<filename> is missing');
   const size = ann.size as Json | undefined;
   const img: DetectionImage = {
     id,
@@ -252,12 +252,12 @@ function parseVocXml(file: string, imageDir: string, id: number, classes: readon
     height: xmlNumber(file, '<size>', size, 'height'),
     boxes: [],
   };
-  if (!(img.width > 0 && img.height > 0)) throw new DataFileError(file, `<size> is ${img.width}×${img.height}`);
+  if (!(img.width > 0 && img.height > 0)) throw new InputError(file, `<size> is ${img.width}×${img.height}`);
   ((ann.object as Json[] | undefined) ?? []).forEach((ob, i) => {
     const where = `<object> ${i + 1}`;
     const name = typeof ob.name === 'string' ? ob.name.trim() : '';
     const label = classes.indexOf(name);
-    if (label < 0) throw new DataFileError(file, `${where}: class "${name}" is not one of ${classes.length} classes (${classes.slice(0, 3).join(', ')}, …)`);
+    if (label < 0) throw new InputError(file, `${where}: class "${name}" is not one of ${classes.length} classes (${classes.slice(0, 3).join(', ')}, …)`);
     const bb = ob.bndbox as Json | undefined;
     const [xmin, ymin, xmax, ymax] = ['xmin', 'ymin', 'xmax', 'ymax'].map((k) => xmlNumber(file, `${where} <bndbox>`, bb, k)) as [number, number, number, number];
     const box = [xmin - 1, ymin - 1, xmax, ymax];
@@ -297,7 +297,7 @@ export async function loadYoloDetection(imageDir: string, labelDir: string, name
   try {
     files = readdirSync(imageDir).filter((f) => IMAGE_EXT.has(extname(f).toLowerCase())).sort();
   } catch (e) {
-    throw new DataFileError(resolve(imageDir), `cannot list the image folder: ${(e as Error).message}`);
+    throw new InputError(resolve(imageDir), `cannot list the image folder: ${(e as Error).message}`);
   }
   const skipped = new SkipCounts();
   const images: DetectionImage[] = [];
@@ -316,9 +316,9 @@ export async function loadYoloDetection(imageDir: string, labelDir: string, name
         const where = `line ${ln + 1}`;
         const parts = line.trim().split(/\s+/);
         const v = parts.map(Number);
-        if (parts.length !== 5 || !v.every(Number.isFinite)) throw new DataFileError(labelFile, `${where}: expected "class cx cy w h", got "${line.trim()}"`);
+        if (parts.length !== 5 || !v.every(Number.isFinite)) throw new InputError(labelFile, `${where}: expected "class cx cy w h", got "${line.trim()}"`);
         const [c, cx, cy, w, h] = v as [number, number, number, number, number];
-        if (!Number.isInteger(c) || c < 0 || c >= names.length) throw new DataFileError(labelFile, `${where}: class ${parts[0]} is not in 0..${names.length - 1}`);
+        if (!Number.isInteger(c) || c < 0 || c >= names.length) throw new InputError(labelFile, `${where}: class ${parts[0]} is not in 0..${names.length - 1}`);
         const box = [(cx - w / 2) * size.width, (cy - h / 2) * size.height, (cx + w / 2) * size.width, (cy + h / 2) * size.height];
         addBox(img, { box, label: c, area: w * size.width * h * size.height, iscrowd: false, difficult: false }, skipped, `${labelFile} ${where}`);
       });

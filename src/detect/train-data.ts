@@ -15,7 +15,7 @@ import { dirname, join } from 'node:path';
 import sharp from 'sharp';
 import { loadImageSharp } from '../data/preprocess.js';
 import { deriveSeed, epochOrder } from '../data/loader.js';
-import { DataFileError } from '../data/idx.js';
+import { fail } from '../util/errors.js';
 import { Rng } from '../util/rng.js';
 import type { BatchSource, TaskBatch } from '../train/epochs.js';
 import { ssdAugment, type ChwImage, type SsdAugmentOptions } from './augment.js';
@@ -27,10 +27,10 @@ import { detectorPreset } from './ssdlite-detector.js';
 export function cocoSplitFile(dataset: string, split: string): string {
   if (existsSync(dataset) && statSync(dataset).isDirectory()) {
     const f = join(dataset, `${split}.json`);
-    if (!existsSync(f)) throw new Error(`${dataset}: a folder without ${split}.json (give the COCO JSON itself, or another split)`);
+    if (!existsSync(f)) fail(dataset, `a folder without ${split}.json (give the COCO JSON itself, or another split)`);
     return f;
   }
-  if (!existsSync(dataset)) throw new Error(`${dataset}: no such file (a detection dataset is a COCO JSON or a folder with <split>.json)`);
+  if (!existsSync(dataset)) fail(dataset, 'no such file (a detection dataset is a COCO JSON or a folder with <split>.json)');
   return dataset;
 }
 
@@ -53,18 +53,18 @@ export interface DetectionSplit {
  * decoded, or whose size is not its annotation's, is an error naming the file.
  */
 export async function decodeSplit(dataset: DetectionDataset, onProgress?: (done: number, total: number) => void): Promise<DetectionSplit> {
-  if (dataset.images.length === 0) throw new Error(`${dataset.name}: no images to train or evaluate on`);
+  if (dataset.images.length === 0) fail(dataset.name, 'no images to train or evaluate on');
   const pixels: Pixels[] = [];
   for (const [i, im] of dataset.images.entries()) {
     let r;
     try {
       r = await sharp(im.file, { failOn: 'error' }).removeAlpha().raw().toBuffer({ resolveWithObject: true });
     } catch (e) {
-      throw new DataFileError(im.file, `cannot decode the image (${(e as Error).message})`);
+      fail(im.file, `cannot decode the image (${(e as Error).message})`);
     }
     const { width, height, channels } = r.info;
-    if (width !== im.width || height !== im.height) throw new DataFileError(im.file, `the image is ${width}×${height}, its annotation (image id ${im.id}) says ${im.width}×${im.height}`);
-    if (channels !== 1 && channels !== 3) throw new DataFileError(im.file, `${channels} colour channels (expected 1 or 3)`);
+    if (width !== im.width || height !== im.height) fail(im.file, `the image is ${width}×${height}, its annotation (image id ${im.id}) says ${im.width}×${im.height}`);
+    if (channels !== 1 && channels !== 3) fail(im.file, `${channels} colour channels (expected 1 or 3)`);
     pixels.push({ data: new Uint8Array(r.data.buffer, r.data.byteOffset, r.data.length), width, height, channels });
     onProgress?.(i + 1, dataset.images.length);
   }
@@ -169,7 +169,7 @@ export interface DetectionBatchOptions {
 export function detectionBatches(split: DetectionSplit, o: DetectionBatchOptions): BatchSource<readonly DetectionTarget[]> {
   const count = split.dataset.images.length;
   const batchesPerEpoch = count % o.batchSize === 1 ? Math.floor(count / o.batchSize) : Math.ceil(count / o.batchSize);
-  if (batchesPerEpoch === 0) throw new Error(`${split.dataset.name}: ${count} image(s) make no training batch (at least 2 are needed)`);
+  if (batchesPerEpoch === 0) fail(split.dataset.name, `${count} image(s) make no training batch (at least 2 are needed)`);
   return {
     batchesPerEpoch,
     async *epoch(epoch, { startBatch }): AsyncIterable<TaskBatch<readonly DetectionTarget[]>> {

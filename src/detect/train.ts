@@ -20,6 +20,7 @@ import { encodeModelInfo } from '../io/metadata.js';
 import { loadModelFile } from '../io/weights.js';
 import { deriveSeed } from '../data/loader.js';
 import { Rng } from '../util/rng.js';
+import { fail } from '../util/errors.js';
 import { detection } from '../task/detection.js';
 import { RunFolder } from '../train/artifacts.js';
 import { trainEpochs } from '../train/epochs.js';
@@ -67,7 +68,7 @@ export async function ensureDetectionDataset(recipe: Pick<TrainRecipe, 'dataset'
   if (recipe.dataset !== 'fashion-detect') return recipe.dataset;
   const dir = recipe.dataDir ?? 'data/fashion-detect';
   if (existsSync(join(dir, 'train.json'))) return dir;
-  if (existsSync(dir) && readdirSync(dir).length > 0) throw new Error(`${dir}: not a fashion-detect set (no train.json) and not empty; remake it with mnv2 data make fashion-detect --out ${dir} --force`);
+  if (existsSync(dir) && readdirSync(dir).length > 0) fail(dir, `not a fashion-detect set (no train.json) and not empty; remake it with mnv2 data make fashion-detect --out ${dir} --force`);
   log(`making fashion-detect into ${dir} (once; mnv2 data make fashion-detect does the same)`);
   const pb = progressBar(bar, 'fashion-detect {split} |{bar}| {value}/{total} canvases');
   let split = '';
@@ -120,7 +121,7 @@ export async function trainDetector(opts: TrainOptions): Promise<DetectTrainResu
   const val = await openSplit(dataset, 'val', recipe.evalLimit, deriveSeed(recipe.seed, 0xe7a1), bar);
   const classes = train.dataset.categories.map((c) => c.name);
   const same = (a: DetectionSplit, b: DetectionSplit): boolean => JSON.stringify(a.dataset.categories) === JSON.stringify(b.dataset.categories);
-  if (!same(train, val)) throw new Error(`${dataset}: the val split's categories differ from the train split's`);
+  if (!same(train, val)) fail(dataset, "the val split's categories differ from the train split's");
   if (!state.resumed) {
     state.graph = buildModel(archConfig(recipe.arch, { alpha: recipe.alpha, resolution: recipe.resolution, numClasses: classes.length }));
     state.weights = initWeights(state.graph, recipe.seed);
@@ -180,7 +181,7 @@ export async function trainDetector(opts: TrainOptions): Promise<DetectTrainResu
   // ---- the end: the val-chosen checkpoint, evaluated once on the test split ----------------------------------------
   const best = loadModelFile(join(runDir, 'best.safetensors')).weights;
   const testSplit = await openSplit(dataset, 'test', 0, 0, bar);
-  if (!same(train, testSplit)) throw new Error(`${dataset}: the test split's categories differ from the train split's`);
+  if (!same(train, testSplit)) fail(dataset, "the test split's categories differ from the train split's");
   const evaluateTest = detectionEvaluator(model, task, testSplit, { batch: opts.evalBatch ?? 50, threads: opts.threads, progress: bar });
   const test = await evaluateTest(best, 'testing');
   result.test = test;

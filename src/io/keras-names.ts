@@ -9,6 +9,7 @@ import { TABLE1_PAIRS, makeV1Config, mobilenetV1Graph, type MobileNetV1Config } 
 import { buildGraph } from '../model/mobilenetv2.js';
 import { checkStateDict, initWeights, type StateDict } from '../model/weights.js';
 import { stridedOffsets } from '../util/strided.js';
+import { fail } from '../util/errors.js';
 
 export interface KerasTensor {
   shape: number[];
@@ -257,7 +258,7 @@ export function kerasToModel(layers: KerasWeights, source: string, opts: KerasIm
   const headKernel = headLayer ? layers.get(headLayer)!.get('kernel') : undefined;
   const head = headKind(headKernel);
   if (headLayer && !head) {
-    throw new Error(`${source}: classifier layer ${headLayer} has neither a 2-D (Dense) nor a 1x1 (Conv2D) kernel (got ${headKernel ? fmt(headKernel.shape) : 'none'})`);
+    fail(source, `classifier layer ${headLayer} has neither a 2-D (Dense) nor a 1x1 (Conv2D) kernel (got ${headKernel ? fmt(headKernel.shape) : 'none'})`);
   }
   let numClasses: number;
   if (headKernel) {
@@ -270,7 +271,7 @@ export function kerasToModel(layers: KerasWeights, source: string, opts: KerasIm
     }
   } else {
     if (opts.numClasses === undefined) {
-      throw new Error(`${source}: has no classifier (a no-top file); pass --classes N to add a freshly initialized N-class head (seeded by --seed) for fine-tuning`);
+      fail(source, `has no classifier (a no-top file); pass --classes N to add a freshly initialized N-class head (seeded by --seed) for fine-tuning`);
     }
     numClasses = opts.numClasses;
   }

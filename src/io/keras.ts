@@ -11,6 +11,7 @@ import { existsSync, statSync } from 'node:fs';
 import path from 'node:path';
 import type { Dataset, File, Group } from 'h5wasm/node';
 import { kerasToModel, splitWeightName, type ImportedModel, type KerasImportOptions, type KerasTensor, type KerasWeights } from './keras-names.js';
+import { fail, InputError } from '../util/errors.js';
 
 const V2_FILE_NAME = /mobilenet_v2_weights_tf_dim_ordering_tf_kernels_(\d+(?:\.\d+)?)_(\d+)(_no_top)?\.h5$/;
 /** MobileNet (V1) writes α as two digits: 1_0, 7_5, 5_0, 2_5. */
@@ -36,7 +37,7 @@ export async function importKerasH5(file: string, opts: KerasImportOptions = {})
 
 /** Every weight of a Keras .h5 weight file, by layer and weight kind, as float32. */
 export async function readKerasH5(file: string): Promise<KerasWeights> {
-  if (!existsSync(file) || !statSync(file).isFile()) throw new Error(`${file}: no such file`);
+  if (!existsSync(file) || !statSync(file).isFile()) fail(file, `no such file`);
   // Loaded here, not at start-up: its wasm instance reserves gigabytes of address space (an `ulimit -v` run of any
   // command would die in it) and only .h5 imports need it.
   const h5wasm = (await import('h5wasm/node')).default;
@@ -48,14 +49,14 @@ export async function readKerasH5(file: string): Promise<KerasWeights> {
     try {
       f = new h5wasm.File(path.resolve(file), 'r');
     } catch (e) {
-      throw new Error(`${file}: ${describeHdf5Error(e)}`);
+      fail(file, describeHdf5Error(e));
     }
     try {
       return readLayers(h5wasm, f, file);
     } catch (e) {
       // A damaged file fails inside HDF5 too (object headers, symbol tables): its error stack, named.
       if (e instanceof Error && e.message.startsWith(`${file}: `)) throw e;
-      throw new Error(`${file}: ${describeHdf5Error(e)}`);
+      throw new InputError(file, describeHdf5Error(e));
     }
   } finally {
     f?.close();
@@ -81,18 +82,18 @@ function readLayers(h5wasm: H5, f: Group, file: string): KerasWeights {
   if (!hasAttr(root, 'layer_names')) {
     const mw = f.get('model_weights');
     if (mw instanceof h5wasm.Group && hasAttr(mw, 'layer_names')) root = mw;
-    else throw new Error(`${file}: not a Keras weight file: no 'layer_names' attribute (top-level entries: ${f.keys().join(', ') || 'none'})`);
+    else fail(file, `not a Keras weight file: no 'layer_names' attribute (top-level entries: ${f.keys().join(', ') || 'none'})`);
   }
   const out: KerasWeights = new Map();
   for (const layerName of stringList(root, 'layer_names', file)) {
     const g = root.get(layerName);
-    if (!(g instanceof h5wasm.Group)) throw new Error(`${file}: layer '${layerName}' is listed in layer_names but has no group`);
+    if (!(g instanceof h5wasm.Group)) fail(file, `layer '${layerName}' is listed in layer_names but has no group`);
     for (const wname of hasAttr(g, 'weight_names') ? stringList(g, 'weight_names', file) : []) {
       const d = g.get(wname);
-      if (!(d instanceof h5wasm.Dataset)) throw new Error(`${file}: layer '${layerName}' lists weight '${wname}' but has no such dataset`);
+      if (!(d instanceof h5wasm.Dataset)) fail(file, `layer '${layerName}' lists weight '${wname}' but has no such dataset`);
       const [layer, kind] = splitWeightName(wname, layerName);
       const byKind = out.get(layer) ?? new Map<string, KerasTensor>();
-      if (byKind.has(kind)) throw new Error(`${file}: weight '${kind}' of layer '${layer}' appears twice`);
+      if (byKind.has(kind)) fail(file, `weight '${kind}' of layer '${layer}' appears twice`);
       byKind.set(kind, readTensor(d, `${layerName}/${wname}`, file));
       out.set(layer, byKind);
     }
@@ -114,7 +115,7 @@ function stringList(g: Group, name: string, file: string): string[] {
     const v = attrs[k]!.value;
     const items = Array.isArray(v) ? v : ArrayBuffer.isView(v) ? Array.from(v as ArrayLike<number>) : [v];
     for (const s of items) {
-      if (typeof s !== 'string') throw new Error(`${file}: attribute ${g.path}@${k} should hold strings, got ${typeof s}`);
+      if (typeof s !== 'string') fail(file, `attribute ${g.path}@${k} should hold strings, got ${typeof s}`);
       out.push(s);
     }
   }
@@ -125,9 +126,9 @@ function readTensor(d: Dataset, where: string, file: string): KerasTensor {
   const shape = d.shape ?? [];
   const v = d.value;
   if (!(v instanceof Float32Array || v instanceof Float64Array)) {
-    throw new Error(`${file}: dataset ${where} is ${d.dtype}, expected float32 weights`);
+    fail(file, `dataset ${where} is ${d.dtype}, expected float32 weights`);
   }
   const data = v instanceof Float32Array ? v : Float32Array.from(v);
-  if (data.length !== shape.reduce((a, b) => a * b, 1)) throw new Error(`${file}: dataset ${where} has ${data.length} values for shape [${shape.join(', ')}]`);
+  if (data.length !== shape.reduce((a, b) => a * b, 1)) fail(file, `dataset ${where} has ${data.length} values for shape [${shape.join(', ')}]`);
   return { shape, data };
 }

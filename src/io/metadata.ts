@@ -9,6 +9,7 @@
 import { definedOnly, type BaseConfig } from '../model/family.js';
 import { configFromJSON, familyOf } from '../model/registry.js';
 import { labelsFor, type LabelSetName } from '../data/labels.js';
+import { fail } from '../util/errors.js';
 
 export const SCHEMA_KEY = 'mnv2.schema';
 export const SCHEMA_VERSION = 1;
@@ -63,9 +64,9 @@ export function carriedInfo(meta: Readonly<Record<string, string>>, source: stri
     try {
       parsed = JSON.parse(classes);
     } catch (e) {
-      throw new Error(`${source}: ${CLASSES_KEY} metadata is not valid JSON (${(e as Error).message})`);
+      fail(source, `${CLASSES_KEY} metadata is not valid JSON (${(e as Error).message})`);
     }
-    if (!Array.isArray(parsed) || !parsed.every((c) => typeof c === 'string')) throw new Error(`${source}: ${CLASSES_KEY} metadata must be a JSON array of strings`);
+    if (!Array.isArray(parsed) || !parsed.every((c) => typeof c === 'string')) fail(source, `${CLASSES_KEY} metadata must be a JSON array of strings`);
     out.classes = parsed as string[];
   }
   return out;
@@ -78,14 +79,14 @@ export function decodeModelInfo(meta: Readonly<Record<string, string>>, source: 
   const rawSchema = meta[SCHEMA_KEY];
   const schema = rawSchema === undefined ? 0 : Number(rawSchema);
   if (!Number.isInteger(schema) || schema < 0 || schema > SCHEMA_VERSION) {
-    throw new Error(`${source}: unsupported ${SCHEMA_KEY} '${rawSchema}' (this version reads up to ${SCHEMA_VERSION}); a newer mobilenetv2-ts wrote it`);
+    fail(source, `unsupported ${SCHEMA_KEY} '${rawSchema}' (this version reads up to ${SCHEMA_VERSION}); a newer mobilenetv2-ts wrote it`);
   }
   const config = configFromJSON(json, source);
   const family = meta[FAMILY_KEY];
-  if (family !== undefined && family !== config.family) throw new Error(`${source}: ${FAMILY_KEY} '${family}' disagrees with the config's family '${config.family}'`);
+  if (family !== undefined && family !== config.family) fail(source, `${FAMILY_KEY} '${family}' disagrees with the config's family '${config.family}'`);
   const info: ModelInfo = { config, schema, ...carriedInfo(meta, source) };
   if (info.classes && info.classes.length !== config.numClasses) {
-    throw new Error(`${source}: ${CLASSES_KEY} has ${info.classes.length} names, the model has ${config.numClasses} classes`);
+    fail(source, `${CLASSES_KEY} has ${info.classes.length} names, the model has ${config.numClasses} classes`);
   }
   return info;
 }

@@ -7,6 +7,7 @@
  * Python values map to: None → null, bool → boolean, int → number (bigint beyond 2^53), float → number,
  * str → string, bytes → Uint8Array, list → Array, tuple → PyTuple, dict → Map.
  */
+import { fail as failAt } from '../util/errors.js';
 
 /** A Python tuple (kept apart from lists: torch passes shapes and persistent ids as tuples). */
 export class PyTuple {
@@ -40,9 +41,7 @@ export function unpickle(buf: Uint8Array, offset: number, source: string, opts: 
   let pos = offset;
   let opAt = offset;
 
-  const fail = (msg: string): never => {
-    throw new Error(`${source}: pickle at byte ${opAt}: ${msg}`);
-  };
+  const fail = (msg: string): never => failAt(source, `pickle at byte ${opAt}: ${msg}`);
   const need = (n: number): number => {
     if (n < 0 || pos + n > buf.length) fail(`truncated: needs ${n} more bytes, the data ends at byte ${buf.length}`);
     const at = pos;

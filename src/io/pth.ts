@@ -17,6 +17,7 @@ import { describe, PyTuple, unpickle, type PyCallable, type UnpickleOptions } fr
 import { DTYPE_SIZE, type DType, type SafetensorsFile, type TensorInfo } from './safetensors.js';
 import { readFileBounded } from '../util/read-file.js';
 import { stridedOffsets } from '../util/strided.js';
+import { failFor, InputError } from '../util/errors.js';
 
 /** torch storage classes → safetensors dtypes. */
 const STORAGE_DTYPES: Readonly<Record<string, DType>> = {
@@ -58,9 +59,7 @@ export function readPth(path: string): SafetensorsFile {
 }
 
 export function parsePth(buf: Uint8Array, source: string): SafetensorsFile {
-  const fail = (msg: string): never => {
-    throw new Error(`${source}: ${msg}`);
-  };
+  const fail = failFor(source);
   const storages = new Map<string, Storage>();
   const opts = pickleOptions(source, storages);
   let root: unknown;
@@ -91,9 +90,7 @@ export function parsePth(buf: Uint8Array, source: string): SafetensorsFile {
 }
 
 function pickleOptions(source: string, storages: Map<string, Storage>): UnpickleOptions {
-  const fail = (msg: string): never => {
-    throw new Error(`${source}: ${msg}`);
-  };
+  const fail = failFor(source);
   const rebuildTensor = callable('torch._utils._rebuild_tensor_v2', (a) => {
     const [storage, offset, size, stride] = a;
     if (!(storage instanceof Storage)) return fail(`_rebuild_tensor_v2 on ${describe(storage)}, not a storage`);
@@ -139,9 +136,7 @@ function pickleOptions(source: string, storages: Map<string, Storage>): Unpickle
 }
 
 function readLegacy(buf: Uint8Array, source: string, opts: UnpickleOptions, storages: Map<string, Storage>): unknown {
-  const fail = (msg: string): never => {
-    throw new Error(`${source}: ${msg}`);
-  };
+  const fail = failFor(source);
   const plain: UnpickleOptions = { findGlobal: opts.findGlobal };
   const magic = unpickle(buf, 0, source, plain);
   if (magic.value !== LEGACY_MAGIC) fail('not a PyTorch file (legacy magic number missing)');
@@ -170,7 +165,7 @@ function readLegacy(buf: Uint8Array, source: string, opts: UnpickleOptions, stor
 
 /** The tensors of a state dict, or of one held under 'state_dict' / 'model' / 'net'; 'module.' prefixes dropped. */
 function stateDict(root: unknown, source: string): Map<string, TensorRef> {
-  if (!(root instanceof Map)) throw new Error(`${source}: holds ${describe(root)}, not a state dict`);
+  if (!(root instanceof Map)) throw new InputError(source, `holds ${describe(root)}, not a state dict`);
   let dict: Map<unknown, unknown> = root;
   if (![...dict.values()].some((v) => v instanceof TensorRef)) {
     const inner = ['state_dict', 'model', 'net'].map((k) => dict.get(k)).find((v) => v instanceof Map);
@@ -178,11 +173,11 @@ function stateDict(root: unknown, source: string): Map<string, TensorRef> {
   }
   const out = new Map<string, TensorRef>();
   for (const [k, v] of dict) {
-    if (typeof k !== 'string') throw new Error(`${source}: state-dict key ${describe(k)} is not a string`);
-    if (!(v instanceof TensorRef)) throw new Error(`${source}: '${k}' is ${describe(v)}, not a tensor`);
+    if (typeof k !== 'string') throw new InputError(source, `state-dict key ${describe(k)} is not a string`);
+    if (!(v instanceof TensorRef)) throw new InputError(source, `'${k}' is ${describe(v)}, not a tensor`);
     out.set(k.startsWith('module.') ? k.slice(7) : k, v);
   }
-  if (out.size === 0) throw new Error(`${source}: the state dict holds no tensors`);
+  if (out.size === 0) throw new InputError(source, `the state dict holds no tensors`);
   return out;
 }
 
@@ -190,9 +185,7 @@ function stateDict(root: unknown, source: string): Map<string, TensorRef> {
 function materialize(refs: Map<string, TensorRef>, source: string): Map<string, TensorInfo> {
   const out = new Map<string, TensorInfo>();
   for (const [name, t] of refs) {
-    const fail = (msg: string): never => {
-      throw new Error(`${source}: tensor '${name}': ${msg}`);
-    };
+    const fail = failFor(`${source}: tensor '${name}'`);
     const { storage: s, shape, stride, offset } = t;
     if (shape.length !== stride.length) fail(`size [${shape}] and stride [${stride}] differ in rank`);
     const size = DTYPE_SIZE[s.dtype];
@@ -229,11 +222,11 @@ function gather(src: Uint8Array, size: number, offset: number, shape: readonly n
 }
 
 function intArg(x: unknown, what: string, source: string): number {
-  if (typeof x !== 'number' || !Number.isSafeInteger(x) || x < 0) throw new Error(`${source}: ${what} ${describe(x)} is not a non-negative integer`);
+  if (typeof x !== 'number' || !Number.isSafeInteger(x) || x < 0) throw new InputError(source, `${what} ${describe(x)} is not a non-negative integer`);
   return x;
 }
 
 function intList(x: unknown, what: string, source: string): number[] {
-  if (!(x instanceof PyTuple)) throw new Error(`${source}: ${what} is ${describe(x)}, not a tuple`);
+  if (!(x instanceof PyTuple)) throw new InputError(source, `${what} is ${describe(x)}, not a tuple`);
   return x.items.map((v) => intArg(v, what, source));
 }

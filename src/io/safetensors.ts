@@ -10,6 +10,7 @@
  */
 import * as fs from 'node:fs';
 import { writeFileAtomic } from '../util/atomic-write.js';
+import { failFor, InputError } from '../util/errors.js';
 
 /** Element types understood by this module. */
 export type DType = 'F64' | 'F32' | 'F16' | 'BF16' | 'I64' | 'I32' | 'I16' | 'I8' | 'U8' | 'BOOL';
@@ -93,9 +94,7 @@ interface Entry {
  * `source` (usually the file name) prefixes every error message.
  */
 export function parseSafetensors(buf: Uint8Array, source: string): SafetensorsFile {
-  const fail: (msg: string) => never = (msg) => {
-    throw new Error(`${source}: ${msg}`);
-  };
+  const fail = failFor(source);
   if (buf.length < 8) fail(`file is ${buf.length} bytes, too short for the 8-byte header length`);
 
   const headerLenBig = new DataView(buf.buffer, buf.byteOffset, 8).getBigUint64(0, true);
@@ -218,7 +217,7 @@ export function readSafetensors(path: string): SafetensorsFile {
   try {
     buf = fs.readFileSync(path);
   } catch (e) {
-    throw new Error(`${path}: cannot read file: ${(e as Error).message}`, { cause: e });
+    throw new InputError(path, `cannot read file: ${(e as Error).message}`, { cause: e });
   }
   return parseSafetensors(buf, path);
 }
@@ -250,7 +249,7 @@ export function halfBitsToNumber(h: number): number {
  */
 export function toFloat32(t: TensorInfo, name: string, source: string): Float32Array {
   const size = DTYPE_SIZE[t.dtype];
-  if (size === undefined) throw new Error(`${source}: tensor '${name}': unknown dtype '${String(t.dtype)}'`);
+  if (size === undefined) throw new InputError(source, `tensor '${name}': unknown dtype '${String(t.dtype)}'`);
   const count = elementCount(t.shape);
   if (count * BigInt(size) !== BigInt(t.bytes.length)) {
     throw new Error(

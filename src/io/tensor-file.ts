@@ -6,6 +6,7 @@ import { closeSync, openSync, readSync, statSync } from 'node:fs';
 import { extname } from 'node:path';
 import { isPth, readPth } from './pth.js';
 import { readSafetensors, type SafetensorsFile } from './safetensors.js';
+import { fail } from '../util/errors.js';
 
 /** Formats that are not weights files: how to recognize each, and what to do instead. */
 const OTHER_FORMATS: readonly { what: string; is: (head: Uint8Array, ext: string) => boolean; use: string }[] = [
@@ -25,7 +26,7 @@ function head(path: string): Uint8Array {
     if (!statSync(path).isFile()) throw new Error('not a regular file');
     fd = openSync(path, 'r');
   } catch (e) {
-    throw new Error(`${path}: cannot read file: ${(e as Error).message}`, { cause: e });
+    fail(path, `cannot read file: ${(e as Error).message}`, { cause: e });
   }
   try {
     return b.subarray(0, readSync(fd, b, 0, b.length, 0));
@@ -39,6 +40,6 @@ export function readTensorFile(path: string): SafetensorsFile {
   const h = head(path);
   if (isPth(h)) return readPth(path);
   const other = OTHER_FORMATS.find((f) => f.is(h, extname(path).toLowerCase()));
-  if (other) throw new Error(`${path}: ${other.what}, not a weights file (.safetensors or .pth): use ${other.use}`);
+  if (other) fail(path, `${other.what}, not a weights file (.safetensors or .pth): use ${other.use}`);
   return readSafetensors(path);
 }

@@ -12,6 +12,7 @@ import path from 'node:path';
 import { toFloat32 } from './safetensors.js';
 import { readFileBounded, resolveInside } from '../util/read-file.js';
 import { KERAS_FAMILIES, kerasToModel, splitWeightName, type ImportedModel, type KerasImportOptions, type KerasTensor, type KerasWeights } from './keras-names.js';
+import { fail } from '../util/errors.js';
 
 interface TopologyLayer {
   className: string;
@@ -42,7 +43,7 @@ export function importTfjs(file: string, opts: KerasImportOptions = {}): Importe
   });
   const units = topo.dense.find((d) => d.name === m.headLayer)?.units;
   if (units !== undefined && units !== m.graph.config.numClasses) {
-    throw new Error(`${file}: modelTopology gives ${m.headLayer} ${units} units but its kernel has ${m.graph.config.numClasses} columns`);
+    fail(file, `modelTopology gives ${m.headLayer} ${units} units but its kernel has ${m.graph.config.numClasses} columns`);
   }
   return m;
 }
@@ -62,15 +63,15 @@ function readModelJson(file: string): { modelTopology: unknown; weightsManifest:
   try {
     json = JSON.parse(text);
   } catch (e) {
-    throw new Error(`${file}: not valid JSON (${(e as Error).message})`);
+    fail(file, `not valid JSON (${(e as Error).message})`);
   }
-  if (!isObject(json)) throw new Error(`${file}: not a TF.js model.json (expected a JSON object)`);
+  if (!isObject(json)) fail(file, `not a TF.js model.json (expected a JSON object)`);
   const topo = json['modelTopology'];
   if (json['format'] === 'graph-model' || (isObject(topo) && 'node' in topo)) {
-    throw new Error(`${file}: a TF.js graph model; only layers models (format 'layers-model', a Keras model converted with tensorflowjs_converter) can be imported`);
+    fail(file, `a TF.js graph model; only layers models (format 'layers-model', a Keras model converted with tensorflowjs_converter) can be imported`);
   }
-  if (!isObject(topo)) throw new Error(`${file}: not a TF.js layers model: no modelTopology object`);
-  if (!Array.isArray(json['weightsManifest'])) throw new Error(`${file}: not a TF.js layers model: no weightsManifest array`);
+  if (!isObject(topo)) fail(file, `not a TF.js layers model: no modelTopology object`);
+  if (!Array.isArray(json['weightsManifest'])) fail(file, `not a TF.js layers model: no weightsManifest array`);
   return { modelTopology: topo, weightsManifest: json['weightsManifest'] };
 }
 
@@ -81,7 +82,7 @@ export function topologyInfo(modelTopology: unknown, file: string): TfjsTopology
   const layers: TopologyLayer[] = [];
   const models: string[] = [];
   flatten(root, layers, models);
-  if (layers.length === 0) throw new Error(`${file}: modelTopology has no layers`);
+  if (layers.length === 0) fail(file, `modelTopology has no layers`);
 
   const info: TfjsTopologyInfo = { dense: [] };
   for (const name of models) {
@@ -91,7 +92,7 @@ export function topologyInfo(modelTopology: unknown, file: string): TfjsTopology
   const shape = layers.map((l) => l.config['batch_input_shape'] ?? l.config['batch_shape']).find(Array.isArray) as unknown[] | undefined;
   if (shape && typeof shape[1] === 'number' && typeof shape[2] === 'number') {
     if (shape.length !== 4 || shape[1] !== shape[2] || shape[3] !== 3) {
-      throw new Error(`${file}: input shape [${shape.join(', ')}] is not a square RGB image (MobileNet takes [batch, n, n, 3])`);
+      fail(file, `input shape [${shape.join(', ')}] is not a square RGB image (MobileNet takes [batch, n, n, 3])`);
     }
     info.resolution = shape[1];
   }
@@ -158,19 +159,19 @@ const BYTES: Record<string, number> = { float32: 4, int32: 4, bool: 1, uint8: 1,
 
 /** Every float32 weight of a weightsManifest, by Keras layer and weight kind, with the shards read from `dir`. */
 export function readTfjsWeights(manifest: unknown, dir: string, file: string): KerasWeights {
-  if (!Array.isArray(manifest)) throw new Error(`${file}: weightsManifest must be an array of {paths, weights} groups`);
+  if (!Array.isArray(manifest)) fail(file, `weightsManifest must be an array of {paths, weights} groups`);
   const out: KerasWeights = new Map();
   manifest.forEach((group: unknown, gi) => {
     const paths = isObject(group) ? group['paths'] : undefined;
     const specs = isObject(group) ? group['weights'] : undefined;
     if (!Array.isArray(paths) || !paths.every((p) => typeof p === 'string') || !Array.isArray(specs)) {
-      throw new Error(`${file}: weightsManifest[${gi}] must have 'paths' (strings) and 'weights' (an array)`);
+      fail(file, `weightsManifest[${gi}] must have 'paths' (strings) and 'weights' (an array)`);
     }
     const checked = specs.map((raw) => {
       const spec = checkSpec(raw, file, gi);
       const q = spec.quantization;
       const bytes = BYTES[q ? String(q.dtype) : spec.dtype];
-      if (bytes === undefined) throw new Error(`${file}: weight ${spec.name} has unsupported ${q ? 'quantization ' : ''}dtype '${String(q ? q.dtype : spec.dtype)}'`);
+      if (bytes === undefined) fail(file, `weight ${spec.name} has unsupported ${q ? 'quantization ' : ''}dtype '${String(q ? q.dtype : spec.dtype)}'`);
       const n = spec.shape.reduce((a, b) => a * b, 1);
       return { spec, n, bytes: n * bytes };
     });
@@ -186,7 +187,7 @@ export function readTfjsWeights(manifest: unknown, dir: string, file: string): K
       if (spec.dtype === 'float32') {
         const [layer, kind] = splitWeightName(spec.name);
         const byKind = out.get(layer) ?? new Map<string, KerasTensor>();
-        if (byKind.has(kind)) throw new Error(`${file}: weight ${spec.name} appears twice`);
+        if (byKind.has(kind)) fail(file, `weight ${spec.name} appears twice`);
         byKind.set(kind, { shape: spec.shape, data: decodeWeight(data.subarray(offset, end), spec, n, file) });
         out.set(layer, byKind);
       }
@@ -200,7 +201,7 @@ export function readTfjsWeights(manifest: unknown, dir: string, file: string): K
 function readShards(paths: string[], dir: string, file: string, need: number): Buffer {
   const shards = paths.map((p) => {
     const shard = resolveInside(dir, p, `${file}: weight shard`);
-    if (!existsSync(shard)) throw new Error(`${file}: weight shard ${p} not found (looked for ${shard})`);
+    if (!existsSync(shard)) fail(file, `weight shard ${p} not found (looked for ${shard})`);
     return shard;
   });
   let left = need;
@@ -217,12 +218,12 @@ function checkSpec(raw: unknown, file: string, gi: number): WeightSpec {
   const s = isObject(raw) ? raw : {};
   const shape = s['shape'];
   if (typeof s['name'] !== 'string' || typeof s['dtype'] !== 'string' || !Array.isArray(shape) || !shape.every((d) => Number.isInteger(d) && d >= 0)) {
-    throw new Error(`${file}: weightsManifest[${gi}] has a malformed weight entry ${JSON.stringify(raw)?.slice(0, 200)}`);
+    fail(file, `weightsManifest[${gi}] has a malformed weight entry ${JSON.stringify(raw)?.slice(0, 200)}`);
   }
   const q = s['quantization'];
-  if (q !== undefined && !isObject(q)) throw new Error(`${file}: weight ${s['name']} has a malformed quantization entry`);
+  if (q !== undefined && !isObject(q)) fail(file, `weight ${s['name']} has a malformed quantization entry`);
   if (q && q['dtype'] !== 'float16' && (typeof q['scale'] !== 'number' || typeof q['min'] !== 'number')) {
-    throw new Error(`${file}: weight ${s['name']} is ${String(q['dtype'])}-quantized without numeric scale and min`);
+    fail(file, `weight ${s['name']} is ${String(q['dtype'])}-quantized without numeric scale and min`);
   }
   return { name: s['name'], shape: shape as number[], dtype: s['dtype'], quantization: q };
 }

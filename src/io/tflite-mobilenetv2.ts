@@ -9,6 +9,7 @@
  */
 import { dequantize, readTflite, type TfliteOperator, type TfliteSubgraph } from './tflite.js';
 import { kerasToModel, permute, type ImportedModel, type KerasImportOptions, type KerasTensor, type KerasWeights } from './keras-names.js';
+import { failFor } from '../util/errors.js';
 
 /** Keras's BN epsilon, which kerasToModel configures: the identity BN's variance is 1 − ε so that var + ε = 1. */
 const KERAS_BN_EPS = 1e-3;
@@ -41,9 +42,7 @@ export function importTflite(file: string, opts: KerasImportOptions = {}): Tflit
   const g = model.subgraphs[0]!;
   const layers: KerasWeights = new Map();
   const set = (layer: string, kind: string, t: KerasTensor) => layers.set(layer, (layers.get(layer) ?? new Map()).set(kind, t));
-  const fail = (msg: string): never => {
-    throw new Error(`${file}: ${msg}`);
-  };
+  const fail = failFor(file);
   for (const [i, op] of g.operators.entries()) {
     if (op.opcode !== 'CONV_2D' && op.opcode !== 'DEPTHWISE_CONV_2D' && op.opcode !== 'FULLY_CONNECTED') continue;
     const w = g.tensors[op.inputs[1]!]!;

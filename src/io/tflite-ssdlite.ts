@@ -11,6 +11,7 @@ import { permute } from './keras-names.js';
 import { ANCHORS_PER_LOCATION, buildSsdlite, makeSsdliteConfig, type SsdliteConfig } from '../model/ssdlite.js';
 import type { Graph } from '../model/graph.js';
 import type { StateDict } from '../model/weights.js';
+import { failFor } from '../util/errors.js';
 
 /** Width multipliers tried in turn: the one whose parameter shapes all match the file. */
 const ALPHAS = [1, 0.75, 0.5, 0.35, 1.3, 1.4];
@@ -57,9 +58,7 @@ export function isSsdliteTflite(file: string): boolean {
 /** Import an SSDLite-MobileNetV2 detector from a .tflite file. */
 export function importTfliteSsdlite(file: string): TfliteSsdliteImport {
   const g = readTflite(file).subgraphs[0]!;
-  const fail = (msg: string): never => {
-    throw new Error(`${file}: ${msg}`);
-  };
+  const fail = failFor(file);
   // conv name → its TFLite weights in our layout and its bias
   const convs = new Map<string, { shape: number[]; weight: Float32Array; bias: Float32Array; bn?: string; where: string }>();
   for (const [i, op] of g.operators.entries()) {

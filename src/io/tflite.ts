@@ -25,6 +25,7 @@ import { ByteBuffer } from 'flatbuffers';
 import { toObject } from 'flatbuffers/js/flexbuffers.js';
 import { halfBitsToNumber } from './safetensors.js';
 import { readFileBounded } from '../util/read-file.js';
+import { failFor } from '../util/errors.js';
 
 /** TensorType enum, by value. */
 const TENSOR_TYPES = [
@@ -223,9 +224,7 @@ export function readTflite(path: string): TfliteModel {
 }
 
 export function parseTflite(buf: Uint8Array, source: string): TfliteModel {
-  const fail = (msg: string): never => {
-    throw new Error(`${source}: ${msg}`);
-  };
+  const fail = failFor(source);
   if (buf.length < 8 || String.fromCharCode(...buf.subarray(4, 8)) !== 'TFL3') fail('not a TFLite model (no TFL3 file identifier)');
   const bb = new ByteBuffer(buf);
   const root = bb.readUint32(0);
@@ -317,9 +316,7 @@ function builtinOptions(type: number, t: Table | undefined): TfliteOperator['opt
  * scale · (q − zero_point), per tensor or per slice along the quantized axis (int32 biases: scale = s_in · s_w).
  */
 export function dequantize(t: TfliteTensor, source: string): Float32Array {
-  const fail = (msg: string): never => {
-    throw new Error(`${source}: tensor '${t.name}': ${msg}`);
-  };
+  const fail = failFor(`${source}: tensor '${t.name}'`);
   const d = t.data ?? fail('has no constant data');
   const n = t.shape.reduce((a, b) => a * b, 1);
   const size = { float32: 4, float16: 2, uint8: 1, int8: 1, int16: 2, int32: 4 }[t.type as string] ?? fail(`type ${t.type} cannot be read as weights`);

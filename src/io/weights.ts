@@ -13,6 +13,7 @@ import { isMobileNetV2 } from '../model/mobilenetv2.js';
 import { archNames, buildModel, detectFamily, familyOf, resolveArch } from '../model/registry.js';
 import type { Graph } from '../model/graph.js';
 import { checkStateDict, checkWeightValues, type StateDict } from '../model/weights.js';
+import { fail } from '../util/errors.js';
 
 export interface LoadedWeights<C extends BaseConfig = BaseConfig> {
   graph: Graph<C>;
@@ -62,7 +63,7 @@ export function loadModelFile(path: string, hint: ArchHint = {}): LoadedWeights 
     const want = t.shape.length ? t.shape : [1];
     const got = file.tensors.get(t.name)?.shape ?? [];
     if (w && t.shape.length && got.join() !== want.join()) {
-      throw new Error(`${path}: ${t.name} has shape [${got.join(', ')}], the model expects [${want.join(', ')}]`);
+      fail(path, `${t.name} has shape [${got.join(', ')}], the model expects [${want.join(', ')}]`);
     }
   }
   checkWeightValues(graph, weights, path);
@@ -72,7 +73,7 @@ export function loadModelFile(path: string, hint: ArchHint = {}): LoadedWeights 
 /** {@link loadModelFile} for a MobileNetV2 file, typed as one; another family's file is an error. */
 export function loadWeights(path: string, hint: ArchHint = {}): LoadedWeights<ModelConfig> {
   const m = loadModelFile(path, hint);
-  if (!isMobileNetV2(m.graph)) throw new Error(`${path}: a ${m.graph.config.family} model, not a MobileNetV2 (read it with loadModelFile)`);
+  if (!isMobileNetV2(m.graph)) fail(path, `a ${m.graph.config.family} model, not a MobileNetV2 (read it with loadModelFile)`);
   return m as LoadedWeights<ModelConfig>;
 }
 
@@ -83,7 +84,7 @@ export function loadWeights(path: string, hint: ArchHint = {}): LoadedWeights<Mo
 function configFromKeys(path: string, tensors: ReadonlyMap<string, { shape: number[] }>, hint: ArchHint): BaseConfig {
   const { family, variant } = hint.arch !== undefined ? resolveArch(hint.arch) : (detectFamily(tensors) ?? {});
   if (!family || !variant) {
-    throw new Error(`${path}: no ${CONFIG_KEY} metadata and the keys match none of torchvision's or the seed's MobileNetV2 or MobileNetV1; pass --arch ${archNames().join('|')}`);
+    fail(path, `no ${CONFIG_KEY} metadata and the keys match none of torchvision's or the seed's MobileNetV2 or MobileNetV1; pass --arch ${archNames().join('|')}`);
   }
   const classifier = family.detect(tensors)?.classifier;
   const base = { numClasses: hint.numClasses ?? (classifier ? tensors.get(classifier)?.shape[0] : undefined), resolution: hint.resolution, bnEps: hint.bnEps };

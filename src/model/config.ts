@@ -9,6 +9,30 @@ import { checkSharedFields, invalidConfig } from './validate.js';
 
 export type { ActivationKind } from './graph.js';
 
+/**
+ * Shortcut placement, the paper's Figure 6b ablation:
+ *  - 'bottleneck' (the paper's): the block's input bottleneck is added to its output bottleneck (after the
+ *    linear project conv + BN) when the block has stride 1 and in == out channels.
+ *  - 'expansion': the shortcuts connect the expanded layers instead: the expanded tensor that feeds block k's
+ *    depthwise conv (the output of its expand conv + BN + activation, plus block k-1's expanded tensor when that
+ *    shortcut exists too) is added to the output of block k+1's expand conv + BN + activation whenever the two
+ *    have equal shape (block k has stride 1 and in == out, and both blocks the same t), and the sum feeds block
+ *    k+1's depthwise conv. The residual stream then runs
+ *    through the wide tensors, one block (depthwise, project, next expand) per shortcut, like the paper's runs
+ *    through the thin ones (expand, depthwise, project). Identity shortcuts only (no projections, also in
+ *    seed-cifar); blocks without an expand conv (t = 1 in imagenet) have no expanded tensor.
+ *  - 'none': no shortcut at all.
+ */
+export const SHORTCUTS = ['bottleneck', 'expansion', 'none'] as const;
+export type ShortcutKind = (typeof SHORTCUTS)[number];
+
+/** `{ shortcut }` as config overrides for an `--arch` of family `family` (only MobileNetV2 has the switch). */
+export function shortcutOverride(family: string, arch: string, shortcut: ShortcutKind | undefined): { shortcut?: ShortcutKind } {
+  if (shortcut === undefined) return {};
+  if (family !== MOBILENETV2) throw new Error(`--shortcut applies to ${MOBILENETV2} (imagenet, seed-cifar), not ${arch}`);
+  return { shortcut };
+}
+
 /** One Table-2 row: expansion t, output channels c, repeats n, first stride s. */
 export type StageSetting = readonly [t: number, c: number, n: number, s: number];
 
@@ -30,8 +54,8 @@ export interface ModelConfig extends BaseConfig {
   activation: ActivationKind;
   /** Paper ablation (Fig. 6a): false puts an activation after the project conv. */
   linearBottleneck: boolean;
-  /** Paper ablation (Fig. 6b): false drops every shortcut. */
-  residual: boolean;
+  /** Paper ablation (Fig. 6b): where the shortcuts go (see ShortcutKind). */
+  shortcut: ShortcutKind;
   bnEps: number;
   /** Dropout before the classifier (torchvision: 0.2; seed: none). */
   dropout: number;
@@ -63,11 +87,11 @@ export const SEED_SETTINGS: readonly StageSetting[] = [
 const DEFAULTS: Record<Arch, ModelConfig> = {
   imagenet: {
     family: MOBILENETV2, arch: 'imagenet', alpha: 1, resolution: 224, inChannels: 3, numClasses: 1000,
-    activation: 'relu6', linearBottleneck: true, residual: true, bnEps: 1e-5, dropout: 0.2, padding: 'symmetric',
+    activation: 'relu6', linearBottleneck: true, shortcut: 'bottleneck', bnEps: 1e-5, dropout: 0.2, padding: 'symmetric',
   },
   'seed-cifar': {
     family: MOBILENETV2, arch: 'seed-cifar', alpha: 1, resolution: 32, inChannels: 3, numClasses: 10,
-    activation: 'relu', linearBottleneck: true, residual: true, bnEps: 1e-5, dropout: 0, padding: 'symmetric',
+    activation: 'relu', linearBottleneck: true, shortcut: 'bottleneck', bnEps: 1e-5, dropout: 0, padding: 'symmetric',
   },
 };
 
@@ -83,14 +107,20 @@ export function validateConfig(cfg: ModelConfig): void {
   checkSharedFields(cfg);
   if (cfg.arch === 'imagenet' && cfg.resolution % 32 !== 0) invalidConfig(`imagenet resolution must be a multiple of 32, got ${cfg.resolution}`);
   if (cfg.arch === 'seed-cifar' && cfg.resolution !== 32) invalidConfig(`seed-cifar resolution must be 32 (avg-pool 4 on the 4x4 map), got ${cfg.resolution}`);
-  if (typeof cfg.linearBottleneck !== 'boolean' || typeof cfg.residual !== 'boolean') invalidConfig('linearBottleneck and residual must be booleans');
+  if (typeof cfg.linearBottleneck !== 'boolean') invalidConfig('linearBottleneck must be a boolean');
+  if (!SHORTCUTS.includes(cfg.shortcut)) invalidConfig(`shortcut must be ${SHORTCUTS.join(', ')}, got ${String(cfg.shortcut)}`);
 }
 
 /** A config from a plain object (a file's metadata, or an existing config with changes); files before the
- * family registry stored `{ arch, ... }` without `family`. */
+ * family registry stored `{ arch, ... }` without `family`, files before `shortcut` a boolean `residual`. */
 export function parseModelConfig(raw: Record<string, unknown>): ModelConfig {
-  const r = raw as Partial<ModelConfig>;
+  const { residual, ...rest } = raw;
+  const r = rest as Partial<ModelConfig>;
   if (r.family !== undefined && r.family !== MOBILENETV2) throw new Error(`model config of family '${String(r.family)}' is not a ${MOBILENETV2} config`);
   if (!ARCHS.includes(r.arch as Arch)) throw new Error(`model config has unknown arch '${String(r.arch)}'`);
+  if (residual !== undefined && r.shortcut === undefined) {
+    if (typeof residual !== 'boolean') invalidConfig(`residual must be a boolean, got ${String(residual)}`);
+    r.shortcut = residual ? 'bottleneck' : 'none';
+  }
   return makeConfig(r.arch as Arch, r);
 }

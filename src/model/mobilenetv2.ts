@@ -50,7 +50,7 @@ export const mobilenetV2Family: ModelFamily<ModelConfig> = {
     if (c.arch === 'seed-cifar' && c.numClasses === 10) return 'cifar10';
     return undefined;
   },
-  describe: (c) => `MobileNetV2 ${c.arch}, alpha ${c.alpha}, ${c.resolution}x${c.resolution}x${c.inChannels}, ${c.numClasses} classes, ${c.activation}`,
+  describe: (c) => `MobileNetV2 ${c.arch}, alpha ${c.alpha}, ${c.resolution}x${c.resolution}x${c.inChannels}, ${c.numClasses} classes, ${c.activation}${c.shortcut === 'bottleneck' ? '' : `, shortcuts: ${c.shortcut}`}`,
   detect(tensors) {
     let arch: Arch | undefined;
     // features.1.0.0 is MobileNetV1's first depthwise conv; torchvision's V2 block 1 is features.1.conv.
@@ -62,7 +62,15 @@ export const mobilenetV2Family: ModelFamily<ModelConfig> = {
 };
 
 /** What the backbone needs of a config: width α and the two ablation switches. */
-export type FeatureOptions = Pick<ModelConfig, 'alpha' | 'linearBottleneck' | 'residual'>;
+export type FeatureOptions = Pick<ModelConfig, 'alpha' | 'linearBottleneck' | 'shortcut'>;
+
+/**
+ * The 'expansion' shortcut (see ShortcutKind): `prev`, the previous block's expanded tensor, added to this
+ * block's expanded tensor `y` when their shapes are equal.
+ */
+function expansionShortcut<C extends BaseConfig & LayerStyle>(b: GraphBuilder<C>, name: string, prev: string | undefined, y: string): string {
+  return prev !== undefined && b.shapeOf(prev).join() === b.shapeOf(y).join() ? b.addValues(name, prev, y) : y;
+}
 
 /** The features of torchvision's MobileNetV2 (stem, Table 2's blocks, 1x1 conv to 1280·max(1, α)) on `input`. */
 export interface Features {
@@ -78,6 +86,7 @@ export function imagenetFeatures<C extends BaseConfig & LayerStyle>(b: GraphBuil
   let inC = makeDivisible(32 * alpha);
   const lastC = makeDivisible(1280 * Math.max(1, alpha));
   const expand: (string | undefined)[] = [];
+  let prevExpanded: string | undefined;
 
   b.beginRow('features.0', 'conv2d 3x3', input, { c: inC, n: 1, s: 2 });
   let x = b.convBnAct('features.0.0', 'features.0.1', input, inC, 3, 2);
@@ -93,13 +102,15 @@ export function imagenetFeatures<C extends BaseConfig & LayerStyle>(b: GraphBuil
       let y = x;
       let j = 0; // torchvision numbers the Sequential's children
       if (t !== 1) {
-        y = expand[idx] = b.convBnAct(`${p}.${j}.0`, `${p}.${j}.1`, y, hidden, 1, 1);
+        y = b.convBnAct(`${p}.${j}.0`, `${p}.${j}.1`, y, hidden, 1, 1);
+        if (opts.shortcut === 'expansion') y = expansionShortcut(b, `features.${idx}.expand_add`, prevExpanded, y);
+        prevExpanded = expand[idx] = y;
         j++;
       }
       y = b.convBnAct(`${p}.${j}.0`, `${p}.${j}.1`, y, hidden, 3, stride, hidden);
       y = b.bn(`${p}.${j + 2}`, b.conv(`${p}.${j + 1}`, y, outC, 1, 1));
       if (!opts.linearBottleneck) y = b.act(`${p}.${j + 2}.act`, y);
-      if (opts.residual && stride === 1 && inC === outC) y = b.addValues(`features.${idx}.add`, x, y);
+      if (opts.shortcut === 'bottleneck' && stride === 1 && inC === outC) y = b.addValues(`features.${idx}.add`, x, y);
       x = y;
       inC = outC;
       idx++;
@@ -127,6 +138,7 @@ function seedCifar(cfg: ModelConfig): Graph<ModelConfig> {
   let x = b.convBnAct('conv1', 'bn1', b.g.input, inC, 3, 1);
 
   let idx = 0;
+  let prevExpanded: string | undefined;
   for (const [t, c, n, s] of SEED_SETTINGS) {
     const outC = ch(c);
     for (let i = 0; i < n; i++) {
@@ -136,10 +148,11 @@ function seedCifar(cfg: ModelConfig): Graph<ModelConfig> {
       b.beginRow(p, 'bottleneck', x, { t, c: outC, n, s: stride });
       // The seed keeps the expand conv even for t = 1.
       let y = b.convBnAct(`${p}.conv1`, `${p}.bn1`, x, planes, 1, 1);
+      if (cfg.shortcut === 'expansion') y = prevExpanded = expansionShortcut(b, `${p}.expand_add`, prevExpanded, y);
       y = b.convBnAct(`${p}.conv2`, `${p}.bn2`, y, planes, 3, stride, planes);
       y = b.bn(`${p}.bn3`, b.conv(`${p}.conv3`, y, outC, 1, 1));
       if (!cfg.linearBottleneck) y = b.act(`${p}.bn3.act`, y);
-      if (cfg.residual && stride === 1) {
+      if (cfg.shortcut === 'bottleneck' && stride === 1) {
         // A 1x1 conv + BN projection when the channel count changes (not in the paper).
         const sc = inC === outC ? x : b.bn(`${p}.shortcut.1`, b.conv(`${p}.shortcut.0`, x, outC, 1, 1));
         y = b.addValues(`${p}.add`, y, sc);

@@ -7,6 +7,7 @@ import { mobilenetV2Family } from './mobilenetv2.js';
 import { ssdliteFamily } from './ssdlite.js';
 import type { BaseConfig, ModelFamily, TensorShapes } from './family.js';
 import type { Graph } from './graph.js';
+import { fail } from '../util/errors.js';
 
 const FAMILIES: readonly ModelFamily[] = [mobilenetV2Family, mobilenetV1Family, ssdliteFamily];
 
@@ -54,13 +55,13 @@ export function archConfig(arch: string, overrides: Record<string, unknown> = {}
  * count). Files written before the registry have no `family`: they are MobileNetV2 configs.
  */
 export function parseConfig(raw: unknown, source: string): BaseConfig {
-  if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) throw new Error(`${source}: model config metadata is not an object`);
+  if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) fail(source, `model config metadata is not an object`);
   const r = raw as Record<string, unknown>;
   const name = r['family'] ?? mobilenetV2Family.name;
   try {
     return getFamily(String(name)).parseConfig(r);
   } catch (e) {
-    throw new Error(`${source}: ${(e as Error).message}`);
+    fail(source, `${(e as Error).message}`);
   }
 }
 
@@ -70,7 +71,7 @@ export function configFromJSON(json: string, source: string): BaseConfig {
   try {
     raw = JSON.parse(json);
   } catch (e) {
-    throw new Error(`${source}: model config metadata is not valid JSON (${(e as Error).message})`);
+    fail(source, `model config metadata is not valid JSON (${(e as Error).message})`);
   }
   return parseConfig(raw, source);
 }

@@ -77,7 +77,7 @@ function predictor(b: GraphBuilder<SsdliteConfig>, head: string, i: number, x: s
 
 export function buildSsdlite(cfg: SsdliteConfig): Graph<SsdliteConfig> {
   const b = new GraphBuilder(cfg);
-  const features = imagenetFeatures(b, b.g.input, { alpha: cfg.alpha, linearBottleneck: true, residual: true });
+  const features = imagenetFeatures(b, b.g.input, { alpha: cfg.alpha, linearBottleneck: true, shortcut: 'bottleneck' });
   // TF's `layer_15/expansion_output`: expanded_conv_13 (= features.14) after its expand conv's ReLU6, stride 16.
   const maps = [features.expand[14]!, features.out];
   for (const [i, d] of EXTRA_DEPTHS.entries()) maps.push(extraLayer(b, i, maps[maps.length - 1]!, d));

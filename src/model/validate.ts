@@ -1,11 +1,10 @@
 /** Validation of the config fields the MobileNet families share (each family adds its own checks). */
 import type { LayerStyle } from './builder.js';
 import type { BaseConfig } from './family.js';
+import { failFor } from '../util/errors.js';
 
 /** Throws `invalid model config: ...` naming the field. */
-export function invalidConfig(msg: string): never {
-  throw new Error(`invalid model config: ${msg}`);
-}
+export const invalidConfig = failFor('invalid model config');
 
 /** Width, input and output sizes, layer style and dropout. */
 export function checkSharedFields(cfg: BaseConfig & LayerStyle & { alpha: number; dropout: number }): void {

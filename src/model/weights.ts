@@ -6,6 +6,7 @@ import { Rng } from '../util/rng.js';
 import { assertFinite } from '../util/finite.js';
 import { numel, type Graph } from './graph.js';
 import { familyOf } from './registry.js';
+import { fail } from '../util/errors.js';
 
 export type StateDict = Map<string, Float32Array>;
 
@@ -43,7 +44,7 @@ export function checkWeightValues(graph: Graph, sd: ReadonlyMap<string, Float32A
     assertFinite(a, `${source}: ${t.name}`);
     if (t.role === 'bn.running_var') {
       const i = a.findIndex((v) => v < 0);
-      if (i >= 0) throw new Error(`${source}: ${t.name} has ${a[i]} at index ${i}; a variance cannot be negative`);
+      if (i >= 0) fail(source, `${t.name} has ${a[i]} at index ${i}; a variance cannot be negative`);
     }
   }
 }
@@ -63,6 +64,6 @@ export function checkStateDict(graph: Graph, sd: ReadonlyMap<string, { length: n
   for (const name of sd.keys()) if (!expected.has(name)) problems.push(`unexpected ${name}`);
   if (problems.length) {
     const more = problems.length > 12 ? `\n  ... and ${problems.length - 12} more` : '';
-    throw new Error(`${source}: weights do not match the model (${familyOf(graph.config).describe(graph.config)}):\n  ${problems.slice(0, 12).join('\n  ')}${more}`);
+    fail(source, `weights do not match the model (${familyOf(graph.config).describe(graph.config)}):\n  ${problems.slice(0, 12).join('\n  ')}${more}`);
   }
 }

@@ -20,6 +20,7 @@ import type { Dataset, InputConvention } from '../data/dataset.js';
 import { limitDataset } from '../data/open.js';
 import { attrInt, decodeOnnx, readOnnxConfig, tensor } from '../engine/onnx/export.js';
 import { CALIBRATION_METHODS, calibrationRange, checkInputShape, collectStats, type CalibrationMethod } from './calibrate.js';
+import { fail } from '../util/errors.js';
 
 const { onnx } = onnxProto;
 type IModelProto = onnxProto.onnx.IModelProto;
@@ -79,7 +80,7 @@ function intTensor(name: string, dims: readonly number[], dataType: number, valu
 }
 
 function floatData(t: ITensorProto, source: string): Float32Array {
-  if (t.dataType !== DT.FLOAT) throw new Error(`${source}: initializer ${t.name} is not float32 (data type ${t.dataType}); quantize a float32 model`);
+  if (t.dataType !== DT.FLOAT) fail(source, `initializer ${t.name} is not float32 (data type ${t.dataType}); quantize a float32 model`);
   if (t.rawData && t.rawData.length > 0) {
     const dv = new DataView(t.rawData.buffer, t.rawData.byteOffset, t.rawData.byteLength);
     return Float32Array.from({ length: t.rawData.byteLength / 4 }, (_, i) => dv.getFloat32(i * 4, true));
@@ -107,13 +108,13 @@ export interface QdqPlan {
 /** Plans the quantization of a float32 graph (see the file comment for the op rules). */
 export function planQdq(model: IModelProto, source = '<model>'): QdqPlan {
   const g = model.graph;
-  if (!g?.node) throw new Error(`${source}: no graph`);
+  if (!g?.node) fail(source, `no graph`);
   const inits = new Set((g.initializer ?? []).map((t) => t.name!));
   const outputs = new Set((g.output ?? []).map((o) => o.name!));
   const consumers = new Map<string, INodeProto[]>();
   for (const n of g.node) for (const i of n.input ?? []) if (i) consumers.set(i, [...(consumers.get(i) ?? []), n]);
   for (const n of g.node) {
-    if (n.opType === 'QuantizeLinear' || n.opType === 'DequantizeLinear') throw new Error(`${source}: already quantized (has ${n.opType} ${n.name})`);
+    if (n.opType === 'QuantizeLinear' || n.opType === 'DequantizeLinear') fail(source, `already quantized (has ${n.opType} ${n.name})`);
   }
   const quantized = new Map<string, string>();
   const nodes = new Set<string>();
@@ -186,7 +187,7 @@ export function buildQdqModel(
 ): IModelProto {
   const g = model.graph!;
   const opset = (model.opsetImport ?? []).find((o) => !o.domain)?.version;
-  if (opset === undefined || opset === null || Number(opset) < 13) throw new Error(`${source}: per-channel QDQ needs opset >= 13, the model has ${opset ?? 'none'}`);
+  if (opset === undefined || opset === null || Number(opset) < 13) fail(source, `per-channel QDQ needs opset >= 13, the model has ${opset ?? 'none'}`);
   const initByName = new Map((g.initializer ?? []).map((t) => [t.name!, t]));
   const replaced = new Set<string>();
   const inits: ITensorProto[] = [];
@@ -233,7 +234,7 @@ export function buildQdqModel(
     const inputs = [`${wName}.dequantized`];
     if (bName) {
       const b = floatData(initByName.get(bName)!, source);
-      if (b.length !== out) throw new Error(`${source}: ${n.name}: bias ${bName} has ${b.length} values for ${out} output channels`);
+      if (b.length !== out) fail(source, `${n.name}: bias ${bName} has ${b.length} values for ${out} output channels`);
       // QLinearConv / QGemm read the int32 bias with scale x_scale · w_scale (in float32).
       const xs = paramsOf(x!).scale;
       const bs = Float32Array.from(scale, (s) => Math.fround(xs * s));
@@ -328,7 +329,7 @@ export async function quantizeOnnx(
   const config = readOnnxConfig(fp32, source);
   const model = decodeOnnx(fp32, source);
   for (const t of model.graph!.initializer ?? []) {
-    if (t.dataType !== DT.FLOAT) throw new Error(`${source}: initializer ${t.name} is not float32; quantize a float32 export (not --fp16)`);
+    if (t.dataType !== DT.FLOAT) fail(source, `initializer ${t.name} is not float32; quantize a float32 export (not --fp16)`);
   }
   checkInputShape(calib.dataset, calib.input, [config.inChannels, config.resolution, config.resolution]);
   const ds = limitDataset(calib.dataset, calibImages, opts.seed ?? 0);

@@ -14,6 +14,7 @@ import type { Graph } from '../model/graph.js';
 import type { StateDict } from '../model/weights.js';
 import type { ModelInfo } from '../io/metadata.js';
 import type { TrainRecipe } from './presets.js';
+import { fail } from '../util/errors.js';
 
 export const TRAIN_KEY = 'mnv2.train';
 export const RNG_KEY = 'train.rng';
@@ -65,7 +66,7 @@ export function encodeRng(state: Uint32Array): Float32Array {
 
 export function decodeRng(a: Float32Array, source: string): Uint32Array {
   if (a.length !== 8 || !a.every((v) => Number.isInteger(v) && v >= 0 && v < 65536)) {
-    throw new Error(`${source}: ${RNG_KEY} must hold 8 integers in [0, 65536), got [${[...a].slice(0, 8).join(', ')}]`);
+    fail(source, `${RNG_KEY} must hold 8 integers in [0, 65536), got [${[...a].slice(0, 8).join(', ')}]`);
   }
   const s = new Uint32Array(4);
   for (let i = 0; i < 4; i++) s[i] = (a[2 * i]! + a[2 * i + 1]! * 65536) >>> 0;
@@ -93,10 +94,10 @@ export function saveCheckpoint(path: string, graph: Graph, weights: StateDict, o
 
 /** `path` may be a checkpoint file or a run folder (then its last.safetensors). */
 export function resolveCheckpointPath(path: string): string {
-  if (!existsSync(path)) throw new Error(`${path}: no such checkpoint file or run folder`);
+  if (!existsSync(path)) fail(path, `no such checkpoint file or run folder`);
   if (statSync(path).isDirectory()) {
     const last = join(path, 'last.safetensors');
-    if (!existsSync(last)) throw new Error(`${path}: run folder has no last.safetensors to resume from`);
+    if (!existsSync(last)) fail(path, `run folder has no last.safetensors to resume from`);
     return last;
   }
   return path;
@@ -119,12 +120,12 @@ export function loadCheckpoint(path: string): Checkpoint {
     try {
       position = JSON.parse(raw) as TrainPosition;
     } catch (e) {
-      throw new Error(`${file}: ${TRAIN_KEY} metadata is not valid JSON (${(e as Error).message})`);
+      fail(file, `${TRAIN_KEY} metadata is not valid JSON (${(e as Error).message})`);
     }
     for (const k of ['epoch', 'step', 'globalStep'] as const) {
-      if (!Number.isInteger(position[k]) || position[k] < 0) throw new Error(`${file}: ${TRAIN_KEY}.${k} must be an integer >= 0, got ${String(position[k])}`);
+      if (!Number.isInteger(position[k]) || position[k] < 0) fail(file, `${TRAIN_KEY}.${k} must be an integer >= 0, got ${String(position[k])}`);
     }
-    if (typeof position.recipe !== 'object' || position.recipe === null) throw new Error(`${file}: ${TRAIN_KEY} has no recipe`);
+    if (typeof position.recipe !== 'object' || position.recipe === null) fail(file, `${TRAIN_KEY} has no recipe`);
   }
   return { graph: l.graph, weights: l.weights, optim, ema, rng, position, metadata: l.metadata, info: l.info };
 }

@@ -10,6 +10,7 @@
  * model variable, moving_mean/variance included).
  */
 import type { Graph } from '../model/graph.js';
+import { fail } from '../util/errors.js';
 
 export interface EMAOptions {
   /** Default 0.9999 (TF-slim moving_average_decay). */
@@ -113,7 +114,7 @@ export class EMA {
     for (const k of state.keys()) if (k !== EMA_COUNT_KEY && !this.sizes.has(k)) problems.push(`unexpected ${k}`);
     if (problems.length) {
       const more = problems.length > 12 ? `\n  ... and ${problems.length - 12} more` : '';
-      throw new Error(`${source}: EMA state does not match the model:\n  ${problems.slice(0, 12).join('\n  ')}${more}`);
+      fail(source, `EMA state does not match the model:\n  ${problems.slice(0, 12).join('\n  ')}${more}`);
     }
     for (const [name, s] of this.shadow) s.set(state.get(name)!);
     this.count = c![0]! + c![1]! * TWO24;

@@ -15,6 +15,7 @@
  */
 import type { Optimizer, ParamRef } from './types.js';
 import type { NativeModel } from '../engine/native/model.js';
+import { fail } from '../util/errors.js';
 
 export interface SGDOptions {
   momentum?: number;
@@ -39,12 +40,12 @@ export type OptimizerOptions = SGDOptions & RMSPropOptions;
 
 function checkNumber(owner: string, key: string, v: number, min = 0, max = Infinity): void {
   if (typeof v !== 'number' || !Number.isFinite(v) || v < min || v > max) {
-    throw new Error(`${owner}: ${key} must be a finite number in [${min}, ${max}], got ${String(v)}`);
+    fail(owner, `${key} must be a finite number in [${min}, ${max}], got ${String(v)}`);
   }
 }
 
 function checkLr(owner: string, lr: number): void {
-  if (typeof lr !== 'number' || !Number.isFinite(lr) || lr < 0) throw new Error(`${owner}: learning rate must be a finite number ≥ 0, got ${String(lr)}`);
+  if (typeof lr !== 'number' || !Number.isFinite(lr) || lr < 0) fail(owner, `learning rate must be a finite number ≥ 0, got ${String(lr)}`);
 }
 
 /**

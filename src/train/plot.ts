@@ -6,6 +6,7 @@ import { existsSync, mkdirSync, readFileSync, statSync } from 'node:fs';
 import { writeFileAtomic } from '../util/atomic-write.js';
 import { basename, join, resolve } from 'node:path';
 import sharp from 'sharp';
+import { fail } from '../util/errors.js';
 
 /** One line of metrics.jsonl (written by the training loop once per epoch). */
 export interface EpochMetrics {
@@ -31,7 +32,7 @@ export const METRICS_FILE = 'metrics.jsonl';
 /** Reads metrics.jsonl (from a run folder or the file itself); names the file and line of a bad entry. */
 export function readMetrics(pathOrDir: string): { file: string; rows: EpochMetrics[] } {
   const file = existsSync(pathOrDir) && statSync(pathOrDir).isDirectory() ? join(pathOrDir, METRICS_FILE) : pathOrDir;
-  if (!existsSync(file)) throw new Error(`${file}: no such metrics log (a run folder written by \`mnv2 train\` has ${METRICS_FILE})`);
+  if (!existsSync(file)) fail(file, `no such metrics log (a run folder written by \`mnv2 train\` has ${METRICS_FILE})`);
   const rows: EpochMetrics[] = [];
   readFileSync(file, 'utf8').split('\n').forEach((line, i) => {
     if (!line.trim()) return;
@@ -47,7 +48,7 @@ export function readMetrics(pathOrDir: string): { file: string; rows: EpochMetri
     }
     rows.push(m);
   });
-  if (rows.length === 0) throw new Error(`${file}: no entries yet (it gains one line per finished epoch)`);
+  if (rows.length === 0) fail(file, `no entries yet (it gains one line per finished epoch)`);
   return { file, rows };
 }
 

@@ -24,8 +24,10 @@
  *
  * Every field can be overridden (see `resolvePreset`).
  */
+import { SHORTCUTS, type ShortcutKind } from '../model/config.js';
 import type { AugmentKind } from '../data/loader.js';
 import type { SsdStyle } from '../detect/postprocess.js';
+import { failFor } from '../util/errors.js';
 
 export type PresetName = 'fashion-mnist' | 'seed-cifar10' | 'paper-imagenet' | 'fashion-detect' | 'fashion-detect-torchvision';
 export const PRESET_NAMES: readonly PresetName[] = ['fashion-mnist', 'seed-cifar10', 'paper-imagenet', 'fashion-detect', 'fashion-detect-torchvision'];
@@ -57,6 +59,8 @@ export interface TrainRecipe {
   resolution: number;
   /** Dropout before the classifier (undefined: the architecture's default). */
   dropout?: number;
+  /** MobileNetV2's shortcut placement (Fig. 6b; undefined: the paper's, between bottlenecks). */
+  shortcut?: ShortcutKind;
   epochs: number;
   batch: number;
   optimizer: OptimizerName;
@@ -158,9 +162,7 @@ export function resolvePreset(name: PresetName, overrides: Partial<TrainRecipe> 
 }
 
 export function validateRecipe(r: TrainRecipe): void {
-  const bad = (m: string): never => {
-    throw new Error(`invalid training settings: ${m}`);
-  };
+  const bad = failFor('invalid training settings');
   const posInt = (v: number, what: string) => (Number.isInteger(v) && v > 0) || bad(`${what} must be a positive integer, got ${v}`);
   const nonNegInt = (v: number, what: string) => (Number.isInteger(v) && v >= 0) || bad(`${what} must be an integer >= 0, got ${v}`);
   const nonNeg = (v: number, what: string) => (Number.isFinite(v) && v >= 0) || bad(`${what} must be a number >= 0, got ${v}`);
@@ -192,4 +194,5 @@ export function validateRecipe(r: TrainRecipe): void {
   } else if (r.arch === 'ssdlite') {
     bad(`--arch ssdlite is a detector: train it with --recipe fashion-detect or fashion-detect-torchvision`);
   }
+  if (r.shortcut !== undefined && !SHORTCUTS.includes(r.shortcut)) bad(`shortcut must be ${SHORTCUTS.join(', ')}, got ${String(r.shortcut)}`);
 }

@@ -6,7 +6,9 @@
 import { mkdirSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import type { Graph, LinearNode } from '../model/graph.js';
-import { archConfig, buildModel, familyOf, reconfigure } from '../model/registry.js';
+import { archConfig, buildModel, familyOf, reconfigure, resolveArch } from '../model/registry.js';
+import { shortcutOverride } from '../model/config.js';
+import type { BaseConfig } from '../model/family.js';
 import { descriptiveInfo, type ModelInfoInput } from '../io/metadata.js';
 import { initWeights, type StateDict } from '../model/weights.js';
 import { loadModelFile } from '../io/weights.js';
@@ -18,6 +20,7 @@ import type { TrainRecipe } from './presets.js';
 import { progressBar } from './progress.js';
 import { refuseRunFolder } from './artifacts.js';
 import type { TrainOptions } from './loop.js';
+import { fail } from '../util/errors.js';
 
 export interface RunState {
   recipe: TrainRecipe;
@@ -55,6 +58,12 @@ export function replaceClassifier(graph: Graph, weights: StateDict, numClasses: 
   return { graph: g2, weights: out };
 }
 
+/** The model config a recipe asks for. */
+function recipeConfig(recipe: TrainRecipe, numClasses?: number): BaseConfig {
+  const { alpha, resolution, dropout } = recipe;
+  return archConfig(recipe.arch, { alpha, resolution, dropout, numClasses, ...shortcutOverride(resolveArch(recipe.arch).family.name, recipe.arch, recipe.shortcut) });
+}
+
 /** Resumes the checkpoint `opts.resume` or starts a fresh run; creates the run folder. */
 export function openRun(opts: TrainOptions, log: (m: string) => void): RunState {
   const state = opts.resume ? resumeRun(opts, opts.resume, log) : freshRun(opts, log);
@@ -65,7 +74,7 @@ export function openRun(opts: TrainOptions, log: (m: string) => void): RunState 
 function resumeRun(opts: TrainOptions, resume: string, log: (m: string) => void): RunState {
   const file = resolveCheckpointPath(resume);
   const ck = loadCheckpoint(file);
-  if (!ck.position) throw new Error(`${file}: not a training checkpoint (no mnv2.train metadata); to fine-tune from it use --weights`);
+  if (!ck.position) fail(file, `not a training checkpoint (no mnv2.train metadata); to fine-tune from it use --weights`);
   const position = ck.position;
   const recipe = { ...position.recipe, epochs: opts.resumeEpochs ?? position.recipe.epochs };
   const runDir = resolve(opts.out ?? dirname(file));
@@ -83,7 +92,7 @@ function freshRun(opts: TrainOptions, log: (m: string) => void): RunState {
   refuseRunFolder(runDir, opts.force);
   const state: RunState = {
     recipe, runDir, headOnly: opts.freezeBackbone ?? false, baseInfo: {}, resumed: null,
-    graph: buildModel(archConfig(recipe.arch, { alpha: recipe.alpha, resolution: recipe.resolution, dropout: recipe.dropout })),
+    graph: buildModel(recipeConfig(recipe)),
     weights: new Map(), // initialised by fitToData, once the class count is known
   };
   if (opts.weights) {
@@ -147,7 +156,7 @@ export function fitToData(state: RunState, data: RunData, opts: Pick<TrainOption
     if (opts.weights) {
       if (replace !== undefined) ({ graph: state.graph, weights: state.weights } = replaceClassifier(state.graph, state.weights, replace, recipe.seed));
     } else {
-      state.graph = buildModel(archConfig(recipe.arch, { alpha: recipe.alpha, resolution: recipe.resolution, dropout: recipe.dropout, numClasses: replace ?? classes.length }));
+      state.graph = buildModel(recipeConfig(recipe, replace ?? classes.length));
       state.weights = initWeights(state.graph, recipe.seed);
     }
   }

@@ -9,10 +9,8 @@
  *  - warmup(s):   linear warm-up multiplying any schedule over its first epochs
  */
 import type { Schedule } from './types.js';
+import { fail } from '../util/errors.js';
 
-function fail(where: string, msg: string): never {
-  throw new Error(`${where}: ${msg}`);
-}
 
 function num(where: string, key: string, v: unknown, min = -Infinity, max = Infinity, minOpen = false): number {
   if (typeof v !== 'number' || !Number.isFinite(v) || v < min || v > max || (minOpen && v === min)) {
@@ -179,7 +177,7 @@ export function makeSchedule(spec: ScheduleSpec, source = 'schedule'): Schedule 
       num('warm-up', 'startFactor', spec.warmupStartFactor, 0, 1);
     }
   } catch (e) {
-    throw new Error(`${source}: ${(e as Error).message}`, { cause: e });
+    fail(source, (e as Error).message, { cause: e });
   }
   return s;
 }

@@ -5,6 +5,7 @@
 import * as fs from 'node:fs';
 import { open } from 'node:fs/promises';
 import nodePath from 'node:path';
+import { fail, InputError } from './errors.js';
 
 export interface ReadLimit {
   /** Refuse a file larger than this many bytes. */
@@ -27,20 +28,18 @@ function kind(st: fs.Stats): string {
 
 function openError(path: string, e: unknown): Error {
   const err = e as NodeJS.ErrnoException;
-  return new Error(`${path}: ${err.code === 'ENOENT' ? 'no such file' : `cannot read: ${err.message}`}`, { cause: e });
+  return new InputError(path, err.code === 'ENOENT' ? 'no such file' : `cannot read: ${err.message}`, { cause: e });
 }
 
 /** The size of `st` if it is a regular file within the limit; else a clear error. */
 function checkedSize(path: string, st: fs.Stats, limit: ReadLimit): number {
-  if (!st.isFile()) throw new Error(`${path}: not a regular file (${kind(st)})`);
-  if (st.size > limit.maxBytes) {
-    throw new Error(`${path}: ${st.size} bytes, more than the ${limit.maxBytes} ${limit.limitWhat ?? 'allowed'}`);
-  }
+  if (!st.isFile()) fail(path, `not a regular file (${kind(st)})`);
+  if (st.size > limit.maxBytes) fail(path, `${st.size} bytes, more than the ${limit.maxBytes} ${limit.limitWhat ?? 'allowed'}`);
   return st.size;
 }
 
 function shrunk(path: string, got: number, size: number): Error {
-  return new Error(`${path}: file changed while reading (${got} of ${size} bytes)`);
+  return new InputError(path, `file changed while reading (${got} of ${size} bytes)`);
 }
 
 /** Reads a regular file of at most `limit.maxBytes` bytes. */

@@ -15,6 +15,7 @@ import { importKerasH5 } from '../io/keras.js';
 import { loadWeights, saveWeights } from '../io/weights.js';
 import { encodeModelInfo } from '../io/metadata.js';
 import { WEIGHTS_CATALOG, type WeightsEntry } from './catalog.js';
+import { fail } from '../util/errors.js';
 
 export interface WeightsOptions extends DownloadOptions {
   /** Default: weightsCacheDir(). */
@@ -54,7 +55,7 @@ export async function fetchWeights(name: string, opts: WeightsOptions = {}): Pro
   const checksum = e.sha256 ? { algo: 'sha256' as const, hex: e.sha256 } : null;
   if (opts.offline) {
     if (!existsSync(file)) throw new Error(`${name} is not in the cache (${file}) and downloads are off; fetch it with: mnv2 weights fetch ${name}`);
-    if (checksum && !(await hashFile(file, 'sha256')).startsWith(checksum.hex)) throw new Error(`${file}: sha256 does not start with ${checksum.hex}; delete it and fetch again`);
+    if (checksum && !(await hashFile(file, 'sha256')).startsWith(checksum.hex)) fail(file, `sha256 does not start with ${checksum.hex}; delete it and fetch again`);
     return { entry: e, file, status: 'present' };
   }
   await mkdir(path.dirname(file), { recursive: true });

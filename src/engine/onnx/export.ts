@@ -15,6 +15,7 @@ import { checkStateDict, checkWeightValues, type StateDict } from '../../model/w
 import { foldBatchNorm, type FoldedGraph } from '../../model/fold.js';
 import { CONFIG_KEY, decodeModelInfo, encodeModelInfo, type ModelInfo, type ModelInfoInput } from '../../io/metadata.js';
 import { float32ToFloat16 } from '../../io/safetensors.js';
+import { fail } from '../../util/errors.js';
 
 const { onnx } = onnxProto;
 type IModelProto = onnxProto.onnx.IModelProto;
@@ -275,9 +276,9 @@ export function decodeOnnx(bytes: Uint8Array, source: string): onnxProto.onnx.Mo
   try {
     m = onnx.ModelProto.decode(bytes);
   } catch (e) {
-    throw new Error(`${source}: not an ONNX model (${(e as Error).message})`);
+    fail(source, `not an ONNX model (${(e as Error).message})`);
   }
-  if (!m.graph || Number(m.irVersion) <= 0 || m.opsetImport.length === 0) throw new Error(`${source}: not an ONNX model`);
+  if (!m.graph || Number(m.irVersion) <= 0 || m.opsetImport.length === 0) fail(source, `not an ONNX model`);
   return m;
 }
 
@@ -290,9 +291,9 @@ export function onnxProps(m: onnxProto.onnx.IModelProto): Record<string, string>
 export function readOnnxInfo(bytes: Uint8Array, source: string): ModelInfo {
   const props = onnxProps(decodeOnnx(bytes, source));
   const fmt = props[FORMAT_KEY];
-  if (fmt !== undefined && fmt !== FORMAT_VERSION) throw new Error(`${source}: unsupported ${FORMAT_KEY} '${fmt}' (expected '${FORMAT_VERSION}')`);
+  if (fmt !== undefined && fmt !== FORMAT_VERSION) fail(source, `unsupported ${FORMAT_KEY} '${fmt}' (expected '${FORMAT_VERSION}')`);
   const info = decodeModelInfo(props, source);
-  if (!info) throw new Error(`${source}: no ${CONFIG_KEY} metadata (not exported by mobilenetv2-ts?)`);
+  if (!info) fail(source, `no ${CONFIG_KEY} metadata (not exported by mobilenetv2-ts?)`);
   return info;
 }
 

@@ -4,6 +4,7 @@ import os from 'node:os';
 import * as ort from 'onnxruntime-node';
 import { ONNX_FEATURES, ONNX_INPUT, ONNX_OUTPUT, readOnnxConfig } from './export.js';
 import { assertFiniteInput } from '../../util/finite.js';
+import { fail } from '../../util/errors.js';
 
 export interface OrtModelOptions {
   /** Intra-op threads (default: os.availableParallelism()). */
@@ -41,7 +42,7 @@ export class OrtModel {
         executionMode: 'sequential',
       });
     } catch (e) {
-      throw new Error(`${source}: onnxruntime could not load the model (${(e as Error).message})`);
+      fail(source, `onnxruntime could not load the model (${(e as Error).message})`);
     }
     // Shapes: from the mnv2 metadata when present, else from the model's declared input/output shapes.
     let inputShape: [number, number, number] | null = null;
@@ -60,7 +61,7 @@ export class OrtModel {
     }
     if (!inputShape || numClasses === null) {
       await session.release();
-      throw new Error(`${source}: cannot determine the model's input shape [N, C, H, W] and class count`);
+      fail(source, `cannot determine the model's input shape [N, C, H, W] and class count`);
     }
     return new OrtModel(session, inputShape, numClasses);
   }
