@@ -23,7 +23,7 @@ import { Rng } from '../util/rng.js';
 import { makeOptimizer, paramRefs } from './optim.js';
 import { makeSchedule, type ScheduleSpec } from './schedule.js';
 import { EMA } from './ema.js';
-import type { Optimizer } from './types.js';
+import type { Optimizer, Schedule } from './types.js';
 import type { TrainPosition } from './checkpoint.js';
 import { formatEvalReport, type EvalResult } from './metrics.js';
 import type { TrainRecipe } from './presets.js';
@@ -158,6 +158,21 @@ async function headOnly(graph: Graph, weights: StateDict, data: RunData, recipe:
 }
 
 /**
+ * The optimizer, schedule, EMA and dropout RNG of a run's recipe, with a resumed run's states loaded;
+ * `evalWeights` are the weights to evaluate and save (the EMA's when EMA is on).
+ */
+export function optimizerState(state: RunState, weights: StateDict, resume?: string): { optimizer: Optimizer; schedule: Schedule; ema: EMA | null; rng: Rng; evalWeights: () => StateDict } {
+  const { recipe, resumed } = state;
+  const optimizer = optimizerFor(recipe);
+  if (resumed?.optim.size) optimizer.loadStateDict(resumed.optim, `${resume} (optimizer state)`);
+  const schedule = makeSchedule(scheduleSpec(recipe), 'training schedule');
+  const ema = recipe.ema > 0 ? new EMA(state.graph, weights, { decay: recipe.ema }) : null;
+  if (ema && resumed?.ema) ema.loadStateDict(resumed.ema, `${resume} (EMA state)`);
+  const rng = resumed?.rng ? new Rng(resumed.rng) : new Rng(deriveSeed(recipe.seed, 0xd0));
+  return { optimizer, schedule, ema, rng, evalWeights: () => (ema ? ema.weights() : weights) };
+}
+
+/**
  * The position a session starts from (the checkpoint's, or a fresh run's), recording the recipe and the engine
  * threads; warns when they differ from the session that wrote the checkpoint.
  */
@@ -217,14 +232,8 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
     ? await headOnly(graph, state.weights, data, recipe, opts, worker, log)
     : fullModel(graph, state.weights, data, recipe, opts, worker);
   const { trainable, source } = set;
-  const optimizer = optimizerFor(recipe);
   const resumed = state.resumed;
-  if (resumed?.optim.size) optimizer.loadStateDict(resumed.optim, `${opts.resume} (optimizer state)`);
-  const schedule = makeSchedule(scheduleSpec(recipe), 'training schedule');
-  const ema = recipe.ema > 0 ? new EMA(graph, trainable.weights, { decay: recipe.ema }) : null;
-  if (ema && resumed?.ema) ema.loadStateDict(resumed.ema, `${opts.resume} (EMA state)`);
-  const rng = resumed?.rng ? new Rng(resumed.rng) : new Rng(deriveSeed(recipe.seed, 0xd0));
-  const evalWeights = (): StateDict => (ema ? ema.weights() : trainable.weights);
+  const { optimizer, schedule, ema, rng, evalWeights } = optimizerState(state, trainable.weights, opts.resume);
   const evaluate = async () => classificationEvaluation(await set.evaluate(evalWeights()));
 
   const pos = sessionPosition(resumed, recipe, frozen, opts.threads, log);
