@@ -110,7 +110,7 @@ function classify(r: Awaited<ReturnType<Worker['run']>>, dir: string, target: st
   if ('kind' in r) return r;
   if (r.accepted) return { kind: 'accepted', detail: '' };
   const names = r.message!.includes(basename(target)) || r.message!.includes(dir);
-  const plain = r.error === 'Error' || r.error === 'DataFileError' || r.error === 'FetchError';
+  const plain = r.error === 'Error' || r.error === 'FetchError';
   return names && plain ? { kind: 'clear', detail: '' } : { kind: 'unclear', detail: `${r.error}: ${r.message!.slice(0, 300)}` };
 }
 

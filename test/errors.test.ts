@@ -20,7 +20,7 @@ after(() => rmSync(tmp, { recursive: true, force: true }));
 function thrown(fn: () => unknown, source: string, problem: RegExp): void {
   assert.throws(fn, (e: unknown) => {
     assert.ok(e instanceof InputError, `an InputError, got ${String(e)}`);
-    assert.equal(e.name, 'InputError');
+    assert.equal(String(e), `Error: ${source}: ${e.problem}`, 'printed as a plain Error');
     assert.equal(e.source, source);
     assert.match(e.problem, problem);
     assert.equal(e.message, `${source}: ${e.problem}`);
