@@ -130,9 +130,12 @@ describe('graph ops: native engine', () => {
 
   it('ops without a native primitive yet are a clear error, not a crash', () => {
     const g = detectorLike();
-    assert.throws(() => new NativeModel(g, weightsFor(g, 1), { threads: 1 }).predict(randomInput(3 * 32 * 32, 1), 1), /native inference: expects a graph with one output, this one has 3 \(boxes, scores, objectness\)/);
+    const m = new NativeModel(g, weightsFor(g, 1), { threads: 1 });
+    assert.throws(() => m.predict(randomInput(3 * 32 * 32, 1), 1), /NativeModel\.predict .*expects a graph with one output, this one has 3 \(boxes, scores, objectness\)/);
+    // Layout nodes run natively only on the way to a graph output (src/engine/native/views.ts); softmax not at all.
+    assert.throws(() => m.predictOutputs(randomInput(3 * 32 * 32, 1), 1), /native inference: the native engine runs concat nodes only on the way to a graph output; concat cls feeds softmax scores/);
     const b = new GraphBuilder(makeConfig('seed-cifar'));
     b.output('logits', b.linear('fc', b.flatten('f', b.avgpool('p', b.conv('c', b.g.input, 4, 3, 2, 1, true))), 2));
-    assert.throws(() => new NativeModel(b.g, initWeights(b.g, 1), { threads: 1 }).predict(randomInput(3 * 32 * 32, 1), 1), /native inference: the native engine does not run reshape nodes yet \(f\)/);
+    assert.throws(() => new NativeModel(b.g, initWeights(b.g, 1), { threads: 1 }).predict(randomInput(3 * 32 * 32, 1), 1), /native inference: the native engine runs reshape nodes only on the way to a graph output; reshape f feeds linear fc/);
   });
 });

@@ -63,7 +63,7 @@ export function postprocess(codes: Float32Array, logits: Float32Array, resolutio
   return postprocessSsd(codes, logits, anchors.corners, 'tf', { scoreThreshold: o.scoreThreshold ?? 0.3, maxDetections, iouThreshold, scales });
 }
 
-/** Raw outputs of preprocessed images: box codes [N, A, 4] and logits [N, A, C+1]. */
+/** Raw outputs of a batch: box codes [batch, A, 4] and logits [batch, A, C+1]. */
 export interface RawDetections {
   codes: Float32Array;
   logits: Float32Array;
@@ -167,7 +167,7 @@ export class SsdliteDetector {
 export const POSTPROCESS_KEY = 'mnv2.postprocess';
 
 /**
- * An SSDLite model file on ONNX Runtime, with the options its file carries: an imported TFLite export's box
+ * An SSDLite model file on ONNX Runtime or the native engine, with the options its file carries: an imported TFLite export's box
  * coder scales and NMS IoU, and the class names.
  */
 export async function openSsdliteFile(file: string, threads = 1, engine: EngineName = 'ort'): Promise<{ detector: SsdliteDetector; options: DetectOptions }> {
