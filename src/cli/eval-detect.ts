@@ -3,16 +3,13 @@
  * a COCO-format dataset: COCOeval's 12 numbers, optionally VOC AP50, the detections as a COCO results JSON and
  * the precision-recall curves as PNG. Registered by train-commands.ts' `eval`, which hands `--task detect` here.
  */
-import { existsSync, statSync } from 'node:fs';
-import { dirname, join } from 'node:path';
+import { dirname } from 'node:path';
 import { Option, type Command } from 'commander';
 import { COCO_STAT_NAMES, formatCocoStats } from '../detect/coco-eval.js';
-import type { DetectionDataset } from '../detect/dataset.js';
 import type { CategoryMapping } from '../detect/evaluate.js';
 import { SSDLITE_NMS } from '../detect/nms.js';
 import { writeFileAtomic } from '../util/atomic-write.js';
 import { refuseInputAsOutput } from '../util/outputs.js';
-import { Rng } from '../util/rng.js';
 import { COUNT_OR_ALL, int, num, SEED, THREADS } from './args.js';
 
 export interface EvalDetectOpts {
@@ -47,28 +44,10 @@ export function detectEvalOptions(cmd: Command): Command {
     .option('--pr-png <file>', 'detect: write the precision-recall curves (IoU 0.5 and 0.75) as PNG');
 }
 
-/** `--dataset` is a COCO JSON, or a folder holding `<split>.json` (as `mnv2 data make fashion-detect` writes). */
-function annotationFile(dataset: string, split: string): string {
-  if (existsSync(dataset) && statSync(dataset).isDirectory()) {
-    const f = join(dataset, `${split}.json`);
-    if (!existsSync(f)) throw new Error(`${dataset}: a folder without ${split}.json (give the COCO JSON itself, or --split)`);
-    return f;
-  }
-  if (!existsSync(dataset)) throw new Error(`${dataset}: no such file (--task detect takes a COCO JSON or a folder with <split>.json)`);
-  return dataset;
-}
-
-/** A fixed random subset of n images (all when n is 0). */
-function limitImages(ds: DetectionDataset, n: number, seed: number): DetectionDataset {
-  if (n === 0 || n >= ds.images.length) return ds;
-  const idx = new Rng(seed).shuffle(ds.images.map((_, i) => i)).slice(0, n).sort((a, b) => a - b);
-  return { ...ds, images: idx.map((i) => ds.images[i]!) };
-}
-
 export async function evalDetect(o: EvalDetectOpts): Promise<void> {
   // Loaded here, not at import: `mnv2 eval` is registered at every start-up (an XML parser, ONNX Runtime, sharp).
-  const [{ formatSkips, loadCocoDetection }, { evaluateDetector, vocAp50, writePrPng }, { openSsdliteFile }, { formatDuration, progressBar }] = await Promise.all([
-    import('../detect/dataset.js'), import('../detect/evaluate.js'), import('../detect/ssdlite-detector.js'), import('../train/progress.js'),
+  const [{ formatSkips, loadCocoDetection }, { evaluateDetector, vocAp50, writePrPng }, { openSsdliteFile }, { formatDuration, progressBar }, { cocoSplitFile, limitImages }] = await Promise.all([
+    import('../detect/dataset.js'), import('../detect/evaluate.js'), import('../detect/ssdlite-detector.js'), import('../train/progress.js'), import('../detect/train-data.js'),
   ]);
   if (!o.weights) throw new Error('eval --task detect: --weights FILE (an SSDLite model) is required');
   if (o.engine === 'native') throw new Error('eval --task detect runs on ONNX Runtime for now: use --engine ort');
@@ -77,7 +56,7 @@ export async function evalDetect(o: EvalDetectOpts): Promise<void> {
   const seed = int(o.seed, '--seed', SEED)!;
   const scoreThreshold = num(o.score, '--score', { min: 0, max: 1 })!;
   const maxDetections = int(o.max, '--max', { min: 1, max: 100_000 })!;
-  const file = annotationFile(o.dataset, o.split);
+  const file = cocoSplitFile(o.dataset, o.split);
   const inputs = [{ path: o.weights, flag: '--weights' }, { path: file, flag: '--dataset' }];
   for (const [path, flag] of [[o.cocoJson, '--coco-json'], [o.prPng, '--pr-png']] as const) refuseInputAsOutput({ path, flag }, inputs);
   const full = await loadCocoDetection(file, o.images ?? dirname(file));

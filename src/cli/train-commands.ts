@@ -13,7 +13,9 @@ import { BATCH, COUNT_OR_ALL, deprecatedAlias, int, num, SEED, THREADS, type Ran
 import { ALPHA, RESOLUTION, shortcutOption } from './model-commands.js';
 import type { ShortcutKind } from '../model/config.js';
 import { refuseInputAsOutput } from '../util/outputs.js';
-import { PRESET_NAMES, resolvePreset, type PresetName, type TrainRecipe } from '../train/presets.js';
+import { DETECT_AUGMENTS, PRESET_NAMES, resolvePreset, type DetectAugment, type PresetName, type TrainRecipe } from '../train/presets.js';
+import { loadCheckpoint } from '../train/checkpoint.js';
+import { SSD_STYLES, type SsdStyle } from '../detect/postprocess.js';
 import type { TrainOptions } from '../train/loop.js';
 import { detectEvalOptions, evalDetect, type EvalDetectOpts } from './eval-detect.js';
 
@@ -48,6 +50,8 @@ interface TrainFlags {
   ema?: string;
   bnMomentum?: string;
   augment?: 'seed' | 'none';
+  ssdStyle?: SsdStyle;
+  detectAugment?: DetectAugment;
   trainLimit?: string;
   evalLimit?: string;
   seed?: string;
@@ -77,6 +81,8 @@ export function recipeFromFlags(o: TrainFlags): TrainRecipe {
     dataset = o.data;
     dataDir = undefined;
   }
+  if (!base.detection && (o.ssdStyle !== undefined || o.detectAugment !== undefined)) throw new Error(`--ssd-style and --detect-augment are for detection recipes (fashion-detect, fashion-detect-torchvision), not ${o.recipe}`);
+  const detection = base.detection && { style: o.ssdStyle ?? base.detection.style, augment: o.detectAugment ?? base.detection.augment };
   const unit: Range = { min: 0, max: 1 };
   const positive: Range = { above: 0, max: 1e6 };
   const nonNegative: Range = { min: 0, max: 1e6 };
@@ -91,6 +97,7 @@ export function recipeFromFlags(o: TrainFlags): TrainRecipe {
     warmupEpochs: num(o.warmup, '--warmup', { min: 0, max: 100_000 }), labelSmoothing: num(o.labelSmoothing, '--label-smoothing', { min: 0, max: 0.99 }),
     ema: num(o.ema, '--ema', { min: 0, max: 0.999999999 }), bnMomentum: num(o.bnMomentum, '--bn-momentum', { above: 0, max: 1 }), augment: o.augment,
     trainLimit: int(o.trainLimit, '--train-limit', COUNT_OR_ALL), evalLimit: int(o.evalLimit, '--eval-limit', COUNT_OR_ALL), seed: int(o.seed, '--seed', SEED),
+    detection,
   }, o.full ?? false);
 }
 
@@ -143,6 +150,8 @@ export function registerTrainCommands(program: Command): void {
     .option('--ema <decay>', 'EMA of weights (0: off)')
     .option('--bn-momentum <x>', 'BN running-stat momentum (PyTorch convention)')
     .addOption(new Option('--augment <kind>', 'augmentation: seed = crop(pad 4) + flip, rrc = random-resized-crop + flip (image folders)').choices(['seed', 'rrc', 'none']))
+    .addOption(new Option('--ssd-style <style>', 'detection: loss, matching and decoding of the TF OD API (sigmoid, hard example miner) or torchvision (softmax, 3:1 negatives)').choices([...SSD_STYLES]))
+    .addOption(new Option('--detect-augment <policy>', 'detection: ssd = photometric + zoom-out + IoU crop + flip, crop-flip = IoU crop + flip').choices([...DETECT_AUGMENTS]))
     .option('--train-limit <n>', 'train on a fixed random subset of n images (0: all)')
     .option('--eval-limit <n>', 'evaluate on a fixed random subset of n images (0: all)')
     .option('--seed <n>', 'seed (init, data order, augmentation, dropout)')
@@ -162,8 +171,9 @@ export function registerTrainCommands(program: Command): void {
       const session = sessionFlags(o);
       const recipe = o.resume ? resolvePreset(o.recipe) : recipeFromFlags(o);
       if (o.freezeBackbone && !o.weights && !o.resume) throw new Error('--freeze-backbone needs --weights (a trained backbone)');
-      const { train } = await import('../train/loop.js');
-      const r = await train({
+      const detector = o.resume ? loadCheckpoint(o.resume).position?.recipe.detection !== undefined : recipe.detection !== undefined;
+      const run = detector ? (await import('../detect/train.js')).trainDetector : (await import('../train/loop.js')).train;
+      const r = await run({
         ...session, recipe, out: o.out, force: o.force, resume: o.resume, weights: o.weights, freezeBackbone: o.freezeBackbone,
         resolution: o.weights ? int(o.resolution, '--resolution', RESOLUTION) : undefined,
         onnx: o.onnx, progress: o.progress, handleSignals: true,

@@ -23,12 +23,12 @@ import { Rng } from '../util/rng.js';
 import { makeOptimizer, paramRefs } from './optim.js';
 import { makeSchedule, type ScheduleSpec } from './schedule.js';
 import { EMA } from './ema.js';
-import type { Optimizer } from './types.js';
+import type { Optimizer, Schedule } from './types.js';
 import type { TrainPosition } from './checkpoint.js';
 import { formatEvalReport, type EvalResult } from './metrics.js';
 import type { TrainRecipe } from './presets.js';
 import { RunFolder } from './artifacts.js';
-import { fitToData, openData, openRun, type RunData } from './run-state.js';
+import { fitToData, openData, openRun, type RunData, type RunState } from './run-state.js';
 import { trainEpochs, type BatchSource, type Trainable } from './epochs.js';
 import { extractFeatures, featureBatches, LinearHead } from './head.js';
 import { classificationEvaluation, modelEvaluator, writeClassificationReport, type ClassificationEvaluation } from './evaluation.js';
@@ -159,6 +159,64 @@ async function headOnly(graph: Graph, weights: StateDict, data: RunData, recipe:
   };
 }
 
+/**
+ * The optimizer, schedule, EMA and dropout RNG of a run's recipe, with a resumed run's states loaded;
+ * `evalWeights` are the weights to evaluate and save (the EMA's when EMA is on).
+ */
+export function optimizerState(state: RunState, weights: StateDict, resume?: string): { optimizer: Optimizer; schedule: Schedule; ema: EMA | null; rng: Rng; evalWeights: () => StateDict } {
+  const { recipe, resumed } = state;
+  const optimizer = optimizerFor(recipe);
+  if (resumed?.optim.size) optimizer.loadStateDict(resumed.optim, `${resume} (optimizer state)`);
+  const schedule = makeSchedule(scheduleSpec(recipe), 'training schedule');
+  const ema = recipe.ema > 0 ? new EMA(state.graph, weights, { decay: recipe.ema }) : null;
+  if (ema && resumed?.ema) ema.loadStateDict(resumed.ema, `${resume} (EMA state)`);
+  const rng = resumed?.rng ? new Rng(resumed.rng) : new Rng(deriveSeed(recipe.seed, 0xd0));
+  return { optimizer, schedule, ema, rng, evalWeights: () => (ema ? ema.weights() : weights) };
+}
+
+/**
+ * The position a session starts from (the checkpoint's, or a fresh run's), recording the recipe and the engine
+ * threads; warns when they differ from the session that wrote the checkpoint.
+ */
+export function sessionPosition(resumed: RunState['resumed'], recipe: TrainRecipe, headOnly: boolean, threadsOpt: number | undefined, log: (m: string) => void): TrainPosition {
+  const pos: TrainPosition = resumed?.position ?? {
+    epoch: 0, step: 0, globalStep: 0, epochLoss: 0, epochCorrect: 0, epochSeen: 0, elapsed: 0, bestTop1: -1, bestEpoch: 0, recipe, headOnly,
+  };
+  pos.recipe = recipe;
+  const threads = threadsOpt ?? os.availableParallelism();
+  if (pos.threads !== undefined && pos.threads !== threads) {
+    log(`warning: this run was trained with ${pos.threads} threads and resumes with ${threads}: the results will differ from an uninterrupted run's (pass --threads ${pos.threads} to match)`);
+  }
+  pos.threads = threads;
+  return pos;
+}
+
+/** SIGINT/SIGTERM while `enabled`: the first asks the loop to stop with a checkpoint, the second exits at once. */
+export function stopOnSignals(enabled: boolean, log: (m: string) => void): { requested: () => boolean; dispose: () => void } {
+  let stopRequested = false;
+  let signals = 0;
+  const onSignal = (sig: NodeJS.Signals): void => {
+    signals++;
+    if (signals > 1) {
+      log(`\n${sig} again: exiting without a checkpoint`);
+      process.exit(130);
+    }
+    stopRequested = true;
+    log(`\n${sig}: stopping after this step and saving a checkpoint (again to exit at once)`);
+  };
+  if (enabled) {
+    process.on('SIGINT', onSignal);
+    process.on('SIGTERM', onSignal);
+  }
+  return {
+    requested: () => stopRequested,
+    dispose: () => {
+      process.off('SIGINT', onSignal);
+      process.off('SIGTERM', onSignal);
+    },
+  };
+}
+
 /** Trains a classifier. See TrainOptions. */
 export async function train(opts: TrainOptions): Promise<TrainResult> {
   const log = opts.log ?? ((m: string) => console.error(m));
@@ -176,44 +234,15 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
     ? await headOnly(graph, state.weights, data, recipe, opts, worker, log)
     : fullModel(graph, state.weights, data, recipe, opts, worker);
   const { trainable, source } = set;
-  const optimizer = optimizerFor(recipe);
   const resumed = state.resumed;
-  if (resumed?.optim.size) optimizer.loadStateDict(resumed.optim, `${opts.resume} (optimizer state)`);
-  const schedule = makeSchedule(scheduleSpec(recipe), 'training schedule');
-  const ema = recipe.ema > 0 ? new EMA(graph, trainable.weights, { decay: recipe.ema }) : null;
-  if (ema && resumed?.ema) ema.loadStateDict(resumed.ema, `${opts.resume} (EMA state)`);
-  const rng = resumed?.rng ? new Rng(resumed.rng) : new Rng(deriveSeed(recipe.seed, 0xd0));
-  const evalWeights = (): StateDict => (ema ? ema.weights() : trainable.weights);
+  const { optimizer, schedule, ema, rng, evalWeights } = optimizerState(state, trainable.weights, opts.resume);
   const evaluate = async () => classificationEvaluation(await set.evaluate(evalWeights()));
 
-  const pos: TrainPosition = resumed?.position ?? {
-    epoch: 0, step: 0, globalStep: 0, epochLoss: 0, epochCorrect: 0, epochSeen: 0, elapsed: 0, bestTop1: -1, bestEpoch: 0, recipe, headOnly: frozen,
-  };
-  pos.recipe = recipe;
-  const threads = opts.threads ?? os.availableParallelism();
-  if (pos.threads !== undefined && pos.threads !== threads) {
-    log(`warning: this run was trained with ${pos.threads} threads and resumes with ${threads}: the results will differ from an uninterrupted run's (pass --threads ${pos.threads} to match)`);
-  }
-  pos.threads = threads;
+  const pos = sessionPosition(resumed, recipe, frozen, opts.threads, log);
   folder.trimMetrics(pos.epoch);
   folder.writeRecipe({ ...recipe, model: graph.config, headOnly: frozen, weights: opts.weights ?? null });
 
-  // ---- signals --------------------------------------------------------------------------------------------------
-  let stopRequested = false;
-  let signals = 0;
-  const onSignal = (sig: NodeJS.Signals): void => {
-    signals++;
-    if (signals > 1) {
-      log(`\n${sig} again: exiting without a checkpoint`);
-      process.exit(130);
-    }
-    stopRequested = true;
-    log(`\n${sig}: stopping after this step and saving a checkpoint (again to exit at once)`);
-  };
-  if (opts.handleSignals) {
-    process.on('SIGINT', onSignal);
-    process.on('SIGTERM', onSignal);
-  }
+  const signals = stopOnSignals(opts.handleSignals ?? false, log);
 
   log(`run folder ${runDir}`);
   log(`${recipe.preset}: ${familyOf(graph.config).describe(graph.config)}; ` +
@@ -225,13 +254,10 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
     run = await trainEpochs({
       task: classification(graph.config.numClasses, { labelSmoothing: recipe.labelSmoothing }),
       source, trainable, optimizer, schedule, ema, rng, epochs: recipe.epochs, bnMomentum: recipe.bnMomentum, evaluate, pos, folder,
-      progress: bar, log, saveEvery: opts.saveEvery, stopAfterSteps: opts.stopAfterSteps, stopRequested: () => stopRequested,
+      progress: bar, log, saveEvery: opts.saveEvery, stopAfterSteps: opts.stopAfterSteps, stopRequested: signals.requested,
     });
   } finally {
-    if (opts.handleSignals) {
-      process.off('SIGINT', onSignal);
-      process.off('SIGTERM', onSignal);
-    }
+    signals.dispose();
     await source.close();
   }
 

@@ -12,15 +12,35 @@
  *    TensorFlow's formulation with decay (alpha) 0.9, momentum 0.9 and epsilon 1.0 — TF-slim's
  *    `train_image_classifier.py` default `--opt_epsilon=1.0`; the paper does not state epsilon — lr 0.045 decayed by
  *    0.98 per epoch, weight decay 4e-5, batch 96, label smoothing 0.1, EMA of weights with decay 0.9999.
+ *  - `fashion-detect`: SSDLite on the embedded detection set (`mnv2 data make fashion-detect`, 96 px canvases
+ *    resized to the model's 160 px) the TF OD API way, as ssdlite_mobilenet_v2_coco.config: sigmoid loss with
+ *    the hard example miner, RMSProp (TF formulation) lr 0.004, momentum 0.9, decay 0.9, epsilon 1.0, L2 4e-5,
+ *    exponential decay (0.95 per epoch here: the config's 0.95 every 800720 steps never applies in a short
+ *    run), batch 24, ssd_random_crop + horizontal flip. From scratch, so BN statistics move faster than the
+ *    config's decay 0.9997 (a fine-tuning value): momentum 0.01.
+ *  - `fashion-detect-torchvision`: the same model as torchvision's ssdlite320_mobilenet_v3_large recipe trains
+ *    it: softmax loss with 3:1 hard negatives, SGD momentum 0.9, weight decay 4e-5 (none on BN and biases),
+ *    cosine with a linear warm-up, RandomIoUCrop + flip; lr 0.15 at batch 192 scaled linearly to batch 24.
  *
  * Every field can be overridden (see `resolvePreset`).
  */
 import { SHORTCUTS, type ShortcutKind } from '../model/config.js';
 import type { AugmentKind } from '../data/loader.js';
+import type { SsdStyle } from '../detect/postprocess.js';
 import { failFor } from '../util/errors.js';
 
-export type PresetName = 'fashion-mnist' | 'seed-cifar10' | 'paper-imagenet';
-export const PRESET_NAMES: readonly PresetName[] = ['fashion-mnist', 'seed-cifar10', 'paper-imagenet'];
+export type PresetName = 'fashion-mnist' | 'seed-cifar10' | 'paper-imagenet' | 'fashion-detect' | 'fashion-detect-torchvision';
+export const PRESET_NAMES: readonly PresetName[] = ['fashion-mnist', 'seed-cifar10', 'paper-imagenet', 'fashion-detect', 'fashion-detect-torchvision'];
+
+/** Box-aware augmentation of detection runs: torchvision's full `ssd` policy, the IoU crop + flip of `ssdlite` and the TF config, or none. */
+export type DetectAugment = 'ssd' | 'crop-flip' | 'none';
+export const DETECT_AUGMENTS: readonly DetectAugment[] = ['ssd', 'crop-flip', 'none'];
+
+/** What a detection recipe adds: the loss family (matching, loss, decoding) and the augmentation. */
+export interface DetectionRecipe {
+  style: SsdStyle;
+  augment: DetectAugment;
+}
 
 export type OptimizerName = 'sgd' | 'rmsprop';
 export type ScheduleKind = 'cosine' | 'exponential' | 'step' | 'constant';
@@ -73,6 +93,8 @@ export interface TrainRecipe {
   /** Evaluate on only N validation images (a fixed, seeded subset); 0 = all. */
   evalLimit: number;
   seed: number;
+  /** Set for detection recipes (arch ssdlite); the classification fields `augment` and `labelSmoothing` do not apply. */
+  detection?: DetectionRecipe;
 }
 
 const SEED_SGD = {
@@ -106,6 +128,22 @@ export function presetRecipe(name: PresetName, full = false): TrainRecipe {
         rmsDecay: 0.9, rmsEps: 1.0, rmsTf: true,
         schedule: 'exponential', schedulePer: 'epoch', gamma: 0.98, stepEpochs: 30, warmupEpochs: 0,
         labelSmoothing: 0.1, ema: 0.9999, bnMomentum: 0.1, augment: 'seed', trainLimit: 0, evalLimit: 0, seed: 0,
+      };
+    case 'fashion-detect':
+      return {
+        preset: name, dataset: 'fashion-detect', dataDir: 'data/fashion-detect', arch: 'ssdlite', alpha: 0.5, resolution: 160, batch: 24, epochs: 10,
+        optimizer: 'rmsprop', lr: 0.004, momentum: 0.9, nesterov: false, weightDecay: 4e-5, noDecayBnBias: false,
+        rmsDecay: 0.9, rmsEps: 1.0, rmsTf: true,
+        schedule: 'exponential', schedulePer: 'epoch', gamma: 0.95, stepEpochs: 30, warmupEpochs: 0,
+        labelSmoothing: 0, ema: 0, bnMomentum: 0.01, augment: 'none', trainLimit: 0, evalLimit: 0, seed: 0,
+        detection: { style: 'tf', augment: 'crop-flip' },
+      };
+    case 'fashion-detect-torchvision':
+      return {
+        ...presetRecipe('fashion-detect'), preset: name,
+        optimizer: 'sgd', lr: 0.15 * (24 / 192), momentum: 0.9, weightDecay: 4e-5, noDecayBnBias: true,
+        schedule: 'cosine', schedulePer: 'step', warmupEpochs: 1, bnMomentum: 0.1,
+        detection: { style: 'torchvision', augment: 'crop-flip' },
       };
     default:
       throw new Error(`unknown preset '${String(name)}' (known: ${PRESET_NAMES.join(', ')})`);
@@ -149,5 +187,12 @@ export function validateRecipe(r: TrainRecipe): void {
   if (!['cosine', 'exponential', 'step', 'constant'].includes(r.schedule)) bad(`schedule must be cosine, exponential, step or constant, got ${r.schedule}`);
   if (r.schedulePer !== 'epoch' && r.schedulePer !== 'step') bad(`schedule-per must be epoch or step, got ${r.schedulePer}`);
   if (r.augment !== 'seed' && r.augment !== 'rrc' && r.augment !== 'none') bad(`augment must be seed, rrc or none, got ${r.augment}`);
+  if (r.detection) {
+    if (r.arch !== 'ssdlite') bad(`preset ${r.preset} trains a detector: --arch must be ssdlite, got ${r.arch}`);
+    if (r.detection.style !== 'tf' && r.detection.style !== 'torchvision') bad(`ssd style must be tf or torchvision, got ${String(r.detection.style)}`);
+    if (!DETECT_AUGMENTS.includes(r.detection.augment)) bad(`detection augment must be ${DETECT_AUGMENTS.join(', ')}, got ${String(r.detection.augment)}`);
+  } else if (r.arch === 'ssdlite') {
+    bad(`--arch ssdlite is a detector: train it with --recipe fashion-detect or fashion-detect-torchvision`);
+  }
   if (r.shortcut !== undefined && !SHORTCUTS.includes(r.shortcut)) bad(`shortcut must be ${SHORTCUTS.join(', ')}, got ${String(r.shortcut)}`);
 }
