@@ -90,9 +90,14 @@ let straightDir = '';
 
 test('a detection run writes per-epoch COCO AP metrics; its test report equals ORT eval --task detect of its model', { skip }, async () => {
   straightDir = join(tmp, 'straight');
-  const r = await trainDetector({ recipe: tinyRecipe(), out: straightDir, ...quiet, onnx: true, plots: true });
+  const logs: string[] = [];
+  const r = await trainDetector({ recipe: tinyRecipe(), out: straightDir, ...quiet, onnx: true, plots: true, log: (m) => logs.push(m) });
   assert.equal(r.stopped, false);
   assert.equal(r.globalStep, 4);
+  // The epoch lines carry the detection metrics and no top-1 accuracy (the task counts none).
+  const epochLines = logs.filter((m) => /^epoch \d\/2: train loss/.test(m));
+  assert.equal(epochLines.length, 2, logs.join('\n'));
+  for (const m of epochLines) assert.ok(!/ acc /.test(m) && /AP50/.test(m), m);
   const { rows } = readMetrics(straightDir);
   assert.deepEqual(rows.map((x) => x.epoch), [1, 2]);
   for (const row of rows as unknown as Record<string, number>[]) {

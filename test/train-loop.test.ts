@@ -135,6 +135,8 @@ test('a checkpoint records the thread count; resuming with another warns', async
   const logs: string[] = [];
   await train({ recipe: tinyRecipe(), resume: dir, ...quiet, threads: 1, log: (m) => logs.push(m) });
   assert.ok(logs.some((m) => m === 'warning: this run was trained with 2 threads and resumes with 1: the results will differ from an uninterrupted run\'s (pass --threads 2 to match)'), logs.join('\n'));
+  // Classification's epoch lines report the top-1 accuracy of the training batches.
+  assert.ok(logs.some((m) => /^epoch \d+\/\d+: train loss [\d.]+ acc [\d.]+% \|/.test(m)), logs.join('\n'));
   assert.equal(loadCheckpoint(dir).position!.threads, 1);
 });
 

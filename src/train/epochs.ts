@@ -94,12 +94,16 @@ export async function trainEpochs<T, E extends Evaluation>(o: EpochLoopOptions<T
   let final: E | null = null;
   let sessionSteps = 0;
   let stopped = false;
+  // Whether the task counts top-1 hits (classification does; detection does not). A run resumed at an epoch's
+  // end takes no step before its evaluation: the hits the checkpoint carries tell.
+  let countsCorrect = pos.epochCorrect > 0;
   while (pos.epoch < o.epochs && !stopped) {
     const epoch = pos.epoch;
     const epochStart = performance.now();
     let epochImages = 0;
-    const pb = progressBar(o.progress, `epoch ${epoch + 1}/${o.epochs} |{bar}| {value}/{total} | loss {loss} | acc {acc} | {speed} img/s | lr {lr} | ETA {eta_formatted}`);
-    pb?.start(stepsPerEpoch, pos.step, { loss: '-', acc: '-', speed: '-', lr: '-' });
+    // {acc} carries its own label: a task without top-1 hits (detection) shows no accuracy rather than 0 %.
+    const pb = progressBar(o.progress, `epoch ${epoch + 1}/${o.epochs} |{bar}| {value}/{total} | loss {loss}{acc} | {speed} img/s | lr {lr} | ETA {eta_formatted}`);
+    pb?.start(stepsPerEpoch, pos.step, { loss: '-', acc: '', speed: '-', lr: '-' });
     try {
       for await (const b of source.epoch(epoch, { startBatch: pos.step })) {
         const lr = o.schedule(epoch, b.index, stepsPerEpoch);
@@ -110,6 +114,7 @@ export async function trainEpochs<T, E extends Evaluation>(o: EpochLoopOptions<T
         ema?.update(trainable.weights);
         pos.epochLoss += r.loss * b.size;
         pos.epochCorrect += r.counts['correct'] ?? 0;
+        countsCorrect ||= r.counts['correct'] !== undefined;
         pos.epochSeen += b.size;
         pos.globalStep++;
         pos.step++;
@@ -117,7 +122,7 @@ export async function trainEpochs<T, E extends Evaluation>(o: EpochLoopOptions<T
         sessionSteps++;
         pb?.update(pos.step, {
           loss: (pos.epochLoss / pos.epochSeen).toFixed(4),
-          acc: `${((100 * pos.epochCorrect) / pos.epochSeen).toFixed(1)}%`,
+          acc: countsCorrect ? ` | acc ${((100 * pos.epochCorrect) / pos.epochSeen).toFixed(1)}%` : '',
           speed: (epochImages / ((performance.now() - epochStart) / 1000)).toFixed(1),
           lr: lr.toPrecision(3),
         });
@@ -151,7 +156,8 @@ export async function trainEpochs<T, E extends Evaluation>(o: EpochLoopOptions<T
       images: pos.epochSeen,
     };
     folder.appendMetrics(row);
-    o.log(`epoch ${epoch + 1}/${o.epochs}: train loss ${row.train_loss.toFixed(4)} acc ${(100 * row.train_acc).toFixed(2)}% | ` +
+    const acc = countsCorrect ? ` acc ${(100 * row.train_acc).toFixed(2)}%` : '';
+    o.log(`epoch ${epoch + 1}/${o.epochs}: train loss ${row.train_loss.toFixed(4)}${acc} | ` +
       `${ev.summary} | ${row.img_per_s.toFixed(1)} img/s, ${formatDuration(row.time)}`);
     pos.epoch++;
     pos.step = 0;
