@@ -69,6 +69,14 @@ test('a truncated or corrupt .pth is a clear error', () => {
     const midPickle = path.join(dir, 'mid-pickle.pth');
     writeFileSync(midPickle, legacy.subarray(0, 300));
     assert.throws(() => readPth(midPickle), /pickle at byte \d+: truncated/);
+    // A corrupt zip64 entry count (found by `npm run fuzz`): fflate alone walked 2.5e9 entries for minutes.
+    const zip = Buffer.from(readFileSync(pth('dtypes.pth')));
+    const eocd = zip.lastIndexOf(Buffer.from([0x50, 0x4b, 0x05, 0x06]));
+    const z64 = zip.readUInt32LE(eocd - 12);
+    zip.writeUInt32LE(2526451350, z64 + 32);
+    const huge = path.join(dir, 'huge-count.pth');
+    writeFileSync(huge, zip);
+    assert.throws(() => readPth(huge), /huge-count\.pth: not a readable zip archive \(truncated or corrupt: its central directory lists 2526451350 entries at offset \d+, more than the \d+-byte file holds\)/);
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }

@@ -53,6 +53,31 @@ export function isPth(head: Uint8Array): boolean {
 
 const isZip = (b: Uint8Array) => b[0] === 0x50 && b[1] === 0x4b && b[2] === 0x03 && b[3] === 0x04;
 
+/**
+ * The entry count and offset of the central directory, found as fflate finds them (the end record, then the
+ * zip64 record torch.save writes), must fit the file: fflate walks that many entries without a bounds check,
+ * so a corrupt count of 2^31 spins for minutes instead of failing.
+ */
+function checkZipDirectory(buf: Uint8Array): void {
+  const v = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
+  let e = buf.length - 22;
+  while (e > 0 && v.getUint32(e, true) !== 0x06054b50) e--;
+  if (e <= 0) return; // fflate reports the missing end record itself
+  let count = v.getUint16(e + 8, true);
+  let offset = v.getUint32(e + 16, true);
+  if (e >= 20 && v.getUint32(e - 20, true) === 0x07064b50) {
+    const z = v.getUint32(e - 12, true);
+    if (z + 56 <= buf.length && v.getUint32(z, true) === 0x06064b50) {
+      count = v.getUint32(z + 32, true);
+      offset = v.getUint32(z + 48, true);
+    }
+  }
+  // A central directory entry takes at least 46 bytes.
+  if (offset > buf.length || count * 46 > buf.length - offset) {
+    throw new Error(`its central directory lists ${count} entries at offset ${offset}, more than the ${buf.length}-byte file holds`);
+  }
+}
+
 /** Reads a .pth state dict; every error message starts with the path. */
 export function readPth(path: string): SafetensorsFile {
   return parsePth(readFileBounded(path, MAX_FILE), path);
@@ -68,6 +93,7 @@ export function parsePth(buf: Uint8Array, source: string): SafetensorsFile {
     try {
       // Required here, not imported: every command that takes --weights imports this module, few read a .pth.
       const { unzipSync } = createRequire(import.meta.url)('fflate') as typeof import('fflate');
+      checkZipDirectory(buf);
       files = unzipSync(buf);
     } catch (e) {
       return fail(`not a readable zip archive (truncated or corrupt: ${(e as Error).message})`);
