@@ -201,3 +201,18 @@ test('--weights: a MobileNetV2 classifier seeds the detector backbone (features.
   await assert.rejects(trainDetector({ recipe: tinyRecipe(), out: join(tmp, 'wide'), weights: wide, ...quiet }),
     /classifier-wide\.safetensors: features\.[\d.a-z_]+ has \d+ values, the detector's backbone \d+: the classifier's width \(alpha 0\.5\) must match the detector's \(--alpha\)/);
 });
+
+test('a torchvision-style run (softmax, dx-dy codes): its model file records the style and ORT detect scores it as training did', { skip }, async () => {
+  const dir = join(tmp, 'torchvision-style');
+  const r = await trainDetector({ recipe: resolvePreset('fashion-detect-torchvision', { dataset: data, alpha: 0.35, resolution: R, batch: 8, epochs: 1 }), out: dir, ...quiet });
+  const model = loadModelFile(join(dir, 'model.safetensors'));
+  assert.equal((model.graph.config as { ssdStyle?: string }).ssdStyle, 'torchvision');
+  const rep = JSON.parse(readFileSync(join(dir, 'test-eval.json'), 'utf8')) as { coco: Record<string, number> };
+  const { detector } = await openSsdliteFile(join(dir, 'model.safetensors'));
+  const ds = await loadCocoDetection(join(data, 'test.json'), data);
+  // torchvision's score threshold (0.001), as the training evaluation decodes.
+  const ort = await evaluateDetector({ numClasses: 10, detect: async (f) => (await detector.detect(f, { scoreThreshold: 0.001 })).detections }, ds);
+  await detector.release();
+  assert.ok(r.test!.detections.length > 0);
+  Object.values(rep.coco).forEach((v, i) => assert.ok(Math.abs(v - ort.coco.stats[i]!) < 1e-4, `stat ${i}: native ${v}, ORT ${ort.coco.stats[i]}`));
+});
