@@ -16,7 +16,7 @@ import { SSDLITE } from '../model/ssdlite.js';
 import type { detectOptionsOf } from '../detect/ssdlite-detector.js';
 import { loadImages, PRESET_NAMES } from '../data/preprocess.js';
 import { LABEL_SET_NAMES, type LabelSetName } from '../data/labels.js';
-import { descriptiveInfo } from '../io/metadata.js';
+import { exportMetadataOf } from '../io/metadata.js';
 import { BUNDLED_MODEL, inputSpec } from '../api/spec.js';
 import { deprecatedAlias, int, num, SEED, THREADS, TOP, type Range } from './args.js';
 import { refuseInputAsOutput } from '../util/outputs.js';
@@ -133,7 +133,7 @@ export function registerModelCommands(program: Command): void {
         return { graph, weights: initWeights(graph, seed), info: { config: graph.config } };
       })();
       const { exportOnnx } = await import('../engine/onnx/export.js');
-      let bytes = exportOnnx(m.graph, m.weights, { opset, fp16: o.fp16, info: descriptiveInfo(m.info) });
+      let bytes = exportOnnx(m.graph, m.weights, { opset, fp16: o.fp16, ...exportMetadataOf(m) });
       if (o.detectPostprocess !== 'none') bytes = await detectorPostprocess(bytes, m, o.detectPostprocess, num(o.score, '--score', { min: 0, max: 1 })!);
       writeFileAtomic(o.out, bytes);
       console.error(`wrote ${o.out} (${(bytes.length / 1e6).toFixed(2)} MB, opset ${o.opset}${o.fp16 ? ', fp16' : ''})`);
