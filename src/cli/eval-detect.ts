@@ -51,7 +51,7 @@ export function detectEvalOptions(cmd: Command): Command {
 
 export async function evalDetect(o: EvalDetectOpts): Promise<void> {
   // Loaded here, not at import: `mnv2 eval` is registered at every start-up (an XML parser, ONNX Runtime, sharp).
-  const [{ formatSkips, loadCocoDetection }, { evaluateDetector, vocAp50, writePrPng }, { openSsdliteFile }, { formatDuration, progressBar }, { cocoSplitFile, limitImages }] = await Promise.all([
+  const [{ formatSkips, loadCocoDetection }, { evaluateDetector, vocAp50, writePrPng }, { openSsdliteFile, openSsdliteOnnx }, { formatDuration, progressBar }, { cocoSplitFile, limitImages }] = await Promise.all([
     import('../detect/dataset.js'), import('../detect/evaluate.js'), import('../detect/ssdlite-detector.js'), import('../train/progress.js'), import('../detect/train-data.js'),
   ]);
   if (o.weights && o.onnx) throw new Error('eval --task detect: give either --weights or --onnx, not both');
@@ -72,7 +72,7 @@ export async function evalDetect(o: EvalDetectOpts): Promise<void> {
   const full = await loadCocoDetection(file, o.images ?? dirname(file));
   if (full.skipped.total) console.error(`${file}: skipped or changed:\n${formatSkips(full.skipped)}`);
   const ds = limitImages(full, limit, seed);
-  const { detector, options } = await openSsdliteFile(model, threads, engine);
+  const { detector, options } = await (o.onnx ? openSsdliteOnnx : openSsdliteFile)(model, threads, engine);
   const pb = progressBar(o.progress && Boolean(process.stderr.isTTY), 'detecting |{bar}| {value}/{total} images | ETA {eta_formatted}');
   pb?.start(ds.images.length, 0);
   const t0 = performance.now();

@@ -190,7 +190,8 @@ export async function openSsdliteFile(file: string, threads?: number, engine: En
   return openSsdlite(loadModelFile(file), file, threads, engine);
 }
 
-async function openSsdliteOnnx(file: string, threads: number | undefined, engine: EngineName): Promise<{ detector: SsdliteDetector; options: DetectOptions }> {
+/** An ONNX export of an SSDLite (raw outputs) on ONNX Runtime, with the post-processing options its metadata carries. */
+export async function openSsdliteOnnx(file: string, threads?: number, engine: EngineName = 'ort'): Promise<{ detector: SsdliteDetector; options: DetectOptions }> {
   if (engine !== 'ort') fail(file, 'an ONNX file runs on ONNX Runtime: use --engine ort, or the model file (.safetensors) for the native engine');
   let bytes: Uint8Array;
   try {
