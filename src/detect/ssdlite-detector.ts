@@ -14,37 +14,15 @@ import { BOXES, DETECTION_LOGITS, SSDLITE, type SsdliteConfig } from '../model/s
 import { decodeOnnx, exportOnnx, ONNX_INPUT, onnxProps, readOnnxInfo } from '../engine/onnx/export.js';
 import { NativeModel } from '../engine/native/model.js';
 import type { EngineName } from '../engine/classifier.js';
-import { loadImage, type Preset } from '../data/preprocess.js';
+import { loadImage } from '../data/preprocess.js';
 import { loadModelFile, type LoadedWeights } from '../io/weights.js';
-import { classNamesOf, POSTPROCESS_KEY } from '../io/metadata.js';
+import { POSTPROCESS_KEY } from '../io/metadata.js';
 import { fail } from '../util/errors.js';
 import { ssdAnchors } from './anchors.js';
-import type { BoxCoder } from './box-coder.js';
-import type { Detections } from './nms.js';
 import type { ImageDetector } from './evaluate.js';
-import { postprocessSsd } from './postprocess.js';
+import { detectOptionsOf, detectorPreset, pixelDetections, type Detection, type DetectOptions } from './ssdlite-output.js';
 
-export interface Detection {
-  /** [x1, y1, x2, y2] in image pixels. */
-  box: [number, number, number, number];
-  score: number;
-  /** Foreground class, 1-based (TF's label map ids; column 0 of the logits is background). */
-  classId: number;
-  label: string;
-}
-
-export interface DetectOptions {
-  /** Keep detections scoring above this (default 0.3, the zoo pipeline's). */
-  scoreThreshold?: number;
-  /** At most this many detections (default 100). */
-  maxDetections?: number;
-  iouThreshold?: number;
-  /** Box coder scales (y, x, h, w), e.g. from TFLite_Detection_PostProcess. */
-  scales?: BoxCoder['scales'];
-  /** Names of classes 1..C (default `class N`). */
-  classNames?: readonly string[];
-  threads?: number;
-}
+export { detectOptionsOf, detectorPreset, postprocess, type Detection, type DetectOptions } from './ssdlite-output.js';
 
 /** Width and height of an image file or buffer as displayed (after its EXIF orientation, as loadImage reads it). */
 export async function orientedSize(image: string | Buffer): Promise<{ width: number; height: number }> {
@@ -53,18 +31,6 @@ export async function orientedSize(image: string | Buffer): Promise<{ width: num
   const height = m.autoOrient?.height ?? m.height;
   if (!width || !height) throw new Error(`${typeof image === 'string' ? image : 'image'}: cannot read the image size`);
   return { width, height };
-}
-
-/** TF OD API's fixed_shape_resizer + [-1, 1]: a direct (aspect-changing) bilinear resize. */
-export function detectorPreset(size: number): Preset {
-  return { name: 'keras', size, channels: 3, greyscale: false, background: 'white', mean: [0.5, 0.5, 0.5], std: [0.5, 0.5, 0.5] };
-}
-
-/** Decode, score and suppress one image's raw outputs (boxes [A, 4] codes, logits [A, C+1]) into normalized boxes, TF style. */
-export function postprocess(codes: Float32Array, logits: Float32Array, resolution: number, o: DetectOptions = {}): Detections {
-  const anchors = ssdAnchors({ height: resolution, width: resolution });
-  const { maxDetections, iouThreshold, scales } = o;
-  return postprocessSsd(codes, logits, anchors.corners, 'tf', { scoreThreshold: o.scoreThreshold ?? 0.3, maxDetections, iouThreshold, scales });
 }
 
 /** Raw outputs of a batch: box codes [batch, A, 4] and logits [batch, A, C+1]. */
@@ -147,17 +113,7 @@ export class SsdliteDetector {
 
   /** Pixel detections of one image of width × height from its raw outputs (one image's codes and logits). */
   toDetections(codes: Float32Array, logits: Float32Array, width: number, height: number, o: DetectOptions = {}): Detection[] {
-    const d = postprocess(codes, logits, this.graph.config.resolution, o);
-    return Array.from({ length: d.count }, (_, i): Detection => {
-      const b = d.boxes.subarray(4 * i, 4 * i + 4);
-      const classId = d.classes[i]!;
-      return {
-        box: [b[0]! * width, b[1]! * height, b[2]! * width, b[3]! * height],
-        score: d.scores[i]!,
-        classId,
-        label: o.classNames?.[classId - 1] ?? `class ${classId}`,
-      };
-    });
+    return pixelDetections(codes, logits, this.graph.config.resolution, width, height, o);
   }
 
   async detect(image: string, o: DetectOptions = {}): Promise<{ width: number; height: number; detections: Detection[] }> {
@@ -212,22 +168,6 @@ export async function openSsdliteOnnx(file: string, threads?: number, engine: En
 export async function openSsdlite(m: LoadedWeights, file: string, threads?: number, engine: EngineName = 'ort'): Promise<{ detector: SsdliteDetector; options: DetectOptions }> {
   if (m.graph.config.family !== SSDLITE) throw new Error(`${file}: a ${m.graph.config.family} model, not an SSDLite detector`);
   return { detector: await SsdliteDetector.create(m.graph as Graph<SsdliteConfig>, m.weights, threads, engine), options: detectOptionsOf(m, file) };
-}
-
-/** The post-processing options a model file carries: an imported TFLite export's coder scales and NMS IoU, class names. */
-export function detectOptionsOf(m: { metadata: Readonly<Record<string, string>>; info: Parameters<typeof classNamesOf>[0] }, file: string): DetectOptions {
-  let post: Record<string, number> = {};
-  try {
-    post = m.metadata[POSTPROCESS_KEY] ? (JSON.parse(m.metadata[POSTPROCESS_KEY]) as Record<string, number>) : {};
-  } catch (e) {
-    throw new Error(`${file}: metadata ${POSTPROCESS_KEY} is not JSON (${(e as Error).message})`);
-  }
-  const options: DetectOptions = {};
-  if (post['y_scale']) options.scales = [post['y_scale'], post['x_scale']!, post['h_scale']!, post['w_scale']!];
-  if (post['nms_iou_threshold']) options.iouThreshold = post['nms_iou_threshold'];
-  const classNames = classNamesOf(m.info);
-  if (classNames) options.classNames = classNames;
-  return options;
 }
 
 const escapeXml = (s: string): string => s.replace(/[<>&'"]/g, (c) => `&#${c.charCodeAt(0)};`);
