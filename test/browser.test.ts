@@ -29,6 +29,7 @@ import { loadModelFile, saveWeights } from '../src/io/weights.js';
 import { detectOptionsOf, pixelDetections, type Detection } from '../src/detect/ssdlite-output.js';
 import { openSsdliteFile, orientedSize } from '../src/detect/ssdlite-detector.js';
 import { iou } from '../src/detect/boxes.js';
+import type { SsdliteConfig } from '../src/model/ssdlite.js';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 const CHROMIUM = '/usr/bin/chromium';
@@ -355,13 +356,13 @@ describe('browser page: a detector', { timeout: 180_000 }, () => {
 
       // onnxruntime-node on exactly the page's input tensor, decoded by the same TS post-processing.
       const m = loadModelFile(weights);
-      const cfg = m.graph.config;
+      const cfg = m.graph.config as SsdliteConfig;
       const session = await ortNode.InferenceSession.create(readFileSync(path.join(dist, 'detector.onnx')), { intraOpNumThreads: 1 });
       const out = await session.run({ input: new ortNode.Tensor('float32', Float32Array.from(st.lastInput), [1, 3, cfg.resolution, cfg.resolution]) });
       await session.release();
       const { width, height } = await orientedSize(photo);
       const options = { ...detectOptionsOf(m, weights), scoreThreshold: score, maxDetections: 100 };
-      const want = pixelDetections(out['boxes']!.data as Float32Array, out['logits']!.data as Float32Array, cfg.resolution, width, height, options);
+      const want = pixelDetections(out['boxes']!.data as Float32Array, out['logits']!.data as Float32Array, cfg, width, height, options);
       assert.ok(want.length >= 2, `${want.length} detections to compare`);
       assert.equal(shown.length, want.length, 'detections');
       let worst = { score: 0, box: 0 };

@@ -16,8 +16,8 @@ import { saveWeights } from '../src/io/weights.js';
 import { exportOnnx } from '../src/engine/onnx/export.js';
 import { addDetectPostprocess } from '../src/engine/onnx/detect-postprocess.js';
 import { ssdAnchors } from '../src/detect/anchors.js';
-import { decodeBoxes, TF_BOX_CODER } from '../src/detect/box-coder.js';
-import { postprocessSsd } from '../src/detect/postprocess.js';
+import { decodeBoxes } from '../src/detect/box-coder.js';
+import { postprocessSsd, scoresOf, SSD_STYLES, STYLE_CODER, type SsdStyle } from '../src/detect/postprocess.js';
 import { Rng } from '../src/util/rng.js';
 import { loadImage } from '../src/data/preprocess.js';
 import { detectorPreset, openSsdliteFile } from '../src/detect/ssdlite-detector.js';
@@ -28,6 +28,8 @@ const RES = 129;
 const C = 3;
 const graph = buildModel(archConfig('ssdlite', { resolution: RES, numClasses: C, alpha: 0.35 }));
 const weights = initWeights(graph, 11);
+// Random-init features are ~1e-4 here: scale the class predictors (×1e5) so both styles' scores spread out instead of crowding at 1/2 and 1/(C+1).
+for (const [k, v] of weights) if (/^head\.classification_head\.module_list\.\d+\.1\.weight$/.test(k)) v.forEach((x, i) => (v[i] = 1e5 * x));
 const anchors = ssdAnchors({ height: RES, width: RES });
 const A = anchors.count;
 const rng = new Rng(4);
@@ -44,25 +46,36 @@ async function run(bytes: Uint8Array): Promise<ort.InferenceSession.OnnxValueMap
 
 const raw = exportOnnx(graph, weights);
 
-test('decode in the graph = decodeBoxes (TF coder) and sigmoid of the raw outputs, per image', async () => {
-  const r = await run(raw);
-  const codes = r['boxes']!.data as Float32Array;
-  const logits = r['logits']!.data as Float32Array;
-  const d = await run(addDetectPostprocess(raw, { mode: 'decode', anchors, numClasses: C }));
-  assert.deepEqual(d['decoded_boxes']!.dims, [2, A, 4]);
-  for (const b of [0, 1]) {
-    const want = decodeBoxes(codes.subarray(b * A * 4, (b + 1) * A * 4), anchors.corners, TF_BOX_CODER);
-    const got = (d['decoded_boxes']!.data as Float32Array).subarray(b * A * 4, (b + 1) * A * 4);
-    assert.ok(maxAbsDiff(got, want) < 2e-6, `image ${b}: boxes ${maxAbsDiff(got, want)}`);
-  }
-  assert.ok(maxAbsDiff(d['scores']!.data as Float32Array, logits.map((v) => 1 / (1 + Math.exp(-v)))) < 1e-6);
-});
+/** The midpoint of the first gap wider than 1e-5 between sorted scores above `from`. */
+function gapAbove(scores: Float32Array, from: number): number {
+  const v = Float32Array.from(scores).sort().filter((x) => x > from);
+  for (let i = 1; i < v.length; i++) if (v[i]! - v[i - 1]! > 1e-5) return (v[i]! + v[i - 1]!) / 2;
+  throw new Error(`no gap in the scores above ${from}`);
+}
+
+for (const style of SSD_STYLES) {
+  test(`decode in the graph (${style} style) = decodeBoxes (its coder) and its scores of the raw outputs, per image`, async () => {
+    const r = await run(raw);
+    const codes = r['boxes']!.data as Float32Array;
+    const logits = r['logits']!.data as Float32Array;
+    const d = await run(addDetectPostprocess(raw, { mode: 'decode', style, anchors, numClasses: C }));
+    assert.deepEqual(d['decoded_boxes']!.dims, [2, A, 4]);
+    for (const b of [0, 1]) {
+      const want = decodeBoxes(codes.subarray(b * A * 4, (b + 1) * A * 4), anchors.corners, STYLE_CODER[style]);
+      const got = (d['decoded_boxes']!.data as Float32Array).subarray(b * A * 4, (b + 1) * A * 4);
+      assert.ok(maxAbsDiff(got, want) < 2e-6, `image ${b}: boxes ${maxAbsDiff(got, want)}`);
+    }
+    assert.ok(maxAbsDiff(d['scores']!.data as Float32Array, scoresOf(logits, C + 1, style)) < 1e-6);
+  });
+}
 
 /** One image's in-graph detections against postprocessSsd of its raw outputs: same rows in the same order (by score). */
-function sameAsTs(n: ort.InferenceSession.OnnxValueMapType, raw: ort.InferenceSession.OnnxValueMapType, b: number, ts: Parameters<typeof postprocessSsd>[4]): { count: number; perClass: number[] } {
+function sameAsTs(
+  n: ort.InferenceSession.OnnxValueMapType, raw: ort.InferenceSession.OnnxValueMapType, b: number, ts: Parameters<typeof postprocessSsd>[4], style: SsdStyle = 'tf',
+): { count: number; perClass: number[] } {
   const codes = raw['boxes']!.data as Float32Array;
   const logits = raw['logits']!.data as Float32Array;
-  const want = postprocessSsd(codes.subarray(b * A * 4, (b + 1) * A * 4), logits.subarray(b * A * (C + 1), (b + 1) * A * (C + 1)), anchors.corners, 'tf', ts);
+  const want = postprocessSsd(codes.subarray(b * A * 4, (b + 1) * A * 4), logits.subarray(b * A * (C + 1), (b + 1) * A * (C + 1)), anchors.corners, style, ts);
   const batch = Array.from(n['detection_batch']!.data as BigInt64Array, Number);
   const classes = Array.from(n['detection_classes']!.data as BigInt64Array, Number);
   const scores = n['detection_scores']!.data as Float32Array;
@@ -80,14 +93,18 @@ function sameAsTs(n: ort.InferenceSession.OnnxValueMapType, raw: ort.InferenceSe
   return { count: want.count, perClass: Array.from({ length: C }, (_, c) => Array.from(want.classes).filter((k) => k === c + 1).length) };
 }
 
-test('NonMaxSuppression in the graph = multiclassNms (TF: clipped, background dropped, score 0.3, IoU 0.6), row for row by score', async () => {
-  const r = await run(raw);
-  const n = await run(addDetectPostprocess(raw, { mode: 'nms', anchors, numClasses: C, scoreThreshold: 0.3, maxDetections: 1000 }));
-  for (const b of [0, 1]) {
-    const { count } = sameAsTs(n, r, b, { scoreThreshold: 0.3, maxDetections: Infinity });
-    assert.ok(count > 20, `${count} detections`);
-  }
-});
+for (const style of SSD_STYLES) {
+  test(`NonMaxSuppression in the graph = multiclassNms (${style}: clipped, background dropped, a score threshold, the style's IoU and caps), row for row by score`, async () => {
+    const r = await run(raw);
+    // A threshold inside a gap of the scores, so float32 rounding in ORT's softmax cannot move a score across it.
+    const scoreThreshold = gapAbove(scoresOf(r['logits']!.data as Float32Array, C + 1, style), 0.3);
+    const n = await run(addDetectPostprocess(raw, { mode: 'nms', style, anchors, numClasses: C, scoreThreshold, maxDetections: 1000 }));
+    for (const b of [0, 1]) {
+      const { count } = sameAsTs(n, r, b, { scoreThreshold, maxDetections: Infinity }, style);
+      assert.ok(count > 20, `${count} detections`);
+    }
+  });
+}
 
 test('the caps in the graph are the TS ones: ≤ 100 per class, then ≤ maxDetections per image (default 100)', async (t) => {
   const r = await run(raw);

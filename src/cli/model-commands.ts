@@ -12,7 +12,7 @@ import { readSafetensors, toFloat32, writeSafetensors } from '../io/safetensors.
 import { createClassifier, type EngineName } from '../engine/classifier.js';
 import { topK } from '../task/classification.js';
 import type { DetectPostprocess } from '../engine/onnx/detect-postprocess.js';
-import { SSDLITE } from '../model/ssdlite.js';
+import { SSDLITE, type SsdliteConfig } from '../model/ssdlite.js';
 import type { detectOptionsOf } from '../detect/ssdlite-detector.js';
 import { loadImages, PRESET_NAMES } from '../data/preprocess.js';
 import { LABEL_SET_NAMES, type LabelSetName } from '../data/labels.js';
@@ -121,9 +121,9 @@ export function registerModelCommands(program: Command): void {
     .option('--fp16', 'store weights and compute in float16 (input/output stay float32)')
     .addOption(new Option('--detect-postprocess <mode>', 'SSDLite: box decoding (decode) and also NonMaxSuppression (nms) in the graph').choices([...DETECT_POSTPROCESS_MODES]).default('none'))
     .option('--score <s>', 'with --detect-postprocess nms: score threshold', '1e-8')
-    .option('--max-detections <n>', 'with --detect-postprocess nms: at most this many detections per image (100 per class before)', '100')
+    .option('--max-detections <n>', 'with --detect-postprocess nms: at most this many detections per image (default: the SSD style\'s, tf 100)')
     .requiredOption('--out <file>', 'output .onnx file')
-    .action(async (o: ArchOpts & { weights?: string; randomInit?: boolean; seed: string; opset: string; fp16?: boolean; out: string; detectPostprocess: DetectPostprocess; score: string; maxDetections: string }) => {
+    .action(async (o: ArchOpts & { weights?: string; randomInit?: boolean; seed: string; opset: string; fp16?: boolean; out: string; detectPostprocess: DetectPostprocess; score: string; maxDetections?: string }) => {
       const seed = int(o.seed, '--seed', SEED)!;
       const opset = int(o.opset, '--opset', { min: 13, max: 23 });
       if (!o.weights && !o.randomInit) throw new Error('export onnx: no --weights given; pass --weights FILE, or --random-init to export untrained weights');
@@ -135,7 +135,7 @@ export function registerModelCommands(program: Command): void {
       })();
       const { exportOnnx } = await import('../engine/onnx/export.js');
       let bytes = exportOnnx(m.graph, m.weights, { opset, fp16: o.fp16, ...exportMetadataOf(m) });
-      const limits = { scoreThreshold: num(o.score, '--score', { min: 0, max: 1 })!, maxDetections: int(o.maxDetections, '--max-detections', { min: 1, max: 100_000 })! };
+      const limits = { scoreThreshold: num(o.score, '--score', { min: 0, max: 1 })!, maxDetections: int(o.maxDetections, '--max-detections', { min: 1, max: 100_000 }) };
       if (o.detectPostprocess !== 'none') bytes = await detectorPostprocess(bytes, m, o.detectPostprocess, limits);
       writeFileAtomic(o.out, bytes);
       console.error(`wrote ${o.out} (${(bytes.length / 1e6).toFixed(2)} MB, opset ${o.opset}${o.fp16 ? ', fp16' : ''})`);
@@ -180,15 +180,16 @@ export { inputSpec };
 
 /** Which model answers and with which classes: a photo of anything gets one of them. */
 /** An SSDLite export with its post-processing in the graph (an imported file's coder scales and NMS IoU kept). */
-async function detectorPostprocess(bytes: Uint8Array, m: { graph: LoadedWeights['graph']; info: Parameters<typeof detectOptionsOf>[0]['info']; metadata?: Record<string, string> }, mode: 'decode' | 'nms', limits: { scoreThreshold: number; maxDetections: number }): Promise<Uint8Array> {
-  const cfg = m.graph.config;
+async function detectorPostprocess(bytes: Uint8Array, m: { graph: LoadedWeights['graph']; info: Parameters<typeof detectOptionsOf>[0]['info']; metadata?: Record<string, string> }, mode: 'decode' | 'nms', limits: { scoreThreshold: number; maxDetections?: number }): Promise<Uint8Array> {
+  const cfg = m.graph.config as SsdliteConfig;
   if (cfg.family !== SSDLITE) throw new Error(`--detect-postprocess is for SSDLite detectors, not a ${cfg.family} model`);
   const [{ addDetectPostprocess }, { detectOptionsOf }, { ssdAnchors }] = await Promise.all([
     import('../engine/onnx/detect-postprocess.js'), import('../detect/ssdlite-detector.js'), import('../detect/anchors.js'),
   ]);
   const d = detectOptionsOf({ metadata: m.metadata ?? {}, info: m.info }, 'the model');
   return addDetectPostprocess(bytes, {
-    mode, anchors: ssdAnchors({ height: cfg.resolution, width: cfg.resolution }), numClasses: cfg.numClasses, scales: d.scales, iouThreshold: d.iouThreshold, ...limits,
+    mode, style: cfg.ssdStyle, anchors: ssdAnchors({ height: cfg.resolution, width: cfg.resolution }), numClasses: cfg.numClasses,
+    scales: d.scales, iouThreshold: d.iouThreshold, ...limits,
   });
 }
 

@@ -113,7 +113,7 @@ export class SsdliteDetector {
 
   /** Pixel detections of one image of width × height from its raw outputs (one image's codes and logits). */
   toDetections(codes: Float32Array, logits: Float32Array, width: number, height: number, o: DetectOptions = {}): Detection[] {
-    return pixelDetections(codes, logits, this.graph.config.resolution, width, height, o);
+    return pixelDetections(codes, logits, this.graph.config, width, height, o);
   }
 
   async detect(image: string, o: DetectOptions = {}): Promise<{ width: number; height: number; detections: Detection[] }> {

@@ -9,6 +9,7 @@ import { ssdAnchors } from './anchors.js';
 import type { BoxCoder } from './box-coder.js';
 import type { Detections } from './nms.js';
 import { postprocessSsd } from './postprocess.js';
+import type { SsdliteConfig } from '../model/ssdlite.js';
 
 export interface Detection {
   /** [x1, y1, x2, y2] in image pixels. */
@@ -37,16 +38,18 @@ export function detectorPreset(size: number): Preset {
   return { name: 'keras', size, channels: 3, greyscale: false, background: 'white', mean: [0.5, 0.5, 0.5], std: [0.5, 0.5, 0.5] };
 }
 
-/** Decode, score and suppress one image's raw outputs (boxes [A, 4] codes, logits [A, C+1]) into normalized boxes, TF style. */
-export function postprocess(codes: Float32Array, logits: Float32Array, resolution: number, o: DetectOptions = {}): Detections {
-  const anchors = ssdAnchors({ height: resolution, width: resolution });
+/** Decode, score and suppress one image's raw outputs (boxes [A, 4] codes, logits [A, C+1]) into normalized boxes, in the model's SSD style. */
+export function postprocess(codes: Float32Array, logits: Float32Array, config: Pick<SsdliteConfig, 'resolution' | 'ssdStyle'>, o: DetectOptions = {}): Detections {
+  const anchors = ssdAnchors({ height: config.resolution, width: config.resolution });
   const { maxDetections, iouThreshold, scales } = o;
-  return postprocessSsd(codes, logits, anchors.corners, 'tf', { scoreThreshold: o.scoreThreshold ?? 0.3, maxDetections, iouThreshold, scales });
+  return postprocessSsd(codes, logits, anchors.corners, config.ssdStyle, { scoreThreshold: o.scoreThreshold ?? 0.3, maxDetections, iouThreshold, scales });
 }
 
 /** Pixel detections of one image of width × height from its raw outputs (codes [A, 4], logits [A, C+1]). */
-export function pixelDetections(codes: Float32Array, logits: Float32Array, resolution: number, width: number, height: number, o: DetectOptions = {}): Detection[] {
-  const d = postprocess(codes, logits, resolution, o);
+export function pixelDetections(
+  codes: Float32Array, logits: Float32Array, config: Pick<SsdliteConfig, 'resolution' | 'ssdStyle'>, width: number, height: number, o: DetectOptions = {},
+): Detection[] {
+  const d = postprocess(codes, logits, config, o);
   return Array.from({ length: d.count }, (_, i): Detection => {
     const b = d.boxes.subarray(4 * i, 4 * i + 4);
     const classId = d.classes[i]!;

@@ -13,7 +13,7 @@ import * as ort from 'onnxruntime-web';
 import { CONFIG_KEY, classNamesOf, decodeModelInfo, preprocessOf } from '../../src/io/metadata.js';
 import type { BaseConfig } from '../../src/model/family.js';
 import { preset as makePreset, type Preset } from '../../src/data/preprocess.js';
-import { BOXES, DETECTION_LOGITS, SSDLITE } from '../../src/model/ssdlite.js';
+import { BOXES, DETECTION_LOGITS, SSDLITE, type SsdliteConfig } from '../../src/model/ssdlite.js';
 import { detectOptionsOf, detectorPreset, pixelDetections, type Detection, type DetectOptions } from '../../src/detect/ssdlite-output.js';
 import { onnxMetadata } from './onnx-meta.js';
 import { prepare } from './pixels.js';
@@ -32,8 +32,8 @@ interface Model {
   preset: Preset;
   labels: string[];
   shape: [number, number, number];
-  /** An SSDLite model: its post-processing options (metadata, score= and max=). */
-  detector?: DetectOptions;
+  /** An SSDLite model: its config (resolution, SSD style) and post-processing options (metadata, score= and max=). */
+  detector?: { config: SsdliteConfig; options: DetectOptions };
 }
 
 declare global {
@@ -169,7 +169,9 @@ async function loadModel(): Promise<Model> {
   const meta = decodeModelInfo(props, url.href);
   const { session, backend } = await createSession(bytes, url.href);
   const { shape, classes } = shapes(meta?.config, session, url.href);
-  if (meta?.config.family === SSDLITE) return detectorModel(session, backend, detectOptionsOf({ metadata: props, info: meta }, url.href), shape, classes, info.title ?? url.pathname.split('/').pop()!, url.href);
+  if (meta?.config.family === SSDLITE) {
+    return detectorModel(session, backend, meta.config as SsdliteConfig, detectOptionsOf({ metadata: props, info: meta }, url.href), info.title ?? url.pathname.split('/').pop()!, url.href);
+  }
   // Same defaults as `mnv2 predict`: the model's own preprocessing and labels, else its family's.
   const presetName = info.preprocess ?? (meta ? preprocessOf(meta) : 'seed-cifar');
   if (shape[1] !== shape[2]) throw new Error(`${url.href}: input ${shape[1]}x${shape[2]} is not square`);
@@ -191,17 +193,18 @@ function numberParam(name: string, dflt: number, min: number, max: number): numb
 }
 
 /** An exported SSDLite (raw `boxes` and `logits` outputs): detection mode. */
-function detectorModel(session: ort.InferenceSession, backend: string, options: DetectOptions, shape: [number, number, number], classes: number, title: string, source: string): Model {
+function detectorModel(session: ort.InferenceSession, backend: string, config: SsdliteConfig, options: DetectOptions, title: string, source: string): Model {
   for (const o of [BOXES, DETECTION_LOGITS]) {
     if (!session.outputNames.includes(o)) throw new Error(`${source}: a detector without its raw '${o}' output (export it with --detect-postprocess none)`);
   }
-  const detector = { ...options, scoreThreshold: numberParam('score', 0.5, 0, 1), maxDetections: Math.floor(numberParam('max', 100, 1, 10_000)) };
-  const labels = options.classNames?.slice() ?? Array.from({ length: classes }, (_, i) => `class ${i + 1}`);
+  const post = { ...options, scoreThreshold: numberParam('score', 0.5, 0, 1), maxDetections: Math.floor(numberParam('max', 100, 1, 10_000)) };
+  const labels = options.classNames?.slice() ?? Array.from({ length: config.numClasses }, (_, i) => `class ${i + 1}`);
   el<HTMLHeadingElement>('output-title').textContent = 'Detections';
   el<HTMLDivElement>('draw').hidden = true;
   invertBox.parentElement!.hidden = true;
-  status.textContent = `${title} · detector, score > ${detector.scoreThreshold} · ${backend} · ready`;
-  return { session, backend, preset: detectorPreset(shape[1]), labels, shape, detector };
+  status.textContent = `${title} · detector, score > ${post.scoreThreshold} · ${backend} · ready`;
+  const shape: [number, number, number] = [config.inChannels, config.resolution, config.resolution];
+  return { session, backend, preset: detectorPreset(config.resolution), labels, shape, detector: { config, options: post } };
 }
 
 // ---- classification ----
@@ -304,10 +307,10 @@ function renderDetections(bitmap: ImageBitmap, detections: readonly Detection[])
 }
 
 /** A detector on one uploaded image: the library's post-processing of the raw outputs, in the image's pixels. */
-async function detect(m: Model, options: DetectOptions, input: Float32Array, bitmap: ImageBitmap, source: string): Promise<void> {
+async function detect(m: Model, det: NonNullable<Model['detector']>, input: Float32Array, bitmap: ImageBitmap, source: string): Promise<void> {
   const [c, h, w] = m.shape;
   const out = await m.session.run({ [m.session.inputNames[0]!]: new ort.Tensor('float32', input, [1, c, h, w]) });
-  const detections = pixelDetections(out[BOXES]!.data as Float32Array, out[DETECTION_LOGITS]!.data as Float32Array, h, bitmap.width, bitmap.height, options);
+  const detections = pixelDetections(out[BOXES]!.data as Float32Array, out[DETECTION_LOGITS]!.data as Float32Array, det.config, bitmap.width, bitmap.height, det.options);
   clearError();
   renderDetections(bitmap, detections);
   showInput(m, input);
