@@ -185,8 +185,8 @@ export function registerTrainCommands(program: Command): void {
   detectEvalOptions(deprecatedAlias(engineOption(archOptions(program.command('eval'))), 'preset', 'preprocess', IMAGE_PRESETS))
     .description('evaluate weights on a dataset: top-1, top-5, per-class accuracy, confusion matrix; --task detect: COCO AP of a detector')
     .option('--weights <file>', 'weights: .safetensors, .pth or a catalogue name (mnv2 weights list); default: the bundled Fashion-MNIST model')
-    .requiredOption('--dataset <name|dir>', 'fashion-mnist, cifar10, or an image folder; --task detect: a COCO JSON, or a folder with <split>.json')
-    .option('--data <dir>', 'where the dataset is (default: its usual place)')
+    .option('--dataset <name|dir>', 'fashion-mnist, cifar10, or an image folder; --task detect: a COCO JSON, or a folder with <split>.json')
+    .option('--data <dir>', 'where the dataset is (default: its usual place); --task detect: the dataset folder when --dataset is not given')
     .addOption(new Option('--split <split>', 'split').choices(['test', 'train']).default('test'))
     .addOption(new Option('--preprocess <name>', "image folders: the model's normalisation (default: the file's)").choices([...IMAGE_PRESETS]))
     .addOption(new Option('--labels <name>', 'class names of the report (default: the dataset\'s)').choices([...LABEL_SET_NAMES]))
@@ -198,10 +198,12 @@ export function registerTrainCommands(program: Command): void {
     .option('--full-json', 'print the full result (per-class accuracy, confusion matrix) as JSON')
     .option('--no-progress', 'no progress bar')
     .action(async (o: ArchOpts & {
-      weights?: string; dataset: string; data?: string; split: 'test' | 'train'; batch: string; limit?: string; seed: string;
+      weights?: string; dataset?: string; data?: string; split: 'test' | 'train'; batch: string; limit?: string; seed: string;
       engine?: EngineName; threads?: string; preprocess?: string; labels?: LabelSetName; confusion?: string; json?: boolean; fullJson?: boolean; progress: boolean;
     } & Omit<EvalDetectOpts, 'engine' | 'split'> & { task: 'classify' | 'detect' }) => {
       if (o.task === 'detect') return evalDetect(o);
+      if (!o.dataset) throw new Error("eval: --dataset is required (fashion-mnist, cifar10 or an image folder)");
+      if (o.onnx) throw new Error('eval: --onnx is for --task detect; a classifier\'s ONNX file: mnv2 quantize --eval, or serve --onnx');
       const limit = int(o.limit, '--limit', COUNT_OR_ALL) ?? 0;
       const seed = int(o.seed, '--seed', SEED)!;
       const threads = int(o.threads, '--threads', THREADS);
