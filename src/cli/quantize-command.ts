@@ -22,17 +22,25 @@ interface QuantizeFlags extends ArchOpts {
   threads?: string;
   eval?: boolean;
   json?: boolean;
+  recalibrate?: boolean;
 }
 
-/** The float32 model as ONNX bytes: an .onnx file as it is, else weights exported (BN folded). */
-async function float32Onnx(o: QuantizeFlags): Promise<{ bytes: Uint8Array; source: string }> {
+/**
+ * The float32 model as ONNX bytes: an .onnx file as it is, else weights exported (BN folded); and for a model
+ * trained quantization-aware (`mnv2 train --qat`), its int8 model from the trained ranges.
+ */
+async function float32Onnx(o: QuantizeFlags): Promise<{ bytes: Uint8Array; source: string; qat: Uint8Array | null }> {
   if (o.weights?.endsWith('.onnx')) {
     if (!existsSync(o.weights)) throw new Error(`${o.weights}: no such file`);
-    return { bytes: new Uint8Array(readFileSync(o.weights)), source: o.weights };
+    return { bytes: new Uint8Array(readFileSync(o.weights)), source: o.weights, qat: null };
   }
   const m = loadModel(o, true);
-  const { exportOnnx } = await import('../engine/onnx/export.js');
-  return { bytes: exportOnnx(m.graph, m.weights, { info: descriptiveInfo(m.info) }), source: o.weights ?? 'the bundled Fashion-MNIST model' };
+  const source = o.weights ?? 'the bundled Fashion-MNIST model';
+  const info = { info: descriptiveInfo(m.info) };
+  const [{ exportOnnx }, { readQatRanges }] = await Promise.all([import('../engine/onnx/export.js'), import('../quant/qat-ranges.js')]);
+  const ranges = o.recalibrate ? null : readQatRanges(m.metadata, source);
+  const qat = ranges && (await import('../quant/qat.js')).qatOnnx(m.graph, m.weights, ranges, info, undefined, source);
+  return { bytes: exportOnnx(m.graph, m.weights, info), source, qat };
 }
 
 const mb = (n: number): string => `${(n / 1e6).toFixed(2)} MB`;
@@ -50,6 +58,7 @@ export function registerQuantizeCommand(program: Command): void {
     .option('--seed <n>', 'seed of the calibration subset', '0')
     .option('--batch <n>', 'calibration batch size', '32')
     .option('--threads <n>', 'ONNX Runtime threads (default: all cores)')
+    .option('--recalibrate', 'a model trained with --qat: calibrate anew instead of using its trained ranges')
     .option('--eval', 'then evaluate the float32 and int8 models on the test split')
     .option('--json', 'print a JSON summary on stdout')
     .action(async (o: QuantizeFlags) => {
@@ -66,19 +75,26 @@ export function registerQuantizeCommand(program: Command): void {
         import('../engine/onnx/export.js'), import('../engine/onnx/session.js'), import('../quant/quantize.js'), import('../data/open.js'),
       ]);
       const cfg = readOnnxConfig(fp32.bytes, fp32.source);
-      const calib = await openDataset(o.calibDataset, 'train', { dir: o.data, resolution: cfg.resolution });
+      const calibrated = async (bytes: Uint8Array, source: string, resolution: number) => {
+        const calib = await openDataset(o.calibDataset, 'train', { dir: o.data, resolution });
+        const q = await quantizeOnnx(bytes, calib, { ...settings, method: o.method, weightBits: Number(o.weightBits) as 7 | 8, threads }, source);
+        return {
+          bytes: q.bytes, method: o.method, calib: { calibImages: q.calibImages, calibDataset: calib.dataset.name },
+          how: `${o.method} ranges of ${q.plan.calibrate.length} tensors from ${q.calibImages} ${calib.dataset.name} images`,
+        };
+      };
       const t0 = performance.now();
-      const r = await quantizeOnnx(fp32.bytes, calib, { ...settings, method: o.method, weightBits: Number(o.weightBits) as 7 | 8, threads }, fp32.source);
+      const r = fp32.qat
+        ? { bytes: fp32.qat, how: 'the ranges trained quantization-aware (no calibration; --recalibrate to calibrate)', method: 'qat', calib: {} }
+        : await calibrated(fp32.bytes, fp32.source, cfg.resolution);
       const secs = (performance.now() - t0) / 1000;
       writeFileAtomic(o.out, r.bytes);
       const ops = await optimizedOpCounts(r.bytes);
       const summary: Record<string, unknown> = {
-        out: o.out, bytes: r.bytes.length, float32Bytes: fp32.bytes.length, method: o.method, calibImages: r.calibImages,
-        calibDataset: calib.dataset.name, seconds: secs, ortOps: Object.fromEntries(ops),
+        out: o.out, bytes: r.bytes.length, float32Bytes: fp32.bytes.length, method: r.method, ...r.calib, seconds: secs, ortOps: Object.fromEntries(ops),
       };
       const log = o.json ? console.error : console.log;
-      log(`wrote ${o.out}: ${mb(r.bytes.length)} (float32 ${mb(fp32.bytes.length)}, ${(fp32.bytes.length / r.bytes.length).toFixed(2)}x smaller); ` +
-        `${o.method} ranges of ${r.plan.calibrate.length} tensors from ${r.calibImages} ${calib.dataset.name} images in ${secs.toFixed(1)} s`);
+      log(`wrote ${o.out}: ${mb(r.bytes.length)} (float32 ${mb(fp32.bytes.length)}, ${(fp32.bytes.length / r.bytes.length).toFixed(2)}x smaller); ${r.how} in ${secs.toFixed(1)} s`);
       log(`ONNX Runtime runs it as: ${formatOpCounts(ops)}`);
       if (o.eval) {
         const test = await openDataset(o.calibDataset, 'test', { dir: o.data, resolution: cfg.resolution });

@@ -19,26 +19,23 @@
 import onnxProto from 'onnx-proto';
 import { NativeModel, offHeap, type QuantStep, type StepOptions } from '../engine/native/model.js';
 import { TRAIN_IO, type TrainQuant } from '../engine/native/plan.js';
-import { foldedToOnnx } from '../engine/onnx/export.js';
+import { foldedToOnnx, type ExportOptions } from '../engine/onnx/export.js';
+import { OrtModel } from '../engine/onnx/session.js';
+import type { Dataset, InputConvention } from '../data/dataset.js';
+import type { EvalResult } from '../train/metrics.js';
+import { evaluateOnnx } from './calibrate.js';
 import { foldBatchNorm } from '../model/fold.js';
 import type { BatchNormNode, Graph } from '../model/graph.js';
 import type { StateDict } from '../model/weights.js';
 import type { Task, TaskLoss } from '../task/task.js';
 import { fail } from '../util/errors.js';
 import { buildQdqModel, planQdq, quantizePerChannel, type QdqPlan } from './quantize.js';
+import { QAT_KEY, type QatRanges } from './qat-ranges.js';
 
 const { onnx } = onnxProto;
 
-/** Metadata key of a QAT model file: the trained activation ranges and the weight bits (JSON, see QatRanges). */
-export const QAT_KEY = 'mnv2.qat';
 /** torch.ao.quantization's MovingAverageMinMaxObserver default. */
 export const OBSERVER_AVERAGING = 0.01;
-
-/** What a QAT model file records: the range of each quantized tensor of the export (ONNX names), weight bits. */
-export interface QatRanges {
-  weightBits: 7 | 8;
-  ranges: Record<string, [number, number]>;
-}
 
 /** The phase of a QAT step: fake quantization on, and whether BN statistics are frozen. */
 export interface QatPhase {
@@ -137,59 +134,57 @@ export class QatModel {
   }
 
   /** One training step (see NativeModel.step) with fake quantization; `phase.frozenBn` freezes BN statistics. */
-  step<T>(input: Float32Array, batch: number, task: Task<T>, target: T, opts: StepOptions, phase: QatPhase): TaskLoss {
+  step<T>(input: Float32Array, batch: number, task: Task<T>, target: T, opts: StepOptions, phase: QatPhase): TaskLoss & { outputs: ReadonlyMap<string, Float32Array> } {
     this.quantizeWeights();
     const spec: TrainQuant = { fakeQuant: this.fakeQuantized, frozenBn: phase.frozenBn };
     const quant: QuantStep = { key: `qat${this.id}:${phase.frozenBn ? 'frozen' : 'bn'}`, spec, arrays: this.arrays };
     return this.model.step(input, batch, task, target, { ...opts, quant });
   }
 
-  /** The trained ranges by ONNX tensor name ([min(0, lo), max(0, hi)] of each observer). */
+  /** Whether every observer has seen a batch (the ranges exist). */
+  get observed(): boolean {
+    return [...this.values.keys()].every((v) => this.observer(v)[0]! <= this.observer(v)[1]!);
+  }
+
+  /** The observers' ranges by ONNX tensor name. */
   ranges(): QatRanges {
     const ranges: Record<string, [number, number]> = {};
     for (const [value, name] of this.values) {
       const s = this.observer(value);
       if (!(s[0]! <= s[1]!)) throw new Error(`qat: no range observed for ${name} yet (train at least one step)`);
-      ranges[name] = [Math.min(0, s[0]!), Math.max(0, s[1]!)];
+      ranges[name] = [s[0]!, s[1]!];
     }
     return { weightBits: this.weightBits, ranges };
   }
 
   /** The QDQ ONNX model of the current weights with the trained ranges (what `mnv2 quantize` writes, uncalibrated). */
-  exportQdq(info: Parameters<typeof foldedToOnnx>[2] = {}): Uint8Array {
-    return qatOnnx(this.model.graph, this.model.weights, this.ranges(), info, this.plan);
+  exportQdq(exportOpts: ExportOptions = {}): Uint8Array {
+    return qatOnnx(this.model.graph, this.model.weights, this.ranges(), exportOpts, this.plan);
+  }
+
+  /** Top-1 (etc.) of the int8 model, the QDQ export run by ONNX Runtime, on a dataset. */
+  async evaluateInt8(ds: Dataset, conv: InputConvention, threads?: number): Promise<EvalResult> {
+    const m = await OrtModel.create(this.exportQdq(), { threads });
+    try {
+      return await evaluateOnnx(m, ds, conv);
+    } finally {
+      await m.release();
+    }
   }
 }
 
 /** The QDQ ONNX model of weights trained with QAT, from the ranges it recorded. */
-export function qatOnnx(graph: Graph, weights: StateDict, r: QatRanges, exportOpts: Parameters<typeof foldedToOnnx>[2] = {}, known?: QdqPlan): Uint8Array {
+export function qatOnnx(graph: Graph, weights: StateDict, r: QatRanges, exportOpts: ExportOptions = {}, known?: QdqPlan, source = QAT_KEY): Uint8Array {
   const model = foldedToOnnx(foldBatchNorm(graph, weights), graph.config, exportOpts);
   const plan = known ?? planQdq(model);
   const ranges = new Map<string, [number, number]>();
   for (const t of plan.calibrate) {
     const v = r.ranges[t];
-    if (!v) fail(QAT_KEY, `no trained range for ${t}`);
-    ranges.set(t, v);
+    if (!v) fail(source, `${QAT_KEY} has no trained range for ${t}`);
+    // The quantized range always holds 0 (activationParams, as the fake quantization computes it).
+    ranges.set(t, [Math.min(0, v[0]), Math.max(0, v[1])]);
   }
   const info = { method: 'qat', weights: `int8 symmetric per-channel, ${r.weightBits}-bit`, activations: 'uint8 asymmetric per-tensor, trained ranges' };
   const q = buildQdqModel(model, plan, ranges, { weightQmax: 2 ** (r.weightBits - 1) - 1, info });
   return onnx.ModelProto.encode(onnx.ModelProto.create(q)).finish();
 }
-
-/** The QAT ranges a model file's metadata carries, or null. */
-export function readQatRanges(metadata: Record<string, string>, source: string): QatRanges | null {
-  const raw = metadata[QAT_KEY];
-  if (raw === undefined) return null;
-  let r: QatRanges;
-  try {
-    r = JSON.parse(raw) as QatRanges;
-  } catch (e) {
-    fail(source, `${QAT_KEY} is not JSON (${(e as Error).message})`);
-  }
-  if ((r.weightBits !== 7 && r.weightBits !== 8) || typeof r.ranges !== 'object' || r.ranges === null) fail(source, `${QAT_KEY} needs weightBits 7 or 8 and ranges`);
-  for (const [t, v] of Object.entries(r.ranges)) {
-    if (!Array.isArray(v) || v.length !== 2 || !(v[0] <= 0 && v[1] >= 0) || !Number.isFinite(v[0]) || !Number.isFinite(v[1])) fail(source, `${QAT_KEY}: range of ${t} must be [lo <= 0, hi >= 0], got ${JSON.stringify(v)}`);
-  }
-  return r;
-}
-
