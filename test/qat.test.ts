@@ -228,7 +228,7 @@ describe('mnv2 train --qat', () => {
   });
 
   it('refuses QAT settings that cannot work, naming the flag', async () => {
-    await assert.rejects(mnv2('train', '--qat-epochs', '3', '--epochs', '2'), /--qat-epochs must be .*2/);
+    await assert.rejects(mnv2('train', '--qat-epochs', '3', '--epochs', '2'), /--qat-epochs expects an integer in \[1, 2\], got '3'/);
     await assert.rejects(mnv2('train', '--qat-freeze-bn', '1'), /--qat-freeze-bn and --weight-bits are for quantization-aware training: add --qat or --qat-epochs N/);
     await assert.rejects(mnv2('train', '--qat', '--ema', '0.999'), /does not combine with an EMA/);
   });
