@@ -29,6 +29,7 @@ import { resolvePreset, type TrainRecipe } from '../src/train/presets.js';
 import { loadCheckpoint } from '../src/train/checkpoint.js';
 import { readMetrics } from '../src/train/plot.js';
 import { loadModelFile, saveWeights } from '../src/io/weights.js';
+import { encodeModelInfo } from '../src/io/metadata.js';
 import { Rng } from '../src/util/rng.js';
 
 const skip = existsSync(FASHION_MNIST_DIR) ? false : `${FASHION_MNIST_DIR} is absent (apt-get install dataset-fashion-mnist)`;
@@ -175,7 +176,7 @@ test('bad datasets: clear errors naming the file and the problem', { skip }, asy
   assert.throws(() => resolvePreset('fashion-mnist', { arch: 'ssdlite' }), /--arch ssdlite is a detector/);
 });
 
-test('--weights: a MobileNetV2 classifier seeds the detector backbone (features.*, BN statistics too); a mismatched width is named', { skip }, async () => {
+test('--weights: a MobileNetV2 classifier seeds the detector backbone (features.*, BN statistics too), a detector all of it at another resolution; a mismatched width is named', { skip }, async () => {
   const cls = buildModel(archConfig('imagenet', { alpha: 0.35, resolution: 32, numClasses: 10 }));
   const clsWeights = initWeights(cls, 11);
   const file = join(tmp, 'classifier.safetensors');
@@ -195,11 +196,27 @@ test('--weights: a MobileNetV2 classifier seeds the detector backbone (features.
     if (p.name.startsWith('features.')) features++;
   }
   assert.ok(features > 100, `${features} backbone parameters compared`);
+  // A detector at another resolution: all of it (no shape depends on the input size).
+  const det129 = buildModel(archConfig('ssdlite', { alpha: 0.35, resolution: R, numClasses: 10 }));
+  const detWeights = initWeights(det129, 5);
+  const detFile = join(tmp, 'detector-129.safetensors');
+  saveWeights(detFile, det129, detWeights, new Map(), encodeModelInfo({ config: det129.config }));
+  const logs161: string[] = [];
+  const dir161 = join(tmp, 'from-detector');
+  await trainDetector({ recipe: tinyRecipe({ epochs: 1, lr: 1e-30, resolution: 161 }), out: dir161, weights: detFile, ...quiet, log: (m) => logs161.push(m) });
+  assert.ok(logs161.some((l) => /starting from the detector .*detector-129\.safetensors \(\d+ tensors\)/.test(l)), logs161.join('\n'));
+  const at161 = loadCheckpoint(join(dir161, 'last.safetensors'));
+  assert.equal(at161.graph.config.resolution, 161);
+  for (const p of at161.graph.params) {
+    const v = at161.weights.get(p.name)!;
+    const want = detWeights.get(p.name)!;
+    assert.ok(v.every((x, i) => Math.abs(x - want[i]!) <= 1e-20), p.name);
+  }
   const wide = join(tmp, 'classifier-wide.safetensors');
   const g1 = buildModel(archConfig('imagenet', { alpha: 0.5, resolution: 32, numClasses: 10 }));
   saveWeights(wide, g1, initWeights(g1, 1));
   await assert.rejects(trainDetector({ recipe: tinyRecipe(), out: join(tmp, 'wide'), weights: wide, ...quiet }),
-    /classifier-wide\.safetensors: features\.[\d.a-z_]+ has \d+ values, the detector's backbone \d+: the classifier's width \(alpha 0\.5\) must match the detector's \(--alpha\)/);
+    /classifier-wide\.safetensors: features\.[\d.a-z_]+ has \d+ values, the detector's \d+: the classifier's width \(alpha 0\.5\) must match the detector's \(--alpha, the dataset's classes\)/);
 });
 
 test('a torchvision-style run (softmax, dx-dy codes): its model file records the style and ORT detect scores it as training did', { skip }, async () => {

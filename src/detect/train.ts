@@ -30,7 +30,7 @@ import type { DetectAugment, TrainRecipe } from '../train/presets.js';
 import { progressBar, formatDuration } from '../train/progress.js';
 import { openRun } from '../train/run-state.js';
 import { ssdAnchors } from './anchors.js';
-import { backboneFromClassifier } from './backbone.js';
+import { detectorInit } from './backbone.js';
 import type { SsdAugmentOptions } from './augment.js';
 import { FASHION_DETECT_DEFAULTS, makeFashionDetect } from './fashion-detect.js';
 import { detectionBatches, limitImages, openDetectionSplit, type DetectionSplit } from './train-data.js';
@@ -110,7 +110,7 @@ export async function trainDetector(opts: TrainOptions): Promise<DetectTrainResu
   if (opts.freezeBackbone || opts.replaceClassifier !== undefined) {
     throw new Error('--freeze-backbone and --replace-classifier are for classifiers; a detector starts from scratch, from a classifier\'s backbone (--weights) or resumes (--resume)');
   }
-  // --weights is a classifier whose backbone seeds the detector (below), not a model to fine-tune as it is.
+  // --weights seeds the detector below (a classifier's backbone, or a detector at another resolution), not openRun's fine-tuning.
   const state = openRun({ ...opts, weights: undefined }, log);
   const { recipe, runDir } = state;
   const det = recipe.detection;
@@ -126,9 +126,9 @@ export async function trainDetector(opts: TrainOptions): Promise<DetectTrainResu
     state.graph = buildModel(archConfig(recipe.arch, { alpha: recipe.alpha, resolution: recipe.resolution, numClasses: classes.length, ssdStyle: det.style }));
     state.weights = initWeights(state.graph, recipe.seed);
     if (opts.weights !== undefined) {
-      const b = backboneFromClassifier(state.graph, state.weights, opts.weights);
-      state.weights = b.weights;
-      log(`backbone from ${opts.weights} (${b.copied} tensors); extras and heads freshly initialised`);
+      const init = detectorInit(state.graph, state.weights, opts.weights);
+      state.weights = init.weights;
+      log(init.whole ? `starting from the detector ${opts.weights} (${init.copied} tensors)` : `backbone from ${opts.weights} (${init.copied} tensors); extras and heads freshly initialised`);
     }
     state.baseInfo = { preprocess: familyOf(state.graph.config).defaultPreprocess(state.graph.config), classes };
   }
