@@ -29,17 +29,25 @@ interface QuantizeFlags extends ArchOpts {
   threads?: string;
   eval?: boolean;
   json?: boolean;
+  recalibrate?: boolean;
 }
 
-/** The float32 model as ONNX bytes: an .onnx file as it is, else weights exported (BN folded). */
-async function float32Onnx(o: QuantizeFlags): Promise<{ bytes: Uint8Array; source: string }> {
+/**
+ * The float32 model as ONNX bytes: an .onnx file as it is, else weights exported (BN folded); and for a model
+ * trained quantization-aware (`mnv2 train --qat`), its int8 model from the trained ranges.
+ */
+async function float32Onnx(o: QuantizeFlags): Promise<{ bytes: Uint8Array; source: string; qat: Uint8Array | null }> {
   if (o.weights?.endsWith('.onnx')) {
     if (!existsSync(o.weights)) throw new Error(`${o.weights}: no such file`);
-    return { bytes: new Uint8Array(readFileSync(o.weights)), source: o.weights };
+    return { bytes: new Uint8Array(readFileSync(o.weights)), source: o.weights, qat: null };
   }
   const m = loadModel(o, true);
-  const { exportOnnx } = await import('../engine/onnx/export.js');
-  return { bytes: exportOnnx(m.graph, m.weights, exportMetadataOf(m)), source: o.weights ?? 'the bundled Fashion-MNIST model' };
+  const source = o.weights ?? 'the bundled Fashion-MNIST model';
+  const meta = exportMetadataOf(m);
+  const [{ exportOnnx }, { readQatRanges }] = await Promise.all([import('../engine/onnx/export.js'), import('../quant/qat-ranges.js')]);
+  const ranges = o.recalibrate ? null : readQatRanges(m.metadata, source);
+  const qat = ranges && (await import('../quant/qat.js')).qatOnnx(m.graph, m.weights, ranges, meta, undefined, source);
+  return { bytes: exportOnnx(m.graph, m.weights, meta), source, qat };
 }
 
 /** A detector's calibration photos: a COCO JSON, a folder with train.json, or a folder of images. */
@@ -99,6 +107,7 @@ export function registerQuantizeCommand(program: Command): void {
     .option('--seed <n>', 'seed of the calibration subset', '0')
     .option('--batch <n>', 'calibration batch size', '32')
     .option('--threads <n>', 'ONNX Runtime threads (default: all cores)')
+    .option('--recalibrate', 'a model trained with --qat: calibrate anew instead of using its trained ranges')
     .option('--eval', 'then evaluate the float32 and int8 models on the test split (a detector: COCO AP on --eval-dataset)')
     .option('--eval-dataset <json|dir>', 'detectors: the COCO set of --eval (a JSON, or a folder with test.json; default: --calib-dataset\'s test.json)')
     .option('--json', 'print a JSON summary on stdout')
@@ -120,21 +129,28 @@ export function registerQuantizeCommand(program: Command): void {
       const cfg = readOnnxConfig(fp32.bytes, fp32.source);
       const detector = cfg.family === SSDLITE;
       if (o.evalDataset && !detector) throw new Error('quantize: --eval-dataset is for detectors; a classifier is evaluated on --calib-dataset\'s test split');
-      const calib = detector ? await detectorCalibration(o, cfg) : await openDataset(o.calibDataset ?? 'fashion-mnist', 'train', { dir: o.data, resolution: cfg.resolution });
       const evalSet = o.eval && detector ? detectorEvalSet(o) : null; // checked before the calibration runs
-      const calibName = 'dataset' in calib ? calib.dataset.name : calib.name;
+      const calibrated = async () => {
+        const calib = detector ? await detectorCalibration(o, cfg) : await openDataset(o.calibDataset ?? 'fashion-mnist', 'train', { dir: o.data, resolution: cfg.resolution });
+        const calibName = 'dataset' in calib ? calib.dataset.name : calib.name;
+        const q = await quantizeOnnx(fp32.bytes, calib, { ...settings, method: o.method, weightBits: Number(o.weightBits) as 7 | 8, threads }, fp32.source);
+        return {
+          bytes: q.bytes, method: o.method, calib: { calibImages: q.calibImages, calibDataset: calibName },
+          how: `${o.method} ranges of ${q.plan.calibrate.length} tensors from ${q.calibImages} ${calibName} images`,
+        };
+      };
       const t0 = performance.now();
-      const r = await quantizeOnnx(fp32.bytes, calib, { ...settings, method: o.method, weightBits: Number(o.weightBits) as 7 | 8, threads }, fp32.source);
+      const r = fp32.qat
+        ? { bytes: fp32.qat, how: 'the ranges trained quantization-aware (no calibration; --recalibrate to calibrate)', method: 'qat', calib: {} }
+        : await calibrated();
       const secs = (performance.now() - t0) / 1000;
       writeFileAtomic(o.out, r.bytes);
       const ops = await optimizedOpCounts(r.bytes);
       const summary: Record<string, unknown> = {
-        out: o.out, bytes: r.bytes.length, float32Bytes: fp32.bytes.length, method: o.method, calibImages: r.calibImages,
-        calibDataset: calibName, seconds: secs, ortOps: Object.fromEntries(ops),
+        out: o.out, bytes: r.bytes.length, float32Bytes: fp32.bytes.length, method: r.method, ...r.calib, seconds: secs, ortOps: Object.fromEntries(ops),
       };
       const log = o.json ? console.error : console.log;
-      log(`wrote ${o.out}: ${mb(r.bytes.length)} (float32 ${mb(fp32.bytes.length)}, ${(fp32.bytes.length / r.bytes.length).toFixed(2)}x smaller); ` +
-        `${o.method} ranges of ${r.plan.calibrate.length} tensors from ${r.calibImages} ${calibName} images in ${secs.toFixed(1)} s`);
+      log(`wrote ${o.out}: ${mb(r.bytes.length)} (float32 ${mb(fp32.bytes.length)}, ${(fp32.bytes.length / r.bytes.length).toFixed(2)}x smaller); ${r.how} in ${secs.toFixed(1)} s`);
       log(`ONNX Runtime runs it as: ${formatOpCounts(ops)}`);
       if (evalSet) {
         const e = await evalDetectors([['float32', fp32.bytes], ['int8', r.bytes]], evalSet, threads);
