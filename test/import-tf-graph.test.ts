@@ -131,7 +131,7 @@ test('bad files: clear errors naming the file and the problem', () => {
   }
 });
 
-test("mnv2 import tf-graph: the model file's metadata (ssdlite, TF 'SAME' = keras padding, [-1, 1] preset, source) and detect runs it", () => {
+test("mnv2 import tf-graph: the model file's metadata (ssdlite, TF 'SAME' = keras padding, [-1, 1] preset, source)", () => {
   const file = pbOf({ form: 'val' });
   const out = path.join(tmp, 'imported.safetensors');
   const r = spawnSync('node', [CLI, 'import', 'tf-graph', file, '--out', out], { encoding: 'utf8' });
