@@ -142,8 +142,11 @@ test("mnv2 import tf-graph: the model file's metadata (ssdlite, TF 'SAME' = kera
   const c = m.graph.config as unknown as SsdliteConfig;
   assert.deepEqual([c.alpha, c.resolution, c.numClasses, c.padding], [0.35, 160, 3, 'keras']);
   for (const [k, v] of weights) assert.deepEqual(m.weights.get(k), v, k);
-  assert.throws(() => execFileSync('node', [CLI, 'import', 'tf-graph', file, '--out', file], { stdio: 'pipe' }), /--out .* is the imported file|same file/);
-  assert.ok(existsSync(file));
+  const same = spawnSync('node', [CLI, 'import', 'tf-graph', file, '--out', file], { encoding: 'utf8' });
+  assert.match(same.stderr, /--out .* is the same file as the imported file .*: refusing to overwrite an input/);
+  assert.ok(existsSync(file) && readFileSync(file).length > 1e6, 'the graph is untouched');
+  const asWeights = spawnSync('node', [CLI, 'detect', file, '--weights', file], { encoding: 'utf8' });
+  assert.match(asWeights.stderr, /\.pb: a TensorFlow frozen graph \(GraphDef\), not a weights file \(\.safetensors or \.pth\): use mnv2 import tf-graph FILE --out W\.safetensors/);
 });
 
 test('COCO labels: the TF mscoco label map, ids 1..90 with 10 unused ids', () => {
