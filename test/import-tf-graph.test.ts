@@ -56,10 +56,9 @@ test('import: α 0.35, 3 classes and 160 px from the graph; every weight equal t
       if (!m.weights.get(k)!.every((x, i) => x === want[i])) mismatched++;
     }
     assert.equal(mismatched, 0, `${form}: tensors differing from the source`);
+    // the float16 form really rounds: not a float32 file under another name
+    if (form === 'half') assert.ok(maxAbsDiff(m.weights.get('features.0.0.weight')!, weights.get('features.0.0.weight')!) > 1e-5);
   }
-  // the float16 form really rounds: not a float32 file under another name
-  const half = importTfGraphSsdlite(pbOf({ form: 'half' }));
-  assert.ok(maxAbsDiff(half.weights.get('features.0.0.weight')!, weights.get('features.0.0.weight')!) > 1e-5);
 });
 
 test('input size: the Preprocessor resize, else a fixed-size Placeholder, else the TF OD API default 300', () => {
