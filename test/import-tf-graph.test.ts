@@ -48,7 +48,7 @@ test('import: α 0.35, 3 classes and 160 px from the graph; every weight equal t
   for (const form of ['content', 'val', 'half'] as const) {
     const m = importTfGraphSsdlite(pbOf({ form }));
     assert.deepEqual([m.graph.config.alpha, m.graph.config.numClasses, m.graph.config.resolution, m.graph.config.padding, m.graph.config.bnEps], [0.35, 3, 160, 'keras', 1e-3], form);
-    assert.equal(m.resolution.from, "Preprocessor/ResizeImage/ResizeBilinear's size");
+    assert.equal(m.resolution.from, "Preprocessor/map/while/ResizeImage/ResizeBilinear's size");
     assert.deepEqual([...m.weights.keys()].sort(), [...weights.keys()].sort(), form);
     let mismatched = 0;
     for (const [k, v] of weights) {
@@ -61,7 +61,8 @@ test('import: α 0.35, 3 classes and 160 px from the graph; every weight equal t
   }
 });
 
-test('input size: the Preprocessor resize, else a fixed-size Placeholder, else the TF OD API default 300', () => {
+test('input size: the Preprocessor resize (a Const or a Pack of Consts), else a fixed-size Placeholder, else the TF OD API default 300', () => {
+  assert.deepEqual(importTfGraphSsdlite(pbOf({ packedSize: true })).resolution, { value: 160, from: "Preprocessor/map/while/ResizeImage/ResizeBilinear's size" });
   assert.deepEqual(importTfGraphSsdlite(pbOf({ input: 'fixed' })).resolution, { value: 160, from: "input 'image_tensor' of shape [1,160,160,3]" });
   const g300 = buildSsdlite(makeSsdliteConfig({ alpha: 0.35, resolution: 300, numClasses: 3 }));
   const m = importTfGraphSsdlite(pbOf({ input: 'unknown' }, g300, randomWeights(g300, 5)));
@@ -135,7 +136,7 @@ test("mnv2 import tf-graph: the model file's metadata (ssdlite, TF 'SAME' = kera
   const out = path.join(tmp, 'imported.safetensors');
   const r = spawnSync('node', [CLI, 'import', 'tf-graph', file, '--out', out], { encoding: 'utf8' });
   assert.equal(r.status, 0, r.stderr);
-  assert.match(r.stderr, /SSDLite MobileNetV2 α 0.35 @ 160 \(input size: Preprocessor\/ResizeImage\/ResizeBilinear's size\), 3 classes \+ background, TF 'SAME' padding/);
+  assert.match(r.stderr, /SSDLite MobileNetV2 α 0.35 @ 160 \(input size: Preprocessor\/map\/while\/ResizeImage\/ResizeBilinear's size\), 3 classes \+ background, TF 'SAME' padding/);
   const m = loadModelFile(out);
   assert.deepEqual([m.metadata['mnv2.family'], m.metadata['mnv2.preprocess'], m.metadata['mnv2.source'], m.metadata['mnv2.labels']], ['ssdlite', 'keras', path.basename(file), undefined]);
   const c = m.graph.config as unknown as SsdliteConfig;

@@ -131,10 +131,10 @@ export function resolutionOf(g: TfGraph, file: string): { value: number; from: s
   for (const n of g.nodes) {
     if (!/^Resize(Bilinear|NearestNeighbor|Bicubic|Area)$/.test(n.op) || !n.name.startsWith('Preprocessor/')) continue;
     const size = throughIdentity(g, inputNode(g, n.input[1] ?? ''));
-    if (size?.op !== 'Const') continue;
-    const v = constValue(size, file);
-    if (v.data.length !== 2) fail(`${n.name}: resize size '${size.name}' has ${v.data.length} values, not [height, width]`);
-    const [h, w] = v.data as Int32Array;
+    const hw = size && sizeValues(g, size, file);
+    if (!hw) continue;
+    if (hw.length !== 2) fail(`${n.name}: resize size '${size!.name}' has ${hw.length} values, not [height, width]`);
+    const [h, w] = hw;
     if (h !== w) fail(`${n.name} resizes to ${h}x${w}; SSDLite here takes square inputs`);
     return { value: h!, from: `${n.name}'s size` };
   }
@@ -144,6 +144,15 @@ export function resolutionOf(g: TfGraph, file: string): { value: number; from: s
     if (s.length === 4 && s[1]! > 0 && s[1] === s[2]) return { value: s[1]!, from: `input '${n.name}' of shape [${s}]` };
   }
   return { value: DEFAULT_RESOLUTION, from: `not in the graph; the TF OD API default ${DEFAULT_RESOLUTION}` };
+}
+
+/** A resize size: a Const (TF 1.x's tf.stack of constants), or a Pack of scalar Consts; undefined if computed. */
+function sizeValues(g: TfGraph, n: TfNode, file: string): number[] | undefined {
+  if (n.op === 'Const') return [...constValue(n, file).data];
+  if (n.op !== 'Pack') return undefined;
+  const parts = n.input.filter((i) => !i.startsWith('^')).map((i) => throughIdentity(g, inputNode(g, i)));
+  if (!parts.every((p) => p?.op === 'Const')) return undefined;
+  return parts.flatMap((p) => [...constValue(p!, file).data]);
 }
 
 /** The ops reading the variables: TF 'SAME' padding, NHWC, no dilation, the model's strides, inference BN with ε 1e-3. */

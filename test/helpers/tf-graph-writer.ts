@@ -23,6 +23,8 @@ export interface TfGraphOptions {
    * TF OD API's, default), a fixed [1, R, R, 3] Placeholder, or not at all ([-1, -1, -1, 3], no resize).
    */
   input?: 'resize' | 'fixed' | 'unknown';
+  /** The resize size as a Pack of two scalar Consts instead of one Const (TF 1.x folds tf.stack of constants into one). */
+  packedSize?: boolean;
   /** Leave these Consts out (error tests). */
   omit?: readonly string[];
   /** Replace a Const's shape (error tests): name → shape, data sized to match. */
@@ -81,12 +83,16 @@ export function writeTfGraph(graph: Graph<SsdliteConfig>, weights: StateDict, o:
   const intConst = (name: string, values: number[]) =>
     add(name, 'Const', [], { dtype: { type: TF_DTYPES.DT_INT32 }, value: { tensor: { dtype: TF_DTYPES.DT_INT32, tensorShape: shapeProto([values.length]), intVal: values } } });
 
+  const packedSize = (r: number) => {
+    const dims = ['0', '1'].map((i) => add(`Preprocessor/map/while/ResizeImage/stack/${i}`, 'Const', [], { dtype: { type: TF_DTYPES.DT_INT32 }, value: { tensor: { dtype: TF_DTYPES.DT_INT32, tensorShape: { dim: [] }, intVal: [r] } } }));
+    return add('Preprocessor/map/while/ResizeImage/stack', 'Pack', dims, { N: { i: 2 }, T: { type: TF_DTYPES.DT_INT32 }, axis: { i: 0 } });
+  };
   const R = graph.config.resolution;
   const input = o.input ?? 'resize';
   add('image_tensor', 'Placeholder', [], { dtype: { type: TF_DTYPES.DT_FLOAT }, shape: { shape: shapeProto(input === 'fixed' ? [1, R, R, 3] : [-1, -1, -1, 3]) } });
   const tensor = new Map<string, string>();
   tensor.set(graph.input, input !== 'resize' ? 'image_tensor'
-    : add('Preprocessor/ResizeImage/ResizeBilinear', 'ResizeBilinear', ['image_tensor', intConst('Preprocessor/ResizeImage/size', [R, R])], { align_corners: { b: false } }));
+    : add('Preprocessor/map/while/ResizeImage/ResizeBilinear', 'ResizeBilinear', ['image_tensor', o.packedSize ? packedSize(R) : intConst('Preprocessor/map/while/ResizeImage/stack', [R, R])], { align_corners: { b: false } }));
   const scopeOf = new Map<string, string>(); // value → TF scope of the conv that made it
   const convScopes = tfScopesByConv(graph.config.alpha);
   for (const n of graph.nodes) {
