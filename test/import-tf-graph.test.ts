@@ -11,7 +11,7 @@ import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'no
 import os from 'node:os';
 import path from 'node:path';
 import { buildSsdlite, makeSsdliteConfig } from '../src/model/ssdlite.js';
-import { importTfGraphSsdlite } from '../src/io/tf-graph-ssdlite.js';
+import { importTfGraphSsdlite, tfConvVariable, tfScopesByConv } from '../src/io/tf-graph-ssdlite.js';
 import { halfBitsToNumber } from '../src/io/safetensors.js';
 import { loadModelFile } from '../src/io/weights.js';
 import { SsdliteDetector, type RawDetections } from '../src/detect/ssdlite-detector.js';
@@ -154,4 +154,30 @@ test('COCO labels: the TF mscoco label map, ids 1..90 with 10 unused ids', () =>
   assert.equal(COCO_LABELS.filter((l) => l !== 'N/A').length, 80);
   assert.deepEqual([1, 18, 38, 44, 90].map((id) => COCO_LABELS[id - 1]), ['person', 'dog', 'kite', 'bottle', 'toothbrush']);
   assert.deepEqual([12, 26, 29, 30, 45, 66, 68, 69, 71, 83].map((id) => COCO_LABELS[id - 1]), new Array(10).fill('N/A'));
+});
+
+const LAYOUT = new URL('../../../shared/data/detection/ssdlite-mobilenetv2-coco-layout.md', import.meta.url).pathname;
+
+test('the variables the importer reads for α 1, 90 classes, 300 px are exactly the COCO layout spec\'s 88 scopes, names and shapes', { skip: existsSync(LAYOUT) ? false : `${LAYOUT} is absent (the shared reference data is not on this machine)` }, () => {
+  // spec rows: | `scope` | op | out | `weights` [3, 3, 3, 32], BN `gamma,...` [32] | ...  or  `weights` [...], `biases` [12]
+  const spec = new Map<string, string>();
+  for (const [, scope, vars] of readFileSync(LAYOUT, 'utf8').matchAll(/^\| `([^`]+)` \| [^|]+ \| [^|]+ \| ([^|]+) \|/gm)) {
+    for (const [, name, shape] of vars!.matchAll(/`(weights|depthwise_weights|biases)` \[([\d, ]+)\]/g)) spec.set(`${scope}/${name}`, shape!.replace(/ /g, ''));
+    const bn = /BN `gamma,beta,moving_mean,moving_variance` \[(\d+)\]/.exec(vars!);
+    if (bn) for (const v of ['gamma', 'beta', 'moving_mean', 'moving_variance']) spec.set(`${scope}/BatchNorm/${v}`, bn[1]!);
+  }
+  const g = buildSsdlite(makeSsdliteConfig({ alpha: 1, resolution: 300, numClasses: 90 }));
+  const ours = new Map<string, string>();
+  const scopes = tfScopesByConv(1);
+  for (const n of g.nodes) {
+    if (n.op !== 'conv') continue;
+    const scope = scopes.get(n.name)!;
+    const v = tfConvVariable(n, scope);
+    ours.set(v.name, v.shape.join());
+    if (n.bias) ours.set(`${scope}/biases`, String(n.outC));
+    else for (const b of ['gamma', 'beta', 'moving_mean', 'moving_variance']) ours.set(`${scope}/BatchNorm/${b}`, String(n.outC));
+  }
+  assert.equal(new Set([...spec.keys()].map((k) => k.replace(/\/(BatchNorm\/\w+|weights|depthwise_weights|biases)$/, ''))).size, 88);
+  assert.equal(spec.size, 76 * 5 + 12 * 2, '76 conv + BN scopes, 12 predictor convs with biases');
+  assert.deepEqual([...ours].sort(), [...spec].sort());
 });
