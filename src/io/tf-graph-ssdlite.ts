@@ -76,8 +76,9 @@ export function importTfGraphSsdlite(file: string): TfGraphSsdliteImport {
   const used = new Set<string>();
   const value = (name: string, shape: readonly number[]): Float32Array => {
     const n = consts.get(name) ?? fail(`missing variable ${name} (expected shape [${shape}])`);
+    const s = shapeOf(name)!;
+    if (s.join() !== shape.join()) fail(`variable ${name} has shape [${s}], expected [${shape}]`);
     const v = constValue(n, file);
-    if (v.shape.join() !== shape.join()) fail(`variable ${name} has shape [${v.shape}], expected [${shape}]`);
     used.add(name);
     return v.data instanceof Float32Array ? v.data : fail(`variable ${name} is an integer tensor, expected float`);
   };

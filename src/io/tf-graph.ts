@@ -161,6 +161,9 @@ export interface TfValue {
   data: Float32Array | Int32Array;
 }
 
+/** Most elements a Const may fill by repeating its last *_val value. */
+const MAX_SPLAT = 2 ** 24;
+
 /** Bytes per element of tensor_content, by dtype. */
 const CONTENT_BYTES: Readonly<Record<number, number>> = { 1: 4, 2: 8, 3: 4, 19: 2 };
 
@@ -190,6 +193,8 @@ export function constValue(n: TfNode, source: string): TfValue {
   const vals: readonly number[] = { 1: t.floatVal, 2: t.doubleVal, 3: t.intVal, 19: t.halfVal?.map((h) => halfBitsToNumber(h & 0xffff)) }[dtype as 1 | 2 | 3 | 19] ?? [];
   if (vals.length > count) fail(`has ${vals.length} values for shape [${shape}] (${count} elements)`);
   if (!vals.length && count) fail(`has no values for shape [${shape}]`);
+  // a few bytes of splat must not make gigabytes: TF writes large tensors as tensor_content
+  if (vals.length < count && count > MAX_SPLAT) fail(`repeats ${vals.length} value(s) into ${count} elements (shape [${shape}]); more than ${MAX_SPLAT} is refused`);
   const data = dtype === 3 ? new Int32Array(count) : new Float32Array(count);
   data.set(vals);
   if (vals.length < count) data.fill(vals[vals.length - 1]!, vals.length);
