@@ -47,7 +47,7 @@ const opencvSkip = (() => {
 test('import: α 0.35, 3 classes and 160 px from the graph; every weight equal to the source in tensor_content, float_val (splats) and float16 forms', () => {
   for (const form of ['content', 'val', 'half'] as const) {
     const m = importTfGraphSsdlite(pbOf({ form }));
-    assert.deepEqual([m.graph.config.alpha, m.graph.config.numClasses, m.graph.config.resolution, m.graph.config.padding, m.graph.config.bnEps], [0.35, 3, 160, 'keras', 1e-3], form);
+    assert.deepEqual([m.graph.config.alpha, m.graph.config.numClasses, m.graph.config.resolution, m.graph.config.padding, m.graph.config.bnEps, m.graph.config.ssdStyle], [0.35, 3, 160, 'keras', 1e-3, 'tf'], form);
     assert.equal(m.resolution.from, "Preprocessor/map/while/ResizeImage/ResizeBilinear's size");
     assert.deepEqual([...m.weights.keys()].sort(), [...weights.keys()].sort(), form);
     let mismatched = 0;

@@ -109,7 +109,7 @@ function fit(
 ): { graph: Graph<SsdliteConfig>; scopes: Map<string, string> } {
   let best: { alpha: number; problems: string[] } | undefined;
   for (const alpha of ALPHAS) {
-    const graph = buildSsdlite(makeSsdliteConfig({ alpha, resolution, numClasses }));
+    const graph = buildSsdlite(makeSsdliteConfig({ alpha, resolution, numClasses, ssdStyle: 'tf' })); // TF's box code order, sigmoid scores
     const scopes = tfScopesByConv(alpha);
     const problems: string[] = [];
     for (const n of graph.nodes) {
