@@ -14,6 +14,7 @@ const io = {
   keras: () => import('../src/io/keras.js'),
   tfjs: () => import('../src/io/tfjs.js'),
   tflite: () => import('../src/io/tflite.js'),
+  tfGraph: async () => ({ ...(await import('../src/io/tf-graph.js')), ...(await import('../src/io/tf-graph-ssdlite.js')) }),
   pth: () => import('../src/io/pth.js'),
   idx: () => import('../src/data/idx.js'),
   cifar: () => import('../src/data/cifar.js'),
@@ -114,6 +115,31 @@ export const LOADERS: readonly FuzzLoader[] = [
       },
     }),
     load: async (dir, t) => (await io.tflite()).readTflite(join(dir, t)),
+  },
+  {
+    name: 'tf-graph',
+    seed: async () => {
+      const { GraphDefType } = await io.tfGraph();
+      const f32 = (shape: number[], tensor: object) => ({ dtype: { type: 1 }, value: { tensor: { dtype: 1, tensorShape: { dim: shape.map((size) => ({ size })) }, ...tensor } } });
+      const node = [
+        { name: 'image_tensor', op: 'Placeholder', attr: { dtype: { type: 1 }, shape: { shape: { dim: [-1, -1, -1, 3].map((size) => ({ size })) } } } },
+        { name: 'Preprocessor/size', op: 'Const', attr: { dtype: { type: 3 }, value: { tensor: { dtype: 3, tensorShape: { dim: [{ size: 2 }] }, intVal: [8, 8] } } } },
+        { name: 'Preprocessor/ResizeBilinear', op: 'ResizeBilinear', input: ['image_tensor', 'Preprocessor/size'] },
+        { name: 'Conv/weights', op: 'Const', attr: f32([3, 3, 3, 4], { tensorContent: kernel.subarray(0, 432) }) },
+        { name: 'Conv/weights/read', op: 'Identity', input: ['Conv/weights'] },
+        { name: 'Conv/Conv2D', op: 'Conv2D', input: ['Preprocessor/ResizeBilinear', 'Conv/weights/read'], attr: { padding: { s: text('SAME') }, strides: { list: { i: [1, 2, 2, 1] } } } },
+        { name: 'Conv/BatchNorm/gamma', op: 'Const', attr: f32([4], { floatVal: [1] }) },
+        { name: 'Conv/BatchNorm/beta', op: 'Const', attr: { dtype: { type: 19 }, value: { tensor: { dtype: 19, tensorShape: { dim: [{ size: 4 }] }, halfVal: [15360, 14336, 0, 48128] } } } },
+      ];
+      return { target: 'g.pb', files: { 'g.pb': GraphDefType.encode(GraphDefType.fromObject({ node })).finish() } };
+    },
+    load: async (dir, t) => {
+      const { readTfGraph, constValue, resolutionOf, stringAttr, intsAttr } = await io.tfGraph();
+      const file = join(dir, t);
+      const g = readTfGraph(file);
+      const fail = (m: string): never => { throw new Error(`${file}: ${m}`); };
+      return [g.nodes.map((n) => (n.op === 'Const' ? constValue(n, file) : [stringAttr(n, 'padding'), intsAttr(n, 'strides', fail)])), resolutionOf(g, file)];
+    },
   },
   {
     name: 'pth',

@@ -25,7 +25,7 @@ export { importTflite } from './io/tflite-mobilenetv2.js';
 export { WEIGHTS_CATALOG, findWeights, type WeightsEntry } from './weights/catalog.js';
 export { fetchWeights, resolveWeights, weightsCacheDir, type WeightsOptions } from './weights/cache.js';
 export { loadImage, loadImages, preset } from './data/preprocess.js';
-export { labelsFor, IMAGENET_LABELS, IMAGENET_BACKGROUND_LABELS, CIFAR10_LABELS, FASHION_MNIST_LABELS } from './data/labels.js';
+export { labelsFor, IMAGENET_LABELS, IMAGENET_BACKGROUND_LABELS, CIFAR10_LABELS, FASHION_MNIST_LABELS, COCO_LABELS } from './data/labels.js';
 export * as detect from './detect/index.js';
 export { load, weightsFile, imagenetWeightsName, type LoadOptions, type Model, type Classification } from './api/load.js';
 export { imageTensor, type ImageInput, type RawImage } from './api/image-input.js';

@@ -6,21 +6,26 @@ import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import { createHash } from 'node:crypto';
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
 import sharp from 'sharp';
-import { IMAGENET_LABELS } from '../src/data/labels.js';
-import { loadWeights } from '../src/io/weights.js';
+import { create as createTar } from 'tar';
+import { COCO_LABELS, IMAGENET_LABELS } from '../src/data/labels.js';
+import { loadModelFile, loadWeights } from '../src/io/weights.js';
+import { buildSsdlite, makeSsdliteConfig } from '../src/model/ssdlite.js';
+import { SsdliteDetector, type Detection } from '../src/detect/ssdlite-detector.js';
 import { findWeights, WEIGHTS_CATALOG, type WeightsEntry } from '../src/weights/catalog.js';
 import { fetchWeights, resolveWeights, weightsCacheDir } from '../src/weights/cache.js';
-import { fixturePath } from './helpers/fixtures.js';
+import { fixturePath, maxAbsDiff } from './helpers/fixtures.js';
 import { CLI } from './helpers/imagenet-photos.js';
 import { layerData, writeKerasH5 } from './helpers/keras-h5.js';
 import { kerasMobileNetV2, randomizeWeights } from './helpers/keras-model.js';
+import { randomWeights } from './helpers/random-model.js';
+import { writeTfGraph } from './helpers/tf-graph-writer.js';
 
 const tmp = mkdtempSync(path.join(tmpdir(), 'mnv2-weights-'));
 let dirs = 0;
@@ -163,4 +168,74 @@ test('CLI: weights list, weights fetch --base-url, then predict --weights NAME f
   assert.ok(existsSync(model));
   const m = loadWeights(model);
   assert.deepEqual([m.graph.config.alpha, m.graph.config.resolution, m.graph.config.padding, m.metadata['mnv2.preprocess']], [0.35, 96, 'keras', 'keras']);
+});
+
+// ---- the TF OD API model zoo detector: a tarball holding a frozen graph, built here from known weights -------------
+const ZOO = 'tf-od/ssdlite_mobilenet_v2_coco';
+const ZOO_DIR = 'ssdlite_mobilenet_v2_coco_2018_05_09';
+
+/** A .tar.gz of `files` (path in the archive → bytes). */
+async function tarGz(name: string, files: Record<string, Uint8Array | string>): Promise<Buffer> {
+  const src = path.join(tmp, `${name}-src`);
+  for (const [p, data] of Object.entries(files)) {
+    mkdirSync(path.dirname(path.join(src, p)), { recursive: true });
+    writeFileSync(path.join(src, p), data);
+  }
+  const file = path.join(tmp, `${name}.tar.gz`);
+  await createTar({ gzip: true, file, cwd: src }, readdirSync(src));
+  return readFileSync(file);
+}
+
+test(`${ZOO}: a cut download resumes, weights fetch extracts and imports the frozen graph, detect --weights NAME prints COCO names`, async () => {
+  assert.equal(findWeights(ZOO)?.url, `http://download.tensorflow.org/models/object_detection/${ZOO_DIR}.tar.gz`);
+  assert.equal(findWeights(ZOO)?.member, `${ZOO_DIR}/frozen_inference_graph.pb`);
+  const g = buildSsdlite(makeSsdliteConfig({ alpha: 0.35, resolution: 160, numClasses: 90 }));
+  const w = randomWeights(g, 9);
+  const tgz = await tarGz('zoo', { [`${ZOO_DIR}/frozen_inference_graph.pb`]: writeTfGraph(g, w), [`${ZOO_DIR}/pipeline.config`]: 'model { ssd { num_classes: 90 } }\n' });
+  served.set(`/object_detection/${ZOO_DIR}.tar.gz`, { data: tgz, cutFirst: true, hits: 0 });
+  const env = { ...process.env, MNV2_CACHE: freshCache() };
+  const run = async (...args: string[]) => promisify(execFile)(process.execPath, [CLI, ...args], { env, encoding: 'utf8' });
+
+  const n0 = requests.length;
+  const fetched = await run('weights', 'fetch', ZOO, '--base-url', `${base}object_detection/`, '--no-progress');
+  const mine = requests.slice(n0);
+  assert.equal(mine.length, 2);
+  assert.match(mine[1]!.range ?? '', /^bytes=[1-9]\d*-$/, 'the second request resumes');
+  assert.equal(fetched.stdout.trim(), path.join(env.MNV2_CACHE, 'downloads', `${ZOO_DIR}.tar.gz`));
+  const model = path.join(env.MNV2_CACHE, 'models', 'tf-od--ssdlite_mobilenet_v2_coco.safetensors');
+  assert.match(fetched.stderr, new RegExp(`imported ${ZOO_DIR}/frozen_inference_graph.pb into ${model}`));
+  assert.deepEqual(readdirSync(path.join(env.MNV2_CACHE, 'models')), [path.basename(model)], 'nothing extracted is left');
+  const m = loadModelFile(model);
+  assert.deepEqual([m.metadata['mnv2.family'], m.metadata['mnv2.labels'], m.metadata['mnv2.preprocess'], m.metadata['mnv2.source']],
+    ['ssdlite', 'coco', 'keras', `${ZOO_DIR}.tar.gz:${ZOO_DIR}/frozen_inference_graph.pb`]);
+  for (const [k, v] of w) assert.deepEqual(m.weights.get(k), v, k);
+
+  const photo = path.join(tmp, 'street.png');
+  await sharp({ create: { width: 200, height: 150, channels: 3, background: { r: 40, g: 120, b: 200 } } }).png().toFile(photo);
+  const n1 = requests.length;
+  const out = JSON.parse((await run('detect', photo, '--weights', ZOO, '--json', '--score', '0', '--max', '5')).stdout) as { detections: Detection[] };
+  assert.equal(requests.length, n1, 'detect used the cache, no download');
+  const det = await SsdliteDetector.create(g, w);
+  const direct = (await det.detect(photo, { scoreThreshold: 0, maxDetections: 5, classNames: COCO_LABELS })).detections;
+  await det.release();
+  assert.equal(out.detections.length, 5);
+  for (const [i, d] of out.detections.entries()) {
+    assert.equal(d.label, COCO_LABELS[d.classId - 1], 'a COCO name');
+    assert.deepEqual([d.classId, d.label], [direct[i]!.classId, direct[i]!.label]);
+    assert.ok(Math.abs(d.score - direct[i]!.score) < 1e-5 && maxAbsDiff(d.box, direct[i]!.box) < 1e-3, `detection ${i}: ${JSON.stringify(d)} vs ${JSON.stringify(direct[i])}`);
+  }
+});
+
+test('model zoo tarballs: not gzip, no frozen graph inside, or a broken graph inside are clear errors; no model is written', async () => {
+  const member = 'zoo/frozen_inference_graph.pb';
+  const zoo = (name: string): WeightsEntry => entry({ name: `test/${name}`, url: `https://x.invalid/z/${name}.tar.gz`, sha256: null, format: 'tf-od-tar', member, family: 'ssdlite', preset: 'keras' });
+  served.set('/z/html.tar.gz', { data: Buffer.from('<html>moved</html>'), cutFirst: false, hits: 0 });
+  served.set('/z/empty.tar.gz', { data: await tarGz('empty', { 'zoo/pipeline.config': 'x' }), cutFirst: false, hits: 0 });
+  served.set('/z/broken.tar.gz', { data: await tarGz('broken', { [member]: 'not a graph' }), cutFirst: false, hits: 0 });
+  const cacheDir = freshCache();
+  const opts = { cacheDir, catalog: ['html', 'empty', 'broken'].map(zoo), baseUrl: `${base}z/`, ...fast };
+  await assert.rejects(resolveWeights('test/html', opts), /test\/html: the download from .*html.tar.gz is not a gzip-compressed tar file; it was deleted/);
+  await assert.rejects(resolveWeights('test/empty', opts), new RegExp(`empty.tar.gz: has no ${member}; delete it and fetch test/empty again`));
+  await assert.rejects(resolveWeights('test/broken', opts), new RegExp(`broken.tar.gz \\(${member}\\): not a TensorFlow GraphDef`));
+  assert.deepEqual(readdirSync(path.join(cacheDir, 'models')), []);
 });

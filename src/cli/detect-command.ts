@@ -23,7 +23,7 @@ export function registerDetectCommand(program: Command): void {
   engineOption((program.commands.find((c) => c.name() === 'detect') ?? program.command('detect')).enablePositionalOptions(), 'ort')
     .description('detect objects in a photo with an SSDLite model (mnv2 import tflite of a TF OD API export), or a detection tool')
     .argument('[image]', 'photo (any format sharp reads)')
-    .option('--weights <file>', 'SSDLite model file (.safetensors with metadata), or its ONNX export (raw outputs, float32 or int8) on ONNX Runtime')
+    .option('--weights <file>', 'SSDLite model file (.safetensors with metadata), its ONNX export (raw outputs, float32 or int8) on ONNX Runtime, or a catalogue name: tf-od/ssdlite_mobilenet_v2_coco')
     .option('--out <file>', 'write the photo with the boxes drawn (PNG)')
     .option('--json', 'print the detections as JSON')
     .option('--score <s>', 'score threshold (0.5, as the TF OD API draws; lower it to see more)', '0.5')

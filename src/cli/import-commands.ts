@@ -1,4 +1,7 @@
-/** `mnv2 import keras | tfjs | tflite`: Keras / TF.js MobileNetV2 or MobileNet, TFLite MobileNetV2 weights -> a model file that infer, predict, eval and export take as is. */
+/**
+ * `mnv2 import keras | tfjs | tflite | tf-graph`: Keras / TF.js MobileNetV2 or MobileNet, TFLite MobileNetV2 weights, a TF OD API
+ * frozen SSDLite graph -> a model file that infer, predict, eval, export (and detect, for detectors) take as is.
+ */
 import path from 'node:path';
 import type { Command } from 'commander';
 import type { TfliteImport } from '../io/tflite-mobilenetv2.js';
@@ -50,7 +53,7 @@ function save(m: ImportedModel, source: string, o: ImportOpts, info: Omit<ModelI
 }
 
 export function registerImportCommands(program: Command): void {
-  const imp = program.command('import').description('import Keras (.h5), TF.js (model.json) MobileNetV2 or MobileNet (V1), or TFLite MobileNetV2 weights');
+  const imp = program.command('import').description('import Keras (.h5), TF.js (model.json) MobileNetV2 or MobileNet (V1), TFLite MobileNetV2 weights, or a TF OD API SSDLite frozen graph');
   importOptions(imp.command('keras').description('a Keras MobileNetV2 or MobileNet weight file (mobilenet_v2_weights_tf_dim_ordering_tf_kernels_{alpha}_{rows}[_no_top].h5, mobilenet_{1_0|7_5|5_0|2_5}_{rows}_tf[_no_top].h5)'))
     .argument('<file>', 'Keras .h5 weight file (save_weights or keras.applications)')
     .action(async (file: string, o: ImportOpts) => save(await (await import('../io/keras.js')).importKerasH5(file, options(file, o)), file, o));
@@ -65,6 +68,17 @@ export function registerImportCommands(program: Command): void {
       checkTfliteInput(m, file);
       // TF-slim's eval preprocessing; 1001 classes are TF-slim's background + ImageNet
       save(m, file, o, { preprocess: 'tf-slim', ...(m.graph.config.numClasses === 1001 ? { labels: 'imagenet-background' } : {}) });
+    });
+  imp.command('tf-graph')
+    .description("a TF Object Detection API SSDLite-MobileNetV2 frozen graph (frozen_inference_graph.pb; BN unfolded); α, classes and input size from the graph")
+    .argument('<file>', 'frozen GraphDef (.pb)')
+    .requiredOption('--out <file>', 'output model file (.safetensors)')
+    .action(async (file: string, o: { out: string }) => {
+      refuseInputAsOutput({ path: o.out, flag: '--out' }, [{ path: file, flag: 'the imported file' }]);
+      const m = (await import('../io/tf-graph-ssdlite.js')).importTfGraphSsdliteTo(file, o.out, path.basename(file));
+      const c = m.graph.config;
+      const labels = c.numClasses === 90 ? ', COCO labels' : '';
+      console.error(`wrote ${o.out}: SSDLite MobileNetV2 α ${c.alpha} @ ${c.resolution} (input size: ${m.resolution.from}), ${c.numClasses} classes + background${labels}, TF 'SAME' padding, BN eps ${c.bnEps}, preset keras ([-1, 1])`);
     });
 }
 

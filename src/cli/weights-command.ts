@@ -19,7 +19,7 @@ export function registerWeightsCommands(program: Command): void {
       for (const r of rows) console.log(`${r.name.padEnd(width)}  ${r.cached ? 'cached' : '      '}  ${r.description}`);
     });
   w.command('fetch')
-    .description('download weights into the cache (resumable, checksum-verified); prints the file')
+    .description('download weights into the cache (resumable, checksum-verified; model zoo archives also imported); prints the file')
     .argument('<name>', 'catalogue name (mnv2 weights list)')
     .option('--base-url <url>', 'download from this folder URL instead of the official one')
     .option('--no-progress', 'no progress bar')
@@ -30,6 +30,8 @@ export function registerWeightsCommands(program: Command): void {
         const r = await fetchWeights(name, { baseUrl: o.baseUrl, onProgress: bar.onProgress });
         bar.stop();
         console.error(`${r.status === 'downloaded' ? 'downloaded' : 'already cached'}: ${r.entry.description}`);
+        // an archive is verified by importing what it holds: at once, so that a bad download shows here
+        if (r.entry.format === 'tf-od-tar') console.error(`imported ${r.entry.member} into ${await resolveWeights(name, { baseUrl: o.baseUrl })}; use it as --weights ${name}`);
         console.log(r.file);
       } finally {
         bar.stop();

@@ -35,7 +35,24 @@ export const FASHION_MNIST_LABELS: readonly string[] = Object.freeze([
 /** TF-slim's 1001 ImageNet classes: background at index 0, then the 1000 above. */
 export const IMAGENET_BACKGROUND_LABELS: readonly string[] = Object.freeze(['background', ...IMAGENET_CLASSES]);
 
-export const LABEL_SET_NAMES = ['imagenet', 'cifar10', 'fashion-mnist', 'imagenet-background'] as const;
+/**
+ * COCO as the TF Object Detection API labels it (mscoco_label_map.pbtxt): index i is category id i + 1, ids 1..90;
+ * the 10 ids COCO never used (12, 26, 29, 30, 45, 66, 68, 69, 71, 83) are 'N/A', as in torchvision's COCO_V1 meta.
+ * A detector's class head has background at column 0, then these 90.
+ */
+export const COCO_LABELS: readonly string[] = Object.freeze([
+  'person', 'bicycle', 'car', 'motorcycle', 'airplane', 'bus', 'train', 'truck', 'boat', 'traffic light',
+  'fire hydrant', 'N/A', 'stop sign', 'parking meter', 'bench', 'bird', 'cat', 'dog', 'horse', 'sheep',
+  'cow', 'elephant', 'bear', 'zebra', 'giraffe', 'N/A', 'backpack', 'umbrella', 'N/A', 'N/A',
+  'handbag', 'tie', 'suitcase', 'frisbee', 'skis', 'snowboard', 'sports ball', 'kite', 'baseball bat', 'baseball glove',
+  'skateboard', 'surfboard', 'tennis racket', 'bottle', 'N/A', 'wine glass', 'cup', 'fork', 'knife', 'spoon',
+  'bowl', 'banana', 'apple', 'sandwich', 'orange', 'broccoli', 'carrot', 'hot dog', 'pizza', 'donut',
+  'cake', 'chair', 'couch', 'potted plant', 'bed', 'N/A', 'dining table', 'N/A', 'N/A', 'toilet',
+  'N/A', 'tv', 'laptop', 'mouse', 'remote', 'keyboard', 'cell phone', 'microwave', 'oven', 'toaster',
+  'sink', 'refrigerator', 'N/A', 'book', 'clock', 'vase', 'scissors', 'teddy bear', 'hair drier', 'toothbrush',
+]);
+
+export const LABEL_SET_NAMES = ['imagenet', 'cifar10', 'fashion-mnist', 'imagenet-background', 'coco'] as const;
 export type LabelSetName = (typeof LABEL_SET_NAMES)[number];
 
 const LABEL_SETS: Record<LabelSetName, readonly string[]> = {
@@ -43,6 +60,7 @@ const LABEL_SETS: Record<LabelSetName, readonly string[]> = {
   cifar10: CIFAR10_LABELS,
   'fashion-mnist': FASHION_MNIST_LABELS,
   'imagenet-background': IMAGENET_BACKGROUND_LABELS,
+  coco: COCO_LABELS,
 };
 
 /** The built-in label list for a dataset. Throws for an unknown name (when called from untyped input). */

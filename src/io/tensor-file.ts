@@ -1,6 +1,6 @@
 /**
  * The tensors of a weights file, whatever it is: safetensors or a PyTorch .pth read directly; a format that
- * needs an import step (Keras .h5, TF.js model.json, TFLite, ONNX, TorchScript) is named with its command.
+ * needs an import step (Keras .h5, TF.js model.json, TFLite, a TF frozen graph, ONNX) is named with its command.
  */
 import { closeSync, openSync, readSync, statSync } from 'node:fs';
 import { extname } from 'node:path';
@@ -12,6 +12,8 @@ import { fail } from '../util/errors.js';
 const OTHER_FORMATS: readonly { what: string; is: (head: Uint8Array, ext: string) => boolean; use: string }[] = [
   { what: 'a Keras HDF5 file', is: (h) => ascii(h, 1, 4) === 'HDF', use: 'mnv2 import keras FILE --out W.safetensors' },
   { what: 'a TFLite model', is: (h) => ascii(h, 4, 8) === 'TFL3', use: 'mnv2 import tflite FILE --out W.safetensors' },
+  // a GraphDef's first field is node 1, length-delimited: tag 0x0a
+  { what: 'a TensorFlow frozen graph (GraphDef)', is: (h, ext) => ext === '.pb' && h[0] === 0x0a, use: 'mnv2 import tf-graph FILE --out W.safetensors' },
   { what: 'a TF.js model.json', is: (h, ext) => ext === '.json' && ascii(h, 0, 16).trimStart().startsWith('{'), use: 'mnv2 import tfjs FILE --out W.safetensors' },
   { what: 'an ONNX model (an export, not a weights file)', is: (_h, ext) => ext === '.onnx', use: 'the .safetensors it was exported from' },
 ];

@@ -14,7 +14,7 @@ import type { StateDict } from '../model/weights.js';
 import { failFor } from '../util/errors.js';
 
 /** Width multipliers tried in turn: the one whose parameter shapes all match the file. */
-const ALPHAS = [1, 0.75, 0.5, 0.35, 1.3, 1.4];
+export const ALPHAS = [1, 0.75, 0.5, 0.35, 1.3, 1.4];
 
 /** A TF scope (`FeatureExtractor/MobilenetV2/expanded_conv_3/depthwise`, `BoxPredictor_2/ClassPredictor`) → our conv and BN. */
 export function ssdliteNamesOf(scope: string): { conv: string; bn?: string } | undefined {

@@ -7,7 +7,7 @@
  * <cache> is $MNV2_CACHE, else $XDG_CACHE_HOME/mnv2, else ~/.cache/mnv2.
  */
 import { closeSync, existsSync, openSync, readSync } from 'node:fs';
-import { mkdir, rm } from 'node:fs/promises';
+import { mkdir, mkdtemp, rm } from 'node:fs/promises';
 import { homedir } from 'node:os';
 import path from 'node:path';
 import { downloadFile, hashFile, type DownloadOptions } from '../data/fetch.js';
@@ -15,7 +15,7 @@ import { importKerasH5 } from '../io/keras.js';
 import { loadWeights, saveWeights } from '../io/weights.js';
 import { encodeModelInfo } from '../io/metadata.js';
 import { WEIGHTS_CATALOG, type WeightsEntry } from './catalog.js';
-import { fail } from '../util/errors.js';
+import { fail, InputError } from '../util/errors.js';
 
 export interface WeightsOptions extends DownloadOptions {
   /** Default: weightsCacheDir(). */
@@ -81,17 +81,24 @@ function formatProblem(file: string, e: WeightsEntry): string | undefined {
   const text = String.fromCharCode(...head);
   if (e.format === 'keras-h5' && text !== '\x89HDF\r\n\x1a\n') return 'not an HDF5 file';
   if (e.format === 'pth' && !text.startsWith('PK\x03\x04') && !text.startsWith('\x80\x02\x8a\x0a')) return 'not a PyTorch .pth file';
+  if (e.format === 'tf-od-tar' && !text.startsWith('\x1f\x8b')) return 'not a gzip-compressed tar file';
   return undefined;
 }
 
 /**
  * A model file for catalogue weights `name`: the cached import if there is one (no network), else the download
- * imported (via the .pth reader or the Keras importer) into the cache.
+ * imported (via the .pth reader, the Keras importer, or a model zoo tarball's frozen graph) into the cache.
  */
 export async function resolveWeights(name: string, opts: WeightsOptions = {}): Promise<string> {
   const e = entry(name, opts);
   const out = path.join(opts.cacheDir ?? weightsCacheDir(), 'models', `${e.name.replace(/\//g, '--')}.safetensors`);
   if (existsSync(out)) return out;
+  if (e.format === 'tf-od-tar') {
+    const { file } = await fetchWeights(name, opts);
+    await mkdir(path.dirname(out), { recursive: true });
+    await importFromTarball(file, e.member!, out, name);
+    return out;
+  }
   if (e.family !== 'mobilenet_v2') {
     throw new Error(`${name}: ${e.family} weights can be fetched (mnv2 weights fetch ${name}) but not run yet: this build has no ${e.family} model`);
   }
@@ -104,4 +111,28 @@ export async function resolveWeights(name: string, opts: WeightsOptions = {}): P
   const labels = m.graph.config.numClasses === 1000 ? { labels: 'imagenet' } : {};
   saveWeights(out, m.graph, m.weights, new Map(), encodeModelInfo({ config: m.graph.config, preprocess: e.preset, source: fileName(e), ...labels }));
   return out;
+}
+
+/**
+ * Extracts `member` of a .tar.gz next to `out` and imports that frozen graph into `out`; the extracted file is
+ * removed, and import errors name the archive and member.
+ */
+async function importFromTarball(archive: string, member: string, out: string, name: string): Promise<void> {
+  const [{ extract }, { importTfGraphSsdliteTo }] = await Promise.all([import('tar'), import('../io/tf-graph-ssdlite.js')]); // only this format needs them
+  const dir = await mkdtemp(path.join(path.dirname(out), '.extract-'));
+  const source = `${archive} (${member})`;
+  try {
+    const wanted = (p: string) => p.replace(/^\.\//, '') === member;
+    await extract({ file: archive, cwd: dir, strict: true, filter: wanted }).catch((e: unknown) => fail(archive, `not a readable .tar.gz (${(e as Error).message}); delete it and fetch ${name} again`));
+    const pb = path.join(dir, member);
+    if (!existsSync(pb)) fail(archive, `has no ${member}; delete it and fetch ${name} again`);
+    try {
+      importTfGraphSsdliteTo(pb, out, `${path.basename(archive)}:${member}`);
+    } catch (e) {
+      if (e instanceof InputError && e.source === pb) fail(source, e.problem);
+      throw e;
+    }
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
 }

@@ -3,10 +3,13 @@
  * files hold. torchvision's checkpoints carry the first 8 hex digits of their sha256 in the file name (torch.hub
  * checks that prefix); keras.applications downloads its files without a checksum (get_file with no file_hash),
  * so those are checked to be HDF5 files and then by the importer, which names every missing or mis-shaped layer.
+ * The TF Object Detection API model zoo publishes tarballs without checksums either: checked to be gzip, then the
+ * frozen graph inside is imported, which names every missing or mis-shaped variable.
  */
 
-export type WeightsFormat = 'pth' | 'keras-h5';
-export type WeightsFamily = 'mobilenet_v2' | 'mobilenet_v1';
+/** `tf-od-tar`: a TF OD API model zoo .tar.gz whose `member` is the frozen graph. */
+export type WeightsFormat = 'pth' | 'keras-h5' | 'tf-od-tar';
+export type WeightsFamily = 'mobilenet_v2' | 'mobilenet_v1' | 'ssdlite';
 
 export interface WeightsEntry {
   /** Catalogue name, as `mnv2 weights fetch NAME` and `--weights NAME` take it. */
@@ -23,6 +26,8 @@ export interface WeightsEntry {
   /** Preprocessing preset the weights were trained with. */
   preset: 'torchvision' | 'keras';
   description: string;
+  /** Archives: the path of the file to import inside it. */
+  member?: string;
 }
 
 const TORCHVISION = 'https://download.pytorch.org/models/';
@@ -60,6 +65,15 @@ function kerasV1(alpha: number, rows: number, top: boolean): WeightsEntry {
   };
 }
 
+/** A TF OD API model zoo detector (research/object_detection/g3doc/tf1_detection_zoo.md): the tarball's frozen graph. */
+function tfDetectionZoo(model: string, date: string, what: string): WeightsEntry {
+  return {
+    name: `tf-od/${model}`, url: `http://download.tensorflow.org/models/object_detection/${model}_${date}.tar.gz`, sha256: null,
+    format: 'tf-od-tar', member: `${model}_${date}/frozen_inference_graph.pb`, family: 'ssdlite', alpha: 1, resolution: 300, top: true, preset: 'keras',
+    description: `TF OD API model zoo ${model} (${what}); no checksum published (the zoo lists none); verified as a gzip tar whose frozen_inference_graph.pb imports`,
+  };
+}
+
 const product = <T>(as: readonly number[], rs: readonly number[], f: (a: number, r: number, top: boolean) => T): T[] =>
   as.flatMap((a) => rs.flatMap((r) => [f(a, r, true), f(a, r, false)]));
 
@@ -69,6 +83,7 @@ export const WEIGHTS_CATALOG: readonly WeightsEntry[] = Object.freeze([
   torchvision('IMAGENET1K_V2', '7ebf99e0', 'acc@1 72.154, acc@5 90.822'),
   ...product([0.35, 0.5, 0.75, 1, 1.3, 1.4], [96, 128, 160, 192, 224], kerasV2),
   ...product([0.25, 0.5, 0.75, 1], [128, 160, 192, 224], kerasV1),
+  tfDetectionZoo('ssdlite_mobilenet_v2_coco', '2018_05_09', 'SSDLite MobileNetV2 @ 300, COCO 90 ids, the paper\'s Table 6 detector, mAP 22 in the zoo table'),
 ]);
 
 /** The entry called `name`, or undefined. */
