@@ -28,10 +28,10 @@ import { BOXES, DETECTION_LOGITS, type SsdliteConfig } from '../src/model/ssdlit
 import { exportOnnx, ONNX_INPUT } from '../src/engine/onnx/export.js';
 import { NativeModel } from '../src/engine/native/model.js';
 import { native } from '../src/engine/native/binding.js';
-import { readSafetensors, toFloat32 } from '../src/io/safetensors.js';
 import { saveWeights } from '../src/io/weights.js';
 import { loadImage } from '../src/data/preprocess.js';
 import { ssdAnchors } from '../src/detect/anchors.js';
+import { detectorInit } from '../src/detect/backbone.js';
 import type { DetectionTarget } from '../src/detect/losses.js';
 import { postprocessSsd, type SsdStyle } from '../src/detect/postprocess.js';
 import { detectorPreset } from '../src/detect/ssdlite-detector.js';
@@ -128,16 +128,9 @@ function groundTruth(count: number, numClasses: number): DetectionTarget[] {
 
 /** The weights every engine runs (see the file comment); `backbone` says where the backbone's came from. */
 function benchWeights(graph: Graph<SsdliteConfig>, images: Float32Array, count: number, gt: DetectionTarget[]): { weights: StateDict; backbone: string } {
-  const weights = initWeights(graph, 0);
-  let backbone = 'seeded init';
-  if (graph.config.alpha === 1 && existsSync(IMAGENET)) {
-    const f = readSafetensors(IMAGENET);
-    for (const p of graph.params) {
-      const t = f.tensors.get(p.name);
-      if (t && t.shape.join() === p.shape.join()) weights.set(p.name, toFloat32(t, p.name, IMAGENET));
-    }
-    backbone = 'real ImageNet MobileNetV2 (torchvision QAT, dequantized; ../shared/data)';
-  }
+  const imagenet = graph.config.alpha === 1 && existsSync(IMAGENET);
+  const weights = imagenet ? detectorInit(graph, initWeights(graph, 0), IMAGENET).weights : initWeights(graph, 0);
+  const backbone = imagenet ? 'real ImageNet MobileNetV2 (torchvision QAT, dequantized; ../shared/data)' : 'seeded init';
   const columns = graph.config.numClasses + 1;
   for (const p of graph.params) {
     if (/^head\.classification_head\.module_list\.\d+\.1\.bias$/.test(p.name)) {
