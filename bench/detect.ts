@@ -350,7 +350,8 @@ async function main(): Promise<void> {
         `(channels_last, flush_denormal ${String(tInfer.flush_denormal)}).`,
       '',
       `Native and ORT: median of ${o.reps} alternating repetitions (range in brackets). PyTorch runs in its own process afterwards: median (min) ` +
-        'of its runs. ‡ = spread > ${SPREAD_FLAG}: (max − min) / median of the repetitions (native, ORT), (p90 − p10) / median of the runs (PyTorch). Training: one step = forward + torchvision\'s SSD loss + backward + ' +
+        `of its runs. ‡ = spread > ${SPREAD_FLAG}: (max − min) / median of the repetitions (native, ORT), (p90 − p10) / median of the runs (PyTorch). ` +
+        "Training: one step = forward + torchvision's SSD loss + backward + " +
         `SGD (momentum 0.9, wd 4e-5), ${warmup} warm-up + ${steps} timed steps. Ratios are speed ratios, > 1: native faster (targets: ≥ 1.0× ORT, training ≥ 3× PyTorch).`,
       '',
       '| | native (oneDNN) | ONNX Runtime (export) | PyTorch (twin) | native / ORT | native / PyTorch |',
