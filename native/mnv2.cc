@@ -9,7 +9,10 @@
 #include <malloc.h>
 
 #include <atomic>
+#include <cmath>
 #include <cstdint>
+#include <functional>
+#include <limits>
 #include <memory>
 #include <string>
 #include <unordered_map>
@@ -33,6 +36,7 @@ struct Step {
   primitive prim;
   std::unordered_map<int, memory> args;
   std::string name;
+  std::function<void()> kernel = nullptr;  // one of this file's kernels (fake quantization) instead of a oneDNN primitive
 };
 
 // oneDNN 2.6 indexes some kernels with 32-bit integers: every tensor must have fewer than 2^31 elements.
@@ -503,6 +507,8 @@ class Program : public Napi::ObjectWrap<Program> {
       }
     } else if (op == "ip" || op == "ip_bwd_data" || op == "ip_bwd_weights") {
       compileInnerProduct(o, seg, op, name);
+    } else if (op == "fake_quant" || op == "fake_quant_bwd") {
+      compileFakeQuant(o, seg, op == "fake_quant_bwd", name);
     } else {
       fail("unknown op '" + op + "'");
     }
@@ -513,11 +519,13 @@ class Program : public Napi::ObjectWrap<Program> {
     int64_t c = src.shape[1];
     Buffer &scale = buf(o, "scale", "plain"), &shift = buf(o, "shift", "plain"), &mean = buf(o, "mean", "plain"), &var = buf(o, "var", "plain");
     for (Buffer *b : {&scale, &shift, &mean, &var}) expectDims(*b, {c}, "batch-norm statistics/parameters");
-    bool train = flag(o, "train"), relu = flag(o, "relu");
+    // globalStats with train: frozen statistics (quantization-aware training's last epochs): the running
+    // mean/var normalize, and the backward treats them as constants.
+    bool train = flag(o, "train"), relu = flag(o, "relu"), global = !train || flag(o, "globalStats");
     float eps = static_cast<float>(real(o, "eps"));
     if (!(eps > 0)) fail("eps must be positive");
     auto flags = normalization_flags::use_scale | normalization_flags::use_shift;
-    if (!train) flags |= normalization_flags::use_global_stats;
+    if (global) flags |= normalization_flags::use_global_stats;
     if (relu) flags |= normalization_flags::fuse_norm_relu;
     const memory::desc &md = src.mem.get_desc();
     batch_normalization_forward::primitive_desc fpd({train ? prop_kind::forward_training : prop_kind::forward_inference, md, eps, flags}, eng_);
@@ -545,6 +553,90 @@ class Program : public Napi::ObjectWrap<Program> {
     Step s{batch_normalization_backward(pd), {{DNNL_ARG_SRC, src.mem}, {DNNL_ARG_DIFF_DST, dd.mem}, {DNNL_ARG_MEAN, mean.mem}, {DNNL_ARG_VARIANCE, var.mem}, {DNNL_ARG_SCALE, scale.mem}, {DNNL_ARG_SHIFT, shift.mem}, {DNNL_ARG_DIFF_SRC, ds.mem}, {DNNL_ARG_DIFF_SCALE, dsc.mem}, {DNNL_ARG_DIFF_SHIFT, dsh.mem}}, name};
     if (ws) s.args[DNNL_ARG_WORKSPACE] = ws->mem;
     seg.push_back(std::move(s));
+  }
+
+  // Fake quantization of an activation, per tensor to uint8 (quantization-aware training), with PyTorch's
+  // semantics: a MovingAverageMinMaxObserver first folds the tensor's min/max into `state` (state[2] is the
+  // averaging constant; 0 leaves the range as it is), then q = clamp(nearbyint(x / scale) + zp, qmin, qmax) and
+  // the output is (q - zp) · scale (torch.fake_quantize_per_tensor_affine; x / scale as x · (1 / scale)). The
+  // scale and zero point are those of src/quant/quantize.ts activationParams over [min(0, lo), max(0, hi)],
+  // written to state[3], state[4]. The workspace keeps the straight-through mask (q inside [qmin, qmax]) that
+  // fake_quant_bwd multiplies the gradient by. src and dst may be the same buffer.
+  void compileFakeQuant(const Napi::Object &o, std::vector<Step> &seg, bool bwd, const std::string &name) {
+    Buffer &x = buf(o, bwd ? "diff_dst" : "src"), &y = buf(o, bwd ? "diff_src" : "dst"), &ws = buf(o, "ws", "ws");
+    if (x.layout == "ws" || x.layout != y.layout || x.shape != y.shape || x.mem.get_desc() != y.mem.get_desc())
+      fail("fake quantization: src " + dimsStr(x.shape) + " " + x.layout + " and dst " + dimsStr(y.shape) + " " + y.layout + " must have the same dims and layout");
+    checkedCount(x.shape, "fake quantization tensor");
+    // Every physical element (a blocked layout's channel padding included: it holds zeros, which stay zeros).
+    const int64_t count = static_cast<int64_t>(x.mem.get_desc().get_size() / sizeof(float));
+    float *src = static_cast<float *>(x.mem.get_data_handle()), *dst = static_cast<float *>(y.mem.get_data_handle());
+    if (bwd) {
+      if (!ws.mem || ws.mem.get_desc().get_size() != static_cast<size_t>(count)) fail("fake_quant_bwd needs the workspace of a fake_quant of the same tensor, compiled before it");
+      const uint8_t *mask = static_cast<const uint8_t *>(ws.mem.get_data_handle());
+      seg.push_back({primitive(), {}, name, [=] {
+#pragma omp parallel for
+        for (int64_t i = 0; i < count; i++) dst[i] = src[i] * static_cast<float>(mask[i]);  // torch: grad · mask
+      }});
+      return;
+    }
+    if (ws.mem) fail("fake quantization workspace already used by another fake_quant");
+    ws.mem = owned(memory::desc({count}, dt::u8, tag::a));
+    uint8_t *mask = static_cast<uint8_t *>(ws.mem.get_data_handle());
+    Buffer &st = buf(o, "state", "plain");
+    expectDims(st, {5}, "fake quantization state [min, max, averaging constant, scale, zero point]");
+    float *state = static_cast<float *>(st.mem.get_data_handle());
+    const int64_t qmin = num(o, "qmin"), qmax = num(o, "qmax");
+    if (qmin != 0 || qmax < 1 || qmax > 255) fail("fake quantization: uint8 range [qmin, qmax] must have qmin 0 and qmax in 1..255");
+    // Channels of a blocked act layout (nChw8c / nChw16c) beyond C are padding, left out of the observed range.
+    int64_t block = 1, channels = 1, spatial = 1;
+    if (x.layout == "act" && (actTag_ == tag::nChw8c || actTag_ == tag::nChw16c)) {
+      block = actTag_ == tag::nChw8c ? 8 : 16;
+      channels = x.shape[1];
+      spatial = x.shape[2] * x.shape[3];
+    }
+    const bool padded = block > 1 && channels % block != 0;
+    const int64_t blocks = (channels + block - 1) / block;
+    seg.push_back({primitive(), {}, name, [=] {
+      const float c = state[2];
+      if (c != 0.f) {
+        float lo = std::numeric_limits<float>::infinity(), hi = -lo;
+#pragma omp parallel for reduction(min : lo) reduction(max : hi)
+        for (int64_t i = 0; i < count; i++) {
+          if (padded && ((i / (spatial * block)) % blocks) * block + i % block >= channels) continue;
+          lo = std::min(lo, src[i]);
+          hi = std::max(hi, src[i]);
+        }
+        if (!std::isfinite(lo) || !std::isfinite(hi)) throw std::runtime_error(name + ": fake quantization of a tensor with non-finite values");
+        if (std::isinf(state[0])) {
+          state[0] = lo;
+          state[1] = hi;
+        } else {
+          state[0] = state[0] + c * (lo - state[0]);
+          state[1] = state[1] + c * (hi - state[1]);
+        }
+      }
+      if (!(state[0] <= state[1])) throw std::runtime_error(name + ": fake quantization before any range was observed");
+      // activationParams (src/quant/quantize.ts), in the same double arithmetic: the export's scales are these.
+      const double lo = std::min(0.0, static_cast<double>(state[0])), hi = std::max(0.0, static_cast<double>(state[1]));
+      float scale = 1.f / 255.f;
+      double zp = 0;
+      if (hi != lo) {
+        scale = static_cast<float>((hi - lo) / qmax);
+        const double v = -lo / scale;
+        zp = std::floor(v);
+        if (v - zp >= 0.5) zp += 1;  // JavaScript's Math.round
+        zp = std::min<double>(qmax, std::max(0.0, zp));
+      }
+      state[3] = scale;
+      state[4] = static_cast<float>(zp);
+      const float inv = 1.f / scale, z = static_cast<float>(zp), top = static_cast<float>(qmax);
+#pragma omp parallel for
+      for (int64_t i = 0; i < count; i++) {
+        const float q = z + std::nearbyint(src[i] * inv);
+        mask[i] = q >= 0.f && q <= top;
+        dst[i] = (std::fmin(std::fmax(q, 0.f), top) - z) * scale;
+      }
+    }});
   }
 
   // Inner product with 4-D [N, C, 1, 1] activations, weights [O, C, 1, 1] (plain; the bytes of PyTorch's [O, C]).
@@ -621,7 +713,14 @@ class Program : public Napi::ObjectWrap<Program> {
       for (Step &st : prep_) st.prim.execute(strm_, st.args);
       prepDirty_ = false;
     }
-    for (Step &st : segments_[s]) st.prim.execute(strm_, st.args);
+    for (Step &st : segments_[s]) {
+      if (st.kernel) {
+        strm_.wait();  // the kernel reads what the primitives before it wrote
+        st.kernel();
+      } else {
+        st.prim.execute(strm_, st.args);
+      }
+    }
     strm_.wait();
   }
 
@@ -712,6 +811,10 @@ class Program : public Napi::ObjectWrap<Program> {
     uint32_t k = 0;
     for (auto &seg : segments_)
       for (auto &st : seg) {
+        if (st.kernel) {
+          out.Set(k++, Napi::String::New(env, st.name + ": mnv2:fake_quant"));
+          continue;
+        }
         const_dnnl_primitive_desc_t cpd;
         dnnl_primitive_get_primitive_desc(st.prim.get(), &cpd);
         const char *impl = nullptr;

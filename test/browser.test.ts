@@ -2,12 +2,13 @@
  * The browser page end to end: `web/build.mjs` builds it, `web/serve.mjs` serves it on 127.0.0.1, Debian's
  * Chromium loads it (onnxruntime-web, wasm), and every answer it gives is checked against onnxruntime-node on
  * the same exported model: the page's input tensor against the library's sharp preprocessing, its
- * probabilities against onnxruntime-node run on exactly the page's input tensor, its top-1 against the CLI path.
+ * probabilities against onnxruntime-node run on exactly the page's input tensor, its top-1 against the CLI path;
+ * and an exported SSDLite detector in the page's detection mode, its boxes against onnxruntime-node's.
  */
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -21,6 +22,14 @@ import { OrtModel } from '../src/engine/onnx/session.js';
 import { topK } from '../src/engine/classifier.js';
 import type { PageState } from '../web/src/state.js';
 import { PET_CLASSES, writePetModel } from './helpers/pets-model.js';
+import * as ortNode from 'onnxruntime-node';
+import { archConfig, buildModel } from '../src/model/registry.js';
+import { initWeights } from '../src/model/weights.js';
+import { loadModelFile, saveWeights } from '../src/io/weights.js';
+import { detectOptionsOf, pixelDetections, type Detection } from '../src/detect/ssdlite-output.js';
+import { openSsdliteFile, orientedSize } from '../src/detect/ssdlite-detector.js';
+import { iou } from '../src/detect/boxes.js';
+import type { SsdliteConfig } from '../src/model/ssdlite.js';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 const CHROMIUM = '/usr/bin/chromium';
@@ -302,6 +311,87 @@ describe('browser page: a fine-tuned model', { timeout: 60_000 }, () => {
       }
     } finally {
       await pets.release();
+    }
+  });
+});
+
+const FISH = path.resolve(ROOT, '..', 'shared', 'data', 'detection', 'clownfish-ssdlite');
+
+describe('browser page: a detector', { timeout: 180_000 }, () => {
+  it('an SSDLite export (?model=): detection mode; its boxes, scores and classes = onnxruntime-node + the TS post-processing on the page\'s input', async (t) => {
+    // The real clownfish model on its photo when the shared data is here, else a random tiny SSDLite on noise with
+    // a low score threshold (so there are detections to compare).
+    const fish = existsSync(path.join(FISH, 'ssdlite_mobilenet_v2_clownfish.tflite'));
+    const weights = path.join(tmp, 'detector.safetensors');
+    let photo: string;
+    let score: number;
+    if (fish) {
+      await promisify(execFile)(process.execPath, [path.join(ROOT, 'dist', 'src', 'cli', 'main.js'), 'import', 'tflite', path.join(FISH, 'ssdlite_mobilenet_v2_clownfish.tflite'), '--out', weights]);
+      [photo, score] = [path.join(FISH, 'clownfish.jpg'), 0.5];
+    } else {
+      t.diagnostic(`${FISH} is absent: a random tiny SSDLite instead of the clownfish model`);
+      const g = buildModel(archConfig('ssdlite', { resolution: 129, numClasses: 3, alpha: 0.35 }));
+      saveWeights(weights, g, initWeights(g, 5), new Map(), { 'mnv2.classes': JSON.stringify(['thing 1', 'thing 2', 'thing 3']) });
+      const raw = Buffer.from(Array.from({ length: 180 * 130 * 3 }, (_, k) => (k * 32 + (k >> 7) * 17) % 256));
+      photo = path.join(tmp, 'noise-180x130.png');
+      await sharp(raw, { raw: { width: 180, height: 130, channels: 3 } }).png().toFile(photo);
+      score = 0.3;
+    }
+    await promisify(execFile)(process.execPath, [path.join(ROOT, 'dist', 'src', 'cli', 'main.js'), 'export', 'onnx', '--weights', weights, '--out', path.join(dist, 'detector.onnx')]);
+    const p = await openPage(`?model=detector.onnx&ep=wasm&score=${score}`);
+    try {
+      const s0 = await pageState(p);
+      assert.equal(s0.error, '');
+      assert.equal(s0.task, 'detect');
+      assert.match(await p.locator('#status').innerText(), new RegExp(`detector, score > ${score} · wasm, 1 thread · ready`));
+      assert.equal(await p.locator('#output-title').innerText(), 'Detections');
+      await p.setInputFiles('#file', photo);
+      await p.waitForFunction(([n, src]) => {
+        const st = (globalThis as unknown as { __mnv2: PageState }).__mnv2;
+        return (st.runs > (n as number) && st.source === src) || st.error !== '';
+      }, [s0.runs, path.basename(photo)] as const);
+      const st = await pageState(p);
+      assert.equal(st.error, '');
+      const shown = st.lastDetections;
+
+      // onnxruntime-node on exactly the page's input tensor, decoded by the same TS post-processing.
+      const m = loadModelFile(weights);
+      const cfg = m.graph.config as SsdliteConfig;
+      const session = await ortNode.InferenceSession.create(readFileSync(path.join(dist, 'detector.onnx')), { intraOpNumThreads: 1 });
+      const out = await session.run({ input: new ortNode.Tensor('float32', Float32Array.from(st.lastInput), [1, 3, cfg.resolution, cfg.resolution]) });
+      await session.release();
+      const { width, height } = await orientedSize(photo);
+      const options = { ...detectOptionsOf(m, weights), scoreThreshold: score, maxDetections: 100 };
+      const want = pixelDetections(out['boxes']!.data as Float32Array, out['logits']!.data as Float32Array, cfg, width, height, options);
+      assert.ok(want.length >= 2, `${want.length} detections to compare`);
+      assert.equal(shown.length, want.length, 'detections');
+      let worst = { score: 0, box: 0 };
+      shown.forEach((d, i) => {
+        const w = want[i]!;
+        assert.deepEqual([d.classId, d.label], [w.classId, w.label], `#${i}`);
+        worst = { score: Math.max(worst.score, Math.abs(d.score - w.score)), box: Math.max(worst.box, ...d.box.map((v, k) => Math.abs(v - w.box[k]!))) };
+      });
+      // onnxruntime-web's wasm kernels against onnxruntime-node's: float32 rounding apart.
+      assert.ok(worst.score < 1e-4 && worst.box < 0.5, `page vs node: scores ${worst.score}, boxes ${worst.box} px`);
+
+      // What the page shows: one list row per detection (label, score), the boxes drawn over the image.
+      const rows = await p.locator('#results li').evaluateAll((els) => els.map((e) => [e.getAttribute('data-label'), Number(e.getAttribute('data-score'))] as const));
+      assert.deepEqual(rows, shown.map((d) => [d.label, d.score]));
+      assert.match(await p.locator('#results li').first().innerText(), new RegExp(`${(shown[0]!.score * 100).toFixed(1)} %`));
+      const canvas = await p.locator('#view').evaluate((c: HTMLCanvasElement) => [c.hidden, c.width, c.height] as const);
+      assert.deepEqual(canvas, [false, Math.round(width * Math.min(1, 640 / width)), Math.round(height * Math.min(1, 640 / width))]);
+      if (fish) {
+        // Against the CLI path (sharp's resize instead of the canvas's): the page's two best boxes are the two fish.
+        const { detector, options: o } = await openSsdliteFile(weights, 1);
+        const cli = (await detector.detect(photo, { ...o, scoreThreshold: score })).detections;
+        await detector.release();
+        const overlap = (a: Detection, b: Detection): number => iou(Float32Array.from(a.box), 0, Float32Array.from(b.box), 0);
+        for (const k of [0, 1]) assert.ok(Math.max(...shown.slice(0, 2).map((d) => overlap(d, cli[k]!))) > 0.95, `fish ${k}`);
+        t.diagnostic(`CLI ${cli.slice(0, 2).map((d) => d.score.toFixed(3)).join(', ')}`);
+      }
+      t.diagnostic(`${shown.length} detections, best ${shown.slice(0, 3).map((d) => `${d.label} ${d.score.toFixed(3)}`).join(', ')}; page vs node max |diff| scores ${worst.score.toExponential(2)}, boxes ${worst.box.toExponential(2)} px`);
+    } finally {
+      await p.close();
     }
   });
 });

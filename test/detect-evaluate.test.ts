@@ -122,7 +122,8 @@ test('mnv2 eval --task detect: 12 numbers printed; --coco-json re-scores to the 
     };
     assert.match(fail([...base.slice(0, 5), '--dataset', path.join(dir, 'nope.json')]), /nope\.json: no such file/);
     assert.match(fail([...base, '--coco-json', weights]), /--coco-json/);
-    assert.match(fail([...base, '--engine', 'native']), /runs on ONNX Runtime for now: use --engine ort/);
+    assert.match(fail([...base, '--onnx', path.join(dir, 'x.onnx')]), /give either --weights or --onnx, not both/);
+    assert.match(fail(['eval', '--task', 'detect', '--onnx', weights, '--dataset', path.join(dir, 'fd')]), /tiny\.safetensors: not an ONNX model/);
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }

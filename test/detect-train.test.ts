@@ -102,6 +102,7 @@ test('a detection run writes per-epoch COCO AP metrics; its test report equals O
   const { rows } = readMetrics(straightDir);
   assert.deepEqual(rows.map((x) => x.epoch), [1, 2]);
   for (const row of rows as unknown as Record<string, number>[]) {
+    assert.ok(!('train_acc' in row), `detection metrics.jsonl row has train_acc ${row['train_acc']}`);
     for (const k of ['val_AP', 'val_AP50', 'val_AP75']) assert.ok(row[k]! >= 0 && row[k]! <= 1, `${k} = ${row[k]}`);
     assert.ok(row['val_loss']! > 0 && Number.isFinite(row['val_loss']));
     assert.ok(row['val_AP50']! >= row['val_AP75']!);

@@ -126,18 +126,26 @@ describe('serve: POST /v1/detect', () => {
 });
 
 describe('serve: CLI with an SSDLite model file', () => {
-  it('mnv2 serve --weights tiny-ssdlite.safetensors --score 0.3 --max-detections 5: POST /v1/detect, exits 0 on SIGTERM', async () => {
-    const file = path.join(dir, 'tiny-ssdlite.safetensors');
-    saveWeights(file, graph, weights, new Map(), { 'mnv2.classes': JSON.stringify(LABELS) });
-    const { url, child, exited, stderr } = await spawnServe(['--weights', file, '--score', '0.3', '--max-detections', '5']);
-    try {
-      const { status, json } = await post(url, pngs[2]!);
-      assert.equal(status, 200, stderr());
-      sameDetections(json.detections, (await ref.detect(files[2]!, POST)).detections, 'CLI img2');
-    } finally {
-      child.kill('SIGTERM');
-    }
-    const [code] = await exited;
-    assert.equal(code, 0, stderr());
-  });
+  // The native engine's outputs are ONNX Runtime's within ~1e-6 (test/native-ssdlite.test.ts): the same detections
+  // within sameDetections' tolerances (scores 1e-6, boxes 1e-3 px).
+  for (const engine of ['ort', 'native'] as const) {
+    it(`mnv2 serve --engine ${engine} --weights tiny-ssdlite.safetensors --score 0.3 --max-detections 5: POST /v1/detect = ORT's detections, exits 0 on SIGTERM`, async () => {
+      const file = path.join(dir, 'tiny-ssdlite.safetensors');
+      saveWeights(file, graph, weights, new Map(), { 'mnv2.classes': JSON.stringify(LABELS) });
+      const { url, child, exited, stderr } = await spawnServe(['--weights', file, '--score', '0.3', '--max-detections', '5', '--engine', engine]);
+      try {
+        const model = (await (await fetch(`${url}/v1/model`)).json()) as { engine: string; task: string };
+        assert.deepEqual([model.engine, model.task], [engine, 'detect']);
+        const rs = await Promise.all([2, 3, 4].map((i) => post(url, pngs[i]!)));
+        for (const [k, r] of rs.entries()) {
+          assert.equal(r.status, 200, stderr());
+          sameDetections(r.json.detections, (await ref.detect(files[k + 2]!, POST)).detections, `CLI ${engine} img${k + 2}`);
+        }
+      } finally {
+        child.kill('SIGTERM');
+      }
+      const [code] = await exited;
+      assert.equal(code, 0, stderr());
+    });
+  }
 });

@@ -125,6 +125,8 @@ test('resume: stopped mid-epoch and at an epoch end, then resumed, ends bitwise 
     const m1 = readMetrics(straightDir).rows;
     const m2 = readMetrics(dir).rows;
     assert.deepEqual(m2.map((r) => [r.epoch, r.train_loss, r.train_acc, r.val_top1]), m1.map((r) => [r.epoch, r.train_loss, r.train_acc, r.val_top1]));
+    // Classification counts top-1 hits: every row has a training accuracy, also the resumed ones.
+    for (const r of [...m1, ...m2]) assert.ok(typeof r.train_acc === 'number' && r.train_acc >= 0 && r.train_acc <= 1, `train_acc ${r.train_acc}`);
   }
 });
 

@@ -52,7 +52,7 @@ function typecheck() {
 /** Export `weights` and build the page into `out` (replaced as a whole only when everything succeeded). */
 export async function buildWeb({ weights, out = path.join(WEB, 'dist') } = {}) {
   const t0 = performance.now();
-  const [{ loadModelFile }, { exportOnnx }, cli, { descriptiveInfo }] = await Promise.all([
+  const [{ loadModelFile }, { exportOnnx }, cli, { exportMetadataOf }] = await Promise.all([
     lib('io/weights.js'),
     lib('engine/onnx/export.js'),
     lib('cli/model-commands.js'),
@@ -92,13 +92,16 @@ export async function buildWeb({ weights, out = path.join(WEB, 'dist') } = {}) {
       throw new Error(`${file}: ${e.message}`);
     }
     const info = {
-      title: `MobileNetV2 (${cfg.arch}, ${cfg.resolution}×${cfg.resolution})${spec.labelSet ? ` on ${DATASET_NAMES[spec.labelSet] ?? spec.labelSet}` : ''}`,
+      // A detector (its metadata says so) puts the page in detection mode.
+      title: cfg.family === 'ssdlite'
+        ? `SSDLite-MobileNetV2 detector (${cfg.resolution}×${cfg.resolution}, ${cfg.numClasses} classes)`
+        : `MobileNetV2 (${cfg.arch}, ${cfg.resolution}×${cfg.resolution})${spec.labelSet ? ` on ${DATASET_NAMES[spec.labelSet] ?? spec.labelSet}` : ''}`,
       source: path.relative(ROOT, path.resolve(file)),
       preprocess: spec.preset.name,
       ...(spec.labels && { labels: spec.labels }),
       config: cfg,
     };
-    await writeFile(path.join(tmp, 'model.onnx'), exportOnnx(m.graph, m.weights, { info: descriptiveInfo(m.info) }));
+    await writeFile(path.join(tmp, 'model.onnx'), exportOnnx(m.graph, m.weights, exportMetadataOf(m)));
     await writeFile(path.join(tmp, 'model.json'), `${JSON.stringify(info, null, 2)}\n`);
     await Promise.all([
       ...['index.html', 'style.css'].map((f) => copyFile(path.join(WEB, f), path.join(tmp, f))),

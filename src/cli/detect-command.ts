@@ -1,9 +1,10 @@
 /** `mnv2 detect photo.jpg --weights W`: an SSDLite model's detections, drawn and/or as JSON. */
 import { existsSync } from 'node:fs';
-import { Option, type Command } from 'commander';
+import type { Command } from 'commander';
 import { writeFileAtomic } from '../util/atomic-write.js';
 import { refuseInputAsOutput } from '../util/outputs.js';
 import { int, num, THREADS } from './args.js';
+import { engineOption } from './model-commands.js';
 import type { EngineName } from '../engine/classifier.js';
 
 interface DetectOpts {
@@ -18,18 +19,15 @@ interface DetectOpts {
 
 /** Joins the `detect` group of src/cli/detect-data-commands.ts (`detect coco-eval`) when it exists: `mnv2 detect photo.jpg`. */
 export function registerDetectCommand(program: Command): void {
-  (program.commands.find((c) => c.name() === 'detect') ?? program.command('detect'))
-    // options after a subcommand name are the subcommand's (`detect coco-eval --json`), not these (main.ts enables it above)
-    .enablePositionalOptions()
+  // options after a subcommand name are the subcommand's (`detect coco-eval --json`), not these (main.ts enables it above)
+  engineOption((program.commands.find((c) => c.name() === 'detect') ?? program.command('detect')).enablePositionalOptions(), 'ort')
     .description('detect objects in a photo with an SSDLite model (mnv2 import tflite of a TF OD API export), or a detection tool')
     .argument('[image]', 'photo (any format sharp reads)')
-    .option('--weights <file>', 'SSDLite model file (.safetensors with metadata)')
+    .option('--weights <file>', 'SSDLite model file (.safetensors with metadata), or its ONNX export (raw outputs, float32 or int8) on ONNX Runtime')
     .option('--out <file>', 'write the photo with the boxes drawn (PNG)')
     .option('--json', 'print the detections as JSON')
     .option('--score <s>', 'score threshold (0.5, as the TF OD API draws; lower it to see more)', '0.5')
     .option('--max <n>', 'at most this many detections', '100')
-    .option('--threads <n>', 'engine threads', '1')
-    .addOption(new Option('--engine <engine>', 'ONNX Runtime on the export, or the native oneDNN engine').choices(['ort', 'native']).default('ort'))
     .action(async (image: string | undefined, o: DetectOpts) => {
       if (image === undefined) throw new Error('detect: an image is required (or a subcommand, e.g. detect coco-eval)');
       const scoreThreshold = num(o.score, '--score', { min: 0, max: 1 })!;

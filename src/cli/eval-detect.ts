@@ -1,6 +1,7 @@
 /**
- * `mnv2 eval --task detect`: an SSDLite model file (trained here or imported from TFLite) on ONNX Runtime over
- * a COCO-format dataset: COCOeval's 12 numbers, optionally VOC AP50, the detections as a COCO results JSON and
+ * `mnv2 eval --task detect`: an SSDLite model file (trained here or imported from TFLite) on ONNX Runtime or the
+ * native engine, or an ONNX export of one (float32, or int8 from `mnv2 quantize`) on ONNX Runtime, over a
+ * COCO-format dataset: COCOeval's 12 numbers, optionally VOC AP50, the detections as a COCO results JSON and
  * the precision-recall curves as PNG. Registered by train-commands.ts' `eval`, which hands `--task detect` here.
  */
 import { dirname } from 'node:path';
@@ -11,13 +12,16 @@ import { SSDLITE_NMS } from '../detect/nms.js';
 import { writeFileAtomic } from '../util/atomic-write.js';
 import { refuseInputAsOutput } from '../util/outputs.js';
 import { COUNT_OR_ALL, int, num, SEED, THREADS } from './args.js';
+import type { EngineName } from '../engine/classifier.js';
 
 export interface EvalDetectOpts {
   weights?: string;
-  dataset: string;
+  onnx?: string;
+  dataset?: string;
+  data?: string;
   split: string;
   images?: string;
-  engine?: string;
+  engine?: EngineName;
   threads?: string;
   limit?: string;
   seed: string;
@@ -34,7 +38,8 @@ export interface EvalDetectOpts {
 /** The detection options of `eval` (next to its classification ones). */
 export function detectEvalOptions(cmd: Command): Command {
   return cmd
-    .addOption(new Option('--task <task>', 'classify (top-1/top-5) or detect (COCO AP of an SSDLite model)').choices(['classify', 'detect']).default('classify'))
+    .addOption(new Option('--task <task>', 'classify (top-1/top-5) or detect (COCO AP of an SSDLite model; ONNX Runtime unless --engine native)').choices(['classify', 'detect']).default('classify'))
+    .option('--onnx <file>', 'detect: an ONNX export of a detector (mnv2 export onnx, or mnv2 quantize\'s int8 file) instead of --weights; ONNX Runtime')
     .option('--images <dir>', "detect: image folder of a COCO JSON (default: the JSON's folder)")
     .addOption(new Option('--metric <m>', 'detect: coco (the 12 COCOeval numbers) or voc (also Pascal VOC AP50)').choices(['coco', 'voc']).default('coco'))
     .addOption(new Option('--category-map <m>', 'detect: model class k is the dataset\'s k-th category (index) or category id k (id, TF COCO models)').choices(['auto', 'index', 'id']).default('auto'))
@@ -46,30 +51,35 @@ export function detectEvalOptions(cmd: Command): Command {
 
 export async function evalDetect(o: EvalDetectOpts): Promise<void> {
   // Loaded here, not at import: `mnv2 eval` is registered at every start-up (an XML parser, ONNX Runtime, sharp).
-  const [{ formatSkips, loadCocoDetection }, { evaluateDetector, vocAp50, writePrPng }, { openSsdliteFile }, { formatDuration, progressBar }, { cocoSplitFile, limitImages }] = await Promise.all([
+  const [{ formatSkips, loadCocoDetection }, { evaluateDetector, vocAp50, writePrPng }, { openSsdliteFile, openSsdliteOnnx }, { formatDuration, progressBar }, { cocoSplitFile, limitImages }] = await Promise.all([
     import('../detect/dataset.js'), import('../detect/evaluate.js'), import('../detect/ssdlite-detector.js'), import('../train/progress.js'), import('../detect/train-data.js'),
   ]);
-  if (!o.weights) throw new Error('eval --task detect: --weights FILE (an SSDLite model) is required');
-  if (o.engine === 'native') throw new Error('eval --task detect runs on ONNX Runtime for now: use --engine ort');
+  if (o.weights && o.onnx) throw new Error('eval --task detect: give either --weights or --onnx, not both');
+  const model = o.onnx ?? o.weights;
+  if (!model) throw new Error('eval --task detect: --weights FILE (an SSDLite model) or --onnx FILE (its export) is required');
+  const dataset = o.dataset ?? o.data;
+  if (!dataset) throw new Error('eval --task detect: --dataset (a COCO JSON, or a folder with <split>.json) is required');
+  // Detectors default to ONNX Runtime, as `mnv2 detect` does; --engine native runs the model file on oneDNN.
+  const engine = o.engine ?? 'ort';
   const threads = int(o.threads, '--threads', THREADS);
   const limit = int(o.limit, '--limit', COUNT_OR_ALL) ?? 0;
   const seed = int(o.seed, '--seed', SEED)!;
   const scoreThreshold = num(o.score, '--score', { min: 0, max: 1 })!;
   const maxDetections = int(o.max, '--max', { min: 1, max: 100_000 })!;
-  const file = cocoSplitFile(o.dataset, o.split);
-  const inputs = [{ path: o.weights, flag: '--weights' }, { path: file, flag: '--dataset' }];
+  const file = cocoSplitFile(dataset, o.split);
+  const inputs = [{ path: model, flag: o.onnx ? '--onnx' : '--weights' }, { path: file, flag: '--dataset' }];
   for (const [path, flag] of [[o.cocoJson, '--coco-json'], [o.prPng, '--pr-png']] as const) refuseInputAsOutput({ path, flag }, inputs);
   const full = await loadCocoDetection(file, o.images ?? dirname(file));
   if (full.skipped.total) console.error(`${file}: skipped or changed:\n${formatSkips(full.skipped)}`);
   const ds = limitImages(full, limit, seed);
-  const { detector, options } = await openSsdliteFile(o.weights, threads);
+  const { detector, options } = await (o.onnx ? openSsdliteOnnx : openSsdliteFile)(model, threads, engine);
   const pb = progressBar(o.progress && Boolean(process.stderr.isTTY), 'detecting |{bar}| {value}/{total} images | ETA {eta_formatted}');
   pb?.start(ds.images.length, 0);
   const t0 = performance.now();
   let r;
   try {
     r = await evaluateDetector(
-      { numClasses: detector.graph.config.numClasses, detect: async (f) => (await detector.detect(f, { ...options, scoreThreshold, maxDetections })).detections },
+      detector.imageDetector({ ...options, scoreThreshold, maxDetections }),
       ds,
       { mapping: o.categoryMap, onProgress: (d) => pb?.update(d) },
     );
@@ -79,14 +89,14 @@ export async function evalDetect(o: EvalDetectOpts): Promise<void> {
   }
   const secs = (performance.now() - t0) / 1000;
   if (o.cocoJson) writeFileAtomic(o.cocoJson, `${JSON.stringify(r.detections)}\n`);
-  if (o.prPng) await writePrPng(r.coco, o.prPng, `${o.weights} on ${file} (${ds.images.length} images)`);
+  if (o.prPng) await writePrPng(r.coco, o.prPng, `${model} on ${file} (${ds.images.length} images)`);
   const voc = o.metric === 'voc' ? vocAp50(ds, r.detections) : null;
   if (o.json) {
     const coco = Object.fromEntries(COCO_STAT_NAMES.map((k, i) => [k, r.coco.stats[i]!]));
-    process.stdout.write(`${JSON.stringify({ images: ds.images.length, detections: r.detections.length, coco, ...(voc ? { voc } : {}) })}\n`);
+    process.stdout.write(`${JSON.stringify({ images: ds.images.length, detections: r.detections.length, engine: detector.engine, coco, ...(voc ? { voc } : {}) })}\n`);
     return;
   }
-  console.log(`${o.weights} on ${file}: ${ds.images.length} images, ${r.detections.length} detections (score > ${scoreThreshold}, ≤ ${maxDetections} per image), ${formatDuration(secs)}`);
+  console.log(`${model} on ${file}, ${detector.engine} engine: ${ds.images.length} images, ${r.detections.length} detections (score > ${scoreThreshold}, ≤ ${maxDetections} per image), ${formatDuration(secs)}`);
   if (r.unmapped) console.log(`${r.unmapped} detections of model classes that are no category of the dataset were left out`);
   console.log(formatCocoStats(r.coco.stats, r.coco.params));
   if (voc) {

@@ -16,7 +16,7 @@ import { SSDLITE, type SsdliteConfig } from '../model/ssdlite.js';
 import type { detectOptionsOf } from '../detect/ssdlite-detector.js';
 import { loadImages, PRESET_NAMES } from '../data/preprocess.js';
 import { LABEL_SET_NAMES, type LabelSetName } from '../data/labels.js';
-import { descriptiveInfo } from '../io/metadata.js';
+import { exportMetadataOf } from '../io/metadata.js';
 import { BUNDLED_MODEL, inputSpec } from '../api/spec.js';
 import { deprecatedAlias, int, num, SEED, THREADS, TOP, type Range } from './args.js';
 import { refuseInputAsOutput } from '../util/outputs.js';
@@ -121,8 +121,9 @@ export function registerModelCommands(program: Command): void {
     .option('--fp16', 'store weights and compute in float16 (input/output stay float32)')
     .addOption(new Option('--detect-postprocess <mode>', 'SSDLite: box decoding (decode) and also NonMaxSuppression (nms) in the graph').choices([...DETECT_POSTPROCESS_MODES]).default('none'))
     .option('--score <s>', 'with --detect-postprocess nms: score threshold', '1e-8')
+    .option('--max-detections <n>', 'with --detect-postprocess nms: at most this many detections per image (default: the SSD style\'s, tf 100)')
     .requiredOption('--out <file>', 'output .onnx file')
-    .action(async (o: ArchOpts & { weights?: string; randomInit?: boolean; seed: string; opset: string; fp16?: boolean; out: string; detectPostprocess: DetectPostprocess; score: string }) => {
+    .action(async (o: ArchOpts & { weights?: string; randomInit?: boolean; seed: string; opset: string; fp16?: boolean; out: string; detectPostprocess: DetectPostprocess; score: string; maxDetections?: string }) => {
       const seed = int(o.seed, '--seed', SEED)!;
       const opset = int(o.opset, '--opset', { min: 13, max: 23 });
       if (!o.weights && !o.randomInit) throw new Error('export onnx: no --weights given; pass --weights FILE, or --random-init to export untrained weights');
@@ -133,8 +134,9 @@ export function registerModelCommands(program: Command): void {
         return { graph, weights: initWeights(graph, seed), info: { config: graph.config } };
       })();
       const { exportOnnx } = await import('../engine/onnx/export.js');
-      let bytes = exportOnnx(m.graph, m.weights, { opset, fp16: o.fp16, info: descriptiveInfo(m.info) });
-      if (o.detectPostprocess !== 'none') bytes = await detectorPostprocess(bytes, m, o.detectPostprocess, num(o.score, '--score', { min: 0, max: 1 })!);
+      let bytes = exportOnnx(m.graph, m.weights, { opset, fp16: o.fp16, ...exportMetadataOf(m) });
+      const limits = { scoreThreshold: num(o.score, '--score', { min: 0, max: 1 })!, maxDetections: int(o.maxDetections, '--max-detections', { min: 1, max: 100_000 }) };
+      if (o.detectPostprocess !== 'none') bytes = await detectorPostprocess(bytes, m, o.detectPostprocess, limits);
       writeFileAtomic(o.out, bytes);
       console.error(`wrote ${o.out} (${(bytes.length / 1e6).toFixed(2)} MB, opset ${o.opset}${o.fp16 ? ', fp16' : ''})`);
     });
@@ -178,7 +180,7 @@ export { inputSpec };
 
 /** Which model answers and with which classes: a photo of anything gets one of them. */
 /** An SSDLite export with its post-processing in the graph (an imported file's coder scales and NMS IoU kept). */
-async function detectorPostprocess(bytes: Uint8Array, m: { graph: LoadedWeights['graph']; info: Parameters<typeof detectOptionsOf>[0]['info']; metadata?: Record<string, string> }, mode: 'decode' | 'nms', scoreThreshold: number): Promise<Uint8Array> {
+async function detectorPostprocess(bytes: Uint8Array, m: { graph: LoadedWeights['graph']; info: Parameters<typeof detectOptionsOf>[0]['info']; metadata?: Record<string, string> }, mode: 'decode' | 'nms', limits: { scoreThreshold: number; maxDetections?: number }): Promise<Uint8Array> {
   const cfg = m.graph.config as SsdliteConfig;
   if (cfg.family !== SSDLITE) throw new Error(`--detect-postprocess is for SSDLite detectors, not a ${cfg.family} model`);
   const [{ addDetectPostprocess }, { detectOptionsOf }, { ssdAnchors }] = await Promise.all([
@@ -187,7 +189,7 @@ async function detectorPostprocess(bytes: Uint8Array, m: { graph: LoadedWeights[
   const d = detectOptionsOf({ metadata: m.metadata ?? {}, info: m.info }, 'the model');
   return addDetectPostprocess(bytes, {
     mode, style: cfg.ssdStyle, anchors: ssdAnchors({ height: cfg.resolution, width: cfg.resolution }), numClasses: cfg.numClasses,
-    scales: d.scales, iouThreshold: d.iouThreshold, scoreThreshold,
+    scales: d.scales, iouThreshold: d.iouThreshold, ...limits,
   });
 }
 

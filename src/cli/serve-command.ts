@@ -71,16 +71,15 @@ async function openModel(o: ServeOpts, threads: number | undefined): Promise<Ope
   return { classifier: await createClassifier(m.graph, m.weights, o.engine, threads), info: m.info, name };
 }
 
-/** An SSDLite model file on ONNX Runtime behind the batcher (one row of raw outputs per image). */
+/** An SSDLite model file on ONNX Runtime or the native engine behind the batcher (one row of raw outputs per image). */
 async function openDetector(o: ServeOpts, m: LoadedWeights, name: string, threads: number | undefined): Promise<OpenedModel> {
-  if (o.engine !== 'ort') throw new Error(`${name}: an SSDLite detector, served on ONNX Runtime for now: use --engine ort (the default)`);
   const scoreThreshold = num(o.score, '--score', { min: 0, max: 1 })!;
   const maxDetections = int(o.maxDetections, '--max-detections', { min: 1, max: 100_000 })!;
   const { detectorPreset, openSsdlite } = await import('../detect/ssdlite-detector.js'); // ONNX Runtime, sharp
-  const { detector, options } = await openSsdlite(m, name, threads);
+  const { detector, options } = await openSsdlite(m, name, threads, o.engine);
   const post = { ...options, scoreThreshold, maxDetections };
   return {
-    classifier: { engine: 'ort', run: (x, n) => detector.forwardRows(x, n), release: () => detector.release() },
+    classifier: { engine: detector.engine, run: (x, n) => detector.forwardRows(x, n), release: () => detector.release() },
     info: m.info,
     name,
     detector: {

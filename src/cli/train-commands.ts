@@ -13,7 +13,7 @@ import { BATCH, COUNT_OR_ALL, deprecatedAlias, int, num, SEED, THREADS, type Ran
 import { ALPHA, RESOLUTION, shortcutOption } from './model-commands.js';
 import type { ShortcutKind } from '../model/config.js';
 import { refuseInputAsOutput } from '../util/outputs.js';
-import { DETECT_AUGMENTS, PRESET_NAMES, resolvePreset, type DetectAugment, type PresetName, type TrainRecipe } from '../train/presets.js';
+import { DETECT_AUGMENTS, PRESET_NAMES, resolvePreset, type DetectAugment, type PresetName, type QatRecipe, type TrainRecipe } from '../train/presets.js';
 import { loadCheckpoint } from '../train/checkpoint.js';
 import { SSD_STYLES, type SsdStyle } from '../detect/postprocess.js';
 import type { TrainOptions } from '../train/loop.js';
@@ -67,6 +67,10 @@ interface TrainFlags {
   stopAfter?: string;
   onnx: boolean;
   progress: boolean;
+  qat?: boolean;
+  qatEpochs?: string;
+  qatFreezeBn?: string;
+  weightBits?: '7' | '8';
 }
 
 const EPOCHS: Range = { min: 1, max: 100_000 };
@@ -97,8 +101,19 @@ export function recipeFromFlags(o: TrainFlags): TrainRecipe {
     warmupEpochs: num(o.warmup, '--warmup', { min: 0, max: 100_000 }), labelSmoothing: num(o.labelSmoothing, '--label-smoothing', { min: 0, max: 0.99 }),
     ema: num(o.ema, '--ema', { min: 0, max: 0.999999999 }), bnMomentum: num(o.bnMomentum, '--bn-momentum', { above: 0, max: 1 }), augment: o.augment,
     trainLimit: int(o.trainLimit, '--train-limit', COUNT_OR_ALL), evalLimit: int(o.evalLimit, '--eval-limit', COUNT_OR_ALL), seed: int(o.seed, '--seed', SEED),
-    detection,
+    detection, qat: qatRecipe(o, int(o.epochs, '--epochs', EPOCHS) ?? base.epochs),
   }, o.full ?? false);
+}
+
+/** The QAT part of the recipe: `--qat` (every epoch) or `--qat-epochs N` (the last N); BN frozen for the last half by default. */
+function qatRecipe(o: TrainFlags, epochs: number): QatRecipe | undefined {
+  const qatEpochs = int(o.qatEpochs, '--qat-epochs', { min: 1, max: epochs }) ?? (o.qat ? epochs : undefined);
+  if (qatEpochs === undefined) {
+    if (o.qatFreezeBn !== undefined || o.weightBits !== undefined) throw new Error('--qat-freeze-bn and --weight-bits are for quantization-aware training: add --qat or --qat-epochs N');
+    return undefined;
+  }
+  const freezeBnEpochs = int(o.qatFreezeBn, '--qat-freeze-bn', { min: 0, max: qatEpochs }) ?? Math.ceil(qatEpochs / 2);
+  return { epochs: qatEpochs, freezeBnEpochs, weightBits: o.weightBits === '8' ? 8 : 7 };
 }
 
 /** The numeric flags of `mnv2 train` that are not part of the recipe, range-checked. */
@@ -165,6 +180,10 @@ export function registerTrainCommands(program: Command): void {
     .option('--eval-batch <n>', 'evaluation batch size', '250')
     .option('--save-every <steps>', 'also checkpoint every n steps (default: at epoch ends)')
     .option('--stop-after <steps>', 'stop (with a checkpoint to resume) after n steps')
+    .option('--qat', 'quantization-aware training (fake-quantized weights and activations) for the whole run; also writes model.int8.onnx')
+    .option('--qat-epochs <n>', 'quantization-aware training for the last n epochs only (float before)')
+    .option('--qat-freeze-bn <n>', 'QAT: BN statistics frozen (BN folded) for the last n epochs (default: half the QAT epochs, rounded up)')
+    .addOption(new Option('--weight-bits <bits>', 'QAT: int8 model weight bits, as mnv2 quantize (default 7)').choices(['7', '8']))
     .option('--no-onnx', 'skip the ONNX export at the end')
     .option('--no-progress', 'no progress bars')
     .action(async (o: TrainFlags) => {
@@ -185,8 +204,8 @@ export function registerTrainCommands(program: Command): void {
   detectEvalOptions(deprecatedAlias(engineOption(archOptions(program.command('eval'))), 'preset', 'preprocess', IMAGE_PRESETS))
     .description('evaluate weights on a dataset: top-1, top-5, per-class accuracy, confusion matrix; --task detect: COCO AP of a detector')
     .option('--weights <file>', 'weights: .safetensors, .pth or a catalogue name (mnv2 weights list); default: the bundled Fashion-MNIST model')
-    .requiredOption('--dataset <name|dir>', 'fashion-mnist, cifar10, or an image folder; --task detect: a COCO JSON, or a folder with <split>.json')
-    .option('--data <dir>', 'where the dataset is (default: its usual place)')
+    .option('--dataset <name|dir>', 'fashion-mnist, cifar10, or an image folder; --task detect: a COCO JSON, or a folder with <split>.json')
+    .option('--data <dir>', 'where the dataset is (default: its usual place); --task detect: the dataset folder when --dataset is not given')
     .addOption(new Option('--split <split>', 'split').choices(['test', 'train']).default('test'))
     .addOption(new Option('--preprocess <name>', "image folders: the model's normalisation (default: the file's)").choices([...IMAGE_PRESETS]))
     .addOption(new Option('--labels <name>', 'class names of the report (default: the dataset\'s)').choices([...LABEL_SET_NAMES]))
@@ -198,10 +217,12 @@ export function registerTrainCommands(program: Command): void {
     .option('--full-json', 'print the full result (per-class accuracy, confusion matrix) as JSON')
     .option('--no-progress', 'no progress bar')
     .action(async (o: ArchOpts & {
-      weights?: string; dataset: string; data?: string; split: 'test' | 'train'; batch: string; limit?: string; seed: string;
+      weights?: string; dataset?: string; data?: string; split: 'test' | 'train'; batch: string; limit?: string; seed: string;
       engine?: EngineName; threads?: string; preprocess?: string; labels?: LabelSetName; confusion?: string; json?: boolean; fullJson?: boolean; progress: boolean;
     } & Omit<EvalDetectOpts, 'engine' | 'split'> & { task: 'classify' | 'detect' }) => {
       if (o.task === 'detect') return evalDetect(o);
+      if (!o.dataset) throw new Error("eval: --dataset is required (fashion-mnist, cifar10 or an image folder)");
+      if (o.onnx) throw new Error('eval: --onnx is for --task detect; a classifier\'s ONNX file: mnv2 quantize --eval, or serve --onnx');
       const limit = int(o.limit, '--limit', COUNT_OR_ALL) ?? 0;
       const seed = int(o.seed, '--seed', SEED)!;
       const threads = int(o.threads, '--threads', THREADS);

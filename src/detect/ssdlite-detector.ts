@@ -4,43 +4,25 @@
  * box codes decoded against the anchors with the (10, 10, 5, 5) coder, sigmoid scores, TF's per-class NMS.
  * Boxes come back in image pixels.
  */
+import { readFileSync } from 'node:fs';
 import * as ort from 'onnxruntime-node';
 import sharp from 'sharp';
 import type { Graph } from '../model/graph.js';
 import type { StateDict } from '../model/weights.js';
+import { buildModel } from '../model/registry.js';
 import { BOXES, DETECTION_LOGITS, SSDLITE, type SsdliteConfig } from '../model/ssdlite.js';
-import { exportOnnx, ONNX_INPUT } from '../engine/onnx/export.js';
+import { decodeOnnx, exportOnnx, ONNX_INPUT, onnxProps, readOnnxInfo } from '../engine/onnx/export.js';
 import { NativeModel } from '../engine/native/model.js';
 import type { EngineName } from '../engine/classifier.js';
-import { loadImage, type Preset } from '../data/preprocess.js';
+import { loadImage } from '../data/preprocess.js';
 import { loadModelFile, type LoadedWeights } from '../io/weights.js';
-import { classNamesOf } from '../io/metadata.js';
+import { POSTPROCESS_KEY } from '../io/metadata.js';
+import { fail } from '../util/errors.js';
 import { ssdAnchors } from './anchors.js';
-import type { BoxCoder } from './box-coder.js';
-import type { Detections } from './nms.js';
-import { postprocessSsd } from './postprocess.js';
+import type { ImageDetector } from './evaluate.js';
+import { detectOptionsOf, detectorPreset, pixelDetections, type Detection, type DetectOptions } from './ssdlite-output.js';
 
-export interface Detection {
-  /** [x1, y1, x2, y2] in image pixels. */
-  box: [number, number, number, number];
-  score: number;
-  /** Foreground class, 1-based (TF's label map ids; column 0 of the logits is background). */
-  classId: number;
-  label: string;
-}
-
-export interface DetectOptions {
-  /** Keep detections scoring above this (default 0.3, the zoo pipeline's). */
-  scoreThreshold?: number;
-  /** At most this many detections (default 100). */
-  maxDetections?: number;
-  iouThreshold?: number;
-  /** Box coder scales (y, x, h, w), e.g. from TFLite_Detection_PostProcess. */
-  scales?: BoxCoder['scales'];
-  /** Names of classes 1..C (default `class N`). */
-  classNames?: readonly string[];
-  threads?: number;
-}
+export { detectOptionsOf, detectorPreset, postprocess, type Detection, type DetectOptions } from './ssdlite-output.js';
 
 /** Width and height of an image file or buffer as displayed (after its EXIF orientation, as loadImage reads it). */
 export async function orientedSize(image: string | Buffer): Promise<{ width: number; height: number }> {
@@ -49,18 +31,6 @@ export async function orientedSize(image: string | Buffer): Promise<{ width: num
   const height = m.autoOrient?.height ?? m.height;
   if (!width || !height) throw new Error(`${typeof image === 'string' ? image : 'image'}: cannot read the image size`);
   return { width, height };
-}
-
-/** TF OD API's fixed_shape_resizer + [-1, 1]: a direct (aspect-changing) bilinear resize. */
-export function detectorPreset(size: number): Preset {
-  return { name: 'keras', size, channels: 3, greyscale: false, background: 'white', mean: [0.5, 0.5, 0.5], std: [0.5, 0.5, 0.5] };
-}
-
-/** Decode, score and suppress one image's raw outputs (boxes [A, 4] codes, logits [A, C+1]) into normalized boxes, in the model's SSD style. */
-export function postprocess(codes: Float32Array, logits: Float32Array, config: Pick<SsdliteConfig, 'resolution' | 'ssdStyle'>, o: DetectOptions = {}): Detections {
-  const anchors = ssdAnchors({ height: config.resolution, width: config.resolution });
-  const { maxDetections, iouThreshold, scales } = o;
-  return postprocessSsd(codes, logits, anchors.corners, config.ssdStyle, { scoreThreshold: o.scoreThreshold ?? 0.3, maxDetections, iouThreshold, scales });
 }
 
 /** Raw outputs of a batch: box codes [batch, A, 4] and logits [batch, A, C+1]. */
@@ -82,7 +52,8 @@ export class SsdliteDetector {
     private runner: Runner,
   ) {}
 
-  static async create(graph: Graph<SsdliteConfig>, weights: StateDict, threads = 1, engine: EngineName = 'ort'): Promise<SsdliteDetector> {
+  /** `threads` undefined: all cores. */
+  static async create(graph: Graph<SsdliteConfig>, weights: StateDict, threads?: number, engine: EngineName = 'ort'): Promise<SsdliteDetector> {
     if (engine === 'native') {
       const m = new NativeModel(graph, weights, { threads });
       const run = async (input: Float32Array, batch: number): Promise<RawDetections> => {
@@ -92,13 +63,18 @@ export class SsdliteDetector {
       return new SsdliteDetector(graph, engine, { run, release: async () => {} });
     }
     if (engine !== 'ort') throw new Error(`unknown engine '${String(engine)}' (expected native or ort)`);
-    const session = await ort.InferenceSession.create(exportOnnx(graph, weights), { intraOpNumThreads: threads, interOpNumThreads: 1 });
+    return SsdliteDetector.fromOnnx(exportOnnx(graph, weights), graph, threads);
+  }
+
+  /** An exported SSDLite (raw `boxes` and `logits` outputs, float32 or int8 QDQ) on ONNX Runtime. */
+  static async fromOnnx(bytes: Uint8Array, graph: Graph<SsdliteConfig>, threads?: number): Promise<SsdliteDetector> {
+    const session = await ort.InferenceSession.create(bytes, { intraOpNumThreads: threads ?? 0, interOpNumThreads: 1 });
     const { resolution: r, inChannels: c } = graph.config;
     const run = async (input: Float32Array, batch: number): Promise<RawDetections> => {
       const out = await session.run({ [ONNX_INPUT]: new ort.Tensor('float32', input, [batch, c, r, r]) });
       return { codes: out[BOXES]!.data as Float32Array, logits: out[DETECTION_LOGITS]!.data as Float32Array };
     };
-    return new SsdliteDetector(graph, engine, { run, release: () => session.release() });
+    return new SsdliteDetector(graph, 'ort', { run, release: () => session.release() });
   }
 
   /** Raw outputs of `batch` preprocessed images [batch, 3, R, R]: box codes [batch, A, 4] and logits [batch, A, C+1]. */
@@ -137,17 +113,7 @@ export class SsdliteDetector {
 
   /** Pixel detections of one image of width × height from its raw outputs (one image's codes and logits). */
   toDetections(codes: Float32Array, logits: Float32Array, width: number, height: number, o: DetectOptions = {}): Detection[] {
-    const d = postprocess(codes, logits, this.graph.config, o);
-    return Array.from({ length: d.count }, (_, i): Detection => {
-      const b = d.boxes.subarray(4 * i, 4 * i + 4);
-      const classId = d.classes[i]!;
-      return {
-        box: [b[0]! * width, b[1]! * height, b[2]! * width, b[3]! * height],
-        score: d.scores[i]!,
-        classId,
-        label: o.classNames?.[classId - 1] ?? `class ${classId}`,
-      };
-    });
+    return pixelDetections(codes, logits, this.graph.config, width, height, o);
   }
 
   async detect(image: string, o: DetectOptions = {}): Promise<{ width: number; height: number; detections: Detection[] }> {
@@ -158,42 +124,50 @@ export class SsdliteDetector {
     return { width, height, detections };
   }
 
+  /** This detector as the evaluation takes it (src/detect/evaluate.ts), post-processing with `o`. */
+  imageDetector(o: DetectOptions = {}): ImageDetector {
+    return { numClasses: this.graph.config.numClasses, detect: async (file) => (await this.detect(file, o)).detections };
+  }
+
   async release(): Promise<void> {
     await this.runner.release();
   }
 }
 
-/** Metadata key of an imported detector's TFLite_Detection_PostProcess options (JSON). */
-export const POSTPROCESS_KEY = 'mnv2.postprocess';
+export { POSTPROCESS_KEY };
 
 /**
  * An SSDLite model file on ONNX Runtime or the native engine, with the options its file carries: an imported TFLite export's box
- * coder scales and NMS IoU, and the class names.
+ * coder scales and NMS IoU, and the class names. An `.onnx` file (an `mnv2 export onnx` or `mnv2 quantize` of a
+ * detector, raw outputs) runs on ONNX Runtime with the options its metadata carries.
  */
-export async function openSsdliteFile(file: string, threads = 1, engine: EngineName = 'ort'): Promise<{ detector: SsdliteDetector; options: DetectOptions }> {
+export async function openSsdliteFile(file: string, threads?: number, engine: EngineName = 'ort'): Promise<{ detector: SsdliteDetector; options: DetectOptions }> {
+  if (file.toLowerCase().endsWith('.onnx')) return openSsdliteOnnx(file, threads, engine);
   return openSsdlite(loadModelFile(file), file, threads, engine);
 }
 
-/** {@link openSsdliteFile} on a model file already read. */
-export async function openSsdlite(m: LoadedWeights, file: string, threads = 1, engine: EngineName = 'ort'): Promise<{ detector: SsdliteDetector; options: DetectOptions }> {
-  if (m.graph.config.family !== SSDLITE) throw new Error(`${file}: a ${m.graph.config.family} model, not an SSDLite detector`);
-  return { detector: await SsdliteDetector.create(m.graph as Graph<SsdliteConfig>, m.weights, threads, engine), options: detectOptionsOf(m, file) };
+/** An ONNX export of an SSDLite (raw outputs) on ONNX Runtime, with the post-processing options its metadata carries. */
+export async function openSsdliteOnnx(file: string, threads?: number, engine: EngineName = 'ort'): Promise<{ detector: SsdliteDetector; options: DetectOptions }> {
+  if (engine !== 'ort') fail(file, 'an ONNX file runs on ONNX Runtime: use --engine ort, or the model file (.safetensors) for the native engine');
+  let bytes: Uint8Array;
+  try {
+    bytes = readFileSync(file);
+  } catch (e) {
+    fail(file, (e as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such file' : (e as Error).message);
+  }
+  const info = readOnnxInfo(bytes, file);
+  if (info.config.family !== SSDLITE) fail(file, `a ${info.config.family} model, not an SSDLite detector`);
+  const model = decodeOnnx(bytes, file);
+  const outputs = new Set((model.graph?.output ?? []).map((o) => o.name));
+  if (!outputs.has(BOXES) || !outputs.has(DETECTION_LOGITS)) fail(file, `no raw '${BOXES}' and '${DETECTION_LOGITS}' outputs (export it with --detect-postprocess none)`);
+  const graph = buildModel(info.config) as Graph<SsdliteConfig>;
+  return { detector: await SsdliteDetector.fromOnnx(bytes, graph, threads), options: detectOptionsOf({ metadata: onnxProps(model), info }, file) };
 }
 
-/** The post-processing options a model file carries: an imported TFLite export's coder scales and NMS IoU, class names. */
-export function detectOptionsOf(m: { metadata: Readonly<Record<string, string>>; info: Parameters<typeof classNamesOf>[0] }, file: string): DetectOptions {
-  let post: Record<string, number> = {};
-  try {
-    post = m.metadata[POSTPROCESS_KEY] ? (JSON.parse(m.metadata[POSTPROCESS_KEY]) as Record<string, number>) : {};
-  } catch (e) {
-    throw new Error(`${file}: metadata ${POSTPROCESS_KEY} is not JSON (${(e as Error).message})`);
-  }
-  const options: DetectOptions = {};
-  if (post['y_scale']) options.scales = [post['y_scale'], post['x_scale']!, post['h_scale']!, post['w_scale']!];
-  if (post['nms_iou_threshold']) options.iouThreshold = post['nms_iou_threshold'];
-  const classNames = classNamesOf(m.info);
-  if (classNames) options.classNames = classNames;
-  return options;
+/** {@link openSsdliteFile} on a model file already read. */
+export async function openSsdlite(m: LoadedWeights, file: string, threads?: number, engine: EngineName = 'ort'): Promise<{ detector: SsdliteDetector; options: DetectOptions }> {
+  if (m.graph.config.family !== SSDLITE) throw new Error(`${file}: a ${m.graph.config.family} model, not an SSDLite detector`);
+  return { detector: await SsdliteDetector.create(m.graph as Graph<SsdliteConfig>, m.weights, threads, engine), options: detectOptionsOf(m, file) };
 }
 
 const escapeXml = (s: string): string => s.replace(/[<>&'"]/g, (c) => `&#${c.charCodeAt(0)};`);

@@ -27,6 +27,8 @@ export const LABELS_KEY = 'mnv2.labels';
 export const CLASSES_KEY = 'mnv2.classes';
 /** Provenance: the file the weights were imported from. */
 export const SOURCE_KEY = 'mnv2.source';
+/** An imported detector's TFLite_Detection_PostProcess options (JSON: box coder scales, NMS IoU). */
+export const POSTPROCESS_KEY = 'mnv2.postprocess';
 
 export interface ModelInfo {
   config: BaseConfig;
@@ -121,4 +123,17 @@ export function classNamesOf(info: Pick<ModelInfo, 'config' | 'labels' | 'classe
 export function descriptiveInfo(info: ModelInfoInput | ModelInfo): Omit<ModelInfoInput, 'config'> {
   const { preprocess, labels, classes, source } = info;
   return definedOnly({ preprocess, labels, classes, source });
+}
+
+/**
+ * What an export of a model file stores beside its config: the descriptive info and the entries of the file's
+ * metadata that change how its outputs are read (a detector's post-processing options), so the ONNX file alone
+ * decodes as the model file does.
+ */
+export function exportMetadataOf(m: { info: ModelInfoInput | ModelInfo; metadata?: Readonly<Record<string, string>> }): {
+  info: Omit<ModelInfoInput, 'config'>;
+  metadata: Record<string, string>;
+} {
+  const post = m.metadata?.[POSTPROCESS_KEY];
+  return { info: descriptiveInfo(m.info), metadata: post !== undefined ? { [POSTPROCESS_KEY]: post } : {} };
 }

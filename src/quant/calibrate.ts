@@ -183,6 +183,16 @@ export function* datasetBatches(ds: Dataset, conv: InputConvention, batch: numbe
   }
 }
 
+/** The images a model is calibrated on: how many, each one's model input [C, H, W], batches of them in order. */
+export interface CalibrationImages {
+  name: string;
+  count: number;
+  shape: readonly [number, number, number];
+  /** A fixed random subset of n images (seeded), in order; all of them when n >= count. */
+  subset(n: number, seed: number): CalibrationImages;
+  batches(batch: number): AsyncIterable<{ input: Float32Array; size: number }>;
+}
+
 /** Top-1/top-5 (and the rest of EvalResult) of an ONNX classifier on a dataset. */
 export async function evaluateOnnx(model: OrtModel, ds: Dataset, conv: InputConvention, batch = 250): Promise<EvalResult> {
   checkInputShape(ds, conv, model.inputShape);
@@ -207,11 +217,11 @@ export interface CollectOptions {
 }
 
 /**
- * Runs `model` (a float32 ModelProto) on the first `count` images of `ds` with every tensor of `tensors` added as a
- * graph output, and returns what each tensor held: min/max, and with `histograms` a histogram over the observed range.
+ * Runs `model` (a float32 ModelProto) on every image of `images` with every tensor of `tensors` added as a graph
+ * output, and returns what each tensor held: min/max, and with `histograms` a histogram over the observed range.
  */
 export async function collectStats(
-  model: onnxProto.onnx.IModelProto, tensors: readonly string[], ds: Dataset, conv: InputConvention, count: number, opts: CollectOptions = {},
+  model: onnxProto.onnx.IModelProto, tensors: readonly string[], images: CalibrationImages, opts: CollectOptions = {},
 ): Promise<Map<string, TensorStats>> {
   // Loaded here, not at import: the calibration methods are a CLI choice list, read at every start-up.
   const [ort, { default: { onnx } }] = await Promise.all([import('onnxruntime-node'), import('onnx-proto')]);
@@ -225,12 +235,12 @@ export async function collectStats(
   const session = await ort.InferenceSession.create(probe, {
     graphOptimizationLevel: 'all', intraOpNumThreads: opts.threads ?? 0, interOpNumThreads: 1, executionMode: 'sequential', logSeverityLevel: 3,
   });
-  const shape = inputShape(ds, conv);
+  const [c, h, w] = images.shape;
   const batch = opts.batch ?? 32;
   const stats = new Map<string, TensorStats>(tensors.map((t) => [t, { min: Infinity, max: -Infinity, hist: null }]));
   const pass = async (visit: (s: TensorStats, data: Float32Array) => void): Promise<void> => {
-    for (const b of datasetBatches(ds, conv, batch, count)) {
-      const out = await session.run({ [inputName]: new ort.Tensor('float32', b.input, [b.size, shape.channels, shape.height, shape.width]) }, fetched);
+    for await (const b of images.batches(batch)) {
+      const out = await session.run({ [inputName]: new ort.Tensor('float32', b.input, [b.size, c, h, w]) }, fetched);
       for (const t of tensors) visit(stats.get(t)!, t === inputName ? b.input : (out[t]!.data as Float32Array));
     }
   };

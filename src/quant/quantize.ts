@@ -16,10 +16,10 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as ort from 'onnxruntime-node';
 import onnxProto from 'onnx-proto';
-import type { Dataset, InputConvention } from '../data/dataset.js';
+import { inputShape, type Dataset, type InputConvention } from '../data/dataset.js';
 import { limitDataset } from '../data/open.js';
 import { attrInt, decodeOnnx, readOnnxConfig, tensor } from '../engine/onnx/export.js';
-import { CALIBRATION_METHODS, calibrationRange, checkInputShape, collectStats, type CalibrationMethod } from './calibrate.js';
+import { CALIBRATION_METHODS, calibrationRange, collectStats, datasetBatches, type CalibrationImages, type CalibrationMethod } from './calibrate.js';
 import { fail } from '../util/errors.js';
 
 const { onnx } = onnxProto;
@@ -277,6 +277,20 @@ export function buildQdqModel(
   };
 }
 
+/** A classification dataset's images, prepared with `conv` as `mnv2 eval` prepares them. */
+export function datasetImages(ds: Dataset, conv: InputConvention): CalibrationImages {
+  const s = inputShape(ds, conv);
+  return {
+    name: ds.name,
+    count: ds.count,
+    shape: [s.channels, s.height, s.width],
+    subset: (n, seed) => datasetImages(limitDataset(ds, n, seed), conv),
+    async *batches(batch) {
+      yield* datasetBatches(ds, conv, batch);
+    },
+  };
+}
+
 export interface QuantizeOptions {
   method?: CalibrationMethod;
   /** For 'percentile' (default 99.99). */
@@ -320,30 +334,34 @@ function checkQuantizeOptions(o: QuantizeOptions): Required<Pick<QuantizeOptions
 
 /**
  * Quantizes a float32 model exported by this project (ONNX bytes) to int8 QDQ, calibrated on a seeded random
- * subset of `calib` (prepared with its input convention, as eval prepares it).
+ * subset of `calib`: a classification dataset (prepared with its input convention, as eval prepares it) or any
+ * calibration images (a detector's: src/detect/calibration.ts).
  */
 export async function quantizeOnnx(
-  fp32: Uint8Array, calib: { dataset: Dataset; input: InputConvention }, opts: QuantizeOptions = {}, source = '<onnx bytes>',
+  fp32: Uint8Array, calib: { dataset: Dataset; input: InputConvention } | CalibrationImages, opts: QuantizeOptions = {}, source = '<onnx bytes>',
 ): Promise<QuantizeResult> {
   const { method, percentile, calibImages, weightBits } = checkQuantizeOptions(opts);
   const config = readOnnxConfig(fp32, source);
   const model = decodeOnnx(fp32, source);
+  // Shape operands (a detector's head reshapes) are int64; any other non-float32 tensor is fp16 or already quantized.
   for (const t of model.graph!.initializer ?? []) {
-    if (t.dataType !== DT.FLOAT) fail(source, `initializer ${t.name} is not float32; quantize a float32 export (not --fp16)`);
+    if (t.dataType !== DT.FLOAT && t.dataType !== DT.INT64) fail(source, `initializer ${t.name} is not float32; quantize a float32 export (not --fp16)`);
   }
-  checkInputShape(calib.dataset, calib.input, [config.inChannels, config.resolution, config.resolution]);
-  const ds = limitDataset(calib.dataset, calibImages, opts.seed ?? 0);
+  const all = 'dataset' in calib ? datasetImages(calib.dataset, calib.input) : calib;
+  const want = [config.inChannels, config.resolution, config.resolution];
+  if (all.shape.some((d, i) => d !== want[i])) throw new Error(`${all.name} gives ${all.shape.join('x')} inputs, the model takes ${want.join('x')}`);
+  const images = all.subset(calibImages, opts.seed ?? 0);
   const plan = planQdq(model, source);
-  const stats = await collectStats(model, plan.calibrate, ds, calib.input, ds.count, { batch: opts.batch, threads: opts.threads, histograms: method !== 'minmax' });
+  const stats = await collectStats(model, plan.calibrate, images, { batch: opts.batch, threads: opts.threads, histograms: method !== 'minmax' });
   // The image itself is never clipped: its range is the preprocessing's, and every pixel value carries signal.
   const inputs = new Set((model.graph!.input ?? []).map((i) => i.name));
   const ranges = new Map([...stats].map(([t, s]) => [t, calibrationRange(inputs.has(t) ? 'minmax' : method, s, { percentile })]));
   const info = {
-    method, ...(method === 'percentile' ? { percentile } : {}), calibImages: ds.count, calibDataset: calib.dataset.name, seed: opts.seed ?? 0,
+    method, ...(method === 'percentile' ? { percentile } : {}), calibImages: images.count, calibDataset: all.name, seed: opts.seed ?? 0,
     weights: `int8 symmetric per-channel, ${weightBits}-bit`, activations: 'uint8 asymmetric per-tensor',
   };
   const q = buildQdqModel(model, plan, ranges, { weightQmax: 2 ** (weightBits - 1) - 1, info }, source);
-  return { bytes: onnx.ModelProto.encode(onnx.ModelProto.create(q)).finish(), ranges, plan, calibImages: ds.count };
+  return { bytes: onnx.ModelProto.encode(onnx.ModelProto.create(q)).finish(), ranges, plan, calibImages: images.count };
 }
 
 /** Op types (with their count) of the graph ONNX Runtime actually runs after its optimizations ('all' level). */

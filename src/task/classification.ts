@@ -60,6 +60,7 @@ export function classification(classes: number, opts: ClassificationOptions = {}
   return {
     name: 'classification',
     bestKey: 'val_top1',
+    countsCorrect: true,
     validate(labels, batch) {
       if (labels.length !== batch) throw new Error(`labels has ${labels.length} entries for batch ${batch}`);
       for (let i = 0; i < batch; i++) {

@@ -15,6 +15,8 @@ export interface Task<Target> {
   readonly name: string;
   /** Evaluation metric that selects the best checkpoint (higher is better), e.g. `val_top1`. */
   readonly bestKey: string;
+  /** loss() reports `counts.correct`, the top-1 hits: the epoch's `train_acc` (classification; detection has none). */
+  readonly countsCorrect?: boolean;
   /** Throws a clear error when `target` does not fit a batch of `batch` (checked before any work). */
   validate(target: Target, batch: number): void;
   /**

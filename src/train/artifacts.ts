@@ -15,7 +15,7 @@ import { saveCheckpoint, type SaveCheckpointOptions } from './checkpoint.js';
 import { METRICS_FILE, plotRun, type EpochMetrics } from './plot.js';
 
 /** The files a run writes into its folder (and that another run there would overwrite). */
-const RUN_FILES = ['last.safetensors', 'best.safetensors', 'model.safetensors', 'model.onnx', METRICS_FILE];
+const RUN_FILES = ['last.safetensors', 'best.safetensors', 'model.safetensors', 'model.onnx', 'model.int8.onnx', METRICS_FILE];
 
 export function refuseRunFolder(runDir: string, force = false): void {
   const found = RUN_FILES.filter((f) => existsSync(join(runDir, f)));
@@ -78,6 +78,12 @@ export class RunFolder {
   exportOnnx(weights: StateDict, info: Omit<ModelInfoInput, 'config'>): void {
     this.files.onnx = join(this.runDir, 'model.onnx');
     writeFileAtomic(this.files.onnx, exportOnnx(this.graph, weights, { info }));
+  }
+
+  /** model.int8.onnx: the QDQ model of quantization-aware training. */
+  writeInt8Onnx(bytes: Uint8Array): void {
+    this.files.int8 = join(this.runDir, 'model.int8.onnx');
+    writeFileAtomic(this.files.int8, bytes);
   }
 
   async plotCurves(): Promise<void> {

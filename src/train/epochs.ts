@@ -94,9 +94,7 @@ export async function trainEpochs<T, E extends Evaluation>(o: EpochLoopOptions<T
   let final: E | null = null;
   let sessionSteps = 0;
   let stopped = false;
-  // Whether the task counts top-1 hits (classification does; detection does not). A run resumed at an epoch's
-  // end takes no step before its evaluation: the hits the checkpoint carries tell.
-  let countsCorrect = pos.epochCorrect > 0;
+  const countsCorrect = o.task.countsCorrect === true;
   while (pos.epoch < o.epochs && !stopped) {
     const epoch = pos.epoch;
     const epochStart = performance.now();
@@ -114,7 +112,6 @@ export async function trainEpochs<T, E extends Evaluation>(o: EpochLoopOptions<T
         ema?.update(trainable.weights);
         pos.epochLoss += r.loss * b.size;
         pos.epochCorrect += r.counts['correct'] ?? 0;
-        countsCorrect ||= r.counts['correct'] !== undefined;
         pos.epochSeen += b.size;
         pos.globalStep++;
         pos.step++;
@@ -147,7 +144,8 @@ export async function trainEpochs<T, E extends Evaluation>(o: EpochLoopOptions<T
       epoch: epoch + 1,
       lr: o.schedule(epoch, Math.max(0, stepsPerEpoch - 1), stepsPerEpoch),
       train_loss: pos.epochLoss / Math.max(1, pos.epochSeen),
-      train_acc: pos.epochCorrect / Math.max(1, pos.epochSeen),
+      // A task without top-1 hits (detection) has no training accuracy: no key rather than a meaningless 0.
+      ...(countsCorrect ? { train_acc: pos.epochCorrect / Math.max(1, pos.epochSeen) } : {}),
       ...ev.metrics,
       img_per_s: epochImages / Math.max(1e-9, trainTime),
       time: (performance.now() - epochStart) / 1000,
@@ -156,7 +154,7 @@ export async function trainEpochs<T, E extends Evaluation>(o: EpochLoopOptions<T
       images: pos.epochSeen,
     };
     folder.appendMetrics(row);
-    const acc = countsCorrect ? ` acc ${(100 * row.train_acc).toFixed(2)}%` : '';
+    const acc = row.train_acc !== undefined ? ` acc ${(100 * row.train_acc).toFixed(2)}%` : '';
     o.log(`epoch ${epoch + 1}/${o.epochs}: train loss ${row.train_loss.toFixed(4)}${acc} | ` +
       `${ev.summary} | ${row.img_per_s.toFixed(1)} img/s, ${formatDuration(row.time)}`);
     pos.epoch++;

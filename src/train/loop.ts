@@ -33,6 +33,8 @@ import { trainEpochs, type BatchSource, type Trainable } from './epochs.js';
 import { extractFeatures, featureBatches, LinearHead } from './head.js';
 import { classificationEvaluation, modelEvaluator, writeClassificationReport, type ClassificationEvaluation } from './evaluation.js';
 import { formatDuration } from './progress.js';
+import { QatModel, type QatPhase } from '../quant/qat.js';
+import { QAT_KEY, type QatRanges } from '../quant/qat-ranges.js';
 
 export interface TrainOptions {
   /** The resolved recipe (ignored when resuming: the checkpoint's recipe is used). */
@@ -128,19 +130,35 @@ interface ParameterSet {
   trainable: Trainable;
   source: BatchSource<Int32Array>;
   evaluate: (weights: StateDict) => Promise<EvalResult>;
+  /** Quantization-aware training: the model and the fake-quantization phase of the epoch `pos` stands at (null: float). */
+  qat?: { model: QatModel; phase: () => QatPhase | null };
 }
 
-/** Every parameter of the model trained on image batches (batch statistics, augmentation). */
-function fullModel(graph: Graph, weights: StateDict, data: RunData, recipe: TrainRecipe, opts: TrainOptions, worker: boolean): ParameterSet {
+/**
+ * Every parameter of the model trained on image batches (batch statistics, augmentation); with the recipe's
+ * `qat`, its last epochs quantization-aware (evaluated as the int8 model).
+ */
+function fullModel(graph: Graph, weights: StateDict, data: RunData, recipe: TrainRecipe, opts: TrainOptions, worker: boolean, pos: TrainPosition, qatRanges: QatRanges | null): ParameterSet {
   const model = new NativeModel(graph, weights, { threads: opts.threads });
   const params = paramRefs(model, { noDecayOnBnAndBias: recipe.noDecayBnBias });
   // A last batch of 1 image breaks batch statistics at 1×1 feature maps: drop it then.
   const dropLast = data.train.count % recipe.batch === 1;
   const loader = new BatchLoader({ dataset: data.train, batchSize: recipe.batch, shuffle: true, augment: recipe.augment, seed: recipe.seed, dropLast, input: data.input, worker });
+  const floatEval = modelEvaluator(model, data.val, data.input, { batch: opts.evalBatch ?? 256, threads: opts.threads, progress: opts.progress ?? true, worker });
+  const q = recipe.qat;
+  const qat = q ? new QatModel(model, { weightBits: q.weightBits, ranges: qatRanges ?? undefined }) : null;
+  const phase = (): QatPhase | null => (q && pos.epoch >= recipe.epochs - q.epochs ? { frozenBn: pos.epoch >= recipe.epochs - q.freezeBnEpochs } : null);
   return {
-    trainable: { params, weights: model.weights, step: (x, n, task, t, o) => model.step(x, n, task, t, o), weightsChanged: () => model.weightsChanged() },
+    trainable: {
+      params, weights: model.weights, weightsChanged: () => model.weightsChanged(),
+      step: (x, n, task, t, o) => {
+        const p = phase();
+        return p ? qat!.step(x, n, task, t, o, p) : model.step(x, n, task, t, o);
+      },
+    },
     source: labelledBatches(loader),
-    evaluate: modelEvaluator(model, data.val, data.input, { batch: opts.evalBatch ?? 256, threads: opts.threads, progress: opts.progress ?? true, worker }),
+    evaluate: async (w) => (qat && phase() ? qat.evaluateInt8(data.val, data.input, opts.threads) : floatEval(w)),
+    ...(qat && { qat: { model: qat, phase } }),
   };
 }
 
@@ -227,18 +245,25 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
   const data = await openData(state, bar);
   fitToData(state, data, opts);
   const { recipe, graph, runDir, headOnly: frozen, baseInfo } = state;
-  const metadata = (): Record<string, string> => ({ ...encodeModelInfo({ config: graph.config, ...baseInfo }), 'mnv2.preset': recipe.preset });
-  const folder = new RunFolder(runDir, graph, metadata);
-
+  if (recipe.qat && frozen) throw new Error('quantization-aware training trains the whole model: it does not combine with --freeze-backbone');
+  const resumed = state.resumed;
+  const pos = sessionPosition(resumed, recipe, frozen, opts.threads, log);
   const set = frozen
     ? await headOnly(graph, state.weights, data, recipe, opts, worker, log)
-    : fullModel(graph, state.weights, data, recipe, opts, worker);
-  const { trainable, source } = set;
-  const resumed = state.resumed;
+    : fullModel(graph, state.weights, data, recipe, opts, worker, pos, resumed?.qat ?? null);
+  const { trainable, source, qat } = set;
+  // Model files and checkpoints of a QAT run carry its observers' ranges once they have some.
+  const metadata = (): Record<string, string> => ({
+    ...encodeModelInfo({ config: graph.config, ...baseInfo }), 'mnv2.preset': recipe.preset,
+    ...(qat?.model.observed && { [QAT_KEY]: JSON.stringify(qat.model.ranges()) }),
+  });
+  const folder = new RunFolder(runDir, graph, metadata);
   const { optimizer, schedule, ema, rng, evalWeights } = optimizerState(state, trainable.weights, opts.resume);
-  const evaluate = async () => classificationEvaluation(await set.evaluate(evalWeights()));
+  const evaluate = async (): Promise<ClassificationEvaluation> => {
+    const e = classificationEvaluation(await set.evaluate(evalWeights()));
+    return qat?.phase() ? { ...e, summary: `int8 ${e.summary}`, metadata: { ...e.metadata, 'mnv2.val_int8': 'true' } } : e;
+  };
 
-  const pos = sessionPosition(resumed, recipe, frozen, opts.threads, log);
   folder.trimMetrics(pos.epoch);
   folder.writeRecipe({ ...recipe, model: graph.config, headOnly: frozen, weights: opts.weights ?? null });
 
@@ -247,7 +272,8 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
   log(`run folder ${runDir}`);
   log(`${recipe.preset}: ${familyOf(graph.config).describe(graph.config)}; ` +
     `${data.train.count} training images (${data.train.name}), ${data.val.count} validation images; ${recipe.epochs} epoch(s) × ${source.batchesPerEpoch} steps of ${recipe.batch}; ` +
-    `${recipe.optimizer} lr ${recipe.lr} (${recipe.schedule} per ${recipe.schedulePer})${frozen ? '; head only (frozen backbone)' : ''}`);
+    `${recipe.optimizer} lr ${recipe.lr} (${recipe.schedule} per ${recipe.schedulePer})${frozen ? '; head only (frozen backbone)' : ''}` +
+    (recipe.qat ? `; quantization-aware for the last ${recipe.qat.epochs} epoch(s), BN frozen for the last ${recipe.qat.freezeBnEpochs}, ${recipe.qat.weightBits}-bit weights` : ''));
 
   let run: { stopped: boolean; final: ClassificationEvaluation | null };
   try {
@@ -279,6 +305,7 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
   folder.saveModel('model', fw, pos.epoch, final.metadata);
   await writeClassificationReport(final.result, data.val.name, folder, opts.plots ?? true);
   if (opts.onnx ?? true) folder.exportOnnx(fw, baseInfo);
+  if (qat) folder.writeInt8Onnx(qat.model.exportQdq({ info: baseInfo }));
   if (opts.plots ?? true) await folder.plotCurves();
   log('');
   log(formatEvalReport(final.result));
@@ -287,6 +314,7 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
     `final val top-1 ${(100 * final.result.top1).toFixed(2)}% (best ${(100 * pos.bestTop1).toFixed(2)}% at epoch ${pos.bestEpoch})`);
   log(`  model       ${files.model}`);
   if (files.onnx) log(`  onnx        ${files.onnx}`);
+  if (files.int8) log(`  int8 onnx   ${files.int8}  (QDQ with the trained ranges; val top-1 above is the int8 model's)`);
   log(`  best        ${files.best}`);
   log(`  checkpoint  ${files.last}  (resume / extend: mnv2 train --resume ${runDir} --epochs N)`);
   log(`  metrics     ${files.metrics}`);

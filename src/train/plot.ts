@@ -14,7 +14,8 @@ export interface EpochMetrics {
   epoch: number;
   lr: number;
   train_loss: number;
-  train_acc: number;
+  /** Top-1 accuracy of the training batches; absent for tasks that count no hits (detection). */
+  train_acc?: number;
   val_loss?: number;
   val_top1?: number;
   val_top5?: number;

@@ -95,6 +95,18 @@ export interface TrainRecipe {
   seed: number;
   /** Set for detection recipes (arch ssdlite); the classification fields `augment` and `labelSmoothing` do not apply. */
   detection?: DetectionRecipe;
+  /** Quantization-aware training for the last epochs (src/quant/qat.ts); the run then also writes the int8 model. */
+  qat?: QatRecipe;
+}
+
+/** Quantization-aware training of a classification run (`--qat`, `--qat-epochs`, `--qat-freeze-bn`, `--weight-bits`). */
+export interface QatRecipe {
+  /** The last `epochs` epochs of the run train with fake quantization (the run's epochs: the whole run). */
+  epochs: number;
+  /** Of those, the last `freezeBnEpochs` use frozen BN statistics (BN folded, as the int8 model computes). */
+  freezeBnEpochs: number;
+  /** Weight bits of the int8 model (7: no saturation in AVX2's u8·s8 kernels; 8: VNNI / ARM), as `mnv2 quantize --weight-bits`. */
+  weightBits: 7 | 8;
 }
 
 const SEED_SGD = {
@@ -193,6 +205,15 @@ export function validateRecipe(r: TrainRecipe): void {
     if (!DETECT_AUGMENTS.includes(r.detection.augment)) bad(`detection augment must be ${DETECT_AUGMENTS.join(', ')}, got ${String(r.detection.augment)}`);
   } else if (r.arch === 'ssdlite') {
     bad(`--arch ssdlite is a detector: train it with --recipe fashion-detect or fashion-detect-torchvision`);
+  }
+  if (r.qat) {
+    const q = r.qat;
+    if (!(Number.isInteger(q.epochs) && q.epochs >= 1 && q.epochs <= r.epochs)) bad(`QAT epochs must be an integer in 1..${r.epochs} (the run's epochs), got ${q.epochs}`);
+    if (!(Number.isInteger(q.freezeBnEpochs) && q.freezeBnEpochs >= 0 && q.freezeBnEpochs <= q.epochs)) bad(`QAT frozen-BN epochs must be an integer in 0..${q.epochs} (the QAT epochs), got ${q.freezeBnEpochs}`);
+    if (q.weightBits !== 7 && q.weightBits !== 8) bad(`QAT weight bits must be 7 or 8, got ${String(q.weightBits)}`);
+    if (r.detection) bad('quantization-aware training is for classification recipes; quantize a detector with mnv2 quantize');
+    // The trained ranges belong to the trained weights; an EMA copy would need observers of its own.
+    if (r.ema > 0) bad('quantization-aware training does not combine with an EMA of the weights (--ema 0)');
   }
   if (r.shortcut !== undefined && !SHORTCUTS.includes(r.shortcut)) bad(`shortcut must be ${SHORTCUTS.join(', ')}, got ${String(r.shortcut)}`);
 }

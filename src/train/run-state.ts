@@ -21,6 +21,7 @@ import { progressBar } from './progress.js';
 import { refuseRunFolder } from './artifacts.js';
 import type { TrainOptions } from './loop.js';
 import { fail } from '../util/errors.js';
+import { readQatRanges, type QatRanges } from '../quant/qat-ranges.js';
 
 export interface RunState {
   recipe: TrainRecipe;
@@ -38,6 +39,8 @@ export interface RunState {
     optim: Map<string, Float32Array>;
     ema: Map<string, Float32Array> | null;
     rng: Uint32Array | null;
+    /** The QAT observers' ranges when the checkpoint was taken during quantization-aware training. */
+    qat: QatRanges | null;
   } | null;
 }
 
@@ -94,7 +97,7 @@ function resumeRun(opts: TrainOptions, resume: string, log: (m: string) => void)
   log(`resuming ${file}: epoch ${position.epoch + 1}/${recipe.epochs}, batch ${position.step}, step ${position.globalStep}`);
   return {
     recipe, graph: ck.graph, weights: ck.weights, runDir, headOnly: position.headOnly ?? false, baseInfo: descriptiveInfo(ck.info),
-    resumed: { position, optim: ck.optim, ema: ck.ema.size ? ck.ema : null, rng: ck.rng },
+    resumed: { position, optim: ck.optim, ema: ck.ema.size ? ck.ema : null, rng: ck.rng, qat: readQatRanges(ck.metadata, file) },
   };
 }
 

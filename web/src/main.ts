@@ -1,15 +1,20 @@
 /**
  * The browser page: an exported MobileNetV2 (ONNX) run by onnxruntime-web — WebGPU when the browser has an
- * adapter, else single-threaded wasm — on an uploaded/dropped image or a drawing, with the top 5 as bars.
+ * adapter, else single-threaded wasm — on an uploaded/dropped image or a drawing, with the top 5 as bars. An
+ * exported SSDLite detector (its metadata says so) switches the page to detection: the uploaded image with the
+ * boxes, labels and scores drawn over it, decoded by the library's own post-processing (src/detect/ssdlite-output.ts).
  *
  * Query parameters: `model=URL` another exported model (its config, preprocessing and labels from its
  * metadata, as `mnv2 serve --onnx` reads them; `<model>.json` beside it, when present, overrides the
- * preprocessing and labels); `ep=wasm|webgpu` forces a backend.
+ * preprocessing and labels); `ep=wasm|webgpu` forces a backend; detectors: `score=` threshold (default 0.5, as
+ * `mnv2 detect`), `max=` detections (default 100).
  */
 import * as ort from 'onnxruntime-web';
 import { CONFIG_KEY, classNamesOf, decodeModelInfo, preprocessOf } from '../../src/io/metadata.js';
 import type { BaseConfig } from '../../src/model/family.js';
 import { preset as makePreset, type Preset } from '../../src/data/preprocess.js';
+import { BOXES, DETECTION_LOGITS, SSDLITE, type SsdliteConfig } from '../../src/model/ssdlite.js';
+import { detectOptionsOf, detectorPreset, pixelDetections, type Detection, type DetectOptions } from '../../src/detect/ssdlite-output.js';
 import { onnxMetadata } from './onnx-meta.js';
 import { prepare } from './pixels.js';
 import type { PageState } from './state.js';
@@ -27,6 +32,8 @@ interface Model {
   preset: Preset;
   labels: string[];
   shape: [number, number, number];
+  /** An SSDLite model: its config (resolution, SSD style) and post-processing options (metadata, score= and max=). */
+  detector?: { config: SsdliteConfig; options: DetectOptions };
 }
 
 declare global {
@@ -36,7 +43,7 @@ declare global {
 }
 
 const TOP_K = 5;
-const state: PageState = { ready: false, backend: '', error: '', runs: 0, source: '', lastInput: [], lastLogits: [], lastProbs: [] };
+const state: PageState = { ready: false, task: '', backend: '', error: '', runs: 0, source: '', lastInput: [], lastLogits: [], lastProbs: [], lastDetections: [] };
 window.__mnv2 = state;
 
 const params = new URLSearchParams(location.search);
@@ -56,6 +63,7 @@ const invertBox = el<HTMLInputElement>('invert');
 const preview = el<HTMLImageElement>('preview');
 const pad = el<HTMLCanvasElement>('pad');
 const seen = el<HTMLCanvasElement>('seen');
+const view = el<HTMLCanvasElement>('view');
 const padCtx = pad.getContext('2d')!;
 
 function showError(e: unknown): void {
@@ -157,9 +165,13 @@ async function loadModel(): Promise<Model> {
     fetchOk(url, 'model').then(async (r) => new Uint8Array(await r.arrayBuffer())),
     fetchSideInfo(side),
   ]);
-  const meta = decodeModelInfo(Object.fromEntries(onnxMetadata(bytes, url.href)), url.href);
+  const props = Object.fromEntries(onnxMetadata(bytes, url.href));
+  const meta = decodeModelInfo(props, url.href);
   const { session, backend } = await createSession(bytes, url.href);
   const { shape, classes } = shapes(meta?.config, session, url.href);
+  if (meta?.config.family === SSDLITE) {
+    return detectorModel(session, backend, meta.config as SsdliteConfig, detectOptionsOf({ metadata: props, info: meta }, url.href), info.title ?? url.pathname.split('/').pop()!, url.href);
+  }
   // Same defaults as `mnv2 predict`: the model's own preprocessing and labels, else its family's.
   const presetName = info.preprocess ?? (meta ? preprocessOf(meta) : 'seed-cifar');
   if (shape[1] !== shape[2]) throw new Error(`${url.href}: input ${shape[1]}x${shape[2]} is not square`);
@@ -169,6 +181,30 @@ async function loadModel(): Promise<Model> {
   if (labels.length !== classes) throw new Error(`${side.href}: ${labels.length} labels, the model has ${classes} classes`);
   status.textContent = `${info.title ?? url.pathname.split('/').pop()} · ${backend} · ready`;
   return { session, backend, preset: p, labels, shape };
+}
+
+/** A number query parameter in [min, max], or its default. */
+function numberParam(name: string, dflt: number, min: number, max: number): number {
+  const v = params.get(name);
+  if (v === null) return dflt;
+  const n = Number(v);
+  if (v.trim() === '' || !(n >= min && n <= max)) throw new Error(`${name}=${v}: expected a number in [${min}, ${max}]`);
+  return n;
+}
+
+/** An exported SSDLite (raw `boxes` and `logits` outputs): detection mode. */
+function detectorModel(session: ort.InferenceSession, backend: string, config: SsdliteConfig, options: DetectOptions, title: string, source: string): Model {
+  for (const o of [BOXES, DETECTION_LOGITS]) {
+    if (!session.outputNames.includes(o)) throw new Error(`${source}: a detector without its raw '${o}' output (export it with --detect-postprocess none)`);
+  }
+  const post = { ...options, scoreThreshold: numberParam('score', 0.5, 0, 1), maxDetections: Math.floor(numberParam('max', 100, 1, 10_000)) };
+  const labels = options.classNames?.slice() ?? Array.from({ length: config.numClasses }, (_, i) => `class ${i + 1}`);
+  el<HTMLHeadingElement>('output-title').textContent = 'Detections';
+  el<HTMLDivElement>('draw').hidden = true;
+  invertBox.parentElement!.hidden = true;
+  status.textContent = `${title} · detector, score > ${post.scoreThreshold} · ${backend} · ready`;
+  const shape: [number, number, number] = [config.inChannels, config.resolution, config.resolution];
+  return { session, backend, preset: detectorPreset(config.resolution), labels, shape, detector: { config, options: post } };
 }
 
 // ---- classification ----
@@ -232,6 +268,55 @@ function showInput(m: Model, x: Float32Array): void {
   seen.getContext('2d')!.putImageData(img, 0, 0);
 }
 
+/** Detections drawn over the image (scaled to at most 640 px wide) and listed with their scores. */
+function renderDetections(bitmap: ImageBitmap, detections: readonly Detection[]): void {
+  const scale = Math.min(1, 640 / bitmap.width);
+  view.width = Math.round(bitmap.width * scale);
+  view.height = Math.round(bitmap.height * scale);
+  const ctx = view.getContext('2d')!;
+  ctx.drawImage(bitmap, 0, 0, view.width, view.height);
+  ctx.lineWidth = 2;
+  ctx.font = '13px sans-serif';
+  ctx.textBaseline = 'bottom';
+  for (const d of detections) {
+    const [x1, y1, x2, y2] = d.box.map((v) => v * scale) as [number, number, number, number];
+    ctx.strokeStyle = ctx.fillStyle = '#ff2d55';
+    ctx.strokeRect(x1, y1, x2 - x1, y2 - y1);
+    const text = `${d.label} ${d.score.toFixed(2)}`;
+    const top = Math.max(16, y1);
+    ctx.fillRect(x1, top - 16, ctx.measureText(text).width + 6, 16);
+    ctx.fillStyle = '#fff';
+    ctx.fillText(text, x1 + 3, top - 1);
+  }
+  view.hidden = false;
+  results.replaceChildren(...detections.map((d) => {
+    const li = document.createElement('li');
+    li.className = 'detection';
+    li.dataset.label = d.label;
+    li.dataset.score = String(d.score);
+    li.dataset.box = JSON.stringify(d.box);
+    const label = document.createElement('span');
+    label.className = 'label';
+    label.textContent = `${d.label} [${d.box.map((v) => v.toFixed(0)).join(', ')}]`;
+    const pct = document.createElement('span');
+    pct.className = 'pct';
+    pct.textContent = `${(d.score * 100).toFixed(1)} %`;
+    li.append(label, pct);
+    return li;
+  }));
+}
+
+/** A detector on one uploaded image: the library's post-processing of the raw outputs, in the image's pixels. */
+async function detect(m: Model, det: NonNullable<Model['detector']>, input: Float32Array, bitmap: ImageBitmap, source: string): Promise<void> {
+  const [c, h, w] = m.shape;
+  const out = await m.session.run({ [m.session.inputNames[0]!]: new ort.Tensor('float32', input, [1, c, h, w]) });
+  const detections = pixelDetections(out[BOXES]!.data as Float32Array, out[DETECTION_LOGITS]!.data as Float32Array, det.config, bitmap.width, bitmap.height, det.options);
+  clearError();
+  renderDetections(bitmap, detections);
+  showInput(m, input);
+  Object.assign(state, { source, lastInput: Array.from(input), lastDetections: detections, runs: state.runs + 1 });
+}
+
 async function classify(m: Model, input: Float32Array, source: string): Promise<void> {
   const [c, h, w] = m.shape;
   const out = await m.session.run({ [m.session.inputNames[0]!]: new ort.Tensor('float32', input, [1, c, h, w]) });
@@ -251,7 +336,8 @@ let previewUrl = '';
 async function classifyImage(m: Model): Promise<void> {
   if (!image) return;
   const { bitmap, name } = image;
-  await classify(m, prepare(bitmap, bitmap.width, bitmap.height, m.preset, invertBox.checked), name);
+  const input = prepare(bitmap, bitmap.width, bitmap.height, m.preset, !m.detector && invertBox.checked);
+  await (m.detector ? detect(m, m.detector, input, bitmap, name) : classify(m, input, name));
 }
 
 function openFile(file: File): void {
@@ -342,6 +428,7 @@ clearPad();
 modelReady.then(
   (m) => {
     state.backend = m.backend;
+    state.task = m.detector ? 'detect' : 'classify';
     state.ready = true;
   },
   (e: unknown) => {

@@ -5,7 +5,7 @@
  */
 import os from 'node:os';
 import { native, setThreads, type ActFormat, type NativeProgram, type ProgramSpec } from './binding.js';
-import { buildTrainProgram, dims4, TRAIN_IO, valueShape, type Externals } from './plan.js';
+import { buildTrainProgram, dims4, TRAIN_IO, valueShape, type Externals, type TrainQuant } from './plan.js';
 import { buildInferProgram, foldedWeights, INFER_IO } from './infer-plan.js';
 import { foldBatchNorm, type FoldedGraph } from '../../model/fold.js';
 import { LOGITS, numel, soleOutput, type BatchNormNode, type DropoutNode, type Graph, type GraphNode } from '../../model/graph.js';
@@ -47,10 +47,23 @@ export interface StepOptions {
   labelSmoothing?: number;
   /** Randomness for dropout masks. */
   rng?: Rng;
+  /** Quantization-aware training (src/quant/qat.ts). */
+  quant?: QuantStep;
+}
+
+/**
+ * A quantization-aware training step: the program fake-quantizes `spec`'s values and reads `arrays` (the
+ * fake-quantized weights, under the weights' names, and the observer states) before the model's own weights.
+ * The arrays are compiled into the program cached under `key`: one key per set of arrays and spec.
+ */
+export interface QuantStep {
+  key: string;
+  spec: TrainQuant;
+  arrays: ReadonlyMap<string, Float32Array>;
 }
 
 /** Float32Array storage that is never on V8's heap, so the native side can keep its address. */
-function offHeap(n: number): Float32Array {
+export function offHeap(n: number): Float32Array {
   return new Float32Array(new ArrayBuffer(Math.max(1, n) * 4));
 }
 
@@ -276,11 +289,11 @@ export class NativeModel {
     return this.programs.stats();
   }
 
-  private trainProgram(batch: number, inputGrad: boolean): Compiled {
-    const key = `train:${batch}:${inputGrad}`;
+  private trainProgram(batch: number, inputGrad: boolean, quant?: QuantStep): Compiled {
+    const key = `train:${batch}:${inputGrad}${quant ? `:${quant.key}` : ''}`;
     let p = this.programs.get(key);
     if (p) return p;
-    const io = new ArrayStore({ get: (name) => this.weights.get(name) ?? this.gradArray(name) });
+    const io = new ArrayStore({ get: (name) => quant?.arrays.get(name) ?? this.weights.get(name) ?? this.gradArray(name) });
     const g = this.graph;
     io.ensure(TRAIN_IO.input, batch * numel(g.inputShape));
     for (const o of g.outputs) {
@@ -297,7 +310,7 @@ export class NativeModel {
         io.ensure(TRAIN_IO.mask(n.name), batch * numel(n.shape));
       }
     }
-    return this.compile(key, buildTrainProgram(g, batch, io, this.actFormat, inputGrad), io, batch);
+    return this.compile(key, buildTrainProgram(g, batch, io, this.actFormat, inputGrad, quant?.spec), io, batch);
   }
 
   private gradArray(name: string): Float32Array | undefined {
@@ -314,13 +327,13 @@ export class NativeModel {
     this.checkIdle('step');
     this.checkInput(input, batch);
     task.validate(target, batch);
-    const p = this.trainProgram(batch, opts.inputGrad ?? false);
+    const p = this.trainProgram(batch, opts.inputGrad ?? false, opts.quant);
     const outputs = new Map(this.graph.outputs.map((o) => [o.name, p.io.get(TRAIN_IO.output(o.name))] as const));
     const grads = new Map(this.graph.outputs.map((o) => [o.name, p.io.get(TRAIN_IO.outputGrad(o.name))] as const));
     p.io.get(TRAIN_IO.input).set(input);
     for (const n of this.graph.nodes) if (n.op === 'dropout') this.drawMask(n, p.io.get(TRAIN_IO.mask(n.name)), opts.rng);
     p.prog.run(0);
-    this.updateRunningStats(p.io, batch, opts.bnMomentum ?? 0.1);
+    if (!opts.quant?.spec.frozenBn) this.updateRunningStats(p.io, batch, opts.bnMomentum ?? 0.1);
     // An output the task has no loss on gets a zero gradient, not the previous step's.
     for (const g of grads.values()) g.fill(0);
     const r = task.loss(outputs, target, batch, grads);

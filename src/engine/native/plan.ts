@@ -124,14 +124,29 @@ export const TRAIN_IO = {
   batchVar: (bn: string) => `stat.${bn}.var`,
   grad: (param: string) => `grad.${param}`,
   mask: (node: string) => `mask.${node}`,
+  /** A fake-quantized value's observer state: [min, max, averaging constant, scale, zero point]. */
+  fakeQuant: (value: string) => `fq.${value}`,
 } as const;
+
+/** What quantization-aware training changes in a training program (src/quant/qat.ts). */
+export interface TrainQuant {
+  /**
+   * Graph values fake-quantized per tensor to uint8 where they are computed (in place; the gradient passes
+   * straight through where the value was inside the range, zero elsewhere), each with its observer state
+   * `TRAIN_IO.fakeQuant(value)`. The weights are fake-quantized by the caller, in the arrays the program reads.
+   */
+  fakeQuant: readonly string[];
+  /** Batch norms normalize with their running statistics, as constants (BN folded, statistics frozen). */
+  frozenBn: boolean;
+}
 
 /**
  * Training program. Segment 0: forward with batch statistics (BN batch mean/var written to `stat.*`).
  * Segment 1: backward seeded from the gradients of the graph outputs (`io.dout.<name>`, written by the task
  * between the segments), writing `grad.*` (and `io.dinput` when inputGrad is set).
  */
-export function buildTrainProgram(graph: Graph, batch: number, ext: Externals, actFormat: ActFormat, inputGrad: boolean): ProgramSpec {
+export function buildTrainProgram(graph: Graph, batch: number, ext: Externals, actFormat: ActFormat, inputGrad: boolean, quant?: TrainQuant): ProgramSpec {
+  if (quant && inputGrad) throw new Error('native training: quantization-aware training has no input gradient');
   const b = new ProgramBuilder(actFormat);
   const fwd = b.segment();
   const bwd = b.segment();
@@ -173,6 +188,24 @@ export function buildTrainProgram(graph: Graph, batch: number, ext: Externals, a
     return id;
   };
   const needsInputGrad = (v: string): boolean => v !== graph.input || inputGrad;
+  const quantized = new Set(quant?.fakeQuant ?? []);
+  // Fake quantization of `value` in its buffer; its backward masks the gradient before the producer's backward.
+  const fakeQuant = (value: string): void => {
+    if (!quantized.delete(value)) return;
+    const x = val.get(value);
+    if (x === undefined) throw new Error(`native training: ${value} is a view of an output and cannot be fake-quantized`);
+    const ws = b.ws();
+    fwd.push({ op: 'fake_quant', name: `${value}.fake_quant`, src: x, dst: x, ws, state: io(TRAIN_IO.fakeQuant(value), [5]), qmin: 0, qmax: 255 });
+    if (value === graph.input) return;
+    backward.push(() => {
+      const dy = takeGrad(value);
+      const dx = b.temp(b.buffers[x]!.dims!);
+      bwd.push({ op: 'fake_quant_bwd', name: `${value}.fake_quant`, diff_dst: dy, diff_src: dx, ws });
+      b.release(dy);
+      grads.set(value, dx);
+    });
+  };
+  fakeQuant(graph.input);
 
   for (const n of graph.nodes) {
     const outDims = dims4(batch, n.shape);
@@ -207,10 +240,12 @@ export function buildTrainProgram(graph: Graph, batch: number, ext: Externals, a
         const relu = next.length === 1 && next[0]!.op === 'act' && next[0]!.kind === 'relu' && !isGraphOutput(graph, n.output);
         const ws = relu ? b.ws() : undefined;
         if (relu) fusedRelu.add(next[0]!.name);
+        const frozen = quant?.frozenBn ?? false;
         const common = {
-          src: x, eps: n.eps, train: true, relu,
+          src: x, eps: n.eps, train: true, relu, globalStats: frozen,
           scale: param(`${n.name}.weight`, [c]), shift: param(`${n.name}.bias`, [c]),
-          mean: io(TRAIN_IO.batchMean(n.name), [c]), var: io(TRAIN_IO.batchVar(n.name), [c]),
+          mean: frozen ? param(`${n.name}.running_mean`, [c]) : io(TRAIN_IO.batchMean(n.name), [c]),
+          var: frozen ? param(`${n.name}.running_var`, [c]) : io(TRAIN_IO.batchVar(n.name), [c]),
           ...(ws !== undefined ? { ws } : {}),
         };
         fwd.push({ op: 'bn', name: n.name, dst: y, ...common });
@@ -320,7 +355,9 @@ export function buildTrainProgram(graph: Graph, batch: number, ext: Externals, a
       default:
         throw unsupported(n, 'native training');
     }
+    fakeQuant(n.output);
   }
+  if (quantized.size) throw new Error(`native training: no node computes the fake-quantized value(s) ${[...quantized].join(', ')}`);
   // Values in activation buffers are copied into their windows of the outputs after the forward; their
   // gradients come back from the same windows of the output gradients first.
   const gradOf = new Map(graph.outputs.map((o) => [outBuf.get(o.name)!, doutBuf.get(o.name)!] as const));

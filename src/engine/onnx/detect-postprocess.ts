@@ -7,8 +7,9 @@
  * - `nms`: then boxes clipped to [0, 1] (zero-area ones scored 0, as TF drops them), the background column
  *   dropped, and ONNX NonMaxSuppression per image and class; the kept detections as flat lists
  *   `detection_boxes` [K, 4], `detection_scores` [K], `detection_classes` [K] (int64, 1-based like the label
- *   map) and `detection_batch` [K] (int64, the image of each), per image and class by decreasing score.
- *   NonMaxSuppression caps each class (maxPerClass), not each image: keep an image's top N outside if needed.
+ *   map) and `detection_batch` [K] (int64, the image of each), image by image, each image's by decreasing score.
+ *   Capped as the TS post-processing caps them: ≤ maxPerClass per class (NonMaxSuppression), then an image's
+ *   best maxDetections over all classes (TopK over the image's kept detections).
  */
 import onnxProto from 'onnx-proto';
 import { attrInt, attrInts, decodeOnnx, tensor, valueInfo } from './export.js';
@@ -34,10 +35,22 @@ export interface GraphPostprocessOptions {
   numClasses: number;
   /** Box coder scales (y, x, h, w); default (10, 10, 5, 5). */
   scales?: BoxCoder['scales'];
-  /** nms: keep scores > this, suppress IoU > iouThreshold, ≤ maxPerClass per class (defaults: the style's, tf 1e-8, 0.6, 100). */
+  /**
+   * nms: keep scores > this, suppress IoU > iouThreshold, ≤ maxPerClass per class, then ≤ maxDetections per image
+   * (defaults: the style's, as src/detect/postprocess.ts: tf 1e-8, 0.6, 100, 100; torchvision 0.001, 0.55, all, 300).
+   */
   scoreThreshold?: number;
   iouThreshold?: number;
   maxPerClass?: number;
+  maxDetections?: number;
+}
+
+/** Node and constant makers of addDetectPostprocess (nodes appended to `nodes`, constants to the graph's initializers). */
+interface GraphBuilder {
+  add(opType: string, input: string[], output: string, attribute?: onnxProto.onnx.IAttributeProto[]): string;
+  f32(name: string, dims: number[], data: ArrayLike<number>): string;
+  i64(name: string, values: readonly number[], dims?: number[]): string;
+  nodes: INodeProto[];
 }
 
 /** The exported detector (ONNX bytes with `boxes` and `logits` outputs) with its post-processing in the graph. */
@@ -97,10 +110,11 @@ export function addDetectPostprocess(bytes: Uint8Array, o: GraphPostprocessOptio
       boxes, byClass, i64('pp.max_per_class', [o.maxPerClass ?? Math.min(A, nmsDefaults.maxPerClass)]),
       f32('pp.iou', [1], [o.iouThreshold ?? nmsDefaults.iouThreshold]), f32('pp.score', [1], [o.scoreThreshold ?? nmsDefaults.scoreThreshold]),
     ], 'pp.selected', [attrInt('center_point_box', 0)]);
-    add('GatherND', [boxes, add('Gather', [sel, i64('pp.batch_box', [0, 2])], 'pp.sel_bb', [attrInt('axis', 1)])], 'detection_boxes');
-    add('GatherND', [byClass, sel], 'detection_scores');
-    add('Add', [add('Gather', [sel, i64('pp.col1', [1], [])], 'pp.class0', [attrInt('axis', 1)]), i64('pp.one_i', [1], [])], 'detection_classes');
-    add('Gather', [sel, i64('pp.col0', [0], [])], 'detection_batch', [attrInt('axis', 1)]);
+    const kept = topPerImage(sel, add('GatherND', [byClass, sel], 'pp.sel_scores'), o.maxDetections ?? nmsDefaults.maxTotal, { add, f32, i64, nodes });
+    add('GatherND', [boxes, add('Gather', [kept, i64('pp.batch_box', [0, 2])], 'pp.sel_bb', [attrInt('axis', 1)])], 'detection_boxes');
+    add('GatherND', [byClass, kept], 'detection_scores');
+    add('Add', [add('Gather', [kept, i64('pp.col1', [1], [])], 'pp.class0', [attrInt('axis', 1)]), i64('pp.one_i', [1], [])], 'detection_classes');
+    add('Gather', [kept, i64('pp.col0', [0], [])], 'detection_batch', [attrInt('axis', 1)]);
     newOutputs.push(
       valueInfo('detection_boxes', ['detections', 4]), valueInfo('detection_scores', ['detections']),
       valueInfo('detection_classes', ['detections'], INT64), valueInfo('detection_batch', ['detections'], INT64),
@@ -110,4 +124,25 @@ export function addDetectPostprocess(bytes: Uint8Array, o: GraphPostprocessOptio
   // The raw outputs stay values of the graph; the post-processed ones replace them as outputs.
   g.output = newOutputs.map((v) => onnx.ValueInfoProto.create(v));
   return onnx.ModelProto.encode(model).finish();
+}
+
+/**
+ * The rows of NonMaxSuppression's `selected` [K, 3] (batch, class, box) that are among their image's best
+ * `maxDetections` by score, image by image, each by decreasing score (equal scores in `selected`'s order, as
+ * the TS post-processing's stable sort): a [B, K] table holding each image's scores (-1 elsewhere), TopK per row.
+ */
+function topPerImage(sel: string, selScores: string, maxDetections: number, { add, f32, i64, nodes }: GraphBuilder): string {
+  const [row, col] = [i64('pp.top.axis0', [0]), i64('pp.top.axis1', [1])];
+  const selBatch = add('Gather', [sel, i64('pp.top.col0', [0], [])], 'pp.top.sel_batch', [attrInt('axis', 1)]);
+  const batch = add('Gather', [add('Shape', [BOXES], 'pp.top.shape'), i64('pp.top.dim0', [0], [])], 'pp.top.batch', [attrInt('axis', 0)]);
+  const images = add('Range', [i64('pp.top.start', [0], []), batch, i64('pp.top.step', [1], [])], 'pp.top.images');
+  const mine = add('Equal', [add('Unsqueeze', [selBatch, row], 'pp.top.sel_batch_row'), add('Unsqueeze', [images, col], 'pp.top.images_col')], 'pp.top.mine');
+  const table = add('Where', [mine, add('Unsqueeze', [selScores, row], 'pp.top.scores_row'), f32('pp.top.none', [], [-1])], 'pp.top.table');
+  const k = add('Min', [add('Shape', [selScores], 'pp.top.count'), i64('pp.top.max', [maxDetections])], 'pp.top.k');
+  // Values, and the index into `selected` of each.
+  nodes.push({ name: 'pp.top', opType: 'TopK', input: [table, k], output: ['pp.top.values', 'pp.top.indices'], attribute: [attrInt('axis', 1), attrInt('largest', 1), attrInt('sorted', 1)] });
+  const flat = i64('pp.top.flat', [-1]);
+  const valid = add('NonZero', [add('Reshape', [add('Greater', ['pp.top.values', f32('pp.top.half', [], [-0.5])], 'pp.top.valid2d'), flat], 'pp.top.valid')], 'pp.top.nonzero');
+  const order = add('Gather', [add('Reshape', ['pp.top.indices', flat], 'pp.top.indices_flat'), add('Reshape', [valid, flat], 'pp.top.positions')], 'pp.top.order', [attrInt('axis', 0)]);
+  return add('Gather', [sel, order], 'pp.top.kept', [attrInt('axis', 0)]);
 }

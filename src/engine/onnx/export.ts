@@ -42,6 +42,8 @@ export interface ExportOptions {
   producer?: string;
   /** Preprocessing, labels, class names and provenance to store beside the config (a model file's metadata). */
   info?: Omit<ModelInfoInput, 'config'>;
+  /** Further metadata_props entries (e.g. an imported detector's post-processing options: exportMetadataOf). */
+  metadata?: Readonly<Record<string, string>>;
   /**
    * Graph values to expose as extra outputs, by the graph's value names (an activation node's, or a BN's when no
    * activation follows), e.g. for inspecting activations. Float32 exports only.
@@ -257,7 +259,7 @@ export function foldedToOnnx(fg: FoldedGraph, config: BaseConfig, opts: ExportOp
         ...extraInfo,
       ],
     },
-    metadataProps: Object.entries({ ...encodeModelInfo({ ...opts.info, config }), [FORMAT_KEY]: FORMAT_VERSION }).map(([key, value]) => ({ key, value })),
+    metadataProps: Object.entries({ ...opts.metadata, ...encodeModelInfo({ ...opts.info, config }), [FORMAT_KEY]: FORMAT_VERSION }).map(([key, value]) => ({ key, value })),
   };
 }
 
