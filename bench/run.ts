@@ -9,7 +9,8 @@
 // --only REGEX   run only measurements whose id matches, ids are WORKLOAD/PEER, e.g.
 //                '^infer-224/', 'torch', '^train-seed/project-native$'
 //                peers: project-native project-ort ort-torch-export torch-default torch-channels-last torch-openblas;
-//                'startup' is the CLI start-up section (bench/startup.ts), 'loader' the data-loader line
+//                'startup' is the CLI start-up section (bench/startup.ts), 'loader' the data-loader line,
+//                'detect' the detection section (bench/detect.ts, its own process, ≤ 10 min)
 // --quick        smoke run: few steps, short quiet-waits
 // --rounds N     the inference measurements of the project and of ORT on PyTorch's export are
 //                repeated N times, interleaved, and reported as the median (default 5; quick: 1):
@@ -20,6 +21,7 @@
 // Writes a markdown report to --out (default bench/RESULTS.md) and prints the table.
 import { spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, realpathSync, rmSync } from 'node:fs';
+import { lastJson, lastLines } from './child-output.js';
 import { writeMainReport } from './sections.js';
 import { machine, machineLine } from './machine.js';
 import { runStartupBench } from './startup.js';
@@ -33,6 +35,7 @@ import { median } from '../src/util/stats.js';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url)); // dist/bench/run.js -> repo root
 const ORT_BENCH_JS = fileURLToPath(new URL('./peers/ort_bench.js', import.meta.url));
+const DETECT_JS = fileURLToPath(new URL('./detect.js', import.meta.url));
 const TORCH_BENCH_PY = join(ROOT, 'bench', 'peers', 'torch_bench.py');
 const EXPORT_PY = join(ROOT, 'bench', 'peers', 'export_torch_onnx.py');
 // Trained weights for every peer (the PyTorch peer reads the same files: bench/peers/torch_models.py).
@@ -117,7 +120,7 @@ function parseArgs(argv: string[]): Options {
       case '--rounds': o.rounds = Number.parseInt(val(), 10); break;
       case '-h': case '--help':
         console.log(readFileSync(fileURLToPath(import.meta.url), 'utf8').split('\n')
-          .filter((l) => l.startsWith('//')).slice(0, 19).map((l) => l.slice(3)).join('\n'));
+          .filter((l) => l.startsWith('//')).slice(0, 20).map((l) => l.slice(3)).join('\n'));
         process.exit(0);
         break;
       default: throw new Error(`unknown argument ${a} (try --help)`);
@@ -246,26 +249,6 @@ function runChild(cmd: string, args: string[], env: NodeJS.ProcessEnv, timeoutS:
       });
     });
   });
-}
-
-/** Last stdout line that parses as a JSON object. */
-function lastJson(stdout: string): Record<string, unknown> | undefined {
-  const lines = stdout.split('\n').map((l) => l.trim()).filter((l) => l.startsWith('{'));
-  for (let i = lines.length - 1; i >= 0; i--) {
-    try {
-      const v: unknown = JSON.parse(lines[i]!);
-      if (v && typeof v === 'object' && !Array.isArray(v)) return v as Record<string, unknown>;
-    } catch { /* not JSON */ }
-  }
-  return undefined;
-}
-
-/** The first line that looks like an error message, else the last n lines; whitespace collapsed. */
-function lastLines(s: string, n: number): string {
-  const lines = s.trim().split('\n').map((l) => l.replace(/\s+/g, ' ').trim()).filter(Boolean);
-  const err = lines.find((l) => /\berror\b|exception|traceback/i.test(l) && !/^\s*at /.test(l));
-  if (err && /^traceback/i.test(err)) return lines.slice(-n).join(' / '); // Python: the last line names it
-  return err ?? lines.slice(-n).join(' / ');
 }
 
 // ---------------------------------------------------------------- measurements
@@ -432,8 +415,9 @@ async function main(): Promise<void> {
       plan.push({ id, workload: w, peer: p, cmd: [], envNote: '', ok: false, noisy: false, attempts: 0, rounds: [] });
     }
   }
-  if (plan.length === 0 && opts.only?.test('startup')) {
-    console.log(await runStartupBench(opts.quick ? 5 : 15, opts.quick ? 1 : 2, opts.out));
+  if (plan.length === 0 && (opts.only?.test('startup') || opts.only?.test('detect'))) {
+    if (opts.only.test('startup')) console.log(await runStartupBench(opts.quick ? 5 : 15, opts.quick ? 1 : 2, opts.out));
+    if (opts.only.test('detect')) await runDetectSection(opts);
     return;
   }
   if (plan.length === 0) throw new Error(`--only ${String(opts.only)} matches nothing; ids look like infer-224/torch-default`);
@@ -645,9 +629,17 @@ ${plan.map((m) => `${m.id}: ${m.json ? JSON.stringify(m.json) : 'null'}`).join('
   if (!opts.only || opts.only.test('startup')) {
     console.log(`\n${await runStartupBench(opts.quick ? 5 : 15, opts.quick ? 1 : 2, opts.out)}`);
   }
+  if (!opts.only || opts.only.test('detect')) await runDetectSection(opts);
   console.log(`\n${table}\n`);
   console.log(sanity.join('\n'));
   console.log(`\nwrote ${opts.out} (total ${(totalS / 60).toFixed(1)} min)`);
+}
+
+/** SSDLite detection (bench/detect.ts) in its own process: it writes its own section of the report. */
+async function runDetectSection(opts: Options): Promise<void> {
+  const r = await runChild(process.execPath, [DETECT_JS, '--threads', String(opts.threads), '--python', opts.python, '--out', opts.out,
+    ...(opts.quick ? ['--quick'] : [])], process.env, 900);
+  console.log(r.code === 0 ? `\n${r.stdout}` : `\ndetection bench failed (exit ${r.code ?? r.signal}): ${lastLines(r.stderr || r.stdout, 2)}`);
 }
 
 main().catch((e: unknown) => {

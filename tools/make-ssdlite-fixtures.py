@@ -8,8 +8,7 @@ Writes test/fixtures/ssdlite-train.safetensors: one train-mode forward (batch st
 src/model/ssdlite.ts's SSDLite (alpha 0.35 @ 160, 1 class, TF 'SAME' padding, BN eps 1e-3, ReLU6) in float64,
 with the fixed loss sum(boxes * R1) + sum(logits * R2), so no box matching is involved.
 
-The model is torchvision's MobileNetV2 features (state-dict names as the graph's) plus the extras and the
-SSDLite heads under torchvision's SSDLite names. Weights, the input and R1/R2 are not stored: every tensor is
+The model is tools/ssdlite_model.py's twin of the graph (its state-dict names). Weights, the input and R1/R2 are not stored: every tensor is
 a hash of its name and element index (init_value below; test/helpers/hash-init.ts computes the same float32
 values bit for bit), BN shifts before a ReLU6 at 3 so the step is well conditioned in float32. Stored (float32):
   * out.boxes [N, A, 4], out.logits [N, A, 2], loss [1]
@@ -30,21 +29,16 @@ import sys
 
 import numpy as np
 import torch
-import torch.nn as nn
-import torch.nn.functional as F
-import torchvision
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from safetensors_io import write_safetensors  # noqa: E402
+from ssdlite_model import SSDLite  # noqa: E402  (the twin of src/model/ssdlite.ts, one copy in tools/)
 
 ALPHA = 0.35
 RES = 160
 NUM_CLASSES = 1
 BATCH = 4
-BN_EPS = 1e-3
 SKETCH = 256
-EXTRA_DEPTHS = (512, 256, 256, 128)
-ANCHORS = (3, 6, 6, 6, 6, 6)
 M32 = 0xFFFFFFFF
 # Biases no activation follows: the projection BNs of the blocks and the heads' output convs.
 LINEAR_BIAS = re.compile(r"^features\.\d+\.conv\.[23]\.bias$|\.module_list\.\d+\.1\.bias$")
@@ -109,76 +103,9 @@ def count_sketch(name: str, g: np.ndarray) -> np.ndarray:
     return np.bincount((h % SKETCH).astype(np.int64), weights=sign * flat, minlength=SKETCH)
 
 
-# ---- the model ----
-class SameConv2d(nn.Conv2d):
-    """Conv with TF 'SAME' padding (extra padding after), the graph's `keras` padding mode."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        pads = []
-        for size, k, s in ((x.shape[3], self.kernel_size[1], self.stride[1]), (x.shape[2], self.kernel_size[0], self.stride[0])):
-            total = max((math.ceil(size / s) - 1) * s + k - size, 0)
-            pads += [total // 2, total - total // 2]
-        return F.conv2d(F.pad(x, pads), self.weight, self.bias, self.stride, 0, 1, self.groups)
-
-
-def conv_bn_act(i: int, o: int, k: int, s: int, groups: int = 1) -> nn.Sequential:
-    return nn.Sequential(SameConv2d(i, o, k, s, groups=groups, bias=False), nn.BatchNorm2d(o, eps=BN_EPS), nn.ReLU6())
-
-
-def depth(c: float) -> int:
-    return max(int(c * ALPHA), 16)
-
-
-class Heads(nn.Module):
-    def __init__(self, channels: list[int], k: int) -> None:
-        super().__init__()
-        self.k = k
-        self.module_list = nn.ModuleList(
-            nn.Sequential(conv_bn_act(c, c, 3, 1, c), SameConv2d(c, a * k, 1, 1, bias=True)) for c, a in zip(channels, ANCHORS))
-
-    def forward(self, maps: list[torch.Tensor]) -> torch.Tensor:
-        # [N, A·k, H, W] -> [N, H, W, A·k] -> [N, H·W·A, k], concatenated over the maps (TF's anchor order)
-        return torch.cat([m(x).permute(0, 2, 3, 1).reshape(x.shape[0], -1, self.k) for m, x in zip(self.module_list, maps)], 1)
-
-
-class SSDLite(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.features = torchvision.models.mobilenet_v2(width_mult=ALPHA).features
-        for m in self.features.modules():
-            if isinstance(m, nn.Conv2d):
-                m.__class__ = SameConv2d
-            if isinstance(m, nn.BatchNorm2d):
-                m.eps = BN_EPS
-        assert not self.features[14].use_res_connect
-        chans = [self.features[14].conv[0][0].out_channels, self.features[18][0].out_channels]
-        extra = []
-        for d in EXTRA_DEPTHS:
-            mid = depth(d / 2)
-            extra.append(nn.Sequential(conv_bn_act(chans[-1], mid, 1, 1), conv_bn_act(mid, mid, 3, 2, mid), conv_bn_act(mid, depth(d), 1, 1)))
-            chans.append(depth(d))
-        self.extra = nn.ModuleList(extra)
-        self.head = nn.Module()
-        self.head.regression_head = Heads(chans, 4)
-        self.head.classification_head = Heads(chans, NUM_CLASSES + 1)
-
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        for i, f in enumerate(self.features):
-            if i == 14:
-                # TF's layer_15/expansion_output: block 13's expand conv + BN + ReLU6
-                tap = f.conv[0](x)
-                x = f.conv[3](f.conv[2](f.conv[1](tap)))
-            else:
-                x = f(x)
-        maps = [tap, x]
-        for e in self.extra:
-            maps.append(e(maps[-1]))
-        return self.head.regression_head(maps), self.head.classification_head(maps)
-
-
 def train_step(dtype: torch.dtype) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], dict[str, torch.Tensor]]:
     """Outputs (and loss), parameter gradients and BN running statistics after one train-mode step in `dtype`."""
-    model = SSDLite()
+    model = SSDLite(ALPHA, NUM_CLASSES)
     with torch.no_grad():
         for name, t in model.state_dict().items():
             t.copy_(torch.from_numpy(init_value(name, tuple(t.shape))))
