@@ -10,10 +10,13 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import sharp from 'sharp';
+import { Command } from 'commander';
 import { nativeAvailable } from '../src/engine/native/binding.js';
+import { COMMAND_MODULES, modulesFor } from '../src/cli/commands.js';
 
 const CLI = fileURLToPath(new URL('../src/cli/main.js', import.meta.url));
-// A resolve hook that prints each package it resolves, once, as "pkg: NAME" on stderr.
+// A resolve hook that prints each package it resolves, once, as "pkg: NAME", and each module of this project as
+// "mod: PATH" (under dist/src) on stderr.
 const HOOK = `data:text/javascript,${encodeURIComponent(`
 import { register } from 'node:module';
 register('data:text/javascript,' + encodeURIComponent(\`
@@ -22,13 +25,16 @@ export async function resolve(s, c, next) {
   const r = await next(s, c);
   const m = /node_modules\\\\/((?:@[^/]+\\\\/)?[^/]+)/.exec(r.url);
   if (m && !seen.has(m[1])) { seen.add(m[1]); process._rawDebug('pkg: ' + m[1]); }
+  const own = /\\\\/dist\\\\/src\\\\/(.+)$/.exec(r.url);
+  if (own && !seen.has(r.url)) { seen.add(r.url); process._rawDebug('mod: ' + own[1]); }
   return r;
 }\`));`)}`;
 
-function packagesOf(...args: string[]): { status: number | null; stdout: string; stderr: string; packages: string[] } {
+function packagesOf(...args: string[]): { status: number | null; stdout: string; stderr: string; packages: string[]; modules: string[] } {
   const r = spawnSync(process.execPath, ['--import', HOOK, CLI, ...args], { encoding: 'utf8' });
   const packages = [...r.stderr.matchAll(/^pkg: (.+)$/gm)].map((m) => m[1]!).sort();
-  return { status: r.status, stdout: r.stdout, stderr: r.stderr.replace(/^pkg: .+\n/gm, ''), packages };
+  const modules = [...r.stderr.matchAll(/^mod: (.+)$/gm)].map((m) => m[1]!).sort();
+  return { status: r.status, stdout: r.stdout, stderr: r.stderr.replace(/^(pkg|mod): .+\n/gm, ''), packages, modules };
 }
 
 const HEAVY = ['sharp', 'onnxruntime-node', 'onnx-proto', 'fastify', 'h5wasm', 'tar', 'fflate', 'fast-xml-parser', 'cli-progress', 'flatbuffers'];
@@ -40,6 +46,11 @@ describe('cli start-up', () => {
     assert.match(r.stdout, /total\s+2,296,922\s+/); // the seed model's parameter count, the table as before
     assert.ok(r.packages.includes('commander'), `the hook saw no package at all: ${r.packages.join(', ')}`);
     assert.deepEqual(r.packages.filter((p) => HEAVY.includes(p)), []);
+    // The model definitions and the CLI's shell only: no other command's module, no file, engine or data code.
+    assert.deepEqual(r.modules.filter((m) => !m.startsWith('model/') && !m.startsWith('util/')),
+      ['cli/arch-options.js', 'cli/args.js', 'cli/commands.js', 'cli/main.js', 'cli/summary-command.js']);
+    assert.ok(r.modules.includes('model/mobilenetv2.js'), r.modules.join(', '));
+    assert.deepEqual(r.modules.filter((m) => /^model\/(weights|fold|features)\.js$/.test(m)), []);
   });
 
   it('predict on the native engine loads sharp but not ONNX Runtime, the ONNX encoder or the server', { skip: nativeAvailable() ? false : 'native addon not built' }, async () => {
@@ -55,5 +66,37 @@ describe('cli start-up', () => {
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
+  });
+});
+
+describe('cli command table', () => {
+  it('names exactly the top-level commands each module creates or adds to', async () => {
+    // One program, modules in table order (a module adding to a group needs the one creating it first).
+    const program = new Command();
+    const shape = (): Map<string, string> => new Map(program.commands.map((c) => [c.name(), `${c.commands.length} ${c.options.length} ${c.registeredArguments.length}`]));
+    for (const m of COMMAND_MODULES) {
+      const before = shape();
+      (await m.load())(program);
+      const touched = [...shape()].filter(([name, s]) => before.get(name) !== s).map(([name]) => name);
+      assert.deepEqual(touched.sort(), [...m.names].sort());
+    }
+  });
+
+  it('loads the modules of the command word only, every module for help, no command or an unknown word', () => {
+    const names = (argv: string[]): string[] => [...new Set(modulesFor(argv).flatMap((m) => m.names))];
+    assert.deepEqual(names(['summary', '--arch', 'seed-cifar']), ['summary']);
+    assert.deepEqual(names(['export', 'triton', '--weights', 'predict']), ['infer', 'export', 'predict', 'serve']);
+    assert.deepEqual(names(['data', 'make', 'fashion-detect']), ['train', 'eval', 'plot', 'data', 'detect']);
+    const all = [...new Set(COMMAND_MODULES.flatMap((m) => m.names))];
+    for (const argv of [[], ['--help'], ['-V'], ['help', 'predict'], ['sumary']]) assert.deepEqual(names(argv), all, argv.join(' '));
+  });
+
+  it('lists the same commands in help as registering every module', () => {
+    const r = spawnSync(process.execPath, [CLI, '--help'], { encoding: 'utf8' });
+    assert.equal(r.status, 0, r.stderr);
+    const listed = [...r.stdout.split('Commands:')[1]!.matchAll(/^ {2}(\S+)/gm)].map((m) => m[1]!);
+    assert.deepEqual(listed, [...new Set(COMMAND_MODULES.flatMap((m) => m.names)), 'help']);
+    const typo = spawnSync(process.execPath, [CLI, 'sumary'], { encoding: 'utf8' });
+    assert.match(typo.stderr, /unknown command 'sumary'\n\(Did you mean summary\?\)/);
   });
 });
