@@ -1,11 +1,11 @@
-// Start-up of the CLI, whole process as a user runs it: `mnv2 summary` (no engine) and `mnv2 predict` on one
+// Start-up of the CLI, whole process as a user runs it (package.json's bin): `mnv2 summary` (no engine) and `mnv2 predict` on one
 // 28×28 PNG with the bundled model (native engine when built), beside `node -e 0`, the floor no command can go
 // below. Runs are interleaved round-robin after warm-up runs, so a change in the machine's load hits every
 // command alike; each row is the median with min–max and the interquartile range of wall time, and the median
 // user+system CPU time (from /usr/bin/time when installed), which other processes on the cores disturb less.
 //
 // usage: npm run bench:startup -- [--runs N (15)] [--warmup N (2)] [--out bench/RESULTS.md] [--baseline CLI.js]
-//   (= node dist/bench/startup.js ...; run `tsc -p .` first; `npm run bench` runs it too)
+//   (= node dist/bench/startup.js ...; run `npm run build` first; `npm run bench` runs it too)
 //   --baseline: another build's dist/src/cli/main.js (e.g. of an older commit), timed in the same interleaved
 //   runs, so a before/after comparison shares the machine's load.
 // Writes its table to --out between <!-- startup:begin --> and <!-- startup:end -->.
@@ -20,7 +20,8 @@ import { machineLine } from './machine.js';
 import { writeSection } from './sections.js';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url)); // dist/bench/startup.js -> repo root
-const CLI = fileURLToPath(new URL('../src/cli/main.js', import.meta.url));
+// What an installed `mnv2` runs: package.json's bin (the bundled CLI, tools/bundle-cli.mjs; `npm run build` makes it).
+const CLI = join(ROOT, (JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { bin: { mnv2: string } }).bin.mnv2);
 const TIME = '/usr/bin/time';
 
 /** Issue 11's targets, whole process, warm. */
