@@ -137,9 +137,20 @@ describe('cli command table', () => {
     const names = (argv: string[]): string[] => [...new Set(modulesFor(argv).flatMap((m) => m.names))];
     assert.deepEqual(names(['summary', '--arch', 'seed-cifar']), ['summary']);
     assert.deepEqual(names(['export', 'triton', '--weights', 'predict']), ['infer', 'export', 'predict', 'serve']);
+    assert.deepEqual(names(['serve', '--onnx', 'm.onnx']), ['infer', 'export', 'predict', 'serve']); // serve adds to export
     assert.deepEqual(names(['data', 'make', 'fashion-detect']), ['train', 'eval', 'plot', 'data', 'detect']);
+    assert.deepEqual(names(['knn', 'add']), ['knn']);
     const all = [...new Set(COMMAND_MODULES.flatMap((m) => m.names))];
     for (const argv of [[], ['--help'], ['-V'], ['help', 'predict'], ['sumary']]) assert.deepEqual(names(argv), all, argv.join(' '));
+  });
+
+  it('mnv2 NAME --help, from NAME\'s modules only, prints what `mnv2 help NAME` prints with every module registered', () => {
+    for (const name of new Set(COMMAND_MODULES.flatMap((m) => m.names))) {
+      const [own, all] = [[name, '--help'], ['help', name]].map((argv) => spawnSync(process.execPath, [BIN, ...argv], { encoding: 'utf8' }));
+      assert.equal(own!.status, 0, `${name}: ${own!.stderr}`);
+      assert.match(own!.stdout, new RegExp(`^Usage: mnv2 ${name} `));
+      assert.equal(own!.stdout, all!.stdout, name);
+    }
   });
 
   it('lists the same commands in help as registering every module', () => {

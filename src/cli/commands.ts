@@ -30,11 +30,20 @@ export const COMMAND_MODULES: readonly CommandModule[] = [
 
 /**
  * The modules `argv` (after node and the script) needs: those adding to its command, the first word that is not
- * an option (the program's own options, -V and -h, take no value); every module when no module knows the word.
+ * an option (the program's own options, -V and -h, take no value), and every module adding to a command those
+ * add to, so each group they touch is built whole (`serve` adds `export triton` to model-commands' `export`);
+ * every module when no module knows the word.
  */
 export function modulesFor(argv: readonly string[]): readonly CommandModule[] {
   const word = argv.find((a) => !a.startsWith('-'));
-  const some = COMMAND_MODULES.filter((m) => word !== undefined && m.names.includes(word));
+  const names = new Set(word === undefined ? [] : [word]);
+  let some: CommandModule[] = [];
+  for (let grew = true; grew;) {
+    some = COMMAND_MODULES.filter((m) => m.names.some((n) => names.has(n)));
+    const before = names.size;
+    for (const m of some) for (const n of m.names) names.add(n);
+    grew = names.size > before;
+  }
   return some.length ? some : COMMAND_MODULES;
 }
 
