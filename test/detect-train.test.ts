@@ -28,7 +28,7 @@ import { makeOptimizer, paramRefs } from '../src/train/optim.js';
 import { resolvePreset, type TrainRecipe } from '../src/train/presets.js';
 import { loadCheckpoint } from '../src/train/checkpoint.js';
 import { readMetrics } from '../src/train/plot.js';
-import { loadModelFile } from '../src/io/weights.js';
+import { loadModelFile, saveWeights } from '../src/io/weights.js';
 import { Rng } from '../src/util/rng.js';
 
 const skip = existsSync(FASHION_MNIST_DIR) ? false : `${FASHION_MNIST_DIR} is absent (apt-get install dataset-fashion-mnist)`;
@@ -173,4 +173,46 @@ test('bad datasets: clear errors naming the file and the problem', { skip }, asy
   assert.equal(readFileSync(join(other, 'keep.txt'), 'utf8'), 'mine');
   assert.throws(() => tinyRecipe({ arch: 'imagenet' }), /trains a detector: --arch must be ssdlite, got imagenet/);
   assert.throws(() => resolvePreset('fashion-mnist', { arch: 'ssdlite' }), /--arch ssdlite is a detector/);
+});
+
+test('--weights: a MobileNetV2 classifier seeds the detector backbone (features.*, BN statistics too); a mismatched width is named', { skip }, async () => {
+  const cls = buildModel(archConfig('imagenet', { alpha: 0.35, resolution: 32, numClasses: 10 }));
+  const clsWeights = initWeights(cls, 11);
+  const file = join(tmp, 'classifier.safetensors');
+  saveWeights(file, cls, clsWeights);
+  const logs: string[] = [];
+  const dir = join(tmp, 'from-backbone');
+  await trainDetector({ recipe: tinyRecipe({ epochs: 1, lr: 1e-30 }), out: dir, weights: file, ...quiet, log: (m) => logs.push(m) });
+  assert.ok(logs.some((l) => /backbone from .*classifier\.safetensors \(312 tensors\); extras and heads freshly initialised/.test(l)), logs.join('\n'));
+  const start = loadCheckpoint(join(dir, 'last.safetensors'));
+  const fresh = initWeights(start.graph, tinyRecipe().seed);
+  let features = 0;
+  for (const p of start.graph.params) {
+    // lr 1e-30: every parameter is where it started (to 1e-20); only the BN running statistics moved.
+    const v = start.weights.get(p.name)!;
+    const want = (p.name.startsWith('features.') ? clsWeights : fresh).get(p.name)!;
+    assert.ok(v.every((x, i) => Math.abs(x - want[i]!) <= 1e-20), p.name);
+    if (p.name.startsWith('features.')) features++;
+  }
+  assert.ok(features > 100, `${features} backbone parameters compared`);
+  const wide = join(tmp, 'classifier-wide.safetensors');
+  const g1 = buildModel(archConfig('imagenet', { alpha: 0.5, resolution: 32, numClasses: 10 }));
+  saveWeights(wide, g1, initWeights(g1, 1));
+  await assert.rejects(trainDetector({ recipe: tinyRecipe(), out: join(tmp, 'wide'), weights: wide, ...quiet }),
+    /classifier-wide\.safetensors: features\.[\d.a-z_]+ has \d+ values, the detector's backbone \d+: the classifier's width \(alpha 0\.5\) must match the detector's \(--alpha\)/);
+});
+
+test('a torchvision-style run (softmax, dx-dy codes): its model file records the style and ORT detect scores it as training did', { skip }, async () => {
+  const dir = join(tmp, 'torchvision-style');
+  const r = await trainDetector({ recipe: resolvePreset('fashion-detect-torchvision', { dataset: data, alpha: 0.35, resolution: R, batch: 8, epochs: 1 }), out: dir, ...quiet });
+  const model = loadModelFile(join(dir, 'model.safetensors'));
+  assert.equal((model.graph.config as { ssdStyle?: string }).ssdStyle, 'torchvision');
+  const rep = JSON.parse(readFileSync(join(dir, 'test-eval.json'), 'utf8')) as { coco: Record<string, number> };
+  const { detector } = await openSsdliteFile(join(dir, 'model.safetensors'));
+  const ds = await loadCocoDetection(join(data, 'test.json'), data);
+  // torchvision's score threshold (0.001), as the training evaluation decodes.
+  const ort = await evaluateDetector({ numClasses: 10, detect: async (f) => (await detector.detect(f, { scoreThreshold: 0.001 })).detections }, ds);
+  await detector.release();
+  assert.ok(r.test!.detections.length > 0);
+  Object.values(rep.coco).forEach((v, i) => assert.ok(Math.abs(v - ort.coco.stats[i]!) < 1e-4, `stat ${i}: native ${v}, ORT ${ort.coco.stats[i]}`));
 });

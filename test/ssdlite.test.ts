@@ -31,6 +31,18 @@ test('ssdlite 90 classes @ 300: 4,500,543 trainable parameters and 749,503,856 M
   assert.deepEqual(part('head.'), { params: 1_604_544 + 24_064 / 2 + 3_135, macs: 147_827_136 });
 });
 
+test('ssdlite summary notes: per-part totals and the paper (Tables 5 and 6) at its own configuration, 80 classes @ 320', () => {
+  const s = summarize(ssdlite(320, 80));
+  assert.deepEqual(s.totals, { params: 4_337_013, macs: 788_830_144 });
+  const notes = s.notes.join('\n');
+  assert.match(notes, /backbone \(features\.\*\) +2\.22M params +0\.611B MAdds/);
+  assert.match(notes, /Table 5.*2\.1M params, 0\.35B MAdds; here 2\.11M, 0\.178B/);
+  assert.match(notes, /Table 6.*4\.3M params, 0\.8B MAdds; here 4\.34M, 0\.789B/);
+  assert.match(notes, /this is the paper's configuration/);
+  assert.match(summarize(ssdlite(300)).notes.join('\n'), /the paper's numbers are for alpha 1, 80 classes at 320x320/);
+  assert.deepEqual(summarize(buildModel(archConfig('imagenet', {}))).notes, []);
+});
+
 test('ssdlite outputs: boxes [1917, 4] and logits [1917, C+1] at 300, 2034 anchors at 320, feature maps as the anchor generator', () => {
   for (const [res, anchors] of [[300, 1917], [320, 2034]] as const) {
     const g = ssdlite(res, 1);

@@ -9,7 +9,7 @@ import { readSafetensors, toFloat32, writeSafetensors } from '../io/safetensors.
 import { createClassifier, type EngineName } from '../engine/classifier.js';
 import { topK } from '../task/classification.js';
 import type { DetectPostprocess } from '../engine/onnx/detect-postprocess.js';
-import { SSDLITE } from '../model/ssdlite.js';
+import { SSDLITE, type SsdliteConfig } from '../model/ssdlite.js';
 import type { detectOptionsOf } from '../detect/ssdlite-detector.js';
 import { loadImages, PRESET_NAMES } from '../data/preprocess.js';
 import { LABEL_SET_NAMES, type LabelSetName } from '../data/labels.js';
@@ -138,14 +138,15 @@ export { inputSpec };
 /** Which model answers and with which classes: a photo of anything gets one of them. */
 /** An SSDLite export with its post-processing in the graph (an imported file's coder scales and NMS IoU kept). */
 async function detectorPostprocess(bytes: Uint8Array, m: { graph: LoadedWeights['graph']; info: Parameters<typeof detectOptionsOf>[0]['info']; metadata?: Record<string, string> }, mode: 'decode' | 'nms', scoreThreshold: number): Promise<Uint8Array> {
-  const cfg = m.graph.config;
+  const cfg = m.graph.config as SsdliteConfig;
   if (cfg.family !== SSDLITE) throw new Error(`--detect-postprocess is for SSDLite detectors, not a ${cfg.family} model`);
   const [{ addDetectPostprocess }, { detectOptionsOf }, { ssdAnchors }] = await Promise.all([
     import('../engine/onnx/detect-postprocess.js'), import('../detect/ssdlite-detector.js'), import('../detect/anchors.js'),
   ]);
   const d = detectOptionsOf({ metadata: m.metadata ?? {}, info: m.info }, 'the model');
   return addDetectPostprocess(bytes, {
-    mode, anchors: ssdAnchors({ height: cfg.resolution, width: cfg.resolution }), numClasses: cfg.numClasses, scales: d.scales, iouThreshold: d.iouThreshold, scoreThreshold,
+    mode, style: cfg.ssdStyle, anchors: ssdAnchors({ height: cfg.resolution, width: cfg.resolution }), numClasses: cfg.numClasses,
+    scales: d.scales, iouThreshold: d.iouThreshold, scoreThreshold,
   });
 }
 

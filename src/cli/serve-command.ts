@@ -10,7 +10,7 @@ import { LABEL_SET_NAMES, type LabelSetName } from '../data/labels.js';
 import { PRESET_NAMES } from '../data/preprocess.js';
 import { descriptiveInfo, type ModelInfo } from '../io/metadata.js';
 import type { RunningServer, ServedDetector } from '../serve/server.js';
-import { SSDLITE } from '../model/ssdlite.js';
+import { SSDLITE, type SsdliteConfig } from '../model/ssdlite.js';
 import type { LoadedWeights } from '../io/weights.js';
 import type { Preset } from '../data/preprocess.js';
 import { archOptions, engineOption, imageOptions, inputSpec, loadModel, type ArchOpts, type ImageOpts } from './model-commands.js';
@@ -105,19 +105,20 @@ async function tritonDetector(m: LoadedWeights, mode: 'none' | 'decode') {
   const [{ detectOptionsOf, detectorPreset }, { ssdAnchors }, { addDetectPostprocess }] = await Promise.all([
     import('../detect/ssdlite-detector.js'), import('../detect/anchors.js'), import('../engine/onnx/detect-postprocess.js'),
   ]);
-  const cfg = m.graph.config;
+  const cfg = m.graph.config as SsdliteConfig;
   const anchors = ssdAnchors({ height: cfg.resolution, width: cfg.resolution });
   const options = detectOptionsOf(m, 'the model');
+  const tf = cfg.ssdStyle === 'tf';
   const [boxes, scores] = mode === 'decode' ? ['decoded_boxes', 'scores'] : ['boxes', 'logits'];
   return {
     spec: { preset: detectorPreset(cfg.resolution), labels: options.classNames },
     outputs: [{ name: boxes, dims: [anchors.count, 4] }, { name: scores, dims: [anchors.count, cfg.numClasses + 1] }],
     transform: mode === 'decode'
-      ? (bytes: Uint8Array) => addDetectPostprocess(bytes, { mode: 'decode', anchors, numClasses: cfg.numClasses, scales: options.scales })
+      ? (bytes: Uint8Array) => addDetectPostprocess(bytes, { mode: 'decode', style: cfg.ssdStyle, anchors, numClasses: cfg.numClasses, scales: options.scales })
       : undefined,
     note: mode === 'decode'
-      ? 'outputs: decoded_boxes (normalized x1, y1, x2, y2 per anchor) and scores (sigmoid, column 0 background); per-class NMS is the client\'s.'
-      : 'outputs: boxes (ty, tx, th, tw codes per SSD anchor) and logits (column 0 background); decode + NMS as src/detect/postprocess.ts.',
+      ? `outputs: decoded_boxes (normalized x1, y1, x2, y2 per anchor) and scores (${tf ? 'sigmoid' : 'softmax'}, column 0 background); per-class NMS is the client's.`
+      : `outputs: boxes (${tf ? 'ty, tx, th, tw' : 'dx, dy, dw, dh'} codes per SSD anchor) and logits (column 0 background); decode + NMS as src/detect/postprocess.ts.`,
   };
 }
 

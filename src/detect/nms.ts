@@ -3,7 +3,7 @@
  * **> iouThreshold** (strict, in both torchvision's nms kernel and TF's NonMaxSuppressionV3). Equal scores keep
  * the lower index first (a stable sort; torchvision's unstable sort leaves that order unspecified).
  */
-import { boxArea, boxCount, clipBoxes, gatherBoxes, iou } from './boxes.js';
+import { boxArea, boxCount, clipBoxes, gatherBoxes } from './boxes.js';
 
 /** Indices in decreasing score order (stable). */
 function byScore(scores: ArrayLike<number>, idx: number[]): number[] {
@@ -15,9 +15,24 @@ export function nms(boxes: ArrayLike<number>, scores: ArrayLike<number>, iouThre
   const n = boxCount(boxes);
   if (scores.length !== n) throw new Error(`nms: ${n} boxes but ${scores.length} scores`);
   const keep: number[] = [];
+  // The kept boxes' corners and areas, packed: this loop is the hard example miner's and the post-processing's cost.
+  const kept = new Float64Array(5 * Math.min(n, maxOutput));
   for (const i of byScore(scores, Array.from({ length: n }, (_, k) => k))) {
     if (keep.length >= maxOutput) break;
-    if (keep.every((j) => iou(boxes, i, boxes, j) <= iouThreshold)) keep.push(i);
+    const [x1, y1, x2, y2] = [boxes[4 * i]!, boxes[4 * i + 1]!, boxes[4 * i + 2]!, boxes[4 * i + 3]!];
+    const area = boxArea(boxes, i);
+    let suppressed = false;
+    for (let k = 0; k < keep.length && !suppressed; k++) {
+      const o = 5 * k;
+      const w = Math.min(x2, kept[o + 2]!) - Math.max(x1, kept[o]!);
+      const h = Math.min(y2, kept[o + 3]!) - Math.max(y1, kept[o + 1]!);
+      const inter = w > 0 && h > 0 ? w * h : 0;
+      const union = area + kept[o + 4]! - inter;
+      suppressed = (union > 0 ? inter / union : 0) > iouThreshold; // = iou() of boxes.ts, inlined
+    }
+    if (suppressed) continue;
+    kept.set([x1, y1, x2, y2, area], 5 * keep.length);
+    keep.push(i);
   }
   return keep;
 }

@@ -10,14 +10,14 @@
 import { decodeBoxes, TF_BOX_CODER, TORCHVISION_BOX_CODER, type BoxCoder } from './box-coder.js';
 import { multiclassNms, SSDLITE_NMS, type Detections, type MulticlassNmsOptions } from './nms.js';
 
-export type SsdStyle = 'tf' | 'torchvision';
+import { SSD_STYLES, type SsdStyle } from '../model/ssdlite.js';
 
-export const SSD_STYLES: readonly SsdStyle[] = ['tf', 'torchvision'];
+export { SSD_STYLES, type SsdStyle };
 
 /** Each style's box coder (the losses encode with the same). */
 export const STYLE_CODER: Readonly<Record<SsdStyle, Readonly<BoxCoder>>> = { tf: TF_BOX_CODER, torchvision: TORCHVISION_BOX_CODER };
 
-const STYLE_NMS: Readonly<Record<SsdStyle, Omit<MulticlassNmsOptions, 'clipTo'>>> = {
+export const STYLE_NMS: Readonly<Record<SsdStyle, Omit<MulticlassNmsOptions, 'clipTo'>>> = {
   tf: SSDLITE_NMS,
   torchvision: { scoreThreshold: 0.001, iouThreshold: 0.55, maxPerClass: Infinity, maxTotal: 300, skipClasses: [0] },
 };

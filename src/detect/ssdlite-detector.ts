@@ -56,11 +56,11 @@ export function detectorPreset(size: number): Preset {
   return { name: 'keras', size, channels: 3, greyscale: false, background: 'white', mean: [0.5, 0.5, 0.5], std: [0.5, 0.5, 0.5] };
 }
 
-/** Decode, score and suppress one image's raw outputs (boxes [A, 4] codes, logits [A, C+1]) into normalized boxes, TF style. */
-export function postprocess(codes: Float32Array, logits: Float32Array, resolution: number, o: DetectOptions = {}): Detections {
-  const anchors = ssdAnchors({ height: resolution, width: resolution });
+/** Decode, score and suppress one image's raw outputs (boxes [A, 4] codes, logits [A, C+1]) into normalized boxes, in the model's SSD style. */
+export function postprocess(codes: Float32Array, logits: Float32Array, config: Pick<SsdliteConfig, 'resolution' | 'ssdStyle'>, o: DetectOptions = {}): Detections {
+  const anchors = ssdAnchors({ height: config.resolution, width: config.resolution });
   const { maxDetections, iouThreshold, scales } = o;
-  return postprocessSsd(codes, logits, anchors.corners, 'tf', { scoreThreshold: o.scoreThreshold ?? 0.3, maxDetections, iouThreshold, scales });
+  return postprocessSsd(codes, logits, anchors.corners, config.ssdStyle, { scoreThreshold: o.scoreThreshold ?? 0.3, maxDetections, iouThreshold, scales });
 }
 
 /** Raw outputs of a batch: box codes [batch, A, 4] and logits [batch, A, C+1]. */
@@ -137,7 +137,7 @@ export class SsdliteDetector {
 
   /** Pixel detections of one image of width × height from its raw outputs (one image's codes and logits). */
   toDetections(codes: Float32Array, logits: Float32Array, width: number, height: number, o: DetectOptions = {}): Detection[] {
-    const d = postprocess(codes, logits, this.graph.config.resolution, o);
+    const d = postprocess(codes, logits, this.graph.config, o);
     return Array.from({ length: d.count }, (_, i): Detection => {
       const b = d.boxes.subarray(4 * i, 4 * i + 4);
       const classId = d.classes[i]!;

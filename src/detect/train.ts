@@ -14,6 +14,7 @@ import { existsSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { NativeModel } from '../engine/native/model.js';
 import type { Graph } from '../model/graph.js';
+import type { SsdliteConfig } from '../model/ssdlite.js';
 import { archConfig, buildModel, familyOf } from '../model/registry.js';
 import { initWeights, type StateDict } from '../model/weights.js';
 import { encodeModelInfo } from '../io/metadata.js';
@@ -29,6 +30,7 @@ import type { DetectAugment, TrainRecipe } from '../train/presets.js';
 import { progressBar, formatDuration } from '../train/progress.js';
 import { openRun } from '../train/run-state.js';
 import { ssdAnchors } from './anchors.js';
+import { backboneFromClassifier } from './backbone.js';
 import type { SsdAugmentOptions } from './augment.js';
 import { FASHION_DETECT_DEFAULTS, makeFashionDetect } from './fashion-detect.js';
 import { detectionBatches, limitImages, openDetectionSplit, type DetectionSplit } from './train-data.js';
@@ -105,10 +107,11 @@ async function openSplit(dataset: string, split: string, limit: number, seed: nu
 export async function trainDetector(opts: TrainOptions): Promise<DetectTrainResult> {
   const log = opts.log ?? ((m: string) => console.error(m));
   const bar = opts.progress ?? true;
-  if (opts.weights !== undefined || opts.freezeBackbone || opts.replaceClassifier !== undefined) {
-    throw new Error('detection training starts from scratch (or resumes with --resume): --weights, --freeze-backbone and --replace-classifier are for classifiers');
+  if (opts.freezeBackbone || opts.replaceClassifier !== undefined) {
+    throw new Error('--freeze-backbone and --replace-classifier are for classifiers; a detector starts from scratch, from a classifier\'s backbone (--weights) or resumes (--resume)');
   }
-  const state = openRun(opts, log);
+  // --weights is a classifier whose backbone seeds the detector (below), not a model to fine-tune as it is.
+  const state = openRun({ ...opts, weights: undefined }, log);
   const { recipe, runDir } = state;
   const det = recipe.detection;
   if (!det) throw new Error(`recipe ${recipe.preset} is not a detection recipe`);
@@ -120,15 +123,22 @@ export async function trainDetector(opts: TrainOptions): Promise<DetectTrainResu
   const same = (a: DetectionSplit, b: DetectionSplit): boolean => JSON.stringify(a.dataset.categories) === JSON.stringify(b.dataset.categories);
   if (!same(train, val)) fail(dataset, "the val split's categories differ from the train split's");
   if (!state.resumed) {
-    state.graph = buildModel(archConfig(recipe.arch, { alpha: recipe.alpha, resolution: recipe.resolution, numClasses: classes.length }));
+    state.graph = buildModel(archConfig(recipe.arch, { alpha: recipe.alpha, resolution: recipe.resolution, numClasses: classes.length, ssdStyle: det.style }));
     state.weights = initWeights(state.graph, recipe.seed);
+    if (opts.weights !== undefined) {
+      const b = backboneFromClassifier(state.graph, state.weights, opts.weights);
+      state.weights = b.weights;
+      log(`backbone from ${opts.weights} (${b.copied} tensors); extras and heads freshly initialised`);
+    }
     state.baseInfo = { preprocess: familyOf(state.graph.config).defaultPreprocess(state.graph.config), classes };
   }
   const graph = state.graph;
+  const style = (graph.config as Partial<SsdliteConfig>).ssdStyle;
+  if (style !== det.style) throw new Error(`the model's SSD style is ${String(style)}, the recipe's loss ${det.style}`);
   if (graph.config.numClasses !== classes.length) throw new Error(`the model has ${graph.config.numClasses} classes but ${train.dataset.name} has ${classes.length}`);
   const R = graph.config.resolution;
   const task = detection({ style: det.style, numClasses: classes.length, anchors: ssdAnchors({ height: R, width: R }).corners });
-  const metadata = (): Record<string, string> => ({ ...encodeModelInfo({ config: graph.config, ...state.baseInfo }), 'mnv2.preset': recipe.preset, 'mnv2.ssd_style': det.style });
+  const metadata = (): Record<string, string> => ({ ...encodeModelInfo({ config: graph.config, ...state.baseInfo }), 'mnv2.preset': recipe.preset });
   const folder = new RunFolder(runDir, graph, metadata);
 
   const model = new NativeModel(graph, state.weights, { threads: opts.threads });

@@ -16,6 +16,13 @@ export interface BaseConfig {
   numClasses: number;
 }
 
+/** One summary row's cost: the layer label (`features.3`, `head.0`, ...), its parameters and multiply-adds. */
+export interface LayerCost {
+  layer: string;
+  params: number;
+  macs: number;
+}
+
 /** A state dict without metadata, as far as detection needs it: tensor names and shapes. */
 export type TensorShapes = ReadonlyMap<string, { shape: readonly number[] }>;
 
@@ -42,6 +49,8 @@ export interface ModelFamily<C extends BaseConfig = BaseConfig> {
    * these are, else undefined. `classifier` is the weight whose first dimension is the class count.
    */
   detect(tensors: TensorShapes): { variant: string; classifier: string } | undefined;
+  /** Lines printed under `mnv2 summary`'s table (per-part totals, the paper's numbers beside them). */
+  summaryNotes?(config: C, rows: readonly LayerCost[]): string[];
   /** Hyperparameters that change parameter shapes and that the names alone do not tell (width α). */
   fitShapes?(variant: string, base: Partial<C>, tensors: TensorShapes): Partial<C>;
 }

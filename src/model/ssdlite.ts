@@ -16,7 +16,7 @@
  */
 import { GraphBuilder, type LayerStyle } from './builder.js';
 import { checkSharedFields, invalidConfig } from './validate.js';
-import { definedOnly, type BaseConfig, type ModelFamily } from './family.js';
+import { definedOnly, type BaseConfig, type LayerCost, type ModelFamily } from './family.js';
 import type { Graph } from './graph.js';
 import { imagenetFeatures } from './mobilenetv2.js';
 
@@ -24,8 +24,16 @@ export const SSDLITE = 'ssdlite';
 export const BOXES = 'boxes';
 export const DETECTION_LOGITS = 'logits';
 
+/**
+ * Whose SSD conventions the heads' outputs follow (box code order, sigmoid or softmax scores, NMS defaults):
+ * the TF OD API's or torchvision's (src/detect/postprocess.ts). Training sets it from the recipe's loss.
+ */
+export type SsdStyle = 'tf' | 'torchvision';
+export const SSD_STYLES: readonly SsdStyle[] = ['tf', 'torchvision'];
+
 export interface SsdliteConfig extends BaseConfig, LayerStyle {
   family: typeof SSDLITE;
+  ssdStyle: SsdStyle;
   /** Width multiplier α of the backbone and extras (TF's depth_multiplier). */
   alpha: number;
   /** Foreground classes; the class head has numClasses + 1 outputs (0 = background). */
@@ -40,7 +48,7 @@ export const ANCHORS_PER_LOCATION = [3, 6, 6, 6, 6, 6] as const;
 const MIN_DEPTH = 16;
 
 const DEFAULTS: SsdliteConfig = {
-  family: SSDLITE, alpha: 1, resolution: 300, inChannels: 3, numClasses: 90,
+  family: SSDLITE, alpha: 1, resolution: 300, inChannels: 3, numClasses: 90, ssdStyle: 'tf',
   bnEps: 1e-3, padding: 'keras', activation: 'relu6',
 };
 
@@ -49,6 +57,7 @@ export function makeSsdliteConfig(overrides: Partial<SsdliteConfig> = {}): Ssdli
   checkSharedFields({ ...cfg, dropout: 0 });
   // Six feature maps down to stride 256 need at least 1x1 at the end: any size ≥ 129 works, 300 and 320 are usual.
   if (cfg.resolution < 129) invalidConfig(`ssdlite resolution must be at least 129, got ${cfg.resolution}`);
+  if (!SSD_STYLES.includes(cfg.ssdStyle)) invalidConfig(`ssdlite ssdStyle must be ${SSD_STYLES.join(' or ')}, got ${String(cfg.ssdStyle)}`);
   return cfg;
 }
 
@@ -101,6 +110,32 @@ export function featureMapSizes(graph: Graph<SsdliteConfig>): number[] {
   return ANCHORS_PER_LOCATION.map((_, i) => graph.nodes.find((n) => n.name === `head.regression_head.module_list.${i}.1`)!.shape[1]!);
 }
 
+/**
+ * Backbone / extras / heads totals beside the paper: Table 5 gives the SSDLite "head" (here extras + box
+ * predictors) at 80 classes, Table 6 the whole detector at 320×320 with 80 classes. Parameters count conv
+ * weights, BN γ/β and predictor biases, as the TF variables do.
+ */
+function paperNotes(c: SsdliteConfig, rows: readonly LayerCost[]): string[] {
+  const part = (prefix: string): [number, number] =>
+    rows.filter((r) => r.layer.startsWith(prefix)).reduce<[number, number]>(([p, m], r) => [p + r.params, m + r.macs], [0, 0]);
+  const [bb, ex, hd] = [part('features.'), part('extra.'), part('head.')];
+  const M = (v: number): string => `${(v / 1e6).toFixed(2)}M`;
+  const B = (v: number): string => `${(v / 1e9).toFixed(3)}B`;
+  const same = c.numClasses === 80 && c.resolution === 320 && c.alpha === 1;
+  return [
+    `backbone (features.*)   ${M(bb[0])} params  ${B(bb[1])} MAdds`,
+    `extras (extra.*)        ${M(ex[0])} params  ${B(ex[1])} MAdds`,
+    `box predictors (head.*) ${M(hd[0])} params  ${B(hd[1])} MAdds`,
+    `paper Table 5, SSDLite head (extras + predictors, 80 classes): 2.1M params, 0.35B MAdds; here ${M(ex[0] + hd[0])}, ${B(ex[1] + hd[1])}`,
+    `paper Table 6, MNet V2 + SSDLite at 320x320, 80 classes: 4.3M params, 0.8B MAdds; here ${M(bb[0] + ex[0] + hd[0])}, ${B(bb[1] + ex[1] + hd[1])}`,
+    same
+      ? 'this is the paper\'s configuration: the parameters match both tables; the whole-model MAdds match Table 6, while the head\'s are about half of' +
+        ' Table 5\'s 0.35B, which the paper does not break down'
+      : `the paper's numbers are for alpha 1, 80 classes at 320x320 (mnv2 summary --arch ssdlite --classes 80 --resolution 320); each class adds` +
+        ' Σ anchors × channels of the class predictors, and MAdds grow with the input area',
+  ];
+}
+
 export const ssdliteFamily: ModelFamily<SsdliteConfig> = {
   name: SSDLITE,
   variants: [SSDLITE],
@@ -116,4 +151,5 @@ export const ssdliteFamily: ModelFamily<SsdliteConfig> = {
   describe: (c) => `SSDLite MobileNetV2, alpha ${c.alpha}, ${c.resolution}x${c.resolution}x${c.inChannels}, ${c.numClasses} classes + background`,
   // The class head's width is anchors·(classes + 1), not a class count: SSDLite files carry their config as metadata.
   detect: () => undefined,
+  summaryNotes: paperNotes,
 };

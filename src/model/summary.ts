@@ -20,6 +20,8 @@ export interface Summary {
   config: BaseConfig;
   rows: SummaryRow[];
   totals: { params: number; macs: number };
+  /** The family's notes (e.g. per-part totals next to the paper's); empty when it has none. */
+  notes: string[];
 }
 
 export function summarize(graph: Graph): Summary {
@@ -39,7 +41,8 @@ export function summarize(graph: Graph): Summary {
       macs: nodes.reduce((s, n) => s + nodeMacs(n), 0),
     };
   });
-  return { config: graph.config, rows, totals: { params: totalParams(graph), macs: totalMacs(graph) } };
+  const notes = familyOf(graph.config).summaryNotes?.(graph.config, rows) ?? [];
+  return { config: graph.config, rows, totals: { params: totalParams(graph), macs: totalMacs(graph) }, notes };
 }
 
 const fmtShape = (s: number[]): string => (s.length === 3 ? `${s[1]}x${s[2]}x${s[0]}` : `1x1x${s[0]}`);
@@ -60,5 +63,5 @@ export function formatSummary(s: Summary): string {
   const rule = widths.map((w) => '-'.repeat(w)).join('  ');
   const c = s.config;
   const title = familyOf(c).describe(c);
-  return [title, '', line(head), rule, ...body.map(line), rule, line(total)].join('\n');
+  return [title, '', line(head), rule, ...body.map(line), rule, line(total), ...(s.notes.length ? ['', ...s.notes] : [])].join('\n');
 }
