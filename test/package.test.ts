@@ -80,6 +80,15 @@ describe('npm pack → npm install in a fresh consumer project', { skip: existsS
   });
   after(() => rmSync(tmp, { recursive: true, force: true }));
 
+  /** The installed `mnv2` (the bundled CLI, package.json `bin`) answers as the library does, on `engine`. */
+  async function binPredicts(file: string, engine: string): Promise<void> {
+    const r = await run(path.join(consumer, 'node_modules', '.bin', 'mnv2'), ['predict', '--json', '--top', '1', file], { cwd: consumer });
+    const [res] = JSON.parse(r.stdout) as { top: { label: string; prob: number }[] }[];
+    assert.equal(res!.top[0]!.label, expected.className);
+    assert.ok(Math.abs(res!.top[0]!.prob - expected.probability) < 1e-4);
+    assert.match(r.stderr, new RegExp(`on ${engine}, 10 classes`));
+  }
+
   let tarball: string;
   it('packs under 15 MB with the bundled model and without test fixtures or sources', async (t: TestContext) => {
     // dist is current: `npm test` compiles first, so the prepare script need not run again.
@@ -89,7 +98,7 @@ describe('npm pack → npm install in a fresh consumer project', { skip: existsS
     const files = info!.files.map((f) => f.path);
     t.diagnostic(`tarball ${(info!.size / 1e6).toFixed(2)} MB (${(info!.unpackedSize / 1e6).toFixed(2)} MB unpacked), ${files.length} files`);
     assert.ok(info!.size < 15e6, `tarball is ${info!.size} bytes`);
-    for (const f of ['models/fashion-mnist/model.safetensors', 'dist/src/index.js', 'dist/src/index.d.ts', 'dist/src/cli/main.js', 'native/mnv2.cc', 'native/install.cjs', 'binding.gyp']) {
+    for (const f of ['models/fashion-mnist/model.safetensors', 'dist/src/index.js', 'dist/src/index.d.ts', 'dist/bundle/cli/main.js', 'dist/bundle/cli/loader-worker.js', 'native/mnv2.cc', 'native/install.cjs', 'binding.gyp']) {
       assert.ok(files.includes(f), `${f} missing from the tarball`);
     }
     const unwanted = files.filter((f) => /^(test|dist\/test|dist\/bench|bench|web|src|tools|build)\//.test(f) || f.endsWith('.map'));
@@ -126,6 +135,7 @@ describe('npm pack → npm install in a fresh consumer project', { skip: existsS
     const notice = r.stderr.trim().split('\n');
     assert.equal(notice.length, 1, r.stderr);
     assert.match(notice[0]!, /^mnv2: native engine not built, using ONNX Runtime \(to enable it: install oneDNN .*npm rebuild mobilenetv2-ts/);
+    await binPredicts(image, 'ort');
   });
 
   it('npm rebuild mobilenetv2-ts builds the native engine, which then serves by default', { skip: existsSync(DNNL) ? false : `${DNNL} absent (libdnnl-dev)` }, async (t: TestContext) => {
@@ -137,6 +147,7 @@ describe('npm pack → npm install in a fresh consumer project', { skip: existsS
     assert.equal(r.stderr, '');
     assert.equal(out.top[0]!.className, expected.className);
     assert.ok(Math.abs(out.top[0]!.probability - expected.probability) < 1e-4);
+    await binPredicts(image, 'native');
     // A second rebuild finds the addon current and does not compile again.
     const again = await npm(['rebuild', 'mobilenetv2-ts', '--foreground-scripts'], consumer);
     assert.doesNotMatch(again.stdout + again.stderr, /gyp info|CXX/);

@@ -9,10 +9,14 @@ import {
   serializeSafetensors,
   writeSafetensors,
   toFloat32,
+  float32View,
   float32ToFloat16,
   type TensorInfo,
   type WritableTensor,
 } from '../src/io/safetensors.js';
+
+import { loadModelFile } from '../src/io/weights.js';
+import { BUNDLED_MODEL } from '../src/api/spec.js';
 
 const SRC = 'model.safetensors';
 
@@ -465,4 +469,33 @@ test('writeSafetensors / readSafetensors: atomic write, no temp files, overwrite
   } finally {
     fs.rmSync(dir, { recursive: true, force: true });
   }
+});
+
+test('float32View: aligned F32 bytes are a view into the file, anything else a converted copy', () => {
+  const a = Float32Array.of(1.5, -2, 3.25);
+  const buf = serializeSafetensors({ a: { dtype: 'F32', shape: [3], data: a }, h: { dtype: 'F16', shape: [2], data: float32ToFloat16(Float32Array.of(0.5, 2)) } });
+  const f = parseSafetensors(buf, SRC);
+  const v = float32View(f.tensors.get('a')!, 'a', SRC);
+  assert.equal(v.buffer, buf.buffer); // no copy: the header padding keeps the data section 8-byte aligned
+  assert.deepEqual([...v], [1.5, -2, 3.25]);
+  const h = float32View(f.tensors.get('h')!, 'h', SRC);
+  assert.notEqual(h.buffer, buf.buffer);
+  assert.deepEqual([...h], [0.5, 2]);
+  // The same bytes one byte off a 4-byte boundary: copied, same values.
+  const shifted = new Uint8Array(buf.length + 1);
+  shifted.set(buf, 1);
+  const u = float32View(parseSafetensors(shifted.subarray(1), SRC).tensors.get('a')!, 'a', SRC);
+  assert.notEqual(u.buffer, shifted.buffer);
+  assert.deepEqual([...u], [1.5, -2, 3.25]);
+});
+
+test('loadModelFile reads the bundled model without copying its float32 tensors: each is a view into the one file buffer', () => {
+  const m = loadModelFile(BUNDLED_MODEL);
+  const f32 = [...readSafetensors(BUNDLED_MODEL).tensors].filter(([, t]) => t.dtype === 'F32').map(([name]) => name);
+  const buffers = new Set(f32.map((name) => (m.weights.get(name) ?? m.extra.get(name))!.buffer));
+  assert.equal(f32.length, 287);
+  assert.equal(buffers.size, 1);
+  assert.equal([...buffers][0]!.byteLength, fs.statSync(BUNDLED_MODEL).size);
+  // num_batches_tracked is int64 in the file: converted into arrays of their own.
+  assert.ok([...m.weights].filter(([k]) => k.endsWith('num_batches_tracked')).every(([, w]) => !buffers.has(w.buffer)));
 });

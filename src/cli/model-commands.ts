@@ -1,11 +1,8 @@
-/** `mnv2 summary | infer | export onnx | predict`: thin wrappers over the library. */
+/** `mnv2 infer | export onnx | predict`: thin wrappers over the library (`mnv2 summary`: summary-command.ts). */
 import { existsSync } from 'node:fs';
 import { writeFileAtomic } from '../util/atomic-write.js';
 import { Command, Option } from 'commander';
-import type { BaseConfig } from '../model/family.js';
-import { archConfig, archNames, buildModel, resolveArch } from '../model/registry.js';
-import { SHORTCUTS, shortcutOverride, type ShortcutKind } from '../model/config.js';
-import { formatSummary, summarize } from '../model/summary.js';
+import { buildModel } from '../model/registry.js';
 import { initWeights } from '../model/weights.js';
 import { loadModelFile, type LoadedWeights } from '../io/weights.js';
 import { readSafetensors, toFloat32, writeSafetensors } from '../io/safetensors.js';
@@ -18,47 +15,18 @@ import { loadImages, PRESET_NAMES } from '../data/preprocess.js';
 import { LABEL_SET_NAMES, type LabelSetName } from '../data/labels.js';
 import { exportMetadataOf } from '../io/metadata.js';
 import { BUNDLED_MODEL, inputSpec } from '../api/spec.js';
-import { deprecatedAlias, int, num, SEED, THREADS, TOP, type Range } from './args.js';
+import { deprecatedAlias, int, num, SEED, THREADS, TOP } from './args.js';
+import { archNumbers, archOptions, configFrom, type ArchOpts } from './arch-options.js';
 import { refuseInputAsOutput } from '../util/outputs.js';
+
+// Imported from here by the other command modules.
+export { ALPHA, RESOLUTION, archNumbers, archOptions, shortcutOption, type ArchOpts } from './arch-options.js';
 
 /** The model trained by this project on Fashion-MNIST, used when --weights is not given. */
 export const DEFAULT_MODEL = BUNDLED_MODEL;
 
 // detect-postprocess.ts's modes, here so registering the option does not load the ONNX encoder.
 const DETECT_POSTPROCESS_MODES: readonly DetectPostprocess[] = ['none', 'decode', 'nms'];
-
-export interface ArchOpts {
-  arch?: string;
-  alpha?: string;
-  resolution?: string;
-  classes?: string;
-}
-
-
-export function archOptions(cmd: Command): Command {
-  return cmd
-    .addOption(new Option('--arch <arch>', 'architecture: a model family or one of its variants').choices(archNames()))
-    .option('--alpha <alpha>', 'width multiplier')
-    .option('--resolution <px>', 'input resolution (imagenet: a multiple of 32)')
-    .option('--classes <n>', 'number of classes');
-}
-
-/** --shortcut: MobileNetV2's shortcut placement (the paper's Figure 6b ablation). */
-export const shortcutOption = (): Option =>
-  new Option('--shortcut <kind>', 'MobileNetV2 shortcuts: between bottlenecks (the paper\'s), between expansion layers, or none').choices([...SHORTCUTS]);
-
-export const ALPHA: Range = { above: 0, max: 10 };
-export const RESOLUTION: Range = { min: 1, max: 4096 };
-export const CLASSES: Range = { min: 1, max: 1_000_000 };
-
-/** --alpha, --resolution, --classes, range-checked. */
-export function archNumbers(o: ArchOpts): { alpha?: number; resolution?: number; numClasses?: number } {
-  return { alpha: num(o.alpha, '--alpha', ALPHA), resolution: int(o.resolution, '--resolution', RESOLUTION), numClasses: int(o.classes, '--classes', CLASSES) };
-}
-
-export function configFrom(o: ArchOpts, fallback = 'imagenet'): BaseConfig {
-  return archConfig(o.arch ?? fallback, archNumbers(o));
-}
 
 /** Weights from --weights (with --arch etc. for a PyTorch state dict), or the built-in default model. */
 export function loadModel(o: ArchOpts & { weights?: string }, allowDefault: boolean): LoadedWeights {
@@ -80,15 +48,6 @@ export function engineOption(cmd: Command, fallback?: EngineName): Command {
 }
 
 export function registerModelCommands(program: Command): void {
-  archOptions(program.command('summary').description('per-layer table: input, operator, t, c, n, s, output, params, MACs'))
-    .addOption(shortcutOption())
-    .option('--json', 'print JSON')
-    .action((o: ArchOpts & { json?: boolean; shortcut?: ShortcutKind }) => {
-      const arch = o.arch ?? 'imagenet';
-      const s = summarize(buildModel(archConfig(arch, { ...archNumbers(o), ...shortcutOverride(resolveArch(arch).family.name, arch, o.shortcut) })));
-      console.log(o.json ? JSON.stringify(s, null, 2) : formatSummary(s));
-    });
-
   engineOption(archOptions(program.command('infer').description('run a batch stored as a tensor (key "input", NCHW float32) and write "logits"')))
     .requiredOption('--weights <file>', 'weights: .safetensors, .pth or a catalogue name (mnv2 weights list)')
     .requiredOption('--input <file>', 'input tensor file (.safetensors)')

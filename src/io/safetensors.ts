@@ -244,6 +244,18 @@ export function halfBitsToNumber(h: number): number {
 }
 
 /**
+ * {@link toFloat32} without the copy where none is needed: little-endian F32 bytes at a 4-byte-aligned offset
+ * (the data section of a file written with the usual 8-byte header padding) come back as a view into them, so
+ * a model file is not copied once more on load. The view shares the file buffer's memory; any other tensor is
+ * converted into a new array.
+ */
+export function float32View(t: TensorInfo, name: string, source: string): Float32Array {
+  const b = t.bytes;
+  if (t.dtype !== 'F32' || !LITTLE_ENDIAN_HOST || b.byteOffset % 4 !== 0 || elementCount(t.shape) * 4n !== BigInt(b.length)) return toFloat32(t, name, source);
+  return new Float32Array(b.buffer, b.byteOffset, b.length / 4);
+}
+
+/**
  * Converts a tensor of any supported dtype to a new Float32Array (a copy). Works for byte views at any
  * alignment. I64 values beyond 2^53 lose precision, as any float32 conversion must; BOOL maps nonzero to 1.
  */

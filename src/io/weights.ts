@@ -4,7 +4,7 @@
  * dict (a .pth read directly, or a .safetensors converted from one) is recognised by its parameter names, with the arch (and
  * alpha) from the caller when the names do not tell.
  */
-import { toFloat32, writeSafetensors, type WritableTensor } from './safetensors.js';
+import { float32View, writeSafetensors, type WritableTensor } from './safetensors.js';
 import { readTensorFile } from './tensor-file.js';
 import { carriedInfo, decodeModelInfo, encodeModelInfo, CONFIG_KEY, type ModelInfo } from './metadata.js';
 import type { BaseConfig } from '../model/family.js';
@@ -17,6 +17,7 @@ import { fail } from '../util/errors.js';
 
 export interface LoadedWeights<C extends BaseConfig = BaseConfig> {
   graph: Graph<C>;
+  /** Float32 tensors of a safetensors file are views into the bytes read (one buffer per load, no copy). */
   weights: StateDict;
   /** Tensors in the file that are not model weights (e.g. `optim.*` in training checkpoints). */
   extra: Map<string, Float32Array>;
@@ -52,7 +53,7 @@ export function loadModelFile(path: string, hint: ArchHint = {}): LoadedWeights 
   const weights: StateDict = new Map();
   const extra = new Map<string, Float32Array>();
   for (const [name, t] of file.tensors) {
-    const data = toFloat32(t, name, path);
+    const data = float32View(t, name, path);
     (expected.has(name) ? weights : extra).set(name, data);
   }
   // Unknown non-weight tensors are allowed only under the checkpoint prefixes.
