@@ -11,9 +11,7 @@ import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFile
 import os from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
-import { archConfig, buildModel } from '../src/model/registry.js';
-import { initWeights } from '../src/model/weights.js';
-import { saveWeights } from '../src/io/weights.js';
+import { saveTinyDetector } from './helpers/random-model.js';
 import { FASHION_DETECT_DEFAULTS, makeFashionDetect } from '../src/detect/fashion-detect.js';
 import { FASHION_MNIST_DIR } from '../src/data/idx.js';
 import { iou } from '../src/detect/boxes.js';
@@ -89,9 +87,8 @@ interface EvalJson {
 test('fashion-detect (16 train, 8 test), a random tiny SSDLite: quantize --eval = eval --task detect of each ONNX file; native eval = ORT eval', { skip: fdSkip }, async (t) => {
   const dir = path.join(tmp, 'fd');
   await makeFashionDetect(path.join(dir, 'data'), { ...FASHION_DETECT_DEFAULTS, train: 16, val: 0, test: 8 });
-  const g = buildModel(archConfig('ssdlite', { resolution: 129, numClasses: 10, alpha: 0.35 }));
   const weights = path.join(dir, 'tiny.safetensors');
-  saveWeights(weights, g, initWeights(g, 3));
+  saveTinyDetector(weights);
   const fp32 = path.join(dir, 'tiny.onnx');
   const int8 = path.join(dir, 'tiny.int8.onnx');
   await mnv2('export', 'onnx', '--weights', weights, '--out', fp32);

@@ -16,9 +16,7 @@ import { cocoEvaluate, type CocoDetection } from '../src/detect/coco-eval.js';
 import type { Detection } from '../src/detect/ssdlite-detector.js';
 import { FASHION_DETECT_DEFAULTS, makeFashionDetect } from '../src/detect/fashion-detect.js';
 import { FASHION_MNIST_DIR } from '../src/data/idx.js';
-import { archConfig, buildModel } from '../src/model/registry.js';
-import { initWeights } from '../src/model/weights.js';
-import { saveWeights } from '../src/io/weights.js';
+import { saveTinyDetector } from './helpers/random-model.js';
 import { CLI } from './helpers/imagenet-photos.js';
 
 const box = (b: [number, number, number, number], label: number) => ({ box: b, label, area: (b[2] - b[0]) * (b[3] - b[1]), iscrowd: false, difficult: false });
@@ -82,9 +80,8 @@ test('mnv2 eval --task detect: 12 numbers printed; --coco-json re-scores to the 
   const dir = mkdtempSync(path.join(os.tmpdir(), 'eval-detect-'));
   try {
     await makeFashionDetect(path.join(dir, 'fd'), { ...FASHION_DETECT_DEFAULTS, train: 0, val: 0, test: 6 });
-    const g = buildModel(archConfig('ssdlite', { resolution: 129, numClasses: 10, alpha: 0.35 }));
     const weights = path.join(dir, 'tiny.safetensors');
-    saveWeights(weights, g, initWeights(g, 3));
+    saveTinyDetector(weights);
     const dets = path.join(dir, 'dets.json');
     const png = path.join(dir, 'pr.png');
     const base = ['eval', '--task', 'detect', '--weights', weights, '--dataset', path.join(dir, 'fd'), '--split', 'test'];

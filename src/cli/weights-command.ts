@@ -1,4 +1,4 @@
-/** `mnv2 weights list | fetch NAME`, and `--weights NAME` for every command that takes a weights file. */
+/** `mnv2 weights list | fetch NAME` (main.ts resolves `--weights NAME` for every command that takes a weights file). */
 import { existsSync } from 'node:fs';
 import type { Command } from 'commander';
 import { WEIGHTS_CATALOG } from '../weights/catalog.js';
@@ -37,12 +37,4 @@ export function registerWeightsCommands(program: Command): void {
         bar.stop();
       }
     });
-
-  // --weights NAME (not an existing file) → the catalogue's model file, downloaded and imported once
-  program.hook('preAction', async (_root, action) => {
-    const value = action.getOptionValue('weights') as unknown;
-    if (typeof value === 'string' && !existsSync(value) && WEIGHTS_CATALOG.some((e) => e.name === value)) {
-      action.setOptionValue('weights', await resolveWeights(value));
-    }
-  });
 }

@@ -2,6 +2,8 @@
 import { numel, type Graph } from '../../src/model/graph.js';
 import { initWeights, type StateDict } from '../../src/model/weights.js';
 import { Rng } from '../../src/util/rng.js';
+import { archConfig, buildModel } from '../../src/model/registry.js';
+import { saveWeights } from '../../src/io/weights.js';
 
 /** Random weights with non-trivial BN statistics and affine parameters, so folding matters. */
 export function randomWeights(graph: Graph, seed: number): StateDict {
@@ -29,4 +31,10 @@ export function randomInput(graph: Graph, batch: number, seed: number): Float32A
   const x = new Float32Array(batch * numel(graph.inputShape));
   for (let i = 0; i < x.length; i++) x[i] = rng.normal();
   return x;
+}
+
+/** A tiny SSDLite for fashion-detect sets (α 0.35, 129 px, 10 classes, seeded init) saved at `file`. */
+export function saveTinyDetector(file: string, seed = 3): void {
+  const g = buildModel(archConfig('ssdlite', { resolution: 129, numClasses: 10, alpha: 0.35 }));
+  saveWeights(file, g, initWeights(g, seed));
 }
