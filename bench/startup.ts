@@ -11,7 +11,7 @@
 // Writes its table to --out between <!-- startup:begin --> and <!-- startup:end -->.
 import { spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { cpus, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import sharp from 'sharp';
@@ -102,7 +102,10 @@ export function startupSection(rows: readonly StartupRow[], loadBefore: string, 
     `- ${new Date().toISOString()}; ${machineLine()} (before: ${loadBefore}); Node ${process.version}.`,
     `- ${rows[0]!.wallMs.length} interleaved runs of each after warm-up runs; \`mnv2 predict\` classifies one 28×28 PNG with the bundled model.` +
       (baseline ? ` Baseline rows: \`${baseline}\`, in the same runs.` : ''),
-    '- **A shared machine** (other engineers\' jobs on the same cores): wall times are inflated and vary run to run; the CPU column and the ratio to the `node -e 0` floor of the same run are less disturbed. Compare rows of one run, not runs of different days.',
+    ...(loadavg()[0]! > 1.5 * cpus().length / 2
+      ? ['- **A shared machine** (load above the core count\'s share): wall times are inflated and vary run to run; the CPU column and the ratio to the `node -e 0` floor of the same run are less disturbed.']
+      : []),
+    '- Compare rows of one run, not runs of different days.',
     '',
     '| workload | wall ms, median | × floor | min–max | interquartile | CPU ms (user+sys), median | target |',
     '|---|---|---|---|---|---|---|',
