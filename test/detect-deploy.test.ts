@@ -119,3 +119,16 @@ test('fashion-detect (16 train, 8 test), a random tiny SSDLite: quantize --eval 
   assert.ok(diff <= 1e-4, `native vs ORT COCO numbers differ by ${diff}`);
   t.diagnostic(`AP float32 ${e32.coco['AP']!.toFixed(5)} int8 ${e8.coco['AP']!.toFixed(5)}; AP50 ${e32.coco['AP50']!.toFixed(5)} / ${e8.coco['AP50']!.toFixed(5)}; native vs ORT max |diff| ${diff}`);
 });
+
+test('quantize --eval scores a detector as eval --task detect does (score > 1e-8): a torchvision-style model, softmax scores all below 0.3', { skip: fdSkip }, async () => {
+  const dir = path.join(tmp, 'fd-tv');
+  await makeFashionDetect(path.join(dir, 'data'), { ...FASHION_DETECT_DEFAULTS, train: 8, val: 0, test: 4 });
+  const weights = path.join(dir, 'tiny-tv.safetensors');
+  saveTinyDetector(weights, 3, 'torchvision');
+  const q = JSON.parse(await mnv2('quantize', weights, '--calib-dataset', path.join(dir, 'data', 'train'), '--calib-images', '4', '--out', path.join(dir, 'q.onnx'), '--eval', '--threads', '2', '--json')) as {
+    eval: { coco: Record<'float32' | 'int8', Record<string, number>> };
+  };
+  const e = JSON.parse(await mnv2('eval', '--task', 'detect', '--weights', weights, '--data', path.join(dir, 'data'), '--split', 'test', '--threads', '2', '--json')) as EvalJson;
+  assert.equal(e.detections, 400, 'score > 1e-8 keeps 100 per image');
+  assert.deepEqual(q.eval.coco.float32, e.coco);
+});

@@ -4,6 +4,7 @@ import { initWeights, type StateDict } from '../../src/model/weights.js';
 import { Rng } from '../../src/util/rng.js';
 import { archConfig, buildModel } from '../../src/model/registry.js';
 import { saveWeights } from '../../src/io/weights.js';
+import { encodeModelInfo } from '../../src/io/metadata.js';
 
 /** Random weights with non-trivial BN statistics and affine parameters, so folding matters. */
 export function randomWeights(graph: Graph, seed: number): StateDict {
@@ -33,8 +34,8 @@ export function randomInput(graph: Graph, batch: number, seed: number): Float32A
   return x;
 }
 
-/** A tiny SSDLite for fashion-detect sets (α 0.35, 129 px, 10 classes, seeded init) saved at `file`. */
-export function saveTinyDetector(file: string, seed = 3): void {
-  const g = buildModel(archConfig('ssdlite', { resolution: 129, numClasses: 10, alpha: 0.35 }));
-  saveWeights(file, g, initWeights(g, seed));
+/** A tiny SSDLite for fashion-detect sets (α 0.35, 129 px, 10 classes, seeded init) saved at `file`, its config as metadata. */
+export function saveTinyDetector(file: string, seed = 3, ssdStyle: 'tf' | 'torchvision' = 'tf'): void {
+  const g = buildModel(archConfig('ssdlite', { resolution: 129, numClasses: 10, alpha: 0.35, ssdStyle }));
+  saveWeights(file, g, initWeights(g, seed), new Map(), encodeModelInfo({ config: g.config }));
 }
