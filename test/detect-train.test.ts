@@ -50,6 +50,15 @@ function tinyRecipe(over: Partial<TrainRecipe> = {}): TrainRecipe {
 }
 const quiet = { progress: false, log: () => {}, threads: 2, onnx: false, plots: false, evalBatch: 8 } as const;
 
+/** ONNX Runtime on a run's model.safetensors scores the test split as the run's test report says (12 numbers, < 1e-4). */
+async function assertOrtReproduces(runDir: string, coco: Record<string, number>, scoreThreshold: number): Promise<void> {
+  const { detector } = await openSsdliteFile(join(runDir, 'model.safetensors'));
+  const ds = await loadCocoDetection(join(data, 'test.json'), data);
+  const ort = await evaluateDetector({ numClasses: 10, detect: async (f) => (await detector.detect(f, { scoreThreshold })).detections }, ds);
+  await detector.release();
+  Object.values(coco).forEach((v, i) => assert.ok(Math.abs(v - ort.coco.stats[i]!) < 1e-4, `stat ${i}: native ${v}, ORT ${ort.coco.stats[i]}`));
+}
+
 test('eval inputs are exactly what mnv2 detect feeds the model; train inputs are seeded, boxes normalized', { skip }, async () => {
   const im = trainSplit.dataset.images[0]!;
   const s = await detectionSample(trainSplit, 0, R);
@@ -120,12 +129,8 @@ test('a detection run writes per-epoch COCO AP metrics; its test report equals O
   for (const [k, v] of best) assert.deepEqual(model.weights.get(k), v, k);
   assert.equal(Number(model.metadata['mnv2.test_AP']), rep.coco['AP']);
   // ONNX Runtime on the model file, as `mnv2 eval --task detect --score 0` runs it: the same 12 numbers.
-  const { detector } = await openSsdliteFile(join(straightDir, 'model.safetensors'));
-  const ds = await loadCocoDetection(join(data, 'test.json'), data);
-  const ort = await evaluateDetector({ numClasses: 10, detect: async (f) => (await detector.detect(f, { scoreThreshold: 0 })).detections }, ds);
-  await detector.release();
   assert.ok(r.test!.detections.length > 0);
-  Object.values(rep.coco).forEach((v, i) => assert.ok(Math.abs(v - ort.coco.stats[i]!) < 1e-4, `stat ${i}: native ${v}, ORT ${ort.coco.stats[i]}`));
+  await assertOrtReproduces(straightDir, rep.coco, 0);
 });
 
 test('resume: stopped mid-epoch and at an epoch end, then resumed, ends bitwise equal to the straight run', { skip }, async () => {
@@ -226,11 +231,7 @@ test('a torchvision-style run (softmax, dx-dy codes): its model file records the
   const model = loadModelFile(join(dir, 'model.safetensors'));
   assert.equal((model.graph.config as { ssdStyle?: string }).ssdStyle, 'torchvision');
   const rep = JSON.parse(readFileSync(join(dir, 'test-eval.json'), 'utf8')) as { coco: Record<string, number> };
-  const { detector } = await openSsdliteFile(join(dir, 'model.safetensors'));
-  const ds = await loadCocoDetection(join(data, 'test.json'), data);
-  // torchvision's score threshold (0.001), as the training evaluation decodes.
-  const ort = await evaluateDetector({ numClasses: 10, detect: async (f) => (await detector.detect(f, { scoreThreshold: 0.001 })).detections }, ds);
-  await detector.release();
   assert.ok(r.test!.detections.length > 0);
-  Object.values(rep.coco).forEach((v, i) => assert.ok(Math.abs(v - ort.coco.stats[i]!) < 1e-4, `stat ${i}: native ${v}, ORT ${ort.coco.stats[i]}`));
+  // torchvision's score threshold (0.001), as the training evaluation decodes.
+  await assertOrtReproduces(dir, rep.coco, 0.001);
 });

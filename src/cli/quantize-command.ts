@@ -83,7 +83,7 @@ async function evalDetectors(models: readonly (readonly [string, Uint8Array])[],
     try {
       const options = detectOptionsOf({ metadata: onnxProps(decodeOnnx(bytes, name)), info }, name);
       // eval --task detect's defaults (before: detect's drawing threshold 0.3, which cut AP50 0.396 to 0.225 on a trained model)
-      const r = await evaluateDetector(det.imageDetector({ ...options, scoreThreshold: SSDLITE_NMS.scoreThreshold, maxDetections: 100 }), ds);
+      const r = await evaluateDetector(det.imageDetector({ ...options, scoreThreshold: SSDLITE_NMS.scoreThreshold, maxDetections: SSDLITE_NMS.maxTotal }), ds);
       coco[name] = Object.fromEntries(COCO_STAT_NAMES.map((k, i) => [k, r.coco.stats[i]!]));
     } finally {
       await det.release();
