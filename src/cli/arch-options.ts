@@ -2,7 +2,7 @@
 import { Option, type Command } from 'commander';
 import type { BaseConfig } from '../model/family.js';
 import { archConfig, archNames } from '../model/registry.js';
-import { SHORTCUTS } from '../model/config.js';
+import { SHORTCUTS, type Ablation, type ActivationKind, type ShortcutKind } from '../model/config.js';
 import { int, num, type Range } from './args.js';
 
 export interface ArchOpts {
@@ -21,9 +21,23 @@ export function archOptions(cmd: Command): Command {
     .option('--classes <n>', 'number of classes');
 }
 
-/** --shortcut: MobileNetV2's shortcut placement (the paper's Figure 6b ablation). */
-export const shortcutOption = (): Option =>
-  new Option('--shortcut <kind>', 'MobileNetV2 shortcuts: between bottlenecks (the paper\'s), between expansion layers, or none').choices([...SHORTCUTS]);
+export interface AblationOpts {
+  shortcut?: ShortcutKind;
+  activation?: ActivationKind;
+  nonlinearBottleneck?: boolean;
+}
+
+/** --shortcut, --activation and --nonlinear-bottleneck: the paper's ablation switches (Figure 6). */
+export function ablationOptions(cmd: Command): Command {
+  return cmd
+    .addOption(new Option('--shortcut <kind>', 'MobileNetV2 shortcuts: between bottlenecks (the paper\'s), between expansion layers, or none').choices([...SHORTCUTS]))
+    .addOption(new Option('--activation <kind>', 'MobileNetV2/V1 activation (default relu6, the paper\'s)').choices(['relu6', 'relu']))
+    .option('--nonlinear-bottleneck', 'MobileNetV2: the activation after the project conv too (Figure 6a\'s non-linear bottleneck)');
+}
+
+export function ablationFlags(o: AblationOpts): Ablation {
+  return { shortcut: o.shortcut, activation: o.activation, linearBottleneck: o.nonlinearBottleneck ? false : undefined };
+}
 
 export const ALPHA: Range = { above: 0, max: 10 };
 export const RESOLUTION: Range = { min: 1, max: 4096 };

@@ -59,9 +59,10 @@ async function loaderStep(batch: number): Promise<() => Promise<void>> {
 
 /** Warm-up then `steps` timed steps; the median step time gives img/s. */
 export async function bench(workload: Workload, engine: EngineName, batch: number, steps: number, warmup: number, threads?: number, weightsFile?: string): Promise<BenchResult> {
-  const graph = workload === 'infer-224' ? mobilenetV2('imagenet') : mobilenetV2('seed-cifar');
-  // The engines check the names and shapes against the workload's graph.
-  const weights: StateDict = weightsFile ? loadModelFile(weightsFile).weights : initWeights(graph, 0);
+  // A weights file brings its own model (any family); the engines check names and shapes against it.
+  const file = weightsFile ? loadModelFile(weightsFile) : undefined;
+  const graph = file?.graph ?? (workload === 'infer-224' ? mobilenetV2('imagenet') : mobilenetV2('seed-cifar'));
+  const weights: StateDict = file?.weights ?? initWeights(graph, 0);
   const rng = new Rng(1);
   const x = Float32Array.from({ length: batch * 3 * graph.config.resolution ** 2 }, () => rng.normal());
   let step: () => Promise<void>;
@@ -130,7 +131,7 @@ export function registerBenchCommand(program: Command): void {
     .option('--steps <n>', 'timed steps', '5')
     .option('--warmup <n>', 'untimed steps first', '2')
     .option('--threads <n>', 'threads (default: all cores)')
-    .option('--weights <file>', "trained weights of the workload's model (default: random init, seed 0)")
+    .option('--weights <file>', "a model file: time its own model (any family) with its weights (default: the workload's model, random init, seed 0)")
     .option('--json', 'print one JSON line')
     .action(async (o: { workload: Workload; engine: EngineName; batch?: string; steps: string; warmup: string; threads?: string; weights?: string; json?: boolean }) => {
       const batch = int(o.batch, '--batch', BATCH) ?? (o.workload === 'infer-224' ? 1 : 128);

@@ -26,6 +26,7 @@ export const COMMAND_MODULES: readonly CommandModule[] = [
   { names: ['data', 'detect'], load: async () => (await import('./detect-data-commands.js')).registerDetectDataCommands },
   { names: ['detect'], load: async () => (await import('./detect-command.js')).registerDetectCommand },
   { names: ['diagnose'], load: async () => (await import('./diagnose-command.js')).registerDiagnoseCommand },
+  { names: ['experiment'], load: async () => (await import('./experiment-command.js')).registerExperimentCommand },
 ];
 
 /**

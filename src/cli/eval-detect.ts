@@ -39,7 +39,7 @@ export interface EvalDetectOpts {
 export function detectEvalOptions(cmd: Command): Command {
   return cmd
     .addOption(new Option('--task <task>', 'classify (top-1/top-5) or detect (COCO AP of an SSDLite model; ONNX Runtime unless --engine native)').choices(['classify', 'detect']).default('classify'))
-    .option('--onnx <file>', 'detect: an ONNX export of a detector (mnv2 export onnx, or mnv2 quantize\'s int8 file) instead of --weights; ONNX Runtime')
+    .option('--onnx <file>', 'an ONNX file (mnv2 export onnx: float32 or --fp16; mnv2 quantize or train --qat: int8) instead of --weights; ONNX Runtime')
     .option('--images <dir>', "detect: image folder of a COCO JSON (default: the JSON's folder)")
     .addOption(new Option('--metric <m>', 'detect: coco (the 12 COCOeval numbers) or voc (also Pascal VOC AP50)').choices(['coco', 'voc']).default('coco'))
     .addOption(new Option('--category-map <m>', 'detect: model class k is the dataset\'s k-th category (index) or category id k (id, TF COCO models)').choices(['auto', 'index', 'id']).default('auto'))

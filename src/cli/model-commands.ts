@@ -20,7 +20,7 @@ import { archNumbers, archOptions, configFrom, type ArchOpts } from './arch-opti
 import { refuseInputAsOutput } from '../util/outputs.js';
 
 // Imported from here by the other command modules.
-export { ALPHA, RESOLUTION, archNumbers, archOptions, shortcutOption, type ArchOpts } from './arch-options.js';
+export { ALPHA, RESOLUTION, archNumbers, archOptions, type ArchOpts } from './arch-options.js';
 
 /** The model trained by this project on Fashion-MNIST, used when --weights is not given. */
 export const DEFAULT_MODEL = BUNDLED_MODEL;

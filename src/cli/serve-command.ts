@@ -2,10 +2,9 @@
  * Serving: `mnv2 serve`, the HTTP inference server (src/serve) on a weights file, an ONNX file or the bundled
  * model, and `mnv2 export triton`, a model repository for NVIDIA Triton Inference Server.
  */
-import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { Option, type Command } from 'commander';
-import { createClassifier, ortClassifier, type Classifier, type EngineName } from '../engine/classifier.js';
+import { createClassifier, onnxFileClassifier, type Classifier, type EngineName } from '../engine/classifier.js';
 import { LABEL_SET_NAMES, type LabelSetName } from '../data/labels.js';
 import { PRESET_NAMES } from '../data/preprocess.js';
 import { descriptiveInfo, type ModelInfo } from '../io/metadata.js';
@@ -54,16 +53,7 @@ async function openModel(o: ServeOpts, threads: number | undefined): Promise<Ope
   if (o.onnx) {
     if (o.weights) throw new Error('give either --weights or --onnx, not both');
     if (o.engine !== 'ort') throw new Error('--onnx runs on ONNX Runtime: use --engine ort (the default), or --weights for the native engine');
-    let bytes: Uint8Array;
-    try {
-      bytes = readFileSync(o.onnx);
-    } catch (e) {
-      throw new Error(`${o.onnx}: ${(e as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such file' : (e as Error).message}`);
-    }
-    const { readOnnxInfo } = await import('../engine/onnx/export.js');
-    const info = readOnnxInfo(bytes, o.onnx);
-    if (info.config.family === SSDLITE) throw new Error(`${o.onnx}: an SSDLite detector; serve it with --weights (its model file)`);
-    return { classifier: await ortClassifier(bytes, threads), info, name: path.basename(o.onnx) };
+    return { ...(await onnxFileClassifier(o.onnx, threads, 'serve it with --weights (its model file)')), name: path.basename(o.onnx) };
   }
   const m = loadModel(o, true);
   const name = o.weights ? path.basename(o.weights) : 'fashion-mnist (bundled)';

@@ -4,14 +4,16 @@
  */
 import { Command, Option } from 'commander';
 import { archNames } from '../model/registry.js';
-import { createClassifier, type EngineName } from '../engine/classifier.js';
+import { createClassifier, onnxFileClassifier, type Classifier, type EngineName } from '../engine/classifier.js';
+import type { LoadedWeights } from '../io/weights.js';
+import type { ModelInfo } from '../io/metadata.js';
 import { PRESET_NAMES as IMAGE_PRESETS } from '../data/preprocess.js';
 import { LABEL_SET_NAMES, labelsFor, type LabelSetName } from '../data/labels.js';
 import { archOptions, engineOption, loadModel, type ArchOpts } from './model-commands.js';
 import type { DatasetName } from '../data/fetch.js';
 import { BATCH, COUNT_OR_ALL, deprecatedAlias, int, num, SEED, THREADS, type Range } from './args.js';
-import { ALPHA, RESOLUTION, shortcutOption } from './model-commands.js';
-import type { ShortcutKind } from '../model/config.js';
+import { ALPHA, RESOLUTION } from './model-commands.js';
+import { ablationFlags, ablationOptions, type AblationOpts } from './arch-options.js';
 import { refuseInputAsOutput } from '../util/outputs.js';
 import { DETECT_AUGMENTS, PRESET_NAMES, resolvePreset, type DetectAugment, type PresetName, type QatRecipe, type TrainRecipe } from '../train/presets.js';
 import { loadCheckpoint } from '../train/checkpoint.js';
@@ -20,7 +22,7 @@ import type { TrainOptions } from '../train/loop.js';
 import { detectEvalOptions, evalDetect, type EvalDetectOpts } from './eval-detect.js';
 
 
-interface TrainFlags {
+interface TrainFlags extends AblationOpts {
   recipe: PresetName;
   full?: boolean;
   dataset?: string;
@@ -29,7 +31,6 @@ interface TrainFlags {
   alpha?: string;
   resolution?: string;
   dropout?: string;
-  shortcut?: ShortcutKind;
   epochs?: string;
   batch?: string;
   optimizer?: 'sgd' | 'rmsprop';
@@ -92,7 +93,7 @@ export function recipeFromFlags(o: TrainFlags): TrainRecipe {
   const nonNegative: Range = { min: 0, max: 1e6 };
   return resolvePreset(o.recipe, {
     dataset, dataDir,
-    arch: o.arch, alpha: num(o.alpha, '--alpha', ALPHA), resolution: int(o.resolution, '--resolution', RESOLUTION), dropout: num(o.dropout, '--dropout', { min: 0, max: 0.99 }), shortcut: o.shortcut,
+    arch: o.arch, alpha: num(o.alpha, '--alpha', ALPHA), resolution: int(o.resolution, '--resolution', RESOLUTION), dropout: num(o.dropout, '--dropout', { min: 0, max: 0.99 }), ...ablationFlags(o),
     epochs: int(o.epochs, '--epochs', EPOCHS), batch: int(o.batch, '--batch', BATCH),
     optimizer: o.optimizer, lr: num(o.lr, '--lr', positive), momentum: num(o.momentum, '--momentum', unit), nesterov: o.nesterov,
     weightDecay: num(o.wd, '--wd', nonNegative), noDecayBnBias: o.noDecayBnBias,
@@ -133,9 +134,9 @@ const DEFAULT_FETCH_DIR: Record<DatasetName, string> = { 'fashion-mnist': 'data/
 
 export function registerTrainCommands(program: Command): void {
   // ---- train ----
-  deprecatedAlias(program
+  deprecatedAlias(ablationOptions(program
     .command('train')
-    .description('train (or fine-tune) a model with a recipe; every recipe value can be overridden'), 'preset', 'recipe', PRESET_NAMES)
+    .description('train (or fine-tune) a model with a recipe; every recipe value can be overridden')), 'preset', 'recipe', PRESET_NAMES)
     .addOption(new Option('--recipe <name>', 'training recipe').choices([...PRESET_NAMES]).default('fashion-mnist'))
     .option('--full', 'fashion-mnist: the full-length recipe (all 60k images, 40 epochs) instead of the ~10-minute default')
     .option('--dataset <name|dir>', 'fashion-mnist, cifar10, or an image folder (class subfolders, or train/ + val/)')
@@ -144,7 +145,6 @@ export function registerTrainCommands(program: Command): void {
     .option('--alpha <a>', 'width multiplier')
     .option('--resolution <px>', 'input resolution (imagenet arch)')
     .option('--dropout <p>', 'dropout before the classifier')
-    .addOption(shortcutOption())
     .option('--epochs <n>', 'epochs (with --resume: extend the run to this many epochs)')
     .option('--batch <n>', 'batch size')
     .addOption(new Option('--optimizer <name>', 'optimizer').choices(['sgd', 'rmsprop']))
@@ -222,20 +222,21 @@ export function registerTrainCommands(program: Command): void {
     } & Omit<EvalDetectOpts, 'engine' | 'split'> & { task: 'classify' | 'detect' }) => {
       if (o.task === 'detect') return evalDetect(o);
       if (!o.dataset) throw new Error("eval: --dataset is required (fashion-mnist, cifar10 or an image folder)");
-      if (o.onnx) throw new Error('eval: --onnx is for --task detect; a classifier\'s ONNX file: mnv2 quantize --eval, or serve --onnx');
+      if (o.onnx && o.weights) throw new Error('eval: give either --weights or --onnx, not both');
+      if (o.onnx && o.engine === 'native') throw new Error('eval: --onnx runs on ONNX Runtime; use --weights for the native engine');
       const limit = int(o.limit, '--limit', COUNT_OR_ALL) ?? 0;
       const seed = int(o.seed, '--seed', SEED)!;
       const threads = int(o.threads, '--threads', THREADS);
       const batch = int(o.batch, '--batch', BATCH);
       refuseInputAsOutput({ path: o.confusion, flag: '--confusion' }, [{ path: o.weights, flag: '--weights' }]);
-      const m = loadModel(o, true);
+      const m = o.onnx ? await onnxFileClassifier(o.onnx, threads, 'evaluate it with --task detect') : await modelClassifier(loadModel(o, true), o.engine, threads);
       const [{ limitDataset, openDataset }, { formatDuration, progressBar }, { evaluate, evalToJSON, formatEvalReport, writeConfusionPng }] =
         await Promise.all([import('../data/open.js'), import('../train/progress.js'), import('../train/metrics.js')]);
-      const src = await openDataset(o.dataset, o.split, { dir: o.data, resolution: m.graph.config.resolution, preprocess: o.preprocess ?? m.info.preprocess });
+      const src = await openDataset(o.dataset, o.split, { dir: o.data, resolution: m.info.config.resolution, preprocess: o.preprocess ?? m.info.preprocess });
       const named = o.labels ? { ...src.dataset, classes: labelsFor(o.labels) } : src.dataset;
       const ds = limitDataset(named, limit, seed);
-      const clf = await createClassifier(m.graph, m.weights, o.engine, threads);
-      const model = { numClasses: m.graph.config.numClasses, predict: (x: Float32Array, n: number) => clf.run(x, n) };
+      const clf = m.classifier;
+      const model = { numClasses: m.info.config.numClasses, predict: (x: Float32Array, n: number) => clf.run(x, n) };
       const pb = progressBar(o.progress && Boolean(process.stderr.isTTY), `evaluating |{bar}| {value}/{total} images | {speed} img/s | ETA {eta_formatted}`);
       pb?.start(ds.count, 0, { speed: '-' });
       const t0 = performance.now();
@@ -255,7 +256,7 @@ export function registerTrainCommands(program: Command): void {
       } else if (o.fullJson) {
         process.stdout.write(`${JSON.stringify({ dataset: ds.name, ...evalToJSON(r) }, null, 2)}\n`);
       } else {
-        console.log(`${o.weights ?? 'the bundled model'} on ${ds.name}, ${clf.engine} engine (${ds.count} images, ${formatDuration(secs)}, ${(ds.count / secs).toFixed(1)} img/s)`);
+        console.log(`${o.onnx ?? o.weights ?? 'the bundled model'} on ${ds.name}, ${clf.engine} engine (${ds.count} images, ${formatDuration(secs)}, ${(ds.count / secs).toFixed(1)} img/s)`);
         console.log(formatEvalReport(r));
         if (o.confusion) console.log(`confusion matrix: ${o.confusion}`);
       }
@@ -298,4 +299,9 @@ export function registerTrainCommands(program: Command): void {
         bar.stop();
       }
     });
+}
+
+/** A classifier from a model file (native engine or ONNX Runtime) with the file's model description. */
+async function modelClassifier(m: LoadedWeights, engine: EngineName | undefined, threads: number | undefined): Promise<{ classifier: Classifier; info: ModelInfo }> {
+  return { classifier: await createClassifier(m.graph, m.weights, engine, threads), info: m.info };
 }

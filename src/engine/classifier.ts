@@ -6,6 +6,8 @@ import { ENABLE_NATIVE, nativeAvailable } from './native/binding.js';
 import type { ProgramCacheStats } from './native/program-cache.js';
 import type { Graph } from '../model/graph.js';
 import type { StateDict } from '../model/weights.js';
+import type { ModelInfo } from '../io/metadata.js';
+import { readFileSync } from 'node:fs';
 
 export type EngineName = 'native' | 'ort';
 
@@ -47,6 +49,23 @@ export async function ortClassifier(model: Uint8Array | string, threads?: number
   const { OrtModel } = await import('./onnx/session.js');
   const m = await OrtModel.create(model, { threads });
   return { engine: 'ort', run: (x, n) => m.run(x, n), release: () => m.release() };
+}
+
+/**
+ * ONNX Runtime on a classifier's ONNX file (`mnv2 export onnx`, or `mnv2 quantize`'s int8), with the model
+ * description its metadata carries; `use` says what to do with a detector instead.
+ */
+export async function onnxFileClassifier(file: string, threads: number | undefined, use: string): Promise<{ classifier: Classifier; info: ModelInfo }> {
+  let bytes: Uint8Array;
+  try {
+    bytes = readFileSync(file);
+  } catch (e) {
+    throw new Error(`${file}: ${(e as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such file' : (e as Error).message}`);
+  }
+  const { readOnnxInfo } = await import('./onnx/export.js');
+  const info = readOnnxInfo(bytes, file);
+  if (info.config.family === 'ssdlite') throw new Error(`${file}: an SSDLite detector; ${use}`);
+  return { classifier: await ortClassifier(bytes, threads), info };
 }
 
 /** Top-k decoding of a classifier's logits (the classification task's). */

@@ -26,11 +26,24 @@ export type { ActivationKind } from './graph.js';
 export const SHORTCUTS = ['bottleneck', 'expansion', 'none'] as const;
 export type ShortcutKind = (typeof SHORTCUTS)[number];
 
-/** `{ shortcut }` as config overrides for an `--arch` of family `family` (only MobileNetV2 has the switch). */
-export function shortcutOverride(family: string, arch: string, shortcut: ShortcutKind | undefined): { shortcut?: ShortcutKind } {
-  if (shortcut === undefined) return {};
-  if (family !== MOBILENETV2) throw new Error(`--shortcut applies to ${MOBILENETV2} (imagenet, seed-cifar), not ${arch}`);
-  return { shortcut };
+/** The paper's ablation switches a recipe or `mnv2 summary` may set (undefined: the family's default). */
+export interface Ablation {
+  /** Fig. 6b: where MobileNetV2's shortcuts go. */
+  shortcut?: ShortcutKind;
+  /** ReLU6 (the paper's) or ReLU, after every non-linear layer; MobileNetV1 too. */
+  activation?: ActivationKind;
+  /** Fig. 6a: false puts the activation after MobileNetV2's project conv too. */
+  linearBottleneck?: boolean;
+}
+
+/** `ablation` as config overrides for an `--arch` of family `family`; a switch the family lacks is an error. */
+export function ablationOverrides(family: string, arch: string, ablation: Ablation): Ablation {
+  const { shortcut, activation, linearBottleneck } = ablation;
+  if (family !== MOBILENETV2) {
+    if (shortcut !== undefined || linearBottleneck !== undefined) throw new Error(`--shortcut and --nonlinear-bottleneck apply to ${MOBILENETV2} (imagenet, seed-cifar), not ${arch}`);
+    if (activation !== undefined && family !== 'mobilenetv1') throw new Error(`--activation applies to ${MOBILENETV2} and mobilenetv1, not ${arch}`);
+  }
+  return definedOnly({ shortcut, activation, linearBottleneck });
 }
 
 /** One Table-2 row: expansion t, output channels c, repeats n, first stride s. */

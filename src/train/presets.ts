@@ -24,7 +24,7 @@
  *
  * Every field can be overridden (see `resolvePreset`).
  */
-import { SHORTCUTS, type ShortcutKind } from '../model/config.js';
+import { SHORTCUTS, type ActivationKind, type ShortcutKind } from '../model/config.js';
 import type { AugmentKind } from '../data/loader.js';
 import type { SsdStyle } from '../detect/postprocess.js';
 import { failFor } from '../util/errors.js';
@@ -61,6 +61,10 @@ export interface TrainRecipe {
   dropout?: number;
   /** MobileNetV2's shortcut placement (Fig. 6b; undefined: the paper's, between bottlenecks). */
   shortcut?: ShortcutKind;
+  /** MobileNetV2/V1 activation (undefined: the family's, ReLU6). */
+  activation?: ActivationKind;
+  /** MobileNetV2's Fig. 6a switch (undefined: linear bottlenecks, the paper's). */
+  linearBottleneck?: boolean;
   epochs: number;
   batch: number;
   optimizer: OptimizerName;
@@ -216,4 +220,6 @@ export function validateRecipe(r: TrainRecipe): void {
     if (r.ema > 0) bad('quantization-aware training does not combine with an EMA of the weights (--ema 0)');
   }
   if (r.shortcut !== undefined && !SHORTCUTS.includes(r.shortcut)) bad(`shortcut must be ${SHORTCUTS.join(', ')}, got ${String(r.shortcut)}`);
+  if (r.activation !== undefined && r.activation !== 'relu' && r.activation !== 'relu6') bad(`activation must be relu or relu6, got ${String(r.activation)}`);
+  if (r.linearBottleneck !== undefined && typeof r.linearBottleneck !== 'boolean') bad(`linearBottleneck must be a boolean, got ${String(r.linearBottleneck)}`);
 }

@@ -7,7 +7,7 @@ import { mkdirSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { LOGITS, type Graph, type LinearNode } from '../model/graph.js';
 import { archConfig, buildModel, familyOf, reconfigure, resolveArch } from '../model/registry.js';
-import { shortcutOverride } from '../model/config.js';
+import { ablationOverrides } from '../model/config.js';
 import type { BaseConfig } from '../model/family.js';
 import { descriptiveInfo, type ModelInfoInput } from '../io/metadata.js';
 import { initWeights, type StateDict } from '../model/weights.js';
@@ -76,7 +76,7 @@ export function replaceClassifier(graph: Graph, weights: StateDict, numClasses: 
 /** The model config a recipe asks for. */
 function recipeConfig(recipe: TrainRecipe, numClasses?: number): BaseConfig {
   const { alpha, resolution, dropout } = recipe;
-  return archConfig(recipe.arch, { alpha, resolution, dropout, numClasses, ...shortcutOverride(resolveArch(recipe.arch).family.name, recipe.arch, recipe.shortcut) });
+  return archConfig(recipe.arch, { alpha, resolution, dropout, numClasses, ...ablationOverrides(resolveArch(recipe.arch).family.name, recipe.arch, { shortcut: recipe.shortcut, activation: recipe.activation, linearBottleneck: recipe.linearBottleneck }) });
 }
 
 /** Resumes the checkpoint `opts.resume` or starts a fresh run; creates the run folder. */
