@@ -7,6 +7,7 @@ import { Command, Option } from 'commander';
 import { mobilenetV2 } from '../model/mobilenetv2.js';
 import { initWeights, type StateDict } from '../model/weights.js';
 import { loadModelFile } from '../io/weights.js';
+import { familyOf } from '../model/registry.js';
 import type { NativeModel } from '../engine/native/model.js';
 import { createClassifier, type EngineName } from '../engine/classifier.js';
 import { SGD, paramRefs } from '../train/optim.js';
@@ -25,6 +26,8 @@ export interface BenchResult {
   engine: EngineName;
   /** The weights file, or 'random init'. */
   weights: string;
+  /** The model timed (the workload's, or the weights file's own). */
+  model: string;
   batch: number;
   steps: number;
   img_per_s: number;
@@ -113,7 +116,7 @@ export async function bench(workload: Workload, engine: EngineName, batch: numbe
   }
   return {
     ...(native ? { implementations, phase_ms: { train_step: median(phases.train_step), optimizer: median(phases.optimizer) } } : {}),
-    workload, engine, weights: weightsFile ?? 'random init', batch, steps,
+    workload, engine, weights: weightsFile ?? 'random init', model: familyOf(graph.config).describe(graph.config), batch, steps,
     img_per_s: (batch * 1000) / ms,
     ms_per_step: ms,
     ...stats,

@@ -38,7 +38,7 @@ export function registerExperimentCommand(program: Command): void {
       const jobs = planJobs(chosen, budget, runs);
       const log = (m: string): void => console.error(`[${new Date().toISOString().slice(11, 19)}] ${m}`);
       if (!o.reportOnly) await runJobs(jobs, { parallel, threads, cli: process.argv[1], log });
-      for (const f of await writeReports(chosen, { budget, runs, out: resolve(o.out), quick: o.quick ?? false, jobs })) console.log(`wrote ${f}`);
+      for (const f of await writeReports(chosen, { budget, runs, out: resolve(o.out), quick: o.quick ?? false })) console.log(`wrote ${f}`);
     });
 }
 

@@ -29,7 +29,7 @@ export const qatDir = (runs: string, v: VariantId, seed: number): string => join
 export const files = {
   fp32: (runs: string, v: VariantId, s: number) => join(runDir(runs, v, s), 'eval-fp32.json'),
   fp16: (runs: string, v: VariantId, s: number) => join(runDir(runs, v, s), 'eval-fp16.json'),
-  ptq: (runs: string, v: VariantId, s: number) => join(runDir(runs, v, s), 'ptq.json'),
+  ptq: (runs: string, v: VariantId, s: number) => join(runDir(runs, v, s), 'eval-int8.json'),
   qat: (runs: string, v: VariantId, s: number) => join(qatDir(runs, v, s), 'eval-int8.json'),
   dead: (runs: string, v: VariantId, s: number) => join(runDir(runs, v, s), 'diagnose.json'),
   deadQat: (runs: string, v: VariantId, s: number) => join(qatDir(runs, v, s), 'diagnose.json'),
@@ -96,15 +96,18 @@ function measureJobs(m: Measure, v: VariantId, seed: number, b: Budget, runs: st
     case 'fp16': {
       const onnx = join(dir, 'model.fp16.onnx');
       const exported = add({ id: id('export-fp16'), argv: ['export', 'onnx', '--weights', model(runs, v, seed), '--fp16', '--out', onnx], threads: false, output: onnx, stdoutToOutput: false, after: [trained], exclusive: false });
-      json('fp16', ['eval', '--onnx', onnx, '--dataset', 'fashion-mnist', ...testLimit(b), '--json', '--no-progress'], files.fp16(runs, v, seed), [exported]);
+      json('fp16', onnxEval(onnx, b), files.fp16(runs, v, seed), [exported]);
       return;
     }
-    case 'ptq': // `mnv2 quantize --eval` scores the whole test split
-      json('ptq', ['quantize', model(runs, v, seed), '--out', join(dir, 'model.int8.onnx'), '--calib-images', String(b.calibImages), '--eval', '--json'], files.ptq(runs, v, seed), [trained]);
+    case 'ptq': {
+      const int8 = join(dir, 'model.int8.onnx');
+      const quantized = add({ id: id('quantize'), argv: ['quantize', model(runs, v, seed), '--out', int8, '--calib-images', String(b.calibImages)], threads: true, output: int8, stdoutToOutput: false, after: [trained], exclusive: false });
+      json('ptq', onnxEval(int8, b), files.ptq(runs, v, seed), [quantized]);
       return;
+    }
     case 'qat': {
       const q = add(qatJob(v, seed, b, runs));
-      json('qat-eval', ['eval', '--onnx', join(qatDir(runs, v, seed), 'model.int8.onnx'), '--dataset', 'fashion-mnist', ...testLimit(b), '--json', '--no-progress'], files.qat(runs, v, seed), [q]);
+      json('qat-eval', onnxEval(join(qatDir(runs, v, seed), 'model.int8.onnx'), b), files.qat(runs, v, seed), [q]);
       if (all.includes('dead')) json('qat-diagnose', diagnoseArgv(qatModel(runs, v, seed), b), files.deadQat(runs, v, seed), [q], false);
       return;
     }
@@ -121,6 +124,11 @@ function measureJobs(m: Measure, v: VariantId, seed: number, b: Budget, runs: st
     case 'cost':
       return;
   }
+}
+
+/** Top-1 of an ONNX file (float16 or int8) on ONNX Runtime, on the same test images as the float32 model. */
+function onnxEval(file: string, b: Budget): string[] {
+  return ['eval', '--onnx', file, '--dataset', 'fashion-mnist', ...testLimit(b), '--json', '--no-progress'];
 }
 
 function diagnoseArgv(weights: string, b: Budget): string[] {

@@ -12,20 +12,22 @@
 /** One model of the comparisons: an architecture and the paper's ablation switches. */
 export interface Variant {
   id: string;
+  /** Short name for tables and charts. */
   label: string;
+  description: string;
   arch: 'seed-cifar' | 'mobilenetv1-cifar';
   flags: readonly string[];
 }
 
 export const VARIANTS = {
   // seed-cifar's own activation is the seed's ReLU: the paper's ReLU6 is asked for explicitly.
-  v2: { id: 'v2', label: 'V2 (linear bottleneck, ReLU6, shortcuts between bottlenecks)', arch: 'seed-cifar', flags: ['--activation', 'relu6'] },
-  'v2-nonlinear': { id: 'v2-nonlinear', label: 'V2, ReLU6 in the bottleneck', arch: 'seed-cifar', flags: ['--activation', 'relu6', '--nonlinear-bottleneck'] },
-  'v2-expansion': { id: 'v2-expansion', label: 'V2, shortcuts between expansion layers', arch: 'seed-cifar', flags: ['--activation', 'relu6', '--shortcut', 'expansion'] },
-  'v2-none': { id: 'v2-none', label: 'V2, no shortcuts', arch: 'seed-cifar', flags: ['--activation', 'relu6', '--shortcut', 'none'] },
-  'v2-relu': { id: 'v2-relu', label: 'V2 with ReLU', arch: 'seed-cifar', flags: ['--activation', 'relu'] },
-  v1: { id: 'v1', label: 'V1 (ReLU6)', arch: 'mobilenetv1-cifar', flags: ['--activation', 'relu6'] },
-  'v1-relu': { id: 'v1-relu', label: 'V1 with ReLU', arch: 'mobilenetv1-cifar', flags: ['--activation', 'relu'] },
+  v2: { id: 'v2', label: 'V2 (paper)', description: "the seed's CIFAR MobileNetV2 with the paper's choices: ReLU6, linear bottlenecks, shortcuts between bottlenecks", arch: 'seed-cifar', flags: ['--activation', 'relu6'] },
+  'v2-nonlinear': { id: 'v2-nonlinear', label: 'V2, ReLU6 bottleneck', description: 'V2 (paper) with ReLU6 after the project conv too (non-linear bottleneck)', arch: 'seed-cifar', flags: ['--activation', 'relu6', '--nonlinear-bottleneck'] },
+  'v2-expansion': { id: 'v2-expansion', label: 'V2, expansion shortcuts', description: 'V2 (paper) with the shortcuts between the expanded layers instead (src/model/config.ts says exactly which)', arch: 'seed-cifar', flags: ['--activation', 'relu6', '--shortcut', 'expansion'] },
+  'v2-none': { id: 'v2-none', label: 'V2, no shortcuts', description: 'V2 (paper) without shortcuts', arch: 'seed-cifar', flags: ['--activation', 'relu6', '--shortcut', 'none'] },
+  'v2-relu': { id: 'v2-relu', label: 'V2, ReLU', description: 'V2 (paper) with ReLU instead of ReLU6 (the seed code\'s choice)', arch: 'seed-cifar', flags: ['--activation', 'relu'] },
+  v1: { id: 'v1', label: 'V1 (ReLU6)', description: 'MobileNetV1 (13 depthwise-separable pairs, BN + ReLU6 after both convs), CIFAR strides like the seed\'s V2', arch: 'mobilenetv1-cifar', flags: ['--activation', 'relu6'] },
+  'v1-relu': { id: 'v1-relu', label: 'V1, ReLU', description: 'V1 with ReLU instead of ReLU6', arch: 'mobilenetv1-cifar', flags: ['--activation', 'relu'] },
 } as const satisfies Record<string, Variant>;
 export type VariantId = keyof typeof VARIANTS;
 

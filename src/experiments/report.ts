@@ -1,6 +1,282 @@
-import type { Budget, ExperimentName } from './plan.js';
-import type { Job } from './jobs.js';
-export interface ReportOptions { budget: Budget; runs: string; out: string; quick: boolean; jobs: readonly Job[] }
-export async function writeReports(_names: readonly ExperimentName[], _o: ReportOptions): Promise<string[]> {
-  throw new Error('reports: not written yet');
+/**
+ * Reports of the experiments: `<out>/<name>/README.md` (the claim, what was measured, a table of mean and range
+ * over seeds, whether each difference is outside the seed range, the exact commands with their wall times, the
+ * budget and the machine), `results.json` with every number, and PNG charts. Read only from the files the jobs
+ * left, so `mnv2 experiment NAME --report-only` rewrites a report without running anything.
+ */
+import { cpus } from 'node:os';
+import { existsSync, mkdirSync, readFileSync } from 'node:fs';
+import { join, relative } from 'node:path';
+import { renderBarChart, writeSvgPng, type BarPanel } from './charts.js';
+import { files, planJobs, type Job } from './jobs.js';
+import { EXPERIMENTS, VARIANTS, type Budget, type Experiment, type ExperimentName, type VariantId } from './plan.js';
+import { formatSeconds, readRecord } from './runner.js';
+import { writeFileAtomic } from '../util/atomic-write.js';
+
+export interface ReportOptions {
+  budget: Budget;
+  runs: string;
+  out: string;
+  quick: boolean;
+}
+
+/** Dead-kernel counts of one model, per conv kind (from `mnv2 diagnose --json`). */
+export interface DeadSummary {
+  depthwise: KernelCounts;
+  pointwise: KernelCounts;
+  /** Channels zero on ≥ the diagnosis' share of the sample, after depthwise / pointwise convs with an activation. */
+  deadChannels: { depthwise: number; pointwise: number; measured: number };
+}
+interface KernelCounts { filters: number; dead: number; below1e2: number; below1e1: number }
+
+/** Everything measured on one variant, one entry per seed (NaN: not measured or missing). */
+export interface VariantResults {
+  id: VariantId;
+  label: string;
+  seeds: number[];
+  fp32: number[];
+  fp16: number[];
+  ptq: number[];
+  qat: number[];
+  dead: (DeadSummary | null)[];
+  deadQat: (DeadSummary | null)[];
+  trainImgPerS: number[];
+  inferImgPerS: number[];
+  trainSeconds: number[];
+  cost: { params: number; macs: number; memory: unknown } | null;
+}
+
+const readJson = <T>(f: string): T | null => (existsSync(f) ? (JSON.parse(readFileSync(f, 'utf8')) as T) : null);
+const top1Of = (f: string): number => readJson<{ top1: number }>(f)?.top1 ?? NaN;
+
+export function deadSummary(d: { layers: { kind: 'depthwise' | 'pointwise'; relativeNorms: number[]; deadKernels: number; deadChannels: number | null; zeroShares: number[] | null }[] }): DeadSummary {
+  const counts = (): KernelCounts => ({ filters: 0, dead: 0, below1e2: 0, below1e1: 0 });
+  const s: DeadSummary = { depthwise: counts(), pointwise: counts(), deadChannels: { depthwise: 0, pointwise: 0, measured: 0 } };
+  for (const l of d.layers) {
+    const c = s[l.kind];
+    c.filters += l.relativeNorms.length;
+    c.dead += l.deadKernels;
+    c.below1e2 += l.relativeNorms.filter((r) => r < 1e-2).length;
+    c.below1e1 += l.relativeNorms.filter((r) => r < 1e-1).length;
+    if (l.zeroShares) {
+      s.deadChannels.measured += l.zeroShares.length;
+      s.deadChannels[l.kind] += l.deadChannels ?? 0;
+    }
+  }
+  return s;
+}
+
+export function collect(v: VariantId, o: ReportOptions, jobs: readonly Job[]): VariantResults {
+  const { runs, budget } = o;
+  const seeds = [...budget.seeds];
+  const per = <T>(f: (s: number) => T): T[] => seeds.map(f);
+  const dead = (f: string): DeadSummary | null => {
+    const d = readJson<Parameters<typeof deadSummary>[0]>(f);
+    return d && deadSummary(d);
+  };
+  const img = (f: string): number => readJson<{ img_per_s: number }>(f)?.img_per_s ?? NaN;
+  const seconds = (s: number): number => {
+    const j = jobs.find((x) => x.id === `${v}-s${s}/train`);
+    return (j && readRecord(j)?.seconds) ?? NaN;
+  };
+  const cost = readJson<{ totals: { params: number; macs: number }; memory?: unknown }>(files.cost(runs, v));
+  return {
+    id: v, label: VARIANTS[v].label, seeds,
+    fp32: per((s) => top1Of(files.fp32(runs, v, s))),
+    fp16: per((s) => top1Of(files.fp16(runs, v, s))),
+    ptq: per((s) => top1Of(files.ptq(runs, v, s))),
+    qat: per((s) => top1Of(files.qat(runs, v, s))),
+    dead: per((s) => dead(files.dead(runs, v, s))),
+    deadQat: per((s) => dead(files.deadQat(runs, v, s))),
+    trainImgPerS: per((s) => img(files.trainSpeed(runs, v, s))),
+    inferImgPerS: per((s) => img(files.infer(runs, v, s))),
+    trainSeconds: per(seconds),
+    cost: cost && { params: cost.totals.params, macs: cost.totals.macs, memory: cost.memory ?? null },
+  };
+}
+
+// ---- numbers as text ----
+
+const finite = (v: readonly number[]): number[] => v.filter(Number.isFinite);
+export const mean = (v: readonly number[]): number => (finite(v).length ? finite(v).reduce((a, b) => a + b, 0) / finite(v).length : NaN);
+const pct = (v: number): string => (Number.isFinite(v) ? `${(100 * v).toFixed(2)} %` : 'n/a');
+/** "mean (min–max)" over seeds. */
+export function spread(v: readonly number[], f: (x: number) => string = pct): string {
+  const x = finite(v);
+  if (!x.length) return 'n/a';
+  return x.length === 1 ? f(x[0]) : `${f(mean(x))} (${f(Math.min(...x))}–${f(Math.max(...x))})`;
+}
+const points = (d: number): string => `${d >= 0 ? '+' : '−'}${Math.abs(100 * d).toFixed(2)} points`;
+
+/**
+ * How `b` compares with `a` over seeds: the difference of means, and whether the seed ranges overlap (with 2
+ * seeds that is all the noise estimate there is, so overlapping ranges are called inside the noise).
+ */
+export function compare(a: readonly number[], b: readonly number[]): { diff: number; overlap: boolean; text: string } {
+  const x = finite(a);
+  const y = finite(b);
+  if (!x.length || !y.length) return { diff: NaN, overlap: true, text: 'not measured' };
+  const diff = mean(y) - mean(x);
+  const overlap = Math.max(...x) >= Math.min(...y) && Math.max(...y) >= Math.min(...x);
+  return { diff, overlap, text: `${points(diff)}, ${overlap ? 'inside the noise (the seed ranges overlap)' : 'outside the seed ranges'}` };
+}
+
+const share = (n: number, d: number): string => (d > 0 ? `${((100 * n) / d).toFixed(2)} %` : 'n/a');
+const sum = (xs: readonly (DeadSummary | null)[], f: (d: DeadSummary) => number): number => xs.reduce((a, d) => a + (d ? f(d) : 0), 0);
+
+// ---- the reports ----
+
+interface Section { table: string; verdicts: string[]; panels: BarPanel[] }
+
+function accuracySection(rs: readonly VariantResults[]): Section {
+  const base = rs[0];
+  const rows = rs.map((r) => `| ${r.label} | ${spread(r.fp32)} | ${r.fp32.map(pct).join(', ')} | ${r === base ? '—' : compare(base.fp32, r.fp32).text} |`);
+  return {
+    table: ['| model | test top-1, mean (range) | per seed | vs the first row |', '|---|---|---|---|', ...rows].join('\n'),
+    verdicts: rs.slice(1).map((r) => `${r.label} vs ${base.label}: ${compare(base.fp32, r.fp32).text}.`),
+    panels: [{ title: 'Fashion-MNIST test top-1', bars: rs.map((r) => ({ label: r.label, values: r.fp32 })), format: pct }],
+  };
+}
+
+function costSection(rs: readonly VariantResults[]): Section {
+  const n = (v: number): string => Math.round(v).toLocaleString('en-US');
+  const mem = (r: VariantResults): string => memoryText(r.cost?.memory);
+  const rows = rs.map((r) => `| ${r.label} | ${r.cost ? n(r.cost.params) : 'n/a'} | ${r.cost ? n(r.cost.macs) : 'n/a'} | ${mem(r)} | ${spread(r.fp32)} | ${spread(r.trainImgPerS, (x) => x.toFixed(0))} | ${spread(r.inferImgPerS, (x) => x.toFixed(0))} | ${spread(r.trainSeconds, formatSeconds)} |`);
+  const [a, b] = rs;
+  const ratio = (f: (r: VariantResults) => number): string => (f(b) / f(a)).toFixed(2);
+  return {
+    table: ['| model | parameters | multiply-adds | peak activation memory | test top-1 | training img/s (bench) | inference img/s (bench) | training wall time |', '|---|---|---|---|---|---|---|---|', ...rows].join('\n'),
+    verdicts: a.cost && b.cost ? [
+      `${b.label} / ${a.label}: parameters ${ratio((r) => r.cost!.params)}×, multiply-adds ${ratio((r) => r.cost!.macs)}×, training speed ${ratio((r) => mean(r.trainImgPerS))}×, inference speed ${ratio((r) => mean(r.inferImgPerS))}×.`,
+      `Top-1, ${b.label} vs ${a.label}: ${compare(a.fp32, b.fp32).text}.`,
+    ] : [],
+    panels: [
+      { title: 'test top-1', bars: rs.map((r) => ({ label: r.label, values: r.fp32 })), format: pct },
+      { title: 'training img/s (1 thread)', bars: rs.map((r) => ({ label: r.label, values: r.trainImgPerS })), fromZero: true },
+      { title: 'inference img/s (1 thread)', bars: rs.map((r) => ({ label: r.label, values: r.inferImgPerS })), fromZero: true },
+    ],
+  };
+}
+
+/** The `memory` entry of `mnv2 summary --json` as one table cell. */
+function memoryText(m: unknown): string {
+  const e = (m as { peak?: { elements?: number } } | null)?.peak?.elements;
+  return typeof e === 'number' ? `${e.toLocaleString('en-US')} values` : 'n/a';
+}
+
+function precisionSection(rs: readonly VariantResults[]): Section {
+  const kinds = [['fp32', 'float32'], ['fp16', 'float16'], ['ptq', 'int8 PTQ'], ['qat', 'int8 QAT']] as const;
+  const rows = rs.map((r) => `| ${r.label} | ${kinds.map(([k]) => spread(r[k])).join(' | ')} | ${kinds.slice(1).map(([k]) => points(mean(r[k]) - mean(r.fp32))).join(' / ')} |`);
+  const verdicts = rs.map((r) => `${r.label}: float16 ${compare(r.fp32, r.fp16).text}; int8 PTQ ${compare(r.fp32, r.ptq).text}; int8 QAT ${compare(r.fp32, r.qat).text}.`);
+  return {
+    table: [`| model | ${kinds.map(([, l]) => l).join(' | ')} | change from float32 (fp16 / PTQ / QAT) |`, `|---|${kinds.map(() => '---|').join('')}---|`, ...rows].join('\n'),
+    verdicts,
+    panels: rs.map((r) => ({ title: r.label, bars: kinds.map(([k, l]) => ({ label: l, values: r[k] })), format: pct })),
+  };
+}
+
+function deadSection(rs: readonly VariantResults[], b: Budget): Section {
+  const rows: string[] = [];
+  const panels: BarPanel[] = [
+    { title: 'depthwise filters below 0.1 × median norm', bars: [], format: (v) => `${v.toFixed(2)} %`, fromZero: true },
+    { title: `dead channels (zero on ≥ 99 % of ${b.diagnoseLimit.toLocaleString('en-US')} test images)`, bars: [], format: (v) => `${v.toFixed(1)} %`, fromZero: true },
+  ];
+  for (const r of rs) {
+    for (const [tag, ds] of [['float32', r.dead], ['after QAT', r.deadQat]] as const) {
+      const present = ds.filter((d): d is DeadSummary => d !== null);
+      if (!present.length) continue;
+      const dw = (f: (k: KernelCounts) => number): string => share(sum(present, (d) => f(d.depthwise)), sum(present, (d) => d.depthwise.filters));
+      const pw = (f: (k: KernelCounts) => number): string => share(sum(present, (d) => f(d.pointwise)), sum(present, (d) => d.pointwise.filters));
+      const ch = share(sum(present, (d) => d.deadChannels.depthwise + d.deadChannels.pointwise), sum(present, (d) => d.deadChannels.measured));
+      rows.push(`| ${r.label} | ${tag} | ${dw((k) => k.dead)} | ${dw((k) => k.below1e2)} | ${dw((k) => k.below1e1)} | ${pw((k) => k.dead)} | ${pw((k) => k.below1e1)} | ${ch} |`);
+      const perSeed = (f: (d: DeadSummary) => number, g: (d: DeadSummary) => number): number[] => present.map((d) => (100 * f(d)) / Math.max(1, g(d)));
+      panels[0].bars = [...panels[0].bars, { label: `${r.label} ${tag}`, values: perSeed((d) => d.depthwise.below1e1, (d) => d.depthwise.filters) }];
+      panels[1].bars = [...panels[1].bars, { label: `${r.label} ${tag}`, values: perSeed((d) => d.deadChannels.depthwise + d.deadChannels.pointwise, (d) => d.deadChannels.measured) }];
+    }
+  }
+  return {
+    table: ['| model | weights | depthwise: dead (< 1e-3 × median) | < 1e-2 | < 0.1 | pointwise: dead | < 0.1 | dead channels |', '|---|---|---|---|---|---|---|---|', ...rows].join('\n'),
+    verdicts: [],
+    panels,
+  };
+}
+
+function section(exp: Experiment, rs: readonly VariantResults[], b: Budget): Section {
+  switch (exp.name) {
+    case 'bottleneck':
+    case 'shortcut':
+      return accuracySection(rs);
+    case 'v1-vs-v2':
+      return costSection(rs);
+    case 'low-precision':
+      return precisionSection(rs);
+    case 'dead-kernels':
+      return deadSection(rs, b);
+  }
+}
+
+export function machine(): string {
+  const flags = existsSync('/proc/cpuinfo') ? (readFileSync('/proc/cpuinfo', 'utf8').match(/^flags\s*:(.*)$/m)?.[1] ?? '') : '';
+  const isa = ['avx2', 'fma', 'avx512f', 'avx512_vnni', 'amx_tile'].filter((f) => flags.split(' ').includes(f));
+  return `${cpus()[0]?.model ?? 'unknown CPU'}, ${cpus().length} cores (${isa.join(', ') || 'no AVX2'}), Node ${process.versions.node}`;
+}
+
+function budgetText(b: Budget, quick: boolean): string {
+  return `${quick ? '**Quick mode: tiny budgets, the numbers mean nothing.** ' : ''}Fashion-MNIST (28×28 zero-padded to 32, three channels), width α ${b.alpha}, ` +
+    `${b.epochs} epoch(s) over a fixed ${b.trainLimit.toLocaleString('en-US')}-image subset of the training split (the \`fashion-mnist\` recipe: SGD lr 0.1, momentum 0.9, ` +
+    `weight decay 5e-4, cosine per step, batch 128, crop + flip), seeds ${b.seeds.join(' and ')}. Every reported top-1 is of the final model on ` +
+    `${b.testLimit ? `${b.testLimit} test images` : 'the whole 10,000-image test split'}, used once (no checkpoint is chosen on it). QAT: a ${b.qatEpochs}-epoch fine-tune ` +
+    `of each trained model on ${b.qatLimit.toLocaleString('en-US')} images at lr ${b.qatLr}, fake-quantized throughout, BN frozen for its second half.`;
+}
+
+function commandsText(exp: Experiment, jobs: readonly Job[], runs: string): string {
+  const rel = (s: string): string => (s.startsWith(runs) ? relative(process.cwd(), s) || '.' : s);
+  const lines = jobs.map((j) => {
+    const r = readRecord(j);
+    return `mnv2 ${[...j.argv.map(rel), ...(j.threads && r ? ['--threads', String(r.threads)] : [])].join(' ')}${r ? `   # ${formatSeconds(r.seconds)}` : '   # not run'}`;
+  });
+  return `Rerun all of it: \`mnv2 experiment ${exp.name}\` (finished jobs are skipped; \`--quick\` for a minutes-long check). The jobs, with each one's wall time:\n\n\`\`\`\n${lines.join('\n')}\n\`\`\``;
+}
+
+/** Writes every experiment's report; returns the files written. */
+export async function writeReports(names: readonly ExperimentName[], o: ReportOptions): Promise<string[]> {
+  const written: string[] = [];
+  for (const name of names) {
+    const exp = EXPERIMENTS[name];
+    const jobs = planJobs([name], o.budget, o.runs);
+    const rs = exp.variants.map((v) => collect(v, o, jobs));
+    const s = section(exp, rs, o.budget);
+    const dir = join(o.out, name);
+    mkdirSync(dir, { recursive: true });
+    const png = join(dir, `${name}.png`);
+    await writeSvgPng(renderBarChart(exp.title, s.panels), png);
+    const wall = jobs.reduce((a, j) => a + (readRecord(j)?.seconds ?? 0), 0);
+    const md = [
+      `# ${exp.title}`,
+      '',
+      `**Claim.** ${exp.claim}`,
+      '',
+      `**Setup.** ${budgetText(o.budget, o.quick)}`,
+      '',
+      '**Models.**',
+      '',
+      ...exp.variants.map((v) => `- ${VARIANTS[v].label}: ${VARIANTS[v].description} (\`--arch ${[VARIANTS[v].arch, ...VARIANTS[v].flags].join(' ')}\`).`),
+      '',
+      `**Measured on** ${machine()}, ${new Date().toISOString().slice(0, 10)}; jobs ran two at a time with one engine thread each, the speed benchmarks alone. Job time in all: ${formatSeconds(wall)}.`,
+      '',
+      s.table,
+      '',
+      ...(s.verdicts.length ? ['**Differences.**', '', ...s.verdicts.map((v) => `- ${v}`), ''] : []),
+      `![${exp.title}](${name}.png)`,
+      '',
+      'Bars: the mean over seeds; dots: each seed; the line: their range.',
+      '',
+      commandsText(exp, jobs, o.runs),
+      '',
+    ].join('\n');
+    writeFileAtomic(join(dir, 'README.md'), md);
+    writeFileAtomic(join(dir, 'results.json'), `${JSON.stringify({ experiment: name, budget: o.budget, quick: o.quick, machine: machine(), variants: rs }, null, 2)}\n`);
+    written.push(join(dir, 'README.md'), join(dir, 'results.json'), png);
+  }
+  return written;
 }

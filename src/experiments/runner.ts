@@ -21,6 +21,8 @@ export interface RunnerOptions {
 /** What the runner keeps beside each job's output: the command it ran and how long it took. */
 export interface JobRecord {
   argv: string[];
+  /** The `--threads` it ran with (absent: the command takes none). */
+  threads?: number;
   seconds: number;
 }
 
@@ -114,7 +116,7 @@ function runOne(j: Job, o: RunnerOptions): Promise<number> {
         reject(new Error(`finished without writing ${j.output}; see ${logFile}`));
         return;
       }
-      writeFileSync(recordFile(j), JSON.stringify({ argv: j.argv, seconds } satisfies JobRecord));
+      writeFileSync(recordFile(j), JSON.stringify({ argv: j.argv, ...(j.threads ? { threads: o.threads } : {}), seconds } satisfies JobRecord));
       resolve(seconds);
     });
   });

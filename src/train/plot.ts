@@ -61,7 +61,7 @@ export interface Series {
 
 export const esc = (s: string): string => s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;');
 
-function fmt(v: number): string {
+export function fmt(v: number): string {
   if (v === 0) return '0';
   const a = Math.abs(v);
   if (a >= 1000 || a < 1e-3) return v.toExponential(1);
@@ -69,7 +69,7 @@ function fmt(v: number): string {
 }
 
 /** "Nice" tick values covering [lo, hi]. */
-function ticks(lo: number, hi: number, n = 5): number[] {
+export function ticks(lo: number, hi: number, n = 5): number[] {
   if (!(hi > lo)) return [lo];
   const raw = (hi - lo) / n;
   const mag = 10 ** Math.floor(Math.log10(raw));
