@@ -6,6 +6,7 @@ export { families, getFamily, familyOf, buildModel, archNames, archConfig, confi
 export { mobilenetV2, buildGraph, makeDivisible, mobilenetV2Family } from './model/mobilenetv2.js';
 export { mobilenetV1, makeV1Config, mobilenetV1Family, TABLE1_PAIRS, type MobileNetV1Config } from './model/mobilenetv1.js';
 export { summarize, formatSummary, type Summary, type SummaryRow } from './model/summary.js';
+export { memoryReport, FP16_BYTES, type MemoryReport, type ActivationMemory, type ResolutionPeak, type Operation } from './model/memory.js';
 export { featureGraph, POOLINGS, FEATURES, type Pooling } from './model/features.js';
 export { initWeights, checkStateDict, type StateDict } from './model/weights.js';
 export { NativeModel, type NativeOptions, type StepOptions, type StepResult } from './engine/native/model.js';

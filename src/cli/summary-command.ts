@@ -6,7 +6,7 @@ import { formatSummary, summarize } from '../model/summary.js';
 import { ablationFlags, ablationOptions, archNumbers, archOptions, type AblationOpts, type ArchOpts } from './arch-options.js';
 
 export function registerSummaryCommand(program: Command): void {
-  ablationOptions(archOptions(program.command('summary').description('per-layer table: input, operator, t, c, n, s, output, params, MACs')))
+  ablationOptions(archOptions(program.command('summary').description('per-layer table: input, operator, t, c, n, s, output, params, MACs; peak activation memory')))
     .option('--json', 'print JSON')
     .action((o: ArchOpts & AblationOpts & { json?: boolean }) => {
       const arch = o.arch ?? 'imagenet';

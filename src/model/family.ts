@@ -51,6 +51,8 @@ export interface ModelFamily<C extends BaseConfig = BaseConfig> {
   detect(tensors: TensorShapes): { variant: string; classifier: string } | undefined;
   /** Lines printed under `mnv2 summary`'s table (per-part totals, the paper's numbers beside them). */
   summaryNotes?(config: C, rows: readonly LayerCost[]): string[];
+  /** The max activation memory MobileNetV2's Table 3 gives for this config (fp16, '200K'), when it gives one. */
+  paperMemory?(config: C): string | undefined;
   /** Hyperparameters that change parameter shapes and that the names alone do not tell (width α). */
   fitShapes?(variant: string, base: Partial<C>, tensors: TensorShapes): Partial<C>;
 }

@@ -128,5 +128,6 @@ export const mobilenetV1Family: ModelFamily<MobileNetV1Config> = {
   // Pair 1 starts with its depthwise conv. Both variants have the same tensors (only strides differ), so a
   // state dict reads as the ImageNet one; a 32x32 one needs --arch mobilenetv1-cifar.
   detect: (tensors) => (tensors.has('features.1.0.0.weight') ? { variant: 'mobilenetv1', classifier: 'classifier.1.weight' } : undefined),
+  paperMemory: (c) => (c.variant === 'mobilenetv1' && c.alpha === 1 && c.resolution === 224 ? '800K' : undefined),
   fitShapes: (variant, base, tensors) => ({ alpha: fitAlpha(V1_ALPHAS, (alpha) => mobilenetV1(variant as V1Variant, { ...base, alpha }), tensors) }),
 };

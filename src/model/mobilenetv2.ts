@@ -58,6 +58,8 @@ export const mobilenetV2Family: ModelFamily<ModelConfig> = {
     else if (tensors.has('conv1.weight') && tensors.has('layers.0.conv1.weight')) arch = 'seed-cifar';
     return arch && { variant: arch, classifier: CLASSIFIER[arch] };
   },
+  // Table 3 is the paper's network: α 1 at 224 with its shortcuts (the 'expansion' ablation materialises more).
+  paperMemory: (c) => (c.arch === 'imagenet' && c.alpha === 1 && c.resolution === 224 && c.shortcut === 'bottleneck' ? '200K' : undefined),
   fitShapes: (variant, base, tensors) => ({ alpha: fitAlpha(STANDARD_ALPHAS, (alpha) => mobilenetV2(variant as Arch, { ...base, alpha }), tensors) }),
 };
 

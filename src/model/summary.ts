@@ -1,7 +1,8 @@
-/** Per-layer summary (Table-2 style): input, operator, t, c, n, s, output, params, MACs, and totals. */
+/** Per-layer summary (Table-2 style): input, operator, t, c, n, s, output, params, MACs, totals and peak activation memory. */
 import { nodeMacs, nodeParamCount, totalMacs, totalParams, type Graph } from './graph.js';
 import type { BaseConfig } from './family.js';
 import { familyOf } from './registry.js';
+import { memoryReport, type MemoryReport } from './memory.js';
 
 export interface SummaryRow {
   layer: string;
@@ -20,6 +21,8 @@ export interface Summary {
   config: BaseConfig;
   rows: SummaryRow[];
   totals: { params: number; macs: number };
+  /** Peak activation memory (src/model/memory.ts) and the paper's Table 3 figure for this config, if it has one. */
+  memory: MemoryReport & { paper: string | null };
   /** The family's notes (e.g. per-part totals next to the paper's); empty when it has none. */
   notes: string[];
 }
@@ -42,10 +45,12 @@ export function summarize(graph: Graph): Summary {
     };
   });
   const notes = familyOf(graph.config).summaryNotes?.(graph.config, rows) ?? [];
-  return { config: graph.config, rows, totals: { params: totalParams(graph), macs: totalMacs(graph) }, notes };
+  const memory = { ...memoryReport(graph), paper: familyOf(graph.config).paperMemory?.(graph.config) ?? null };
+  return { config: graph.config, rows, totals: { params: totalParams(graph), macs: totalMacs(graph) }, memory, notes };
 }
 
-const fmtShape = (s: number[]): string => (s.length === 3 ? `${s[1]}x${s[2]}x${s[0]}` : `1x1x${s[0]}`);
+// [C, H, W] as H x W x C, [C] as 1x1xC, anything else (a detector's [anchors, k]) as it is.
+const fmtShape = (s: number[]): string => (s.length === 3 ? `${s[1]}x${s[2]}x${s[0]}` : s.length === 1 ? `1x1x${s[0]}` : s.join('x'));
 // Not toLocaleString: loading ICU's number formatting costs ~40 ms of `mnv2 summary`'s start-up.
 const fmtInt = (v: number): string => String(v).replace(/\B(?=(\d{3})+(?!\d))/g, ',');
 
@@ -63,5 +68,24 @@ export function formatSummary(s: Summary): string {
   const rule = widths.map((w) => '-'.repeat(w)).join('  ');
   const c = s.config;
   const title = familyOf(c).describe(c);
-  return [title, '', line(head), rule, ...body.map(line), rule, line(total), ...(s.notes.length ? ['', ...s.notes] : [])].join('\n');
+  return [title, '', line(head), rule, ...body.map(line), rule, line(total), '', ...formatMemory(s.memory), ...(s.notes.length ? ['', ...s.notes] : [])].join('\n');
+}
+
+/** Three lines: the largest materialised tensor (beside Table 3), the largest operation (§5.1), the peak per resolution. */
+function formatMemory(m: Summary['memory']): string[] {
+  const fused = m.stemFused;
+  const beside = [
+    ...(m.paper ? [`paper Table 3: ${m.paper}`] : []),
+    ...(fused ? [`the paper fuses the stem into the first t = 1 block: ${fmtInt(fused.peak.elements)} by that convention`] : []),
+  ];
+  const op = m.largestOperation;
+  const tensors = (ts: readonly { shape: number[] }[]): string => ts.map((t) => fmtShape(t.shape)).join(' + ');
+  const res = m.perResolution.map((p) => `${p.size} ${p.channels === null ? `[${p.shape.join(', ')}]` : `${p.channels} ch`} ${fmtInt(p.elements)}`);
+  return [
+    `peak activation memory: ${fmtInt(m.peak.elements)} elements, ${fmtInt(m.peak.bytes)} bytes fp16 (${fmtShape(m.peak.shape)} ${m.peak.value})` +
+      beside.map((b) => `; ${b}`).join(''),
+    `largest operation, inputs + outputs (§5.1): ${fmtInt(op.elements)} elements (${op.layers.join(' + ')}: ${tensors(op.inputs)} -> ${tensors(op.outputs)})` +
+      (fused ? `; stem fused: ${fmtInt(fused.largestOperation.elements)}` : ''),
+    `largest materialised tensor per resolution: ${res.join(', ')}`,
+  ];
 }
