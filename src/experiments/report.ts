@@ -200,7 +200,7 @@ function deadSection(rs: readonly VariantResults[], b: Budget): Section {
   const rows: string[] = [];
   const panels: BarPanel[] = [
     { title: 'smallest depthwise filter norm / its layer median', bars: [], format: (v) => v.toFixed(2), fromZero: true },
-    { title: `dead channels (zero on ≥ 99 % of ${b.diagnoseLimit.toLocaleString('en-US')} test images)`, bars: [], format: (v) => `${v.toFixed(1)} %`, fromZero: true },
+    { title: `dead channels (zero on ≥ 99 % of ${b.diagnoseLimit.toLocaleString('en-US')} test images)`, bars: [], format: (v) => `${v.toFixed(2)} %`, fromZero: true },
   ];
   for (const r of rs) {
     for (const [tag, ds] of [['float32', r.dead], ['after QAT', r.deadQat]] as const) {
