@@ -110,8 +110,8 @@ describe('experiment plan and report helpers', () => {
       { kind: 'depthwise', relativeNorms: [1e-4, 5e-3, 0.05, 1], deadKernels: 1, deadChannels: 1, zeroShares: [1, 0, 0, 0] },
       { kind: 'pointwise', relativeNorms: [0.5, 2], deadKernels: 0, deadChannels: null, zeroShares: null },
     ] });
-    assert.deepEqual(d.depthwise, { filters: 4, dead: 1, below1e2: 2, below1e1: 3 });
-    assert.deepEqual(d.pointwise, { filters: 2, dead: 0, below1e2: 0, below1e1: 0 });
+    assert.deepEqual(d.depthwise, { filters: 4, dead: 1, below1e2: 2, below1e1: 3, minRelative: 1e-4 });
+    assert.deepEqual(d.pointwise, { filters: 2, dead: 0, below1e2: 0, below1e1: 0, minRelative: 0.5 });
     assert.deepEqual(d.deadChannels, { depthwise: 1, pointwise: 0, measured: 4 });
   });
 

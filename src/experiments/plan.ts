@@ -3,7 +3,7 @@
  * which variants and measurements each experiment compares. Every step is an `mnv2` command, so a report can
  * list the exact commands and anyone can rerun one by hand.
  *
- * Budget (the full suite must fit in about 3 hours on 2 cores; measured on the 2-vCPU AVX2 EPYC: ~85 minutes):
+ * Budget (the full suite must fit in about 3 hours on 2 cores; measured on the 2-vCPU AVX2 EPYC: about 80 minutes):
  * width α 0.5, 2 epochs over a fixed 24,576-image subset of Fashion-MNIST's training split, the
  * `fashion-mnist` recipe otherwise (SGD lr 0.1, cosine per step, crop + flip); one engine thread per job, two
  * jobs at a time. `--quick` shrinks every number so the whole suite runs in minutes (the tests run it).
