@@ -14,7 +14,7 @@ import { cocoEvaluate, type CocoDetection, type CocoEvalResult } from './coco-ev
 import { toCocoGroundTruth, type DetectionDataset } from './dataset.js';
 import { vocEvaluate, type VocDetection, type VocGt } from './voc-eval.js';
 import type { Detection } from './ssdlite-detector.js';
-import { esc, panel } from '../train/plot.js';
+import { panel, svgDocument } from '../train/plot.js';
 import { writeFileAtomic } from '../util/atomic-write.js';
 
 export type CategoryMapping = 'index' | 'id' | 'auto';
@@ -119,13 +119,7 @@ export function renderPrSvg(r: CocoEvalResult, title: string): string {
   ].map((s) => ({ name: s.name, color: s.color, points: (precisionAtRecall(r, s.iou) ?? []).map((p, i) => [r.params.recThrs[i]!, p] as [number, number]) }));
   const heading = `precision vs recall: AP50 ${r.stats[1]!.toFixed(3)}, AP75 ${r.stats[2]!.toFixed(3)}, AP ${r.stats[0]!.toFixed(3)}`;
   const body = panel(0, 24, W, H - 24, heading, series, 1, (v) => v.toFixed(1), 'recall', [0, 1]);
-  return `<?xml version="1.0" encoding="UTF-8"?>
-<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" viewBox="0 0 ${W} ${H}" font-family="DejaVu Sans, Helvetica, Arial, sans-serif">
-<rect width="${W}" height="${H}" fill="#ffffff"/>
-<text x="${W / 2}" y="16" text-anchor="middle" font-size="13">${esc(title)}</text>
-${body}
-</svg>
-`;
+  return svgDocument(W, H, title, body, { y: 16, size: 13 });
 }
 
 /** Writes the precision-recall curves as PNG (rendered by sharp). */

@@ -4,7 +4,7 @@
  * SVG by hand (like the training curves), PNG through sharp.
  */
 import sharp from 'sharp';
-import { esc, fmt, ticks } from '../train/plot.js';
+import { esc, fmt, svgDocument, ticks } from '../train/plot.js';
 import { writeFileAtomic } from '../util/atomic-write.js';
 
 export interface Bar {
@@ -87,13 +87,7 @@ export function renderBarChart(title: string, panels: readonly BarPanel[], perRo
   const W = pw * cols;
   const H = 36 + ph * rows;
   const body = panels.map((p, i) => barPanel((i % cols) * pw, 36 + Math.floor(i / cols) * ph, pw, ph, p)).join('\n');
-  return `<?xml version="1.0" encoding="UTF-8"?>
-<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" viewBox="0 0 ${W} ${H}" font-family="DejaVu Sans, Helvetica, Arial, sans-serif">
-<rect width="${W}" height="${H}" fill="#ffffff"/>
-<text x="${W / 2}" y="22" text-anchor="middle" font-size="16">${esc(title)}</text>
-${body}
-</svg>
-`;
+  return svgDocument(W, H, title, body, { y: 22, size: 16 });
 }
 
 export async function writeSvgPng(svg: string, file: string): Promise<void> {

@@ -40,7 +40,8 @@ export interface Ablation {
 export function ablationOverrides(family: string, arch: string, ablation: Ablation): Ablation {
   const { shortcut, activation, linearBottleneck } = ablation;
   if (family !== MOBILENETV2) {
-    if (shortcut !== undefined || linearBottleneck !== undefined) throw new Error(`--shortcut and --nonlinear-bottleneck apply to ${MOBILENETV2} (imagenet, seed-cifar), not ${arch}`);
+    const v2Only = shortcut !== undefined ? '--shortcut' : linearBottleneck !== undefined ? '--nonlinear-bottleneck' : undefined;
+    if (v2Only) throw new Error(`${v2Only} applies to ${MOBILENETV2} (imagenet, seed-cifar), not ${arch}`);
     if (activation !== undefined && family !== 'mobilenetv1') throw new Error(`--activation applies to ${MOBILENETV2} and mobilenetv1, not ${arch}`);
   }
   return definedOnly({ shortcut, activation, linearBottleneck });

@@ -135,6 +135,17 @@ export function panel(
   return out.join('\n');
 }
 
+/** A white W x H SVG document: a centred title (at baseline y, font size px) over the body's elements. */
+export function svgDocument(W: number, H: number, title: string, body: string, heading: { y: number; size: number }): string {
+  return `<?xml version="1.0" encoding="UTF-8"?>
+<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" viewBox="0 0 ${W} ${H}" font-family="DejaVu Sans, Helvetica, Arial, sans-serif">
+<rect width="${W}" height="${H}" fill="#ffffff"/>
+<text x="${W / 2}" y="${heading.y}" text-anchor="middle" font-size="${heading.size}">${esc(title)}</text>
+${body}
+</svg>
+`;
+}
+
 /** The three-panel SVG (loss, accuracy, learning rate) for a list of epoch metrics. */
 export function renderCurvesSvg(rows: readonly EpochMetrics[], title = 'training curves'): string {
   const W = 1200;
@@ -155,13 +166,7 @@ export function renderCurvesSvg(rows: readonly EpochMetrics[], title = 'training
   ].join('\n');
   const last = rows[rows.length - 1]!;
   const sub = last.val_top1 !== undefined ? ` — epoch ${last.epoch}: val top-1 ${(100 * last.val_top1).toFixed(2)}%` : ` — epoch ${last.epoch}`;
-  return `<?xml version="1.0" encoding="UTF-8"?>
-<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" viewBox="0 0 ${W} ${H}" font-family="DejaVu Sans, Helvetica, Arial, sans-serif">
-<rect width="${W}" height="${H}" fill="#ffffff"/>
-<text x="${W / 2}" y="22" text-anchor="middle" font-size="17">${esc(title + sub)}</text>
-${body}
-</svg>
-`;
+  return svgDocument(W, H, title + sub, body, { y: 22, size: 17 });
 }
 
 /** Renders a run's curves to `curves.svg` and `curves.png` (in the run folder, or `outDir`). Returns the paths. */
