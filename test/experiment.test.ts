@@ -6,7 +6,7 @@
  */
 import assert from 'node:assert/strict';
 import { execFileSync, spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -16,6 +16,8 @@ import { compare, deadSummary, spread } from '../src/experiments/report.js';
 import { planJobs } from '../src/experiments/jobs.js';
 import { EXPERIMENT_NAMES, FULL_BUDGET, QUICK_BUDGET } from '../src/experiments/plan.js';
 import { loadModelFile } from '../src/io/weights.js';
+import { CIFAR_TRAIN_FILES } from '../src/data/cifar.js';
+import { Rng } from '../src/util/rng.js';
 
 const CLI = fileURLToPath(new URL('../src/cli/main.js', import.meta.url));
 const noData = existsSync(FASHION_MNIST_DIR) ? false : `Fashion-MNIST is not installed at ${FASHION_MNIST_DIR} (apt-get install dataset-fashion-mnist)`;
@@ -88,6 +90,30 @@ describe('mnv2 experiment --quick', { skip: noData }, () => {
   });
 });
 
+describe('mnv2 experiment --quick --dataset cifar10', () => {
+  it('trains and scores on CIFAR-10 binaries (a small synthetic set in the real format)', () => {
+    const dir = path.join(tmp, 'cifar-10-batches-bin');
+    mkdirSync(dir, { recursive: true });
+    const rng = new Rng(3);
+    const batch = (n: number): Buffer => {
+      const b = Buffer.alloc(n * 3073);
+      for (let i = 0; i < n; i++) {
+        b[i * 3073] = i % 10;
+        for (let j = 1; j < 3073; j++) b[i * 3073 + j] = Math.floor(rng.uniform() * 256);
+      }
+      return b;
+    };
+    for (const f of CIFAR_TRAIN_FILES) writeFileSync(path.join(dir, f), batch(60));
+    writeFileSync(path.join(dir, 'test_batch.bin'), batch(100));
+    const cruns = path.join(tmp, 'cifar-runs');
+    const r = mnv2('experiment', 'bottleneck', '--quick', '--dataset', 'cifar10', '--data', dir, '--runs', cruns, '--out', path.join(tmp, 'cifar-reports'));
+    assert.equal(r.status, 0, r.stderr);
+    assert.match(r.stderr, /mnv2 train --dataset cifar10 --data \S+ --arch seed-cifar/);
+    assert.deepEqual(json<{ total: number }>(path.join(cruns, 'v2-s1', 'eval-fp32.json')).total, 100);
+    assert.match(readFileSync(path.join(tmp, 'cifar-reports', 'bottleneck', 'README.md'), 'utf8'), /CIFAR-10 \(32×32 RGB\)/);
+  });
+});
+
 describe('experiment plan and report helpers', () => {
   it('every experiment plans its jobs; shared models are trained once', () => {
     const jobs = planJobs(EXPERIMENT_NAMES, FULL_BUDGET, '/r');
@@ -123,5 +149,12 @@ describe('experiment plan and report helpers', () => {
     assert.notEqual(s.status, 0);
     assert.match(s.stderr, /--nonlinear-bottleneck applies to mobilenetv2 \(imagenet, seed-cifar\), not mobilenetv1-cifar/);
     assert.match(execFileSync(process.execPath, [CLI, 'summary', '--arch', 'mobilenetv1-cifar', '--activation', 'relu', '--json'], { encoding: 'utf8' }), /"activation": "relu"/);
+    const empty = mnv2('experiment', 'shortcut', '--report-only', '--runs', path.join(tmp, 'empty'), '--out', path.join(tmp, 'empty-reports'));
+    assert.match(empty.stderr, /experiment shortcut: no finished job in \S+empty \(run it without --report-only\)/);
+    assert.ok(!existsSync(path.join(tmp, 'empty-reports', 'shortcut')));
+    const both = mnv2('eval', '--onnx', 'a.onnx', '--weights', 'b.safetensors', '--dataset', 'fashion-mnist');
+    assert.match(both.stderr, /eval: give either --weights or --onnx, not both/);
+    const missing = mnv2('eval', '--onnx', path.join(tmp, 'nope.onnx'), '--dataset', 'fashion-mnist');
+    assert.match(missing.stderr, /nope\.onnx: no such file/);
   });
 });

@@ -1,14 +1,17 @@
 /** `mnv2 experiment NAME...`: the seed's claims as reruns (src/experiments), each ending in a committed report. */
 import { availableParallelism } from 'node:os';
 import { resolve } from 'node:path';
-import type { Command } from 'commander';
+import { Option, type Command } from 'commander';
+import type { DataChoice } from '../experiments/jobs.js';
 import { EXPERIMENT_NAMES, FULL_BUDGET, QUICK_BUDGET, type ExperimentName } from '../experiments/plan.js';
 import { int, THREADS } from './args.js';
 
 interface ExperimentOpts {
   quick?: boolean;
+  dataset: DataChoice['name'];
+  data?: string;
   runs?: string;
-  out: string;
+  out?: string;
   jobs?: string;
   threads?: string;
   reportOnly?: boolean;
@@ -20,8 +23,10 @@ export function registerExperimentCommand(program: Command): void {
     .description(`rerun one of the paper's or the seed's claims and write its report (${EXPERIMENT_NAMES.join(', ')}, or all)`)
     .argument('<names...>', `experiments: ${EXPERIMENT_NAMES.join(', ')} or all`)
     .option('--quick', 'tiny budgets (minutes, not hours): checks the whole pipeline, numbers mean nothing')
-    .option('--runs <dir>', 'where the trained models and measurements go (default runs/experiments, runs/experiments-quick)')
-    .option('--out <dir>', 'where the reports go: <dir>/<name>/README.md', 'experiments')
+    .addOption(new Option('--dataset <name>', 'what the models train and are scored on').choices(['fashion-mnist', 'cifar10']).default('fashion-mnist'))
+    .option('--data <dir>', 'where the dataset is (default: its usual place; CIFAR-10: mnv2 data fetch cifar10)')
+    .option('--runs <dir>', 'where the trained models and measurements go (default runs/experiments[-quick][-cifar10])')
+    .option('--out <dir>', 'where the reports go: <dir>/<name>/README.md (default experiments, or experiments-cifar10)')
     .option('--jobs <n>', 'jobs at a time (default: one per core)')
     .option('--threads <n>', 'engine threads per job (default: cores / jobs)')
     .option('--report-only', 'write the reports from the finished jobs; run nothing')
@@ -31,14 +36,15 @@ export function registerExperimentCommand(program: Command): void {
       const parallel = int(o.jobs, '--jobs', { min: 1, max: 64 }) ?? cores;
       const threads = int(o.threads, '--threads', THREADS) ?? Math.max(1, Math.floor(cores / parallel));
       const budget = o.quick ? QUICK_BUDGET : FULL_BUDGET;
-      const runs = resolve(o.runs ?? (o.quick ? 'runs/experiments-quick' : 'runs/experiments'));
+      const data: DataChoice = { name: o.dataset, ...(o.data === undefined ? {} : { dir: resolve(o.data) }) };
+      const runs = resolve(o.runs ?? `runs/experiments${o.quick ? '-quick' : ''}${o.dataset === 'fashion-mnist' ? '' : `-${o.dataset}`}`);
       const [{ planJobs }, { runJobs }, { writeReports }] = await Promise.all([
         import('../experiments/jobs.js'), import('../experiments/runner.js'), import('../experiments/report.js'),
       ]);
-      const jobs = planJobs(chosen, budget, runs);
+      const jobs = planJobs(chosen, budget, runs, data);
       const log = (m: string): void => console.error(`[${new Date().toISOString().slice(11, 19)}] ${m}`);
       if (!o.reportOnly) await runJobs(jobs, { parallel, threads, cli: process.argv[1], log });
-      for (const f of await writeReports(chosen, { budget, runs, out: resolve(o.out), quick: o.quick ?? false })) console.log(`wrote ${f}`);
+      for (const f of await writeReports(chosen, { budget, runs, data, out: resolve(o.out ?? (o.dataset === 'fashion-mnist' ? 'experiments' : `experiments-${o.dataset}`)), quick: o.quick ?? false })) console.log(`wrote ${f}`);
     });
 }
 

@@ -21,6 +21,19 @@ export interface Job {
   exclusive: boolean;
 }
 
+/** The dataset the models train and are scored on: Fashion-MNIST (the default) or CIFAR-10, at its usual place or `dir`. */
+export interface DataChoice {
+  name: 'fashion-mnist' | 'cifar10';
+  dir?: string;
+}
+export const FASHION_MNIST: DataChoice = { name: 'fashion-mnist' };
+
+/** `flag NAME [--data DIR]`; for training on Fashion-MNIST nothing, the recipe's own dataset. */
+function dataArgs(d: DataChoice, flag: '--dataset' | '--calib-dataset', train = false): string[] {
+  if (train && d.name === 'fashion-mnist' && d.dir === undefined) return [];
+  return [flag, d.name, ...(d.dir === undefined ? [] : ['--data', d.dir])];
+}
+
 /** Where a variant's runs and measurements live under the runs folder. */
 export const runDir = (runs: string, v: VariantId, seed: number): string => join(runs, `${v}-s${seed}`);
 export const qatDir = (runs: string, v: VariantId, seed: number): string => join(runs, `${v}-s${seed}-qat`);
@@ -40,7 +53,7 @@ export const files = {
 };
 
 /** Every job the experiments `names` need, each once, in an order that respects `after`. */
-export function planJobs(names: readonly ExperimentName[], budget: Budget, runs: string): Job[] {
+export function planJobs(names: readonly ExperimentName[], budget: Budget, runs: string, data: DataChoice = FASHION_MNIST): Job[] {
   const jobs = new Map<string, Job>();
   const add = (j: Job): string => {
     if (!jobs.has(j.id)) jobs.set(j.id, j);
@@ -50,7 +63,7 @@ export function planJobs(names: readonly ExperimentName[], budget: Budget, runs:
     const exp = EXPERIMENTS[name];
     for (const v of exp.variants) {
       if (exp.measures.includes('cost')) add(costJob(v, budget, runs));
-      for (const seed of budget.seeds) for (const m of exp.measures) measureJobs(m, v, seed, budget, runs, exp.measures, add);
+      for (const seed of budget.seeds) for (const m of exp.measures) measureJobs(m, v, seed, budget, runs, data, exp.measures, add);
     }
   }
   return [...jobs.values()];
@@ -59,11 +72,11 @@ export function planJobs(names: readonly ExperimentName[], budget: Budget, runs:
 const model = (runs: string, v: VariantId, s: number): string => join(runDir(runs, v, s), 'model.safetensors');
 const qatModel = (runs: string, v: VariantId, s: number): string => join(qatDir(runs, v, s), 'model.safetensors');
 
-function trainJob(v: VariantId, seed: number, b: Budget, runs: string): Job {
+function trainJob(v: VariantId, seed: number, b: Budget, runs: string, d: DataChoice): Job {
   const variant = VARIANTS[v];
   return {
     id: `${v}-s${seed}/train`,
-    argv: ['train', '--arch', variant.arch, ...variant.flags, '--alpha', String(b.alpha), '--train-limit', String(b.trainLimit),
+    argv: ['train', ...dataArgs(d, '--dataset', true), '--arch', variant.arch, ...variant.flags, '--alpha', String(b.alpha), '--train-limit', String(b.trainLimit),
       '--epochs', String(b.epochs), '--eval-limit', String(b.evalLimit), '--seed', String(seed),
       '--out', runDir(runs, v, seed), '--force', '--no-onnx', '--no-progress'],
     threads: true, output: model(runs, v, seed), stdoutToOutput: false, after: [], exclusive: false,
@@ -71,10 +84,10 @@ function trainJob(v: VariantId, seed: number, b: Budget, runs: string): Job {
 }
 
 /** A QAT fine-tune of the trained model (fake-quantized from the first step, BN frozen for the second half). */
-function qatJob(v: VariantId, seed: number, b: Budget, runs: string): Job {
+function qatJob(v: VariantId, seed: number, b: Budget, runs: string, d: DataChoice): Job {
   return {
     id: `${v}-s${seed}/qat`,
-    argv: ['train', '--weights', model(runs, v, seed), '--qat', '--epochs', String(b.qatEpochs), '--lr', String(b.qatLr),
+    argv: ['train', ...dataArgs(d, '--dataset', true), '--weights', model(runs, v, seed), '--qat', '--epochs', String(b.qatEpochs), '--lr', String(b.qatLr),
       '--train-limit', String(b.qatLimit), '--eval-limit', String(b.evalLimit), '--seed', String(seed),
       '--out', qatDir(runs, v, seed), '--force', '--no-progress'],
     threads: true, output: join(qatDir(runs, v, seed), 'model.int8.onnx'), stdoutToOutput: false, after: [`${v}-s${seed}/train`], exclusive: false,
@@ -83,36 +96,36 @@ function qatJob(v: VariantId, seed: number, b: Budget, runs: string): Job {
 
 const testLimit = (b: Budget): string[] => ['--limit', String(b.testLimit)];
 
-function measureJobs(m: Measure, v: VariantId, seed: number, b: Budget, runs: string, all: readonly Measure[], add: (j: Job) => string): void {
-  const trained = add(trainJob(v, seed, b, runs));
+function measureJobs(m: Measure, v: VariantId, seed: number, b: Budget, runs: string, d: DataChoice, all: readonly Measure[], add: (j: Job) => string): void {
+  const trained = add(trainJob(v, seed, b, runs, d));
   const id = (step: string): string => `${v}-s${seed}/${step}`;
   const json = (step: string, argv: string[], output: string, after: string[], threads = true, exclusive = false): string =>
     add({ id: id(step), argv, threads, output, stdoutToOutput: true, after, exclusive });
   const dir = runDir(runs, v, seed);
   switch (m) {
     case 'fp32':
-      json('fp32', ['eval', '--weights', model(runs, v, seed), '--dataset', 'fashion-mnist', ...testLimit(b), '--engine', 'native', '--json', '--no-progress'], files.fp32(runs, v, seed), [trained]);
+      json('fp32', ['eval', '--weights', model(runs, v, seed), ...dataArgs(d, '--dataset'), ...testLimit(b), '--engine', 'native', '--json', '--no-progress'], files.fp32(runs, v, seed), [trained]);
       return;
     case 'fp16': {
       const onnx = join(dir, 'model.fp16.onnx');
       const exported = add({ id: id('export-fp16'), argv: ['export', 'onnx', '--weights', model(runs, v, seed), '--fp16', '--out', onnx], threads: false, output: onnx, stdoutToOutput: false, after: [trained], exclusive: false });
-      json('fp16', onnxEval(onnx, b), files.fp16(runs, v, seed), [exported]);
+      json('fp16', onnxEval(onnx, b, d), files.fp16(runs, v, seed), [exported]);
       return;
     }
     case 'ptq': {
       const int8 = join(dir, 'model.int8.onnx');
-      const quantized = add({ id: id('quantize'), argv: ['quantize', model(runs, v, seed), '--out', int8, '--calib-images', String(b.calibImages)], threads: true, output: int8, stdoutToOutput: false, after: [trained], exclusive: false });
-      json('ptq', onnxEval(int8, b), files.ptq(runs, v, seed), [quantized]);
+      const quantized = add({ id: id('quantize'), argv: ['quantize', model(runs, v, seed), '--out', int8, '--calib-images', String(b.calibImages), ...dataArgs(d, '--calib-dataset', true)], threads: true, output: int8, stdoutToOutput: false, after: [trained], exclusive: false });
+      json('ptq', onnxEval(int8, b, d), files.ptq(runs, v, seed), [quantized]);
       return;
     }
     case 'qat': {
-      const q = add(qatJob(v, seed, b, runs));
-      json('qat-eval', onnxEval(join(qatDir(runs, v, seed), 'model.int8.onnx'), b), files.qat(runs, v, seed), [q]);
-      if (all.includes('dead')) json('qat-diagnose', diagnoseArgv(qatModel(runs, v, seed), b), files.deadQat(runs, v, seed), [q], false);
+      const q = add(qatJob(v, seed, b, runs, d));
+      json('qat-eval', onnxEval(join(qatDir(runs, v, seed), 'model.int8.onnx'), b, d), files.qat(runs, v, seed), [q]);
+      if (all.includes('dead')) json('qat-diagnose', diagnoseArgv(qatModel(runs, v, seed), b, d), files.deadQat(runs, v, seed), [q], false);
       return;
     }
     case 'dead':
-      json('diagnose', diagnoseArgv(model(runs, v, seed), b), files.dead(runs, v, seed), [trained], false);
+      json('diagnose', diagnoseArgv(model(runs, v, seed), b, d), files.dead(runs, v, seed), [trained], false);
       return;
     case 'speed': {
       const bench = (workload: string, output: string): string =>
@@ -127,12 +140,12 @@ function measureJobs(m: Measure, v: VariantId, seed: number, b: Budget, runs: st
 }
 
 /** Top-1 of an ONNX file (float16 or int8) on ONNX Runtime, on the same test images as the float32 model. */
-function onnxEval(file: string, b: Budget): string[] {
-  return ['eval', '--onnx', file, '--dataset', 'fashion-mnist', ...testLimit(b), '--json', '--no-progress'];
+function onnxEval(file: string, b: Budget, d: DataChoice): string[] {
+  return ['eval', '--onnx', file, ...dataArgs(d, '--dataset'), ...testLimit(b), '--json', '--no-progress'];
 }
 
-function diagnoseArgv(weights: string, b: Budget): string[] {
-  return ['diagnose', '--weights', weights, '--dataset', 'fashion-mnist', '--limit', String(b.diagnoseLimit), '--json', '--png', weights.replace(/\.safetensors$/, '.dead.png')];
+function diagnoseArgv(weights: string, b: Budget, d: DataChoice): string[] {
+  return ['diagnose', '--weights', weights, ...dataArgs(d, '--dataset'), '--limit', String(b.diagnoseLimit), '--json', '--png', weights.replace(/\.safetensors$/, '.dead.png')];
 }
 
 function costJob(v: VariantId, b: Budget, runs: string): Job {

@@ -8,7 +8,7 @@ import { cpus } from 'node:os';
 import { existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { join, relative } from 'node:path';
 import { renderBarChart, writeSvgPng, type BarPanel } from './charts.js';
-import { files, planJobs, type Job } from './jobs.js';
+import { files, planJobs, type DataChoice, type Job } from './jobs.js';
 import { EXPERIMENTS, VARIANTS, type Budget, type Experiment, type ExperimentName, type VariantId } from './plan.js';
 import { formatSeconds, readRecord } from './runner.js';
 import { writeFileAtomic } from '../util/atomic-write.js';
@@ -18,6 +18,7 @@ import { archConfig, buildModel } from '../model/registry.js';
 export interface ReportOptions {
   budget: Budget;
   runs: string;
+  data: DataChoice;
   out: string;
   quick: boolean;
 }
@@ -144,7 +145,7 @@ function accuracySection(rs: readonly VariantResults[]): Section {
   return {
     table: ['| model | test top-1, mean (range) | per seed | vs the first row |', '|---|---|---|---|', ...rows].join('\n'),
     verdicts: rs.slice(1).map((r) => `${r.label} vs ${base.label}: ${compare(base.fp32, r.fp32).text}.`),
-    panels: [{ title: 'Fashion-MNIST test top-1', bars: rs.map((r) => ({ label: r.label, values: r.fp32 })), format: pct }],
+    panels: [{ title: 'test top-1', bars: rs.map((r) => ({ label: r.label, values: r.fp32 })), format: pct }],
   };
 }
 
@@ -254,11 +255,16 @@ export function machine(): string {
   return `${cpus()[0]?.model ?? 'unknown CPU'}, ${cpus().length} cores (${isa.join(', ') || 'no AVX2'}), Node ${process.versions.node}`;
 }
 
-function budgetText(b: Budget, quick: boolean): string {
-  return `${quick ? '**Quick mode: tiny budgets, the numbers mean nothing.** ' : ''}Fashion-MNIST (28×28 zero-padded to 32, three channels), width α ${b.alpha}, ` +
+const DATASET_TEXT: Record<DataChoice['name'], string> = {
+  'fashion-mnist': 'Fashion-MNIST (28×28 zero-padded to 32, three channels)',
+  cifar10: 'CIFAR-10 (32×32 RGB)',
+};
+
+function budgetText(b: Budget, quick: boolean, data: DataChoice): string {
+  return `${quick ? '**Quick mode: tiny budgets, the numbers mean nothing.** ' : ''}${DATASET_TEXT[data.name]}, width α ${b.alpha}, ` +
     `${b.epochs} epoch(s) over a fixed ${b.trainLimit.toLocaleString('en-US')}-image subset of the training split (the \`fashion-mnist\` recipe: SGD lr 0.1, momentum 0.9, ` +
     `weight decay 5e-4, cosine per step, batch 128, crop + flip), seeds ${b.seeds.join(' and ')}. Every reported top-1 is of the final model on ` +
-    `${b.testLimit ? `${b.testLimit} test images` : 'the whole 10,000-image test split'}, used once (no checkpoint is chosen on it). QAT: a ${b.qatEpochs}-epoch fine-tune ` +
+    `${b.testLimit ? `${b.testLimit} test images` : 'the whole test split (10,000 images)'}, used once (no checkpoint is chosen on it). QAT: a ${b.qatEpochs}-epoch fine-tune ` +
     `of each trained model on ${b.qatLimit.toLocaleString('en-US')} images at lr ${b.qatLr}, fake-quantized throughout, BN frozen for its second half.`;
 }
 
@@ -276,7 +282,8 @@ export async function writeReports(names: readonly ExperimentName[], o: ReportOp
   const written: string[] = [];
   for (const name of names) {
     const exp = EXPERIMENTS[name];
-    const jobs = planJobs([name], o.budget, o.runs);
+    const jobs = planJobs([name], o.budget, o.runs, o.data);
+    if (!jobs.some((j) => readRecord(j))) throw new Error(`experiment ${name}: no finished job in ${o.runs} (run it without --report-only)`);
     const rs = exp.variants.map((v) => collect(v, o, jobs));
     const s = section(exp, rs, o.budget);
     const dir = join(o.out, name);
@@ -289,7 +296,7 @@ export async function writeReports(names: readonly ExperimentName[], o: ReportOp
       '',
       `**Claim.** ${exp.claim}`,
       '',
-      `**Setup.** ${budgetText(o.budget, o.quick)}`,
+      `**Setup.** ${budgetText(o.budget, o.quick, o.data)}`,
       '',
       '**Models.**',
       '',
