@@ -16,7 +16,7 @@ import { initWeights } from '../src/model/weights.js';
 import { NativeModel } from '../src/engine/native/model.js';
 import { median } from '../src/util/stats.js';
 import { writeSection } from './sections.js';
-import { machineLine } from './machine.js';
+import { machineLine } from '../src/util/machine.js';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 const SELF = fileURLToPath(import.meta.url);

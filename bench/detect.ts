@@ -42,7 +42,7 @@ import { presetRecipe } from '../src/train/presets.js';
 import { Rng } from '../src/util/rng.js';
 import { median, timeStats } from '../src/util/stats.js';
 import { lastJson, lastLines } from './child-output.js';
-import { machineLine } from './machine.js';
+import { machineLine } from '../src/util/machine.js';
 import { writeSection } from './sections.js';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url)); // dist/bench/detect.js -> repo root

@@ -11,7 +11,7 @@ import { spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { machineLine } from './machine.js';
+import { machineLine } from '../src/util/machine.js';
 import { parseVerbose, perStep, type OpRow } from './onednn-verbose.js';
 import { writeSection } from './sections.js';
 

@@ -15,7 +15,7 @@ import * as ort from 'onnxruntime-node';
 import onnxProto from 'onnx-proto';
 import { fileURLToPath } from 'node:url';
 import { loadWeights } from '../src/io/weights.js';
-import { machineLine } from './machine.js';
+import { machineLine } from '../src/util/machine.js';
 import { exportOnnx } from '../src/engine/onnx/export.js';
 import { OrtModel } from '../src/engine/onnx/session.js';
 import { CALIBRATION_METHODS, datasetBatches, evaluateOnnx, type CalibrationMethod } from '../src/quant/calibrate.js';

@@ -23,7 +23,7 @@ import { spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, realpathSync, rmSync } from 'node:fs';
 import { lastJson, lastLines } from './child-output.js';
 import { writeMainReport } from './sections.js';
-import { machine, machineLine } from './machine.js';
+import { machine, machineLine } from '../src/util/machine.js';
 import { runStartupBench } from './startup.js';
 import { tmpdir } from 'node:os';
 import { join, relative } from 'node:path';

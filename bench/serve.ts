@@ -16,7 +16,7 @@ import { fileURLToPath } from 'node:url';
 import sharp from 'sharp';
 import { loadFashionMnist } from '../src/data/idx.js';
 import { writeSection } from './sections.js';
-import { machineLine } from './machine.js';
+import { machineLine } from '../src/util/machine.js';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url)); // dist/bench/serve.js -> repo root
 const CLI = fileURLToPath(new URL('../src/cli/main.js', import.meta.url));

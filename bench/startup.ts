@@ -16,7 +16,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import sharp from 'sharp';
 import { median, quantile } from '../src/util/stats.js';
-import { machineLine } from './machine.js';
+import { machineLine } from '../src/util/machine.js';
 import { writeSection } from './sections.js';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url)); // dist/bench/startup.js -> repo root

@@ -1,8 +1,9 @@
-/** --arch, --alpha, --resolution, --classes and --shortcut: the model-definition flags, with no engine or file code behind them. */
+/** --arch, --alpha, --resolution, --classes and the ablation switches: the model-definition flags, with no engine or file code behind them. */
 import { Option, type Command } from 'commander';
 import type { BaseConfig } from '../model/family.js';
 import { archConfig, archNames } from '../model/registry.js';
 import { SHORTCUTS, type Ablation, type ActivationKind, type ShortcutKind } from '../model/config.js';
+import { ACTIVATIONS } from '../model/graph.js';
 import { int, num, type Range } from './args.js';
 
 export interface ArchOpts {
@@ -31,7 +32,7 @@ export interface AblationOpts {
 export function ablationOptions(cmd: Command): Command {
   return cmd
     .addOption(new Option('--shortcut <kind>', 'MobileNetV2 shortcuts: between bottlenecks (the paper\'s), between expansion layers, or none').choices([...SHORTCUTS]))
-    .addOption(new Option('--activation <kind>', 'MobileNetV2/V1 activation (default relu6, the paper\'s)').choices(['relu6', 'relu']))
+    .addOption(new Option('--activation <kind>', 'MobileNetV2/V1 activation (default: the variant\'s, relu6 as the paper, relu for seed-cifar as the seed\'s code)').choices([...ACTIVATIONS]))
     .option('--nonlinear-bottleneck', 'MobileNetV2: the activation after the project conv too (Figure 6a\'s non-linear bottleneck)');
 }
 

@@ -15,7 +15,7 @@ import { BATCH, COUNT_OR_ALL, deprecatedAlias, int, num, SEED, THREADS, type Ran
 import { ALPHA, RESOLUTION } from './model-commands.js';
 import { ablationFlags, ablationOptions, type AblationOpts } from './arch-options.js';
 import { refuseInputAsOutput } from '../util/outputs.js';
-import { DETECT_AUGMENTS, PRESET_NAMES, resolvePreset, type DetectAugment, type PresetName, type QatRecipe, type TrainRecipe } from '../train/presets.js';
+import { DETECT_AUGMENTS, PRESET_NAMES, defaultFreezeBnEpochs, resolvePreset, type DetectAugment, type PresetName, type QatRecipe, type TrainRecipe } from '../train/presets.js';
 import { loadCheckpoint } from '../train/checkpoint.js';
 import { SSD_STYLES, type SsdStyle } from '../detect/postprocess.js';
 import type { TrainOptions } from '../train/loop.js';
@@ -113,7 +113,7 @@ function qatRecipe(o: TrainFlags, epochs: number): QatRecipe | undefined {
     if (o.qatFreezeBn !== undefined || o.weightBits !== undefined) throw new Error('--qat-freeze-bn and --weight-bits are for quantization-aware training: add --qat or --qat-epochs N');
     return undefined;
   }
-  const freezeBnEpochs = int(o.qatFreezeBn, '--qat-freeze-bn', { min: 0, max: qatEpochs }) ?? Math.ceil(qatEpochs / 2);
+  const freezeBnEpochs = int(o.qatFreezeBn, '--qat-freeze-bn', { min: 0, max: qatEpochs }) ?? defaultFreezeBnEpochs(qatEpochs);
   return { epochs: qatEpochs, freezeBnEpochs, weightBits: o.weightBits === '8' ? 8 : 7 };
 }
 

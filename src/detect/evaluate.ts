@@ -16,6 +16,7 @@ import { vocEvaluate, type VocDetection, type VocGt } from './voc-eval.js';
 import type { Detection } from './ssdlite-detector.js';
 import { panel, svgDocument } from '../train/plot.js';
 import { writeFileAtomic } from '../util/atomic-write.js';
+import { mean } from '../util/stats.js';
 
 export type CategoryMapping = 'index' | 'id' | 'auto';
 
@@ -90,7 +91,6 @@ export function vocAp50(ds: DetectionDataset, detections: readonly CocoDetection
     const ap = all.ap.get(c.id)!;
     return { id: c.id, name: c.name, ap, ap07: Number.isNaN(ap) ? NaN : v07.ap.get(c.id)! };
   });
-  const mean = (v: number[]): number => (v.length ? v.reduce((s, x) => s + x, 0) / v.length : NaN);
   return { perCategory, mAP: all.mAP, mAP07: mean(perCategory.map((c) => c.ap07).filter((v) => !Number.isNaN(v))) };
 }
 

@@ -6,6 +6,7 @@
 import sharp from 'sharp';
 import { esc, fmt, svgDocument, ticks } from '../train/plot.js';
 import { writeFileAtomic } from '../util/atomic-write.js';
+import { mean } from '../util/stats.js';
 
 export interface Bar {
   label: string;
@@ -23,7 +24,6 @@ export interface BarPanel {
 }
 
 const COLORS = ['#1f77b4', '#d62728', '#2ca02c', '#ff7f0e', '#9467bd', '#8c564b', '#e377c2', '#7f7f7f'];
-const mean = (v: readonly number[]): number => v.reduce((a, b) => a + b, 0) / v.length;
 
 function barPanel(x0: number, y0: number, w: number, h: number, p: BarPanel): string {
   const all = p.bars.flatMap((b) => b.values).filter(Number.isFinite);

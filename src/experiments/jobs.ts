@@ -15,10 +15,10 @@ export interface Job {
   /** The file that exists once the job has succeeded. */
   output: string;
   /** The job's stdout goes to `output` (JSON printing commands). */
-  stdoutToOutput: boolean;
+  stdoutToOutput?: boolean;
   after: string[];
   /** A timing: runs alone, once nothing else is left to run. */
-  exclusive: boolean;
+  exclusive?: boolean;
 }
 
 /** The dataset the models train and are scored on: Fashion-MNIST (the default) or CIFAR-10, at its usual place or `dir`. */
@@ -49,7 +49,6 @@ export const files = {
   cost: (runs: string, v: VariantId) => join(runs, `${v}-cost.json`),
   infer: (runs: string, v: VariantId, s: number) => join(runDir(runs, v, s), 'bench-infer.json'),
   trainSpeed: (runs: string, v: VariantId, s: number) => join(runDir(runs, v, s), 'bench-train.json'),
-  metrics: (runs: string, v: VariantId, s: number) => join(runDir(runs, v, s), 'metrics.jsonl'),
 };
 
 /** Every job the experiments `names` need, each once, in an order that respects `after`. */
@@ -79,18 +78,18 @@ function trainJob(v: VariantId, seed: number, b: Budget, runs: string, d: DataCh
     argv: ['train', ...dataArgs(d, '--dataset', true), '--arch', variant.arch, ...variant.flags, '--alpha', String(b.alpha), '--train-limit', String(b.trainLimit),
       '--epochs', String(b.epochs), '--eval-limit', String(b.evalLimit), '--seed', String(seed),
       '--out', runDir(runs, v, seed), '--force', '--no-onnx', '--no-progress'],
-    threads: true, output: model(runs, v, seed), stdoutToOutput: false, after: [], exclusive: false,
+    threads: true, output: model(runs, v, seed), after: [],
   };
 }
 
-/** A QAT fine-tune of the trained model (fake-quantized from the first step, BN frozen for the second half). */
+/** A QAT fine-tune of the trained model: fake-quantized from the first step, BN frozen as `--qat-freeze-bn`'s default says. */
 function qatJob(v: VariantId, seed: number, b: Budget, runs: string, d: DataChoice): Job {
   return {
     id: `${v}-s${seed}/qat`,
     argv: ['train', ...dataArgs(d, '--dataset', true), '--weights', model(runs, v, seed), '--qat', '--epochs', String(b.qatEpochs), '--lr', String(b.qatLr),
       '--train-limit', String(b.qatLimit), '--eval-limit', String(b.evalLimit), '--seed', String(seed),
       '--out', qatDir(runs, v, seed), '--force', '--no-progress'],
-    threads: true, output: join(qatDir(runs, v, seed), 'model.int8.onnx'), stdoutToOutput: false, after: [`${v}-s${seed}/train`], exclusive: false,
+    threads: true, output: join(qatDir(runs, v, seed), 'model.int8.onnx'), after: [`${v}-s${seed}/train`],
   };
 }
 
@@ -108,13 +107,13 @@ function measureJobs(m: Measure, v: VariantId, seed: number, b: Budget, runs: st
       return;
     case 'fp16': {
       const onnx = join(dir, 'model.fp16.onnx');
-      const exported = add({ id: id('export-fp16'), argv: ['export', 'onnx', '--weights', model(runs, v, seed), '--fp16', '--out', onnx], threads: false, output: onnx, stdoutToOutput: false, after: [trained], exclusive: false });
+      const exported = add({ id: id('export-fp16'), argv: ['export', 'onnx', '--weights', model(runs, v, seed), '--fp16', '--out', onnx], threads: false, output: onnx, after: [trained] });
       json('fp16', onnxEval(onnx, b, d), files.fp16(runs, v, seed), [exported]);
       return;
     }
     case 'ptq': {
       const int8 = join(dir, 'model.int8.onnx');
-      const quantized = add({ id: id('quantize'), argv: ['quantize', model(runs, v, seed), '--out', int8, '--calib-images', String(b.calibImages), ...dataArgs(d, '--calib-dataset', true)], threads: true, output: int8, stdoutToOutput: false, after: [trained], exclusive: false });
+      const quantized = add({ id: id('quantize'), argv: ['quantize', model(runs, v, seed), '--out', int8, '--calib-images', String(b.calibImages), ...dataArgs(d, '--calib-dataset', true)], threads: true, output: int8, after: [trained] });
       json('ptq', onnxEval(int8, b, d), files.ptq(runs, v, seed), [quantized]);
       return;
     }
@@ -134,7 +133,7 @@ function measureJobs(m: Measure, v: VariantId, seed: number, b: Budget, runs: st
       bench('train-seed', files.trainSpeed(runs, v, seed));
       return;
     }
-    case 'cost':
+    case 'cost': // seed-free: planJobs adds it once per model
       return;
   }
 }
@@ -152,6 +151,6 @@ function costJob(v: VariantId, b: Budget, runs: string): Job {
   const variant = VARIANTS[v];
   return {
     id: `${v}/cost`, argv: ['summary', '--arch', variant.arch, ...variant.flags, '--alpha', String(b.alpha), '--classes', '10', '--json'],
-    threads: false, output: files.cost(runs, v), stdoutToOutput: true, after: [], exclusive: false,
+    threads: false, output: files.cost(runs, v), stdoutToOutput: true, after: [],
   };
 }

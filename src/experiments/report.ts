@@ -4,13 +4,17 @@
  * budget and the machine), `results.json` with every number, and PNG charts. Read only from the files the jobs
  * left, so `mnv2 experiment NAME --report-only` rewrites a report without running anything.
  */
-import { cpus } from 'node:os';
 import { existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { join, relative } from 'node:path';
-import { renderBarChart, writeSvgPng, type BarPanel } from './charts.js';
+import { renderBarChart, writeSvgPng, type Bar, type BarPanel } from './charts.js';
 import { files, planJobs, type DataChoice, type Job } from './jobs.js';
 import { EXPERIMENTS, VARIANTS, type Budget, type Experiment, type ExperimentName, type VariantId } from './plan.js';
-import { formatSeconds, readRecord } from './runner.js';
+import { readRecord, type JobRecord } from './runner.js';
+import { formatDuration } from '../train/progress.js';
+import { defaultFreezeBnEpochs, presetRecipe } from '../train/presets.js';
+import { machine } from '../util/machine.js';
+import { mean } from '../util/stats.js';
+import type { LayerDiagnosis } from '../diagnose/dead.js';
 import { writeFileAtomic } from '../util/atomic-write.js';
 import { memoryReport } from '../model/memory.js';
 import { archConfig, buildModel } from '../model/registry.js';
@@ -59,7 +63,7 @@ export interface VariantResults {
 const readJson = <T>(f: string): T | null => (existsSync(f) ? (JSON.parse(readFileSync(f, 'utf8')) as T) : null);
 const top1Of = (f: string): number => readJson<{ top1: number }>(f)?.top1 ?? NaN;
 
-export function deadSummary(d: { layers: { kind: 'depthwise' | 'pointwise'; relativeNorms: number[]; deadKernels: number; deadChannels: number | null; zeroShares: number[] | null }[] }): DeadSummary {
+export function deadSummary(d: { layers: readonly Pick<LayerDiagnosis, 'kind' | 'relativeNorms' | 'deadKernels' | 'deadChannels' | 'zeroShares'>[] }): DeadSummary {
   const counts = (): KernelCounts => ({ filters: 0, dead: 0, below1e2: 0, below1e1: 0, minRelative: Infinity });
   const s: DeadSummary = { depthwise: counts(), pointwise: counts(), deadChannels: { depthwise: 0, pointwise: 0, measured: 0 } };
   for (const l of d.layers) {
@@ -77,7 +81,10 @@ export function deadSummary(d: { layers: { kind: 'depthwise' | 'pointwise'; rela
   return s;
 }
 
-export function collect(v: VariantId, o: ReportOptions, jobs: readonly Job[]): VariantResults {
+/** Each job's record (undefined: not finished), read once per report. */
+type Records = ReadonlyMap<string, JobRecord | undefined>;
+
+export function collect(v: VariantId, o: ReportOptions, records: Records): VariantResults {
   const { runs, budget } = o;
   const seeds = [...budget.seeds];
   const per = <T>(f: (s: number) => T): T[] => seeds.map(f);
@@ -86,10 +93,7 @@ export function collect(v: VariantId, o: ReportOptions, jobs: readonly Job[]): V
     return d && deadSummary(d);
   };
   const img = (f: string): number => readJson<{ img_per_s: number }>(f)?.img_per_s ?? NaN;
-  const seconds = (s: number): number => {
-    const j = jobs.find((x) => x.id === `${v}-s${s}/train`);
-    return (j && readRecord(j)?.seconds) ?? NaN;
-  };
+  const seconds = (s: number): number => records.get(`${v}-s${s}/train`)?.seconds ?? NaN;
   const cost = readJson<{ totals: { params: number; macs: number }; memory?: unknown }>(files.cost(runs, v));
   return {
     id: v, label: VARIANTS[v].label, seeds,
@@ -109,7 +113,7 @@ export function collect(v: VariantId, o: ReportOptions, jobs: readonly Job[]): V
 // ---- numbers as text ----
 
 const finite = (v: readonly number[]): number[] => v.filter(Number.isFinite);
-export const mean = (v: readonly number[]): number => (finite(v).length ? finite(v).reduce((a, b) => a + b, 0) / finite(v).length : NaN);
+const meanOf = (v: readonly number[]): number => mean(finite(v));
 const pct = (v: number): string => (Number.isFinite(v) ? `${(100 * v).toFixed(2)} %` : 'n/a');
 /** "mean (min–max)" over seeds. */
 export function spread(v: readonly number[], f: (x: number) => string = pct): string {
@@ -152,14 +156,14 @@ function accuracySection(rs: readonly VariantResults[]): Section {
 function costSection(rs: readonly VariantResults[]): Section {
   const n = (v: number): string => Math.round(v).toLocaleString('en-US');
   const mem = (r: VariantResults): string => memoryText(r.cost?.memory);
-  const rows = rs.map((r) => `| ${r.label} | ${r.cost ? n(r.cost.params) : 'n/a'} | ${r.cost ? n(r.cost.macs) : 'n/a'} | ${mem(r)} | ${spread(r.fp32)} | ${spread(r.trainImgPerS, (x) => x.toFixed(0))} | ${spread(r.inferImgPerS, (x) => x.toFixed(0))} | ${spread(r.trainSeconds, formatSeconds)} |`);
+  const rows = rs.map((r) => `| ${r.label} | ${r.cost ? n(r.cost.params) : 'n/a'} | ${r.cost ? n(r.cost.macs) : 'n/a'} | ${mem(r)} | ${spread(r.fp32)} | ${spread(r.trainImgPerS, (x) => x.toFixed(0))} | ${spread(r.inferImgPerS, (x) => x.toFixed(0))} | ${spread(r.trainSeconds, formatDuration)} |`);
   const [a, b] = rs;
   const ratio = (f: (r: VariantResults) => number): string => (f(b) / f(a)).toFixed(2);
   return {
     table: ['| model | parameters | multiply-adds | peak activation memory | test top-1 | training img/s (bench) | inference img/s (bench) | training wall time |', '|---|---|---|---|---|---|---|---|', ...rows].join('\n'),
     verdicts: a.cost && b.cost ? [
       tableThreeText(),
-      `${b.label} / ${a.label}: parameters ${ratio((r) => r.cost!.params)}×, multiply-adds ${ratio((r) => r.cost!.macs)}×, training speed ${ratio((r) => mean(r.trainImgPerS))}×, inference speed ${ratio((r) => mean(r.inferImgPerS))}×.`,
+      `${b.label} / ${a.label}: parameters ${ratio((r) => r.cost!.params)}×, multiply-adds ${ratio((r) => r.cost!.macs)}×, training speed ${ratio((r) => meanOf(r.trainImgPerS))}×, inference speed ${ratio((r) => meanOf(r.inferImgPerS))}×.`,
       `Top-1, ${b.label} vs ${a.label}: ${compare(a.fp32, b.fp32).text}.`,
     ] : [],
     panels: [
@@ -186,10 +190,11 @@ function memoryText(m: unknown): string {
 
 function precisionSection(rs: readonly VariantResults[]): Section {
   const kinds = [['fp32', 'float32'], ['fp16', 'float16'], ['ptq', 'int8 PTQ'], ['qat', 'int8 QAT']] as const;
-  const rows = rs.map((r) => `| ${r.label} | ${kinds.map(([k]) => spread(r[k])).join(' | ')} | ${kinds.slice(1).map(([k]) => points(mean(r[k]) - mean(r.fp32))).join(' / ')} |`);
+  const rows = rs.map((r) => `| ${r.label} | ${kinds.map(([k]) => spread(r[k])).join(' | ')} | ${kinds.slice(1).map(([k]) => points(meanOf(r[k]) - meanOf(r.fp32))).join(' / ')} |`);
   const verdicts = rs.map((r) => `${r.label}: float16 ${compare(r.fp32, r.fp16).text}; int8 PTQ ${compare(r.fp32, r.ptq).text}; int8 QAT ${compare(r.fp32, r.qat).text}.`);
-  const worst = Math.max(...rs.flatMap((r) => kinds.slice(1).map(([k]) => mean(r.fp32) - mean(r[k]))));
-  verdicts.push(`The largest mean loss from float32 to any low precision is ${(100 * worst).toFixed(2)} points: at this budget neither ReLU nor ReLU6 models lose accuracy that matters in float16 or int8 (per-channel int8 weights, per-tensor uint8 activations).`);
+  const losses = rs.flatMap((r) => kinds.slice(1).map(([k, l]) => ({ loss: meanOf(r.fp32) - meanOf(r[k]), what: `${r.label} in ${l}` })));
+  const worst = losses.reduce((a, b) => (b.loss > a.loss ? b : a));
+  verdicts.push(`The largest mean loss from float32 to a lower precision is ${(100 * worst.loss).toFixed(2)} points (${worst.what}; int8 has per-channel weights and per-tensor uint8 activations).`);
   return {
     table: [`| model | ${kinds.map(([, l]) => l).join(' | ')} | change from float32 (fp16 / PTQ / QAT) |`, `|---|${kinds.map(() => '---|').join('')}---|`, ...rows].join('\n'),
     verdicts,
@@ -199,24 +204,25 @@ function precisionSection(rs: readonly VariantResults[]): Section {
 
 function deadSection(rs: readonly VariantResults[], b: Budget): Section {
   const rows: string[] = [];
-  const panels: BarPanel[] = [
-    { title: 'smallest depthwise filter norm / its layer median', bars: [], format: (v) => v.toFixed(2), fromZero: true },
-    { title: `dead channels (zero on ≥ 99 % of ${b.diagnoseLimit.toLocaleString('en-US')} test images)`, bars: [], format: (v) => `${v.toFixed(2)} %`, fromZero: true },
-  ];
+  const leastBars: Bar[] = [];
+  const channelBars: Bar[] = [];
   for (const r of rs) {
     for (const [tag, ds] of [['float32', r.dead], ['after QAT', r.deadQat]] as const) {
       const present = ds.filter((d): d is DeadSummary => d !== null);
       if (!present.length) continue;
-      const dw = (f: (k: KernelCounts) => number): string => share(sum(present, (d) => f(d.depthwise)), sum(present, (d) => d.depthwise.filters));
-      const pw = (f: (k: KernelCounts) => number): string => share(sum(present, (d) => f(d.pointwise)), sum(present, (d) => d.pointwise.filters));
-      const ch = share(sum(present, (d) => d.deadChannels.depthwise + d.deadChannels.pointwise), sum(present, (d) => d.deadChannels.measured));
+      const kernels = (kind: 'depthwise' | 'pointwise', f: (k: KernelCounts) => number): string => share(sum(present, (d) => f(d[kind])), sum(present, (d) => d[kind].filters));
+      const deadChannels = (d: DeadSummary): number => d.deadChannels.depthwise + d.deadChannels.pointwise;
+      const ch = share(sum(present, deadChannels), sum(present, (d) => d.deadChannels.measured));
       const least = Math.min(...present.map((d) => d.depthwise.minRelative)).toFixed(3);
-      rows.push(`| ${r.label} | ${tag} | ${dw((k) => k.dead)} | ${dw((k) => k.below1e2)} | ${dw((k) => k.below1e1)} | ${least} | ${pw((k) => k.dead)} | ${pw((k) => k.below1e1)} | ${ch} |`);
-      const perSeed = (f: (d: DeadSummary) => number, g: (d: DeadSummary) => number): number[] => present.map((d) => (100 * f(d)) / Math.max(1, g(d)));
-      panels[0].bars = [...panels[0].bars, { label: `${r.label} ${tag}`, values: present.map((d) => d.depthwise.minRelative) }];
-      panels[1].bars = [...panels[1].bars, { label: `${r.label} ${tag}`, values: perSeed((d) => d.deadChannels.depthwise + d.deadChannels.pointwise, (d) => d.deadChannels.measured) }];
+      rows.push(`| ${r.label} | ${tag} | ${kernels('depthwise', (k) => k.dead)} | ${kernels('depthwise', (k) => k.below1e2)} | ${kernels('depthwise', (k) => k.below1e1)} | ${least} | ${kernels('pointwise', (k) => k.dead)} | ${kernels('pointwise', (k) => k.below1e1)} | ${ch} |`);
+      leastBars.push({ label: `${r.label} ${tag}`, values: present.map((d) => d.depthwise.minRelative) });
+      channelBars.push({ label: `${r.label} ${tag}`, values: present.map((d) => (100 * deadChannels(d)) / Math.max(1, d.deadChannels.measured)) });
     }
   }
+  const panels: BarPanel[] = [
+    { title: 'smallest depthwise filter norm / its layer median', bars: leastBars, format: (v) => v.toFixed(2), fromZero: true },
+    { title: `dead channels (zero on ≥ 99 % of ${b.diagnoseLimit.toLocaleString('en-US')} test images)`, bars: channelBars, format: (v) => `${v.toFixed(2)} %`, fromZero: true },
+  ];
   return {
     table: ['| model | weights | depthwise: dead (< 1e-3 × median) | < 1e-2 | < 0.1 | smallest / median | pointwise: dead | < 0.1 | dead channels |', '|---|---|---|---|---|---|---|---|---|', ...rows].join('\n'),
     verdicts: deadVerdicts(rs),
@@ -249,10 +255,16 @@ function section(exp: Experiment, rs: readonly VariantResults[], b: Budget): Sec
   }
 }
 
-export function machine(): string {
-  const flags = existsSync('/proc/cpuinfo') ? (readFileSync('/proc/cpuinfo', 'utf8').match(/^flags\s*:(.*)$/m)?.[1] ?? '') : '';
-  const isa = ['avx2', 'fma', 'avx512f', 'avx512_vnni', 'amx_tile'].filter((f) => flags.split(' ').includes(f));
-  return `${cpus()[0]?.model ?? 'unknown CPU'}, ${cpus().length} cores (${isa.join(', ') || 'no AVX2'}), Node ${process.versions.node}`;
+function machineText(): string {
+  const m = machine();
+  return `${m.cpuModel}, ${m.nproc} cores (${m.isa.join(', ') || 'no AVX2'}), Node ${process.versions.node}`;
+}
+
+/** How the jobs ran, from their records: jobs at a time and engine threads each. */
+function howRun(records: Records): string {
+  const done = [...records.values()].filter((r): r is JobRecord => r !== undefined);
+  const values = (f: (r: JobRecord) => number | undefined): string => [...new Set(done.map(f).filter((x) => x !== undefined))].join(' or ') || '?';
+  return `jobs ran ${values((r) => (r.parallel === 1 ? undefined : r.parallel))} at a time with ${values((r) => r.threads)} engine thread(s) each, the speed benchmarks alone`;
 }
 
 const DATASET_TEXT: Record<DataChoice['name'], string> = {
@@ -261,18 +273,20 @@ const DATASET_TEXT: Record<DataChoice['name'], string> = {
 };
 
 function budgetText(b: Budget, quick: boolean, data: DataChoice): string {
+  const r = presetRecipe('fashion-mnist');
+  const freeze = defaultFreezeBnEpochs(b.qatEpochs);
   return `${quick ? '**Quick mode: tiny budgets, the numbers mean nothing.** ' : ''}${DATASET_TEXT[data.name]}, width α ${b.alpha}, ` +
-    `${b.epochs} epoch(s) over a fixed ${b.trainLimit.toLocaleString('en-US')}-image subset of the training split (the \`fashion-mnist\` recipe: SGD lr 0.1, momentum 0.9, ` +
-    `weight decay 5e-4, cosine per step, batch 128, crop + flip), seeds ${b.seeds.join(' and ')}. Every reported top-1 is of the final model on ` +
+    `${b.epochs} epoch(s) over a fixed ${b.trainLimit.toLocaleString('en-US')}-image subset of the training split (the \`fashion-mnist\` recipe: ${r.optimizer.toUpperCase()} lr ${r.lr}, momentum ${r.momentum}, ` +
+    `weight decay ${r.weightDecay}, ${r.schedule} per ${r.schedulePer}, batch ${r.batch}, ${r.augment === 'seed' ? 'crop + flip' : `${r.augment} augmentation`}), seeds ${b.seeds.join(' and ')}. Every reported top-1 is of the final model on ` +
     `${b.testLimit ? `${b.testLimit} test images` : 'the whole test split (10,000 images)'}, used once (no checkpoint is chosen on it). QAT: a ${b.qatEpochs}-epoch fine-tune ` +
-    `of each trained model on ${b.qatLimit.toLocaleString('en-US')} images at lr ${b.qatLr}, fake-quantized throughout, BN frozen for its second half.`;
+    `of each trained model on ${b.qatLimit.toLocaleString('en-US')} images at lr ${b.qatLr}, fake-quantized throughout, BN frozen (folded) for the last ${freeze} of its ${b.qatEpochs} epoch(s).`;
 }
 
-function commandsText(exp: Experiment, jobs: readonly Job[], runs: string): string {
+function commandsText(exp: Experiment, jobs: readonly Job[], records: Records, runs: string): string {
   const rel = (s: string): string => (s.startsWith(runs) ? relative(process.cwd(), s) || '.' : s);
   const lines = jobs.map((j) => {
-    const r = readRecord(j);
-    return `mnv2 ${[...j.argv.map(rel), ...(j.threads && r ? ['--threads', String(r.threads)] : [])].join(' ')}${r ? `   # ${formatSeconds(r.seconds)}` : '   # not run'}`;
+    const r = records.get(j.id);
+    return `mnv2 ${[...j.argv.map(rel), ...(j.threads && r ? ['--threads', String(r.threads)] : [])].join(' ')}${r ? `   # ${formatDuration(r.seconds)}` : '   # not run'}`;
   });
   return `Rerun all of it: \`mnv2 experiment ${exp.name}\` (finished jobs are skipped; \`--quick\` for a minutes-long check). The jobs, with each one's wall time:\n\n\`\`\`\n${lines.join('\n')}\n\`\`\``;
 }
@@ -283,14 +297,15 @@ export async function writeReports(names: readonly ExperimentName[], o: ReportOp
   for (const name of names) {
     const exp = EXPERIMENTS[name];
     const jobs = planJobs([name], o.budget, o.runs, o.data);
-    if (!jobs.some((j) => readRecord(j))) throw new Error(`experiment ${name}: no finished job in ${o.runs} (run it without --report-only)`);
-    const rs = exp.variants.map((v) => collect(v, o, jobs));
+    const records: Records = new Map(jobs.map((j) => [j.id, readRecord(j)]));
+    if (![...records.values()].some(Boolean)) throw new Error(`experiment ${name}: no finished job in ${o.runs} (run it without --report-only)`);
+    const rs = exp.variants.map((v) => collect(v, o, records));
     const s = section(exp, rs, o.budget);
     const dir = join(o.out, name);
     mkdirSync(dir, { recursive: true });
     const png = join(dir, `${name}.png`);
     await writeSvgPng(renderBarChart(exp.title, s.panels), png);
-    const wall = jobs.reduce((a, j) => a + (readRecord(j)?.seconds ?? 0), 0);
+    const wall = [...records.values()].reduce((a, r) => a + (r?.seconds ?? 0), 0);
     const md = [
       `# ${exp.title}`,
       '',
@@ -302,7 +317,7 @@ export async function writeReports(names: readonly ExperimentName[], o: ReportOp
       '',
       ...exp.variants.map((v) => `- ${VARIANTS[v].label}: ${VARIANTS[v].description} (\`--arch ${[VARIANTS[v].arch, ...VARIANTS[v].flags].join(' ')}\`).`),
       '',
-      `**Measured on** ${machine()}, ${new Date().toISOString().slice(0, 10)}; jobs ran two at a time with one engine thread each, the speed benchmarks alone. Job time summed over jobs: ${formatSeconds(wall)}.`,
+      `**Measured on** ${machineText()}, ${new Date().toISOString().slice(0, 10)}; ${howRun(records)}. Job time summed over jobs: ${formatDuration(wall)}.`,
       '',
       s.table,
       '',
@@ -311,11 +326,11 @@ export async function writeReports(names: readonly ExperimentName[], o: ReportOp
       '',
       'Bars: the mean over seeds; dots: each seed; the line: their range.',
       '',
-      commandsText(exp, jobs, o.runs),
+      commandsText(exp, jobs, records, o.runs),
       '',
     ].join('\n');
     writeFileAtomic(join(dir, 'README.md'), md);
-    writeFileAtomic(join(dir, 'results.json'), `${JSON.stringify({ experiment: name, budget: o.budget, quick: o.quick, machine: machine(), variants: rs }, null, 2)}\n`);
+    writeFileAtomic(join(dir, 'results.json'), `${JSON.stringify({ experiment: name, budget: o.budget, quick: o.quick, machine: machineText(), variants: rs }, null, 2)}\n`);
     written.push(join(dir, 'README.md'), join(dir, 'results.json'), png);
   }
   return written;

@@ -7,6 +7,7 @@ import { spawn } from 'node:child_process';
 import { existsSync, mkdirSync, openSync, closeSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { dirname } from 'node:path';
 import type { Job } from './jobs.js';
+import { formatDuration } from '../train/progress.js';
 
 export interface RunnerOptions {
   /** Jobs at a time. */
@@ -23,6 +24,8 @@ export interface JobRecord {
   argv: string[];
   /** The `--threads` it ran with (absent: the command takes none). */
   threads?: number;
+  /** How many jobs ran at a time beside it (the runner's `parallel`; a timing job ran alone). */
+  parallel?: number;
   seconds: number;
 }
 
@@ -46,12 +49,12 @@ export async function runJobs(jobs: readonly Job[], o: RunnerOptions): Promise<v
   }
   const todo = jobs.filter((j) => !done.has(j.id));
   o.log(`${jobs.length} jobs: ${done.size} done before, ${todo.length} to run, ${o.parallel} at a time with ${o.threads} thread(s) each`);
-  const running = new Map<string, Promise<void>>();
+  const running = new Map<Job, Promise<void>>();
   const total = todo.length;
   let finished = 0;
-  let exclusive = false;
+  const aloneRunning = (): boolean => [...running.keys()].some((j) => j.exclusive);
   while (todo.length || running.size) {
-    for (let i = 0; i < todo.length && running.size < o.parallel && !exclusive;) {
+    for (let i = 0; i < todo.length && running.size < o.parallel && !aloneRunning();) {
       const j = todo[i];
       const blocked = j.after.find((a) => failed.has(a));
       if (blocked) {
@@ -63,18 +66,14 @@ export async function runJobs(jobs: readonly Job[], o: RunnerOptions): Promise<v
       const waits = !j.after.every((a) => done.has(a)) || (j.exclusive && (running.size > 0 || todo.some((t) => !t.exclusive)));
       if (waits) { i++; continue; }
       todo.splice(i, 1);
-      exclusive = j.exclusive;
       o.log(`start ${j.id}: mnv2 ${j.argv.join(' ')}`);
-      running.set(j.id, runOne(j, o).then((seconds) => {
+      running.set(j, runOne(j, o).then((seconds) => {
         done.add(j.id);
-        o.log(`[${++finished}/${total}] done ${j.id} in ${formatSeconds(seconds)}`);
+        o.log(`[${++finished}/${total}] done ${j.id} in ${formatDuration(seconds)}`);
       }, (e: Error) => {
         failed.set(j.id, e.message);
         o.log(`FAILED ${j.id}: ${e.message}`);
-      }).finally(() => {
-        running.delete(j.id);
-        if (j.exclusive) exclusive = false;
-      }));
+      }).finally(() => running.delete(j)));
     }
     if (!running.size) {
       // Nothing can start: the rest wait for jobs that are not in the list.
@@ -84,10 +83,6 @@ export async function runJobs(jobs: readonly Job[], o: RunnerOptions): Promise<v
     await Promise.race(running.values());
   }
   if (failed.size) throw new Error(`${failed.size} experiment job(s) failed:\n${[...failed].map(([id, m]) => `  ${id}: ${m}`).join('\n')}`);
-}
-
-export function formatSeconds(s: number): string {
-  return s < 60 ? `${s.toFixed(1)} s` : `${Math.floor(s / 60)}m${String(Math.round(s % 60)).padStart(2, '0')}s`;
 }
 
 /** One job: stdout to its output (atomically) or to its log, stderr to its log; resolves with the wall time. */
@@ -116,7 +111,7 @@ function runOne(j: Job, o: RunnerOptions): Promise<number> {
         reject(new Error(`finished without writing ${j.output}; see ${logFile}`));
         return;
       }
-      writeFileSync(recordFile(j), JSON.stringify({ argv: j.argv, ...(j.threads ? { threads: o.threads } : {}), seconds } satisfies JobRecord));
+      writeFileSync(recordFile(j), JSON.stringify({ argv: j.argv, ...(j.threads ? { threads: o.threads } : {}), parallel: j.exclusive ? 1 : o.parallel, seconds } satisfies JobRecord));
       resolve(seconds);
     });
   });

@@ -8,7 +8,8 @@ import type { BaseConfig } from './family.js';
 export type Pads = readonly [number, number, number, number];
 
 /** Activations a block uses (the configs' ablation switch). */
-export type ActivationKind = 'relu' | 'relu6';
+export const ACTIVATIONS = ['relu', 'relu6'] as const;
+export type ActivationKind = (typeof ACTIVATIONS)[number];
 /** Elementwise ops of an `act` node: a block activation, or a sigmoid (e.g. detection scores). */
 export type EltwiseKind = ActivationKind | 'sigmoid';
 

@@ -25,6 +25,7 @@
  * Every field can be overridden (see `resolvePreset`).
  */
 import { SHORTCUTS, type ActivationKind, type ShortcutKind } from '../model/config.js';
+import { ACTIVATIONS } from '../model/graph.js';
 import type { AugmentKind } from '../data/loader.js';
 import type { SsdStyle } from '../detect/postprocess.js';
 import { failFor } from '../util/errors.js';
@@ -102,6 +103,9 @@ export interface TrainRecipe {
   /** Quantization-aware training for the last epochs (src/quant/qat.ts); the run then also writes the int8 model. */
   qat?: QatRecipe;
 }
+
+/** `--qat-freeze-bn`'s default: BN frozen for the last half of the QAT epochs, rounded up (all of a 1-epoch run). */
+export const defaultFreezeBnEpochs = (qatEpochs: number): number => Math.ceil(qatEpochs / 2);
 
 /** Quantization-aware training of a classification run (`--qat`, `--qat-epochs`, `--qat-freeze-bn`, `--weight-bits`). */
 export interface QatRecipe {
@@ -220,6 +224,6 @@ export function validateRecipe(r: TrainRecipe): void {
     if (r.ema > 0) bad('quantization-aware training does not combine with an EMA of the weights (--ema 0)');
   }
   if (r.shortcut !== undefined && !SHORTCUTS.includes(r.shortcut)) bad(`shortcut must be ${SHORTCUTS.join(', ')}, got ${String(r.shortcut)}`);
-  if (r.activation !== undefined && r.activation !== 'relu' && r.activation !== 'relu6') bad(`activation must be relu or relu6, got ${String(r.activation)}`);
+  if (r.activation !== undefined && !ACTIVATIONS.includes(r.activation)) bad(`activation must be ${ACTIVATIONS.join(' or ')}, got ${String(r.activation)}`);
   if (r.linearBottleneck !== undefined && typeof r.linearBottleneck !== 'boolean') bad(`linearBottleneck must be a boolean, got ${String(r.linearBottleneck)}`);
 }

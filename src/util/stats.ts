@@ -1,3 +1,8 @@
+/** Mean of a list; NaN for an empty one. */
+export function mean(v: readonly number[]): number {
+  return v.length ? v.reduce((s, x) => s + x, 0) / v.length : NaN;
+}
+
 /** Median of a non-empty list (the mean of the middle two for an even count). */
 export function median(v: readonly number[]): number {
   if (v.length === 0) throw new Error('median of an empty list');
