@@ -88,6 +88,16 @@ describe('mnv2 experiment --quick', { skip: noData }, () => {
     assert.match(third.stderr, / 1 to run/);
     assert.match(third.stderr, /start v2-nonlinear-s2\/fp32: /);
   });
+
+  it('a damaged measurement file is an error naming it', () => {
+    const damaged = path.join(runs, 'v1-s2', 'eval-fp32.json');
+    const kept = readFileSync(damaged);
+    writeFileSync(damaged, kept.subarray(0, 10));
+    const r2 = mnv2('experiment', 'v1-vs-v2', '--quick', '--report-only', '--runs', runs, '--out', out);
+    writeFileSync(damaged, kept);
+    assert.notEqual(r2.status, 0);
+    assert.match(r2.stderr, /eval-fp32\.json: not valid JSON \(.*\); delete it to rerun the job that wrote it/);
+  });
 });
 
 describe('mnv2 experiment --quick --dataset cifar10', () => {

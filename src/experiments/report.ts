@@ -4,12 +4,12 @@
  * budget and the machine), `results.json` with every number, and PNG charts. Read only from the files the jobs
  * left, so `mnv2 experiment NAME --report-only` rewrites a report without running anything.
  */
-import { existsSync, mkdirSync, readFileSync } from 'node:fs';
+import { existsSync, mkdirSync } from 'node:fs';
 import { join, relative } from 'node:path';
 import { renderBarChart, writeSvgPng, type Bar, type BarPanel } from './charts.js';
 import { files, planJobs, type DataChoice, type Job } from './jobs.js';
 import { EXPERIMENTS, VARIANTS, type Budget, type Experiment, type ExperimentName, type VariantId } from './plan.js';
-import { readRecord, type JobRecord } from './runner.js';
+import { readJsonFile, readRecord, type JobRecord } from './runner.js';
 import { formatDuration } from '../train/progress.js';
 import { defaultFreezeBnEpochs, presetRecipe } from '../train/presets.js';
 import { machine } from '../util/machine.js';
@@ -60,7 +60,7 @@ export interface VariantResults {
   cost: { params: number; macs: number; memory: unknown } | null;
 }
 
-const readJson = <T>(f: string): T | null => (existsSync(f) ? (JSON.parse(readFileSync(f, 'utf8')) as T) : null);
+const readJson = <T>(f: string): T | null => (existsSync(f) ? readJsonFile<T>(f) : null);
 const top1Of = (f: string): number => readJson<{ top1: number }>(f)?.top1 ?? NaN;
 
 export function deadSummary(d: { layers: readonly Pick<LayerDiagnosis, 'kind' | 'relativeNorms' | 'deadKernels' | 'deadChannels' | 'zeroShares'>[] }): DeadSummary {

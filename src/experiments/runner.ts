@@ -8,6 +8,7 @@ import { existsSync, mkdirSync, openSync, closeSync, readFileSync, renameSync, r
 import { dirname } from 'node:path';
 import type { Job } from './jobs.js';
 import { formatDuration } from '../train/progress.js';
+import { fail } from '../util/errors.js';
 
 export interface RunnerOptions {
   /** Jobs at a time. */
@@ -34,7 +35,16 @@ export const recordFile = (j: Job): string => `${j.output}.job.json`;
 export function readRecord(j: Job): JobRecord | undefined {
   const f = recordFile(j);
   if (!existsSync(f) || !existsSync(j.output)) return undefined;
-  return JSON.parse(readFileSync(f, 'utf8')) as JobRecord;
+  return readJsonFile<JobRecord>(f);
+}
+
+/** A JSON file a job left; a damaged one is an error naming it (deleting it reruns its job). */
+export function readJsonFile<T>(f: string): T {
+  try {
+    return JSON.parse(readFileSync(f, 'utf8')) as T;
+  } catch (e) {
+    fail(f, `not valid JSON (${(e as Error).message}); delete it to rerun the job that wrote it`);
+  }
 }
 
 const sameCommand = (a: readonly string[], b: readonly string[]): boolean => a.length === b.length && a.every((x, i) => x === b[i]);
