@@ -153,8 +153,9 @@ export function ssdLossTorchvision(x: SsdLossInput, o: { negToPosRatio?: number;
   const ratio = o.negToPosRatio ?? 3;
   return batchLoss(x, o.coder ?? TORCHVISION_BOX_CODER, (acc, { b, m, target, label }) => {
     const { anchors, classes, N } = acc;
+    const lse = new Float64Array(anchors); // log-sum-exp of each anchor's logits
     const ce = new Float64Array(anchors);
-    const prob = new Float64Array(anchors * classes);
+    const negatives: number[] = [];
     let numPos = 0;
     for (let a = 0; a < anchors; a++) {
       const off = (b * anchors + a) * classes;
@@ -162,28 +163,29 @@ export function ssdLossTorchvision(x: SsdLossInput, o: { negToPosRatio?: number;
       for (let c = 0; c < classes; c++) max = Math.max(max, x.clsLogits[off + c]!);
       let z = 0;
       for (let c = 0; c < classes; c++) z += Math.exp(x.clsLogits[off + c]! - max);
-      for (let c = 0; c < classes; c++) prob[a * classes + c] = Math.exp(x.clsLogits[off + c]! - max) / z;
-      ce[a] = max + Math.log(z) - x.clsLogits[off + label(a)]!;
+      lse[a] = max + Math.log(z);
+      ce[a] = lse[a]! - x.clsLogits[off + label(a)]!;
       if (m[a]! >= 0) {
         numPos++;
         acc.localization += boxLoss(x, acc.gradRegression, target, b * anchors * 4, a, N);
+      } else {
+        negatives.push(a);
       }
     }
-    // Hard negatives: rank by loss with positives at −inf; anchors ranked < 3·#positives count as background
-    // (when that exceeds the negatives, torchvision's rule also re-counts positives — kept as it is).
-    const order = Array.from({ length: anchors }, (_, a) => a).sort((p, q) => {
-      const lp = m[p]! >= 0 ? -Infinity : ce[p]!;
-      const lq = m[q]! >= 0 ? -Infinity : ce[q]!;
-      return lq - lp || p - q;
-    });
+    // Hard negatives: torchvision ranks every anchor by loss with positives at −inf (ties by index) and counts the
+    // first 3·#positives as background; when that exceeds the negatives it also re-counts positives (kept as it is).
+    negatives.sort((p, q) => ce[q]! - ce[p]! || p - q);
     const weight = new Float64Array(anchors);
-    for (let a = 0; a < anchors; a++) if (m[a]! >= 0) weight[a] = 1;
-    order.slice(0, ratio * numPos).forEach((a) => (weight[a]! += 1));
+    const positives: number[] = [];
+    for (let a = 0; a < anchors; a++) if (m[a]! >= 0) (weight[a] = 1), positives.push(a);
+    negatives.concat(positives).slice(0, ratio * numPos).forEach((a) => (weight[a]! += 1));
     for (let a = 0; a < anchors; a++) {
       if (weight[a] === 0) continue;
       acc.classification += weight[a]! * ce[a]!;
       const off = (b * anchors + a) * classes;
-      for (let c = 0; c < classes; c++) acc.gradLogits[off + c] = (weight[a]! * (prob[a * classes + c]! - (c === label(a) ? 1 : 0))) / N;
+      const l = label(a);
+      // Softmax recomputed here, for the few weighted anchors only.
+      for (let c = 0; c < classes; c++) acc.gradLogits[off + c] = (weight[a]! * (Math.exp(x.clsLogits[off + c]! - lse[a]!) - (c === l ? 1 : 0))) / N;
     }
   });
 }
