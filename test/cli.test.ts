@@ -91,6 +91,9 @@ describe('mnv2 CLI', () => {
       [['predict', '--weights', fixturePath('seed-cifar.weights.safetensors'), path.join(tmp, 'missing.jpg')], /could not read image '.*missing\.jpg'/],
       [['predict', '--weights', path.join(tmp, 'nope.safetensors'), 'a.jpg'], /nope\.safetensors: no such file/],
       [['summary', '--resolution', '100'], /multiple of 32/],
+      // Fine-tuning keeps the file's architecture: an ablation flag for another one is refused, not ignored.
+      [['train', '--weights', 'models/fashion-mnist/model.safetensors', '--activation', 'relu6', '--out', path.join(tmp, 'never-run')],
+        /model\.safetensors: was trained with activation relu, but --activation asks for relu6: fine-tuning keeps the weights' architecture/],
     ];
     for (const [args, re] of cases) {
       await assert.rejects(mnv2(...args), (e: { stderr: string; code: number }) => {

@@ -79,6 +79,20 @@ function recipeConfig(recipe: TrainRecipe, numClasses?: number): BaseConfig {
   return archConfig(recipe.arch, { alpha, resolution, dropout, numClasses, ...ablationOverrides(resolveArch(recipe.arch).family.name, recipe.arch, { shortcut: recipe.shortcut, activation: recipe.activation, linearBottleneck: recipe.linearBottleneck }) });
 }
 
+/**
+ * Fine-tuning keeps the architecture of the weights: an ablation flag (--shortcut, --activation,
+ * --nonlinear-bottleneck) that asks for another one is refused rather than silently ignored.
+ */
+function refuseArchitectureChange(file: string, config: BaseConfig, recipe: TrainRecipe): void {
+  const asked = { shortcut: recipe.shortcut, activation: recipe.activation, linearBottleneck: recipe.linearBottleneck };
+  const flags = { shortcut: '--shortcut', activation: '--activation', linearBottleneck: '--nonlinear-bottleneck' } as const;
+  const have = config as unknown as Record<string, unknown>;
+  for (const [k, v] of Object.entries(asked) as [keyof typeof flags, unknown][]) {
+    if (v === undefined || have[k] === v) continue;
+    fail(file, `was trained with ${k} ${String(have[k] ?? '(none)')}, but ${flags[k]} asks for ${String(v)}: fine-tuning keeps the weights' architecture (train without --weights to change it)`);
+  }
+}
+
 /** Resumes the checkpoint `opts.resume` or starts a fresh run; creates the run folder. */
 export function openRun(opts: TrainOptions, log: (m: string) => void): RunState {
   const state = opts.resume ? resumeRun(opts, opts.resume, log) : freshRun(opts, log);
@@ -109,6 +123,7 @@ function freshRun(opts: TrainOptions, log: (m: string) => void): RunState {
   // A fresh model is initialised by fitToData, once the class count is known.
   if (!opts.weights) return { ...base, baseInfo: {}, graph: buildModel(recipeConfig(recipe)), weights: new Map() };
   const l = fineTuneSource(opts.weights, opts.resolution ?? (recipe.arch === 'imagenet' ? recipe.resolution : undefined));
+  refuseArchitectureChange(opts.weights, l.graph.config, recipe);
   log(`fine-tuning from ${opts.weights} (${familyOf(l.graph.config).describe(l.graph.config)})`);
   // An imported Keras model keeps its own input normalisation when fine-tuned on an image folder.
   return { ...base, graph: l.graph, weights: l.weights, baseInfo: l.info.preprocess !== undefined ? { preprocess: l.info.preprocess } : {} };
