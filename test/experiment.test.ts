@@ -13,7 +13,8 @@ import { fileURLToPath } from 'node:url';
 import { after, describe, it } from 'node:test';
 import { FASHION_MNIST_DIR } from '../src/data/idx.js';
 import { compare, deadSummary, spread } from '../src/experiments/report.js';
-import { planJobs } from '../src/experiments/jobs.js';
+import { planJobs, type Job } from '../src/experiments/jobs.js';
+import { runJobs } from '../src/experiments/runner.js';
 import { EXPERIMENT_NAMES, FULL_BUDGET, QUICK_BUDGET } from '../src/experiments/plan.js';
 import { loadModelFile } from '../src/io/weights.js';
 import { CIFAR_TRAIN_FILES } from '../src/data/cifar.js';
@@ -121,6 +122,24 @@ describe('mnv2 experiment --quick --dataset cifar10', () => {
     assert.match(r.stderr, /mnv2 train --dataset cifar10 --data \S+ --arch seed-cifar/);
     assert.deepEqual(json<{ total: number }>(path.join(cruns, 'v2-s1', 'eval-fp32.json')).total, 100);
     assert.match(readFileSync(path.join(tmp, 'cifar-reports', 'bottleneck', 'README.md'), 'utf8'), /CIFAR-10 \(32×32 RGB\)/);
+  });
+});
+
+describe('experiment runner', () => {
+  it('a job that waits for a timing job runs after it (the timing job does not wait for it in turn)', async () => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'mnv2-runner-'));
+    try {
+      const cli = path.join(dir, 'fake-cli.mjs');
+      writeFileSync(cli, 'process.stdout.write(JSON.stringify({ argv: process.argv.slice(2), at: process.hrtime.bigint().toString() }));\n');
+      const job = (id: string, after: string[], exclusive = false): Job =>
+        ({ id, argv: [id], threads: false, output: path.join(dir, `${id}.json`), stdoutToOutput: true, after, exclusive });
+      const log: string[] = [];
+      await runJobs([job('speed', [], true), job('report', ['speed']), job('train', [])], { parallel: 2, threads: 1, cli, log: (m) => log.push(m) });
+      const at = (id: string): bigint => BigInt(JSON.parse(readFileSync(path.join(dir, `${id}.json`), 'utf8')).at);
+      assert.ok(at('train') < at('speed') && at('speed') < at('report'), log.join('\n'));
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
 

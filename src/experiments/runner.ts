@@ -72,8 +72,9 @@ export async function runJobs(jobs: readonly Job[], o: RunnerOptions): Promise<v
         todo.splice(i, 1);
         continue;
       }
-      // A timing job runs alone, after everything else that can run.
-      const waits = !j.after.every((a) => done.has(a)) || (j.exclusive && (running.size > 0 || todo.some((t) => !t.exclusive)));
+      // A timing job runs alone, after everything else that can run now (not before the jobs that wait for it).
+      const ready = (t: Job): boolean => t.after.every((a) => done.has(a));
+      const waits = !ready(j) || (j.exclusive && (running.size > 0 || todo.some((t) => !t.exclusive && ready(t))));
       if (waits) { i++; continue; }
       todo.splice(i, 1);
       o.log(`start ${j.id}: mnv2 ${j.argv.join(' ')}`);
