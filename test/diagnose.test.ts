@@ -3,11 +3,11 @@
  * file's tensors, dead channels on 100 test images (the system Fashion-MNIST; skipped without it), the same
  * model with one filter zeroed and one channel's BN bias pushed far below zero (exactly those found dead), the
  * ONNX extra outputs the activations come from (the last one, pooled and fed to the classifier, gives the
- * logits), and the CLI's JSON and heat map.
+ * logits), the CLI's JSON and heat map, and a detector diagnosed on a folder of photos.
  */
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -20,6 +20,10 @@ import { testSample } from '../src/diagnose/sample.js';
 import { exportOnnx, ONNX_INPUT, ONNX_OUTPUT } from '../src/engine/onnx/export.js';
 import { loadModelFile } from '../src/io/weights.js';
 import type { ConvNode } from '../src/model/graph.js';
+import { archConfig, buildModel } from '../src/model/registry.js';
+import { initWeights } from '../src/model/weights.js';
+import { saveWeights } from '../src/io/weights.js';
+import { encodeModelInfo } from '../src/io/metadata.js';
 import { fixturePath, maxAbs, maxAbsDiff } from './helpers/fixtures.js';
 
 const CLI = fileURLToPath(new URL('../src/cli/main.js', import.meta.url));
@@ -132,5 +136,29 @@ describe('mnv2 diagnose', { skip: noData }, () => {
     const text = execFileSync(process.execPath, [CLI, 'diagnose', '--weights', MODEL], { encoding: 'utf8' });
     assert.match(text, /no --dataset: dead kernels only/);
     assert.match(text, /\ntotal\s+56 layers\s+17512\s+0 \(0\.0 %\)\s+-/);
+  });
+});
+
+describe('diagnose: a detector on a folder of photos', () => {
+  it('the channel whose BN bias is -1000 is dead; the sample is the folder\'s photos, preprocessed as detect does', async () => {
+    const g = buildModel(archConfig('ssdlite', { resolution: 129, numClasses: 10, alpha: 0.35 }));
+    const w = initWeights(g, 3);
+    w.get('features.2.conv.1.1.bias')![5] = -1000; // channel 5 after the depthwise conv of block 2
+    const file = path.join(tmp, 'detector.safetensors');
+    saveWeights(file, g, w, new Map(), encodeModelInfo({ config: g.config }));
+    const photos = path.join(tmp, 'photos');
+    mkdirSync(photos);
+    for (let i = 0; i < 3; i++) {
+      const px = Uint8Array.from({ length: 96 * 80 * 3 }, (_, k) => (k * (7 + i) + i * 31) & 255);
+      await sharp(px, { raw: { width: 96, height: 80, channels: 3 } }).png().toFile(path.join(photos, `p${i}.png`));
+    }
+    const d = JSON.parse(execFileSync(process.execPath, [CLI, 'diagnose', '--weights', file, '--dataset', photos, '--json'], { encoding: 'utf8' })) as Diagnosis & { dataset: string };
+    assert.equal(d.dataset, photos);
+    const layer = d.layers.find((l) => l.layer === 'features.2.conv.1.0')!;
+    assert.equal(layer.zeroShares![5], 1);
+    assert.ok((layer.deadChannels ?? 0) >= 1);
+    assert.ok(d.layers.some((l) => l.layer.startsWith('head.classification_head')), 'the box predictors are diagnosed too');
+    assert.throws(() => execFileSync(process.execPath, [CLI, 'diagnose', '--weights', file, '--dataset', photos, '--data', photos], { encoding: 'utf8', stdio: 'pipe' }),
+      /a detector reads its photos from --dataset/);
   });
 });

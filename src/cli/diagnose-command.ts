@@ -1,6 +1,7 @@
 /** `mnv2 diagnose`: dead kernels and dead channels of the depthwise and pointwise convs of a model. */
 import type { Command } from 'commander';
 import { loadModelFile } from '../io/weights.js';
+import { SSDLITE } from '../model/ssdlite.js';
 import { refuseInputAsOutput } from '../util/outputs.js';
 import { BATCH, COUNT_OR_ALL, SEED, THREADS, int, num } from './args.js';
 
@@ -23,7 +24,7 @@ export function registerDiagnoseCommand(program: Command): void {
     .command('diagnose')
     .description('dead kernels (filter norm below a fraction of the layer median) and dead channels (zero on most of a sample) of every depthwise and pointwise conv')
     .requiredOption('--weights <file>', 'model file (.safetensors)')
-    .option('--dataset <name|dir>', 'measure dead channels on the test split of fashion-mnist, cifar10 or an image folder')
+    .option('--dataset <name|dir>', 'measure dead channels on the test split of fashion-mnist, cifar10 or an image folder; a detector: a COCO JSON, a folder with test.json, or an image folder')
     .option('--data <dir>', 'where the dataset is')
     .option('--limit <n>', 'images of the sample (a fixed random subset; 0: all)', '1000')
     .option('--seed <n>', 'seed of the sample', '0')
@@ -36,12 +37,14 @@ export function registerDiagnoseCommand(program: Command): void {
     .action(async (o: DiagnoseOpts) => {
       refuseInputAsOutput({ path: o.png, flag: '--png' }, [{ path: o.weights, flag: '--weights' }]);
       const m = loadModelFile(o.weights);
-      const [{ diagnose }, { formatDiagnosis, writeHeatmapPng }, { testSample }] =
+      const [{ diagnose }, { formatDiagnosis, writeHeatmapPng }, { detectionSample, testSample }] =
         await Promise.all([import('../diagnose/dead.js'), import('../diagnose/report.js'), import('../diagnose/sample.js')]);
-      const sample = o.dataset === undefined ? undefined : await testSample(o.dataset, {
-        dir: o.data, resolution: m.graph.config.resolution, preprocess: m.info.preprocess,
-        limit: int(o.limit, '--limit', COUNT_OR_ALL)!, seed: int(o.seed, '--seed', SEED)!, batch: int(o.batch, '--batch', BATCH)!,
-      });
+      const at = { resolution: m.graph.config.resolution, limit: int(o.limit, '--limit', COUNT_OR_ALL)!, seed: int(o.seed, '--seed', SEED)!, batch: int(o.batch, '--batch', BATCH)! };
+      const detector = m.graph.config.family === SSDLITE;
+      if (detector && o.data) throw new Error('diagnose: a detector reads its photos from --dataset (a COCO JSON, a folder with test.json, or an image folder); --data is for classification sets');
+      const sample = o.dataset === undefined ? undefined
+        : detector ? await detectionSample(o.dataset, at)
+        : await testSample(o.dataset, { ...at, dir: o.data, preprocess: m.info.preprocess });
       const d = await diagnose(m.graph, m.weights, {
         kernelFraction: num(o.kernelFraction, '--kernel-fraction'), zeroShare: num(o.zeroShare, '--zero-share'),
         batches: sample?.batches, threads: int(o.threads, '--threads', THREADS),

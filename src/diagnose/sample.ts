@@ -1,6 +1,7 @@
 /** Model-input batches of a fixed, seeded sample of a dataset's test split, for measuring activations. */
 import { limitDataset, openDataset } from '../data/open.js';
 import { inputShape, toModelInput } from '../data/dataset.js';
+import { calibrationFiles, detectorImages } from '../detect/calibration.js';
 
 export interface Sample {
   name: string;
@@ -24,4 +25,14 @@ export async function testSample(dataset: string, opts: { dir?: string; resoluti
     }
   }
   return { name: ds.name, count: ds.count, batches: batches() };
+}
+
+/**
+ * A detector's sample: `limit` photos (seeded subset) of a COCO-format set's test split (a COCO JSON, a folder
+ * with test.json) or of an image folder, preprocessed as `mnv2 detect` does.
+ */
+export async function detectionSample(source: string, opts: { resolution: number; limit: number; seed: number; batch: number }): Promise<Sample> {
+  const all = detectorImages(await calibrationFiles(source, 'test'), opts.resolution, source);
+  const images = opts.limit > 0 ? all.subset(opts.limit, opts.seed) : all;
+  return { name: images.name, count: images.count, batches: images.batches(opts.batch) };
 }
