@@ -104,6 +104,31 @@ test('nms and batched_nms equal torchvision (IoU 0.6, 300 boxes, 4 classes)', ()
   assert.ok(keep.length > ints('nms.keep').length && keep.length < 300, `${keep.length}`);
 });
 
+test('nms with its area window = the full pairwise comparison: duplicates, zero-area boxes, thresholds -0.1 to 1', () => {
+  // The plain greedy NMS, every candidate against every kept box.
+  const reference = (b: Float32Array, s: Float32Array, t: number, max: number): number[] => {
+    const order = Array.from(s, (_, i) => i).sort((p, q) => s[q]! - s[p]! || p - q);
+    const keep: number[] = [];
+    for (const i of order) if (keep.length < max && keep.every((k) => iouMatrix(b.subarray(4 * i, 4 * i + 4), b.subarray(4 * k, 4 * k + 4))[0]! <= t)) keep.push(i);
+    return keep;
+  };
+  let seed = 11;
+  const r = () => ((seed = (seed * 1103515245 + 12345) >>> 0) / 2 ** 32);
+  for (let trial = 0; trial < 20; trial++) {
+    const n = 150;
+    const boxes = new Float32Array(4 * n);
+    for (let i = 0; i < n; i++) {
+      const [x, y, w, h] = [r(), r(), r() * 0.3, r() * 0.3];
+      boxes.set(i % 17 === 0 ? [x, y, x, y + h] : [x, y, x + w, y + h], 4 * i); // some zero-area boxes
+      if (i % 10 === 9) boxes.set(boxes.subarray(4 * (i - 1), 4 * i).map((v) => v + (trial % 2 ? 0 : 1e-7)), 4 * i); // (near-)duplicates
+    }
+    const scores = Float32Array.from({ length: n }, () => Math.round(r() * 20) / 20); // ties
+    for (const t of [-0.1, 0, 0.3, 0.5, 0.6, 0.99, 1]) {
+      for (const max of [Infinity, 25]) assert.deepEqual(nms(boxes, scores, t, max), reference(boxes, scores, t, max), `trial ${trial}, t ${t}, max ${max}`);
+    }
+  }
+});
+
 test('multiclassNms (TF batch_multiclass_non_max_suppression) = torchvision SSD.postprocess_detections on the same scores', () => {
   const numAnchors = 540;
   const C = Number(fx.metadata.num_classes);
