@@ -218,6 +218,18 @@ describe('QDQ model of the committed Fashion-MNIST model', () => {
     for (const op of ['Conv', 'FusedConv', 'Add', 'Gemm', 'GlobalAveragePool', 'Relu', 'DequantizeLinear']) assert.equal(ops.get(op), undefined, op);
   });
 
+  it('--float-convs 3: the first three convs stay float32 Conv, the fourth quantizes their output, the rest as before', async () => {
+    const f = await quantizeOnnx(fp32, calib, { method: 'percentile', calibImages: 64, floatConvs: 3 });
+    const convs = fp32Model.graph!.node!.filter((n) => n.opType === 'Conv').map((n) => n.name!);
+    assert.deepEqual(convs.filter((c) => !f.plan.nodes.has(c)), convs.slice(0, 3));
+    assert.ok(f.plan.quantized.has(fp32Model.graph!.node!.find((n) => n.name === convs[3])!.input![0]!));
+    const ops = await optimizedOpCounts(f.bytes);
+    assert.equal(ops.get('QLinearConv'), 57 - 3);
+    assert.equal((ops.get('Conv') ?? 0) + (ops.get('FusedConv') ?? 0), 3);
+    assert.equal(JSON.parse(onnx.ModelProto.decode(f.bytes).metadataProps!.find((p) => p.key === QUANT_KEY)!.value!).floatConvs, 3);
+    await assert.rejects(quantizeOnnx(fp32, calib, { floatConvs: -1 }), /float convs must be an integer >= 0, got -1/);
+  });
+
   it('int8 logits agree with float32 on 256 held-out test images', async () => {
     const test = await openDataset('fashion-mnist', 'test');
     const [b] = [...datasetBatches(test.dataset, test.input, 256, 256)];

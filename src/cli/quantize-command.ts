@@ -24,6 +24,7 @@ interface QuantizeFlags extends ArchOpts {
   method: CalibrationMethod;
   percentile: string;
   weightBits: '7' | '8';
+  floatConvs: string;
   seed: string;
   batch: string;
   threads?: string;
@@ -105,6 +106,7 @@ export function registerQuantizeCommand(program: Command): void {
     .addOption(new Option('--method <method>', 'activation range: minmax, percentile (clip each tail), entropy (TensorRT KL)').choices([...CALIBRATION_METHODS]).default('percentile'))
     .option('--percentile <p>', 'percentile kept by --method percentile', '99.99')
     .addOption(new Option('--weight-bits <bits>', '7: no saturation in x86 u8·s8 kernels without VNNI; 8: for VNNI / ARM').choices(['7', '8']).default('7'))
+    .option('--float-convs <n>', 'leave the first n convs in float32 (early layers with a few live channels, which per-tensor uint8 erases; see mnv2 diagnose)', '0')
     .option('--seed <n>', 'seed of the calibration subset', '0')
     .option('--batch <n>', 'calibration batch size', '32')
     .option('--threads <n>', 'ONNX Runtime threads (default: all cores)')
@@ -121,6 +123,7 @@ export function registerQuantizeCommand(program: Command): void {
         calibImages: int(o.calibImages, '--calib-images', { min: 1, max: 1_000_000 }),
         seed: int(o.seed, '--seed', SEED),
         batch: int(o.batch, '--batch', BATCH),
+        floatConvs: int(o.floatConvs, '--float-convs', { min: 0, max: 100_000 }),
       };
       refuseInputAsOutput({ path: o.out, flag: '--out' }, [{ path: o.weights, flag: '--weights' }]);
       const fp32 = await float32Onnx(o);
@@ -140,6 +143,7 @@ export function registerQuantizeCommand(program: Command): void {
           how: `${o.method} ranges of ${q.plan.calibrate.length} tensors from ${q.calibImages} ${calibName} images`,
         };
       };
+      if (fp32.qat && settings.floatConvs) throw new Error('quantize: --float-convs calibrates anew; a model trained with --qat needs --recalibrate for it');
       const t0 = performance.now();
       const r = fp32.qat
         ? { bytes: fp32.qat, how: 'the ranges trained quantization-aware (no calibration; --recalibrate to calibrate)', method: 'qat', calib: {} }

@@ -106,8 +106,9 @@ export interface QdqPlan {
 }
 
 /** Plans the quantization of a float32 graph (see the file comment for the op rules). */
-export function planQdq(model: IModelProto, source = '<model>'): QdqPlan {
+export function planQdq(model: IModelProto, source = '<model>', o: { floatConvs?: number } = {}): QdqPlan {
   const g = model.graph;
+  let convsLeft = o.floatConvs ?? 0; // the first ones stay float32 (see QuantizeOptions.floatConvs)
   if (!g?.node) fail(source, `no graph`);
   const inits = new Set((g.initializer ?? []).map((t) => t.name!));
   const outputs = new Set((g.output ?? []).map((o) => o.name!));
@@ -138,6 +139,10 @@ export function planQdq(model: IModelProto, source = '<model>'): QdqPlan {
     switch (n.opType) {
       case 'Conv':
         if (!inits.has(ins[1]!) || (ins[2] && !inits.has(ins[2]))) break;
+        if (convsLeft > 0) {
+          convsLeft--;
+          break;
+        }
         nodes.add(name);
         use(ins[0]!);
         break;
@@ -306,6 +311,12 @@ export interface QuantizeOptions {
    * products in int16) cannot saturate; 8: [-127, 127], for VNNI or ARM.
    */
   weightBits?: 7 | 8;
+  /**
+   * Leave the first n convs (graph order) in float32; the conv after them quantizes its input. For models whose
+   * early activations per-tensor uint8 cannot carry: few live channels at 0..6 next to near-zero ones, amplified by
+   * the projection after them (the det-c detector: COCO AP 0.235 float32, 0.033 all-int8).
+   */
+  floatConvs?: number;
 }
 
 export interface QuantizeResult {
@@ -318,7 +329,7 @@ export interface QuantizeResult {
 }
 
 /** Checks the options, with messages that name the problem. */
-function checkQuantizeOptions(o: QuantizeOptions): Required<Pick<QuantizeOptions, 'method' | 'percentile' | 'calibImages' | 'weightBits'>> {
+function checkQuantizeOptions(o: QuantizeOptions): Required<Pick<QuantizeOptions, 'method' | 'percentile' | 'calibImages' | 'weightBits' | 'floatConvs'>> {
   const method = o.method ?? 'percentile';
   if (!(CALIBRATION_METHODS as readonly string[]).includes(method)) {
     throw new Error(`unknown calibration method '${method}' (expected ${CALIBRATION_METHODS.join(', ')})`);
@@ -329,7 +340,9 @@ function checkQuantizeOptions(o: QuantizeOptions): Required<Pick<QuantizeOptions
   if (!(percentile > 0 && percentile <= 100)) throw new Error(`percentile must be in (0, 100], got ${percentile}`);
   const weightBits = o.weightBits ?? 7;
   if (weightBits !== 7 && weightBits !== 8) throw new Error(`weight bits must be 7 or 8, got ${weightBits}`);
-  return { method, percentile, calibImages, weightBits };
+  const floatConvs = o.floatConvs ?? 0;
+  if (!Number.isInteger(floatConvs) || floatConvs < 0) throw new Error(`float convs must be an integer >= 0, got ${floatConvs}`);
+  return { method, percentile, calibImages, weightBits, floatConvs };
 }
 
 /**
@@ -340,7 +353,7 @@ function checkQuantizeOptions(o: QuantizeOptions): Required<Pick<QuantizeOptions
 export async function quantizeOnnx(
   fp32: Uint8Array, calib: { dataset: Dataset; input: InputConvention } | CalibrationImages, opts: QuantizeOptions = {}, source = '<onnx bytes>',
 ): Promise<QuantizeResult> {
-  const { method, percentile, calibImages, weightBits } = checkQuantizeOptions(opts);
+  const { method, percentile, calibImages, weightBits, floatConvs } = checkQuantizeOptions(opts);
   const config = readOnnxConfig(fp32, source);
   const model = decodeOnnx(fp32, source);
   // Shape operands (a detector's head reshapes) are int64; any other non-float32 tensor is fp16 or already quantized.
@@ -351,14 +364,14 @@ export async function quantizeOnnx(
   const want = [config.inChannels, config.resolution, config.resolution];
   if (all.shape.some((d, i) => d !== want[i])) throw new Error(`${all.name} gives ${all.shape.join('x')} inputs, the model takes ${want.join('x')}`);
   const images = all.subset(calibImages, opts.seed ?? 0);
-  const plan = planQdq(model, source);
+  const plan = planQdq(model, source, { floatConvs });
   const stats = await collectStats(model, plan.calibrate, images, { batch: opts.batch, threads: opts.threads, histograms: method !== 'minmax' });
   // The image itself is never clipped: its range is the preprocessing's, and every pixel value carries signal.
   const inputs = new Set((model.graph!.input ?? []).map((i) => i.name));
   const ranges = new Map([...stats].map(([t, s]) => [t, calibrationRange(inputs.has(t) ? 'minmax' : method, s, { percentile })]));
   const info = {
     method, ...(method === 'percentile' ? { percentile } : {}), calibImages: images.count, calibDataset: all.name, seed: opts.seed ?? 0,
-    weights: `int8 symmetric per-channel, ${weightBits}-bit`, activations: 'uint8 asymmetric per-tensor',
+    weights: `int8 symmetric per-channel, ${weightBits}-bit`, activations: 'uint8 asymmetric per-tensor', ...(floatConvs ? { floatConvs } : {}),
   };
   const q = buildQdqModel(model, plan, ranges, { weightQmax: 2 ** (weightBits - 1) - 1, info }, source);
   return { bytes: onnx.ModelProto.encode(onnx.ModelProto.create(q)).finish(), ranges, plan, calibImages: images.count };
