@@ -53,6 +53,7 @@ interface TrainFlags extends AblationOpts {
   augment?: 'seed' | 'none';
   ssdStyle?: SsdStyle;
   detectAugment?: DetectAugment;
+  preciseBn?: string;
   trainLimit?: string;
   evalLimit?: string;
   seed?: string;
@@ -86,8 +87,11 @@ export function recipeFromFlags(o: TrainFlags): TrainRecipe {
     dataset = o.data;
     dataDir = undefined;
   }
-  if (!base.detection && (o.ssdStyle !== undefined || o.detectAugment !== undefined)) throw new Error(`--ssd-style and --detect-augment are for detection recipes (fashion-detect, fashion-detect-torchvision), not ${o.recipe}`);
-  const detection = base.detection && { style: o.ssdStyle ?? base.detection.style, augment: o.detectAugment ?? base.detection.augment };
+  if (!base.detection && (o.ssdStyle !== undefined || o.detectAugment !== undefined || o.preciseBn !== undefined)) throw new Error(`--ssd-style, --detect-augment and --precise-bn are for detection recipes (fashion-detect, fashion-detect-torchvision), not ${o.recipe}`);
+  const detection = base.detection && {
+    style: o.ssdStyle ?? base.detection.style, augment: o.detectAugment ?? base.detection.augment,
+    preciseBn: int(o.preciseBn, '--precise-bn', { min: 0, max: 100_000 }) ?? base.detection.preciseBn,
+  };
   const unit: Range = { min: 0, max: 1 };
   const positive: Range = { above: 0, max: 1e6 };
   const nonNegative: Range = { min: 0, max: 1e6 };
@@ -166,6 +170,7 @@ export function registerTrainCommands(program: Command): void {
     .option('--bn-momentum <x>', 'BN running-stat momentum (PyTorch convention)')
     .addOption(new Option('--augment <kind>', 'augmentation: seed = crop(pad 4) + flip, rrc = random-resized-crop + flip (image folders)').choices(['seed', 'rrc', 'none']))
     .addOption(new Option('--ssd-style <style>', 'detection: loss, matching and decoding of the TF OD API (sigmoid, hard example miner) or torchvision (softmax, 3:1 negatives)').choices([...SSD_STYLES]))
+    .option('--precise-bn <batches>', 'detection: before each evaluation, BN statistics from this many training batches with the current weights (default 0: the running averages of training)')
     .addOption(new Option('--detect-augment <policy>', 'detection: ssd = photometric + zoom-out + IoU crop + flip, crop-flip = IoU crop + flip').choices([...DETECT_AUGMENTS]))
     .option('--train-limit <n>', 'train on a fixed random subset of n images (0: all)')
     .option('--eval-limit <n>', 'evaluate on a fixed random subset of n images (0: all)')

@@ -22,8 +22,9 @@ import { loadModelFile } from '../io/weights.js';
 import { deriveSeed } from '../data/loader.js';
 import { fail } from '../util/errors.js';
 import { detection } from '../task/detection.js';
+import type { Task } from '../task/task.js';
 import { RunFolder } from '../train/artifacts.js';
-import { trainEpochs } from '../train/epochs.js';
+import { trainEpochs, type BatchSource } from '../train/epochs.js';
 import { optimizerState, sessionPosition, stopOnSignals, type TrainOptions } from '../train/loop.js';
 import { paramRefs } from '../train/optim.js';
 import type { DetectAugment, TrainRecipe } from '../train/presets.js';
@@ -147,7 +148,12 @@ export async function trainDetector(opts: TrainOptions): Promise<DetectTrainResu
   const resumed = state.resumed;
   const { optimizer, schedule, ema, rng, evalWeights } = optimizerState(state, model.weights, opts.resume);
   const evaluator = detectionEvaluator(model, task, val, { batch: opts.evalBatch ?? 50, threads: opts.threads, progress: bar });
-  const evaluate = async (): Promise<DetectionEvaluation> => detectionEvaluation(await evaluator(evalWeights()));
+  const preciseBn = det.preciseBn ?? 0;
+  if (preciseBn > 0 && recipe.ema > 0) throw new Error('--precise-bn recomputes the trained weights\' BN statistics; with --ema the EMA weights are evaluated: use one of them');
+  const evaluate = async (): Promise<DetectionEvaluation> => {
+    if (preciseBn > 0) await recomputeBnStatistics(model, task, source, pos.epoch, preciseBn);
+    return detectionEvaluation(await evaluator(evalWeights()));
+  };
 
   const pos = sessionPosition(resumed, recipe, false, opts.threads, log);
   folder.trimMetrics(pos.epoch);
@@ -204,4 +210,18 @@ export async function trainDetector(opts: TrainOptions): Promise<DetectTrainResu
   if (files.curvesPng) log(`  curves      ${files.curvesSvg}, ${files.curvesPng}`);
   if (files.pr) log(`  pr curves   ${files.pr}`);
   return result;
+}
+
+/**
+ * PreciseBN: the BN running statistics become the mean of the batch statistics of the first `batches` training
+ * batches of a fixed order (epoch `epoch`'s, augmented as training sees them), computed with the current weights:
+ * train-mode steps whose gradients are never applied (the next training step overwrites them).
+ */
+async function recomputeBnStatistics<T>(model: NativeModel, task: Task<T>, source: BatchSource<T>, epoch: number, batches: number): Promise<void> {
+  let k = 0;
+  for await (const b of source.epoch(epoch, { startBatch: 0 })) {
+    model.step(b.input, b.size, task, b.target, { bnMomentum: 1 / (k + 1) }); // running = mean over the k + 1 batches
+    if (++k >= batches) break;
+  }
+  model.weightsChanged(); // the statistics changed in place: inference re-folds them
 }
