@@ -149,7 +149,6 @@ export async function trainDetector(opts: TrainOptions): Promise<DetectTrainResu
   const { optimizer, schedule, ema, rng, evalWeights } = optimizerState(state, model.weights, opts.resume);
   const evaluator = detectionEvaluator(model, task, val, { batch: opts.evalBatch ?? 50, threads: opts.threads, progress: bar });
   const preciseBn = det.preciseBn ?? 0;
-  if (preciseBn > 0 && recipe.ema > 0) throw new Error('--precise-bn recomputes the trained weights\' BN statistics; with --ema the EMA weights are evaluated: use one of them');
   const evaluate = async (): Promise<DetectionEvaluation> => {
     if (preciseBn > 0) await recomputeBnStatistics(model, task, source, pos.epoch, preciseBn);
     return detectionEvaluation(await evaluator(evalWeights()));

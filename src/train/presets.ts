@@ -219,6 +219,7 @@ export function validateRecipe(r: TrainRecipe): void {
     if (r.detection.style !== 'tf' && r.detection.style !== 'torchvision') bad(`ssd style must be tf or torchvision, got ${String(r.detection.style)}`);
     if (!DETECT_AUGMENTS.includes(r.detection.augment)) bad(`detection augment must be ${DETECT_AUGMENTS.join(', ')}, got ${String(r.detection.augment)}`);
     if (r.detection.preciseBn !== undefined) nonNegInt(r.detection.preciseBn, 'precise BN batches');
+    if ((r.detection.preciseBn ?? 0) > 0 && r.ema > 0) bad("--precise-bn recomputes the trained weights' BN statistics; with --ema the EMA weights are evaluated: use one of them");
   } else if (r.arch === 'ssdlite') {
     bad(`--arch ssdlite is a detector: train it with --recipe fashion-detect or fashion-detect-torchvision`);
   }
