@@ -236,27 +236,37 @@ test('a torchvision-style run (softmax, dx-dy codes): its model file records the
   await assertOrtReproduces(dir, rep.coco, 0.001);
 });
 
-test('--precise-bn 2: the saved BN statistics are the mean over the epoch\'s first 2 augmented batches with the final weights', { skip }, async () => {
-  const dir = join(tmp, 'precise-bn');
-  const recipe = tinyRecipe({ epochs: 1, detection: { style: 'tf', augment: 'crop-flip', preciseBn: 2 } });
-  await trainDetector({ recipe, out: dir, ...quiet });
-  const ck = loadCheckpoint(join(dir, 'last.safetensors'));
-  // Recompute from the checkpoint's parameters: train-mode passes over the same batches, momentum 1/(k + 1).
+/** A checkpoint's BN statistics are the mean over epoch `epoch`'s first 2 augmented batches, recomputed from its parameters. */
+async function assertPreciseStatistics(file: string, epoch: number, recipe: TrainRecipe): Promise<void> {
+  const ck = loadCheckpoint(file);
+  // Train-mode passes over the same batches with the checkpoint's parameters, momentum 1/(k + 1).
   const model = new NativeModel(ck.graph, ck.weights, { threads: 2 });
   const task = detection({ style: 'tf', numClasses: 10, anchors: ssdAnchors({ height: R, width: R }).corners });
   const source = detectionBatches(trainSplit, { batchSize: 8, resolution: R, seed: recipe.seed, augment: augmentOptions('crop-flip') });
   let k = 0;
-  for await (const b of source.epoch(0, { startBatch: 0 })) model.step(b.input, b.size, task, b.target, { bnMomentum: 1 / ++k });
+  for await (const b of source.epoch(epoch, { startBatch: 0 })) model.step(b.input, b.size, task, b.target, { bnMomentum: 1 / ++k });
   assert.equal(k, 2);
   let worst = 0;
   for (const t of ck.graph.buffers.filter((b) => /running_(mean|var)$/.test(b.name))) {
     const [want, got] = [model.weights.get(t.name)!, ck.weights.get(t.name)!];
     for (let i = 0; i < want.length; i++) worst = Math.max(worst, Math.abs(want[i]! - got[i]!) / (Math.abs(want[i]!) + 1e-3));
   }
-  assert.ok(worst < 1e-4, `worst relative difference ${worst}`);
+  assert.ok(worst < 1e-4, `${file}: worst relative difference ${worst}`);
+}
+
+test('--precise-bn 2: the saved BN statistics are the mean over the epoch\'s first 2 augmented batches with the final weights; a resumed run can turn it on', { skip }, async () => {
+  const dir = join(tmp, 'precise-bn');
+  const recipe = tinyRecipe({ epochs: 1, detection: { style: 'tf', augment: 'crop-flip', preciseBn: 2 } });
+  await trainDetector({ recipe, out: dir, ...quiet });
+  await assertPreciseStatistics(join(dir, 'last.safetensors'), 0, recipe);
   // Without it (0) the running averages of training stay: different numbers.
   const plain = join(tmp, 'precise-bn-0');
   await trainDetector({ recipe: { ...recipe, detection: { ...recipe.detection!, preciseBn: 0 } }, out: plain, ...quiet });
   const p = loadCheckpoint(join(plain, 'last.safetensors')).weights.get('features.1.conv.0.1.running_var')!;
-  assert.notDeepEqual(Array.from(p), Array.from(ck.weights.get('features.1.conv.0.1.running_var')!));
+  assert.notDeepEqual(Array.from(p), Array.from(loadCheckpoint(join(dir, 'last.safetensors')).weights.get('features.1.conv.0.1.running_var')!));
+  // Resumed for a second epoch with --precise-bn 2: that epoch's evaluation uses it, and the checkpoint's recipe records it.
+  await trainDetector({ recipe, resume: plain, resumeEpochs: 2, resumePreciseBn: 2, ...quiet });
+  const resumed = loadCheckpoint(join(plain, 'last.safetensors'));
+  assert.equal(resumed.position!.recipe.detection!.preciseBn, 2);
+  await assertPreciseStatistics(join(plain, 'last.safetensors'), 1, recipe);
 });

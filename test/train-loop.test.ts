@@ -57,6 +57,19 @@ function writeSyntheticFmnist(dir: string, nTrain: number, nTest: number): void 
 const dataDir = join(tmp, 'fmnist');
 writeSyntheticFmnist(dataDir, 64, 20);
 
+const root = fileURLToPath(new URL('../..', import.meta.url));
+/** `mnv2 <args>` with only the train commands registered (they are what is tested); returns stdout. */
+function trainCommands(...args: string[]): string {
+  const script = join(tmp, 'cli.mjs');
+  writeFileSync(script, `
+    import { Command } from ${JSON.stringify(join(root, 'node_modules/commander/index.js'))};
+    import { registerTrainCommands } from ${JSON.stringify(join(root, 'dist/src/cli/train-commands.js'))};
+    const p = new Command().name('mnv2');
+    registerTrainCommands(p);
+    p.parseAsync(process.argv).catch((e) => { console.error(e.message); process.exitCode = 1; });`);
+  return execFileSync(process.execPath, [script, ...args], { cwd: root, encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+}
+
 function tinyRecipe(over: Partial<TrainRecipe> = {}): TrainRecipe {
   return resolvePreset('fashion-mnist', {
     dataDir, arch: 'imagenet', alpha: 0.35, resolution: 32, batch: 16, epochs: 2, lr: 0.02, schedulePer: 'step', augment: 'none',
@@ -145,16 +158,8 @@ test('a checkpoint records the thread count; resuming with another warns', async
 test('eval --json prints exactly top1, top5, correct and total', async () => {
   assert.ok(straightDir);
   const model = join(straightDir, 'model.safetensors');
-  const root = fileURLToPath(new URL('../..', import.meta.url));
-  const script = join(tmp, 'cli.mjs');
-  writeFileSync(script, `
-    import { Command } from ${JSON.stringify(join(root, 'node_modules/commander/index.js'))};
-    import { registerTrainCommands } from ${JSON.stringify(join(root, 'dist/src/cli/train-commands.js'))};
-    const p = new Command().name('mnv2');
-    registerTrainCommands(p);
-    p.parseAsync(process.argv).catch((e) => { console.error(e.message); process.exitCode = 1; });`);
-  const out = execFileSync(process.execPath, [script, 'eval', '--weights', model, '--dataset', 'fashion-mnist',
-    '--data', dataDir, '--limit', '15', '--batch', '16', '--threads', '2', '--json'], { cwd: root, encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+  const out = trainCommands('eval', '--weights', model, '--dataset', 'fashion-mnist',
+    '--data', dataDir, '--limit', '15', '--batch', '16', '--threads', '2', '--json');
   const lines = out.trim().split('\n');
   assert.equal(lines.length, 1, `one line on stdout, got: ${out}`);
   const j = JSON.parse(lines[0]!) as Record<string, number>;
@@ -170,6 +175,19 @@ test('eval --json prints exactly top1, top5, correct and total', async () => {
   assert.equal(r.total, 20);
   assert.equal(r.perClass.reduce((s, c) => s + c.total, 0), 20);
   assert.equal(r.confusion.reduce((s, v) => s + v, 0), 20);
+});
+
+test('--decay-bn-bias / --no-decay-bn-bias set the recipe either way; neither keeps the recipe\'s', () => {
+  const recipeOf = (name: string, ...flags: string[]): TrainRecipe => {
+    const out = join(tmp, name);
+    trainCommands('train', '--recipe', 'fashion-mnist', '--data', dataDir, '--train-limit', '16', '--batch', '8', '--epochs', '1', '--stop-after', '1',
+      '--threads', '1', '--no-progress', '--no-onnx', '--out', out, ...flags);
+    return JSON.parse(readFileSync(join(out, 'recipe.json'), 'utf8')) as TrainRecipe;
+  };
+  const preset = resolvePreset('fashion-mnist').noDecayBnBias;
+  assert.equal(recipeOf('bn-default').noDecayBnBias, preset);
+  assert.equal(recipeOf('bn-no-decay', '--no-decay-bn-bias').noDecayBnBias, true);
+  assert.equal(recipeOf('bn-decay', '--decay-bn-bias').noDecayBnBias, false);
 });
 
 test('plot writes a valid SVG and PNG', async () => {

@@ -38,7 +38,8 @@ interface TrainFlags extends AblationOpts {
   momentum?: string;
   nesterov?: boolean;
   wd?: string;
-  noDecayBnBias?: boolean;
+  /** --decay-bn-bias / --no-decay-bn-bias (undefined: the recipe's). */
+  decayBnBias?: boolean;
   rmsDecay?: string;
   rmsEps?: string;
   rmsTorch?: boolean;
@@ -76,6 +77,22 @@ interface TrainFlags extends AblationOpts {
 }
 
 const EPOCHS: Range = { min: 1, max: 100_000 };
+const PRECISE_BN: Range = { min: 0, max: 100_000 };
+
+/** What `--resume` may change: the run's length, its evaluation's BN statistics, and how this session runs. */
+const RESUME_FLAGS = new Set(['resume', 'epochs', 'preciseBn', 'out', 'force', 'threads', 'evalBatch', 'saveEvery', 'stopAfter', 'onnx', 'progress']);
+
+/** A resumed run continues its checkpoint's recipe: a flag that would change it is an error, not silently ignored. */
+function refuseRecipeFlagsOnResume(cmd: Command): void {
+  // --x and --no-x share one value: name the spelling that set it.
+  const given = cmd.options.filter((opt) => {
+    const key = opt.attributeName();
+    return cmd.getOptionValueSource(key) === 'cli' && !RESUME_FLAGS.has(key) && opt.negate === (cmd.getOptionValue(key) === false);
+  });
+  if (given.length === 0) return;
+  const names = given.map((opt) => opt.long ?? opt.flags).join(', ');
+  throw new Error(`${names}: --resume continues the checkpoint's recipe; only --epochs and --precise-bn change it (to train with other settings, start a new run from its weights with --weights)`);
+}
 
 /** The recipe of `mnv2 train` flags: the preset's values, each overridable. */
 export function recipeFromFlags(o: TrainFlags): TrainRecipe {
@@ -90,7 +107,7 @@ export function recipeFromFlags(o: TrainFlags): TrainRecipe {
   if (!base.detection && (o.ssdStyle !== undefined || o.detectAugment !== undefined || o.preciseBn !== undefined)) throw new Error(`--ssd-style, --detect-augment and --precise-bn are for detection recipes (fashion-detect, fashion-detect-torchvision), not ${o.recipe}`);
   const detection = base.detection && {
     style: o.ssdStyle ?? base.detection.style, augment: o.detectAugment ?? base.detection.augment,
-    preciseBn: int(o.preciseBn, '--precise-bn', { min: 0, max: 100_000 }) ?? base.detection.preciseBn,
+    preciseBn: int(o.preciseBn, '--precise-bn', PRECISE_BN) ?? base.detection.preciseBn,
   };
   const unit: Range = { min: 0, max: 1 };
   const positive: Range = { above: 0, max: 1e6 };
@@ -100,7 +117,7 @@ export function recipeFromFlags(o: TrainFlags): TrainRecipe {
     arch: o.arch, alpha: num(o.alpha, '--alpha', ALPHA), resolution: int(o.resolution, '--resolution', RESOLUTION), dropout: num(o.dropout, '--dropout', { min: 0, max: 0.99 }), ...ablationFlags(o),
     epochs: int(o.epochs, '--epochs', EPOCHS), batch: int(o.batch, '--batch', BATCH),
     optimizer: o.optimizer, lr: num(o.lr, '--lr', positive), momentum: num(o.momentum, '--momentum', unit), nesterov: o.nesterov,
-    weightDecay: num(o.wd, '--wd', nonNegative), noDecayBnBias: o.noDecayBnBias,
+    weightDecay: num(o.wd, '--wd', nonNegative), noDecayBnBias: o.decayBnBias === undefined ? undefined : !o.decayBnBias,
     rmsDecay: num(o.rmsDecay, '--rms-decay', { above: 0, max: 0.999999 }), rmsEps: num(o.rmsEps, '--rms-eps', nonNegative), rmsTf: o.rmsTorch ? false : undefined,
     schedule: o.schedule, schedulePer: o.schedulePer, gamma: num(o.gamma, '--gamma', positive), stepEpochs: int(o.stepEpochs, '--step-epochs', EPOCHS),
     warmupEpochs: num(o.warmup, '--warmup', { min: 0, max: 100_000 }), labelSmoothing: num(o.labelSmoothing, '--label-smoothing', { min: 0, max: 0.99 }),
@@ -122,10 +139,11 @@ function qatRecipe(o: TrainFlags, epochs: number): QatRecipe | undefined {
 }
 
 /** The numeric flags of `mnv2 train` that are not part of the recipe, range-checked. */
-function sessionFlags(o: TrainFlags): Pick<TrainOptions, 'resumeEpochs' | 'replaceClassifier' | 'threads' | 'evalBatch' | 'saveEvery' | 'stopAfterSteps'> {
+function sessionFlags(o: TrainFlags): Pick<TrainOptions, 'resumeEpochs' | 'resumePreciseBn' | 'replaceClassifier' | 'threads' | 'evalBatch' | 'saveEvery' | 'stopAfterSteps'> {
   const steps: Range = { min: 1, max: Number.MAX_SAFE_INTEGER };
   return {
     resumeEpochs: int(o.epochs, '--epochs', EPOCHS),
+    resumePreciseBn: o.resume ? int(o.preciseBn, '--precise-bn', PRECISE_BN) : undefined,
     replaceClassifier: int(o.replaceClassifier, '--replace-classifier', { min: 1, max: 1_000_000 }),
     threads: int(o.threads, '--threads', THREADS),
     evalBatch: int(o.evalBatch, '--eval-batch', BATCH),
@@ -156,7 +174,8 @@ export function registerTrainCommands(program: Command): void {
     .option('--momentum <x>', 'momentum')
     .option('--nesterov', 'Nesterov momentum (SGD)')
     .option('--wd <x>', 'weight decay (L2)')
-    .option('--no-decay-bn-bias', 'no weight decay on BN parameters and biases')
+    .option('--decay-bn-bias', 'weight decay on BN parameters and biases too')
+    .option('--no-decay-bn-bias', 'no weight decay on BN parameters and biases (default: the recipe\'s)')
     .option('--rms-decay <x>', 'RMSProp squared-gradient decay (alpha)')
     .option('--rms-eps <x>', 'RMSProp epsilon')
     .option('--rms-torch', "RMSProp in PyTorch's formulation instead of TensorFlow's")
@@ -170,7 +189,7 @@ export function registerTrainCommands(program: Command): void {
     .option('--bn-momentum <x>', 'BN running-stat momentum (PyTorch convention)')
     .addOption(new Option('--augment <kind>', 'augmentation: seed = crop(pad 4) + flip, rrc = random-resized-crop + flip (image folders)').choices(['seed', 'rrc', 'none']))
     .addOption(new Option('--ssd-style <style>', 'detection: loss, matching and decoding of the TF OD API (sigmoid, hard example miner) or torchvision (softmax, 3:1 negatives)').choices([...SSD_STYLES]))
-    .option('--precise-bn <batches>', 'detection: before each evaluation, BN statistics from this many training batches with the current weights (default 0: the running averages of training)')
+    .option('--precise-bn <batches>', 'detection: before each evaluation, BN statistics from this many training batches with the current weights (default 0: the running averages of training; with --resume: from its next evaluation on)')
     .addOption(new Option('--detect-augment <policy>', 'detection: ssd = photometric + zoom-out + IoU crop + flip, crop-flip = IoU crop + flip').choices([...DETECT_AUGMENTS]))
     .option('--train-limit <n>', 'train on a fixed random subset of n images (0: all)')
     .option('--eval-limit <n>', 'evaluate on a fixed random subset of n images (0: all)')
@@ -191,7 +210,8 @@ export function registerTrainCommands(program: Command): void {
     .addOption(new Option('--weight-bits <bits>', 'QAT: int8 model weight bits, as mnv2 quantize (default 7)').choices(['7', '8']))
     .option('--no-onnx', 'skip the ONNX export at the end')
     .option('--no-progress', 'no progress bars')
-    .action(async (o: TrainFlags) => {
+    .action(async (o: TrainFlags, cmd: Command) => {
+      if (o.resume) refuseRecipeFlagsOnResume(cmd);
       const session = sessionFlags(o);
       const recipe = o.resume ? resolvePreset(o.recipe) : recipeFromFlags(o);
       if (o.freezeBackbone && !o.weights && !o.resume) throw new Error('--freeze-backbone needs --weights (a trained backbone)');

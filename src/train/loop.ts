@@ -47,6 +47,8 @@ export interface TrainOptions {
   resume?: string;
   /** When resuming: train to this many epochs in all (extends the run; the schedule is recomputed for it). */
   resumeEpochs?: number;
+  /** When resuming a detection run: its `--precise-bn` from the next evaluation on (the training trajectory is unchanged). */
+  resumePreciseBn?: number;
   /** Start from these weights (fine-tuning). */
   weights?: string;
   /** Input size of the model fine-tuned from `weights` (`--resolution`), instead of the one the weights file gives. */

@@ -106,6 +106,12 @@ function resumeRun(opts: TrainOptions, resume: string, log: (m: string) => void)
   if (!ck.position) fail(file, `not a training checkpoint (no mnv2.train metadata); to fine-tune from it use --weights`);
   const position = ck.position;
   const recipe = { ...position.recipe, epochs: opts.resumeEpochs ?? position.recipe.epochs };
+  if (opts.resumePreciseBn !== undefined) {
+    if (!recipe.detection) fail(file, '--precise-bn is for detection runs; this checkpoint is a classifier\'s');
+    if (opts.resumePreciseBn > 0 && recipe.ema > 0) fail(file, "--precise-bn recomputes the trained weights' BN statistics, but this run evaluates its EMA weights (--ema)");
+    recipe.detection = { ...recipe.detection, preciseBn: opts.resumePreciseBn };
+    log(`evaluations from here on use BN statistics from ${opts.resumePreciseBn} training batches (--precise-bn)`);
+  }
   const runDir = resolve(opts.out ?? dirname(file));
   if (runDir !== resolve(dirname(file))) refuseRunFolder(runDir, opts.force);
   log(`resuming ${file}: epoch ${position.epoch + 1}/${recipe.epochs}, batch ${position.step}, step ${position.globalStep}`);
