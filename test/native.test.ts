@@ -83,43 +83,74 @@ describe('native engine vs PyTorch (training mode, seed model, batch 8)', () => 
   });
 });
 
+/**
+ * Central differences with Richardson extrapolation (error O(eps^4)) of the training loss along a direction
+ * (the gradient's own, the largest signal over fp32 noise, plus an equal random part) against the gradient.
+ */
+function assertDirectionalDerivatives(m: NativeModel, loss: () => number, names: string[]): void {
+  const rng = new Rng(11);
+  for (const name of names) {
+    loss(); // the gradients at the base point (the previous parameter's differences left others)
+    const p = get(m.weights, name);
+    const g = Float32Array.from(get(m.grads, name));
+    const gNorm = Math.sqrt(g.reduce((s, v) => s + v * v, 0));
+    const r = Float32Array.from(p, () => rng.normal());
+    const rNorm = Math.sqrt(r.reduce((s, v) => s + v * v, 0));
+    const dir = Float32Array.from(g, (v, i) => v / gNorm + r[i]! / rNorm);
+    const norm = Math.sqrt(dir.reduce((s, v) => s + v * v, 0));
+    let analytic = 0;
+    for (let i = 0; i < p.length; i++) analytic += (g[i]! * dir[i]!) / norm;
+    const base = Float32Array.from(p);
+    const lossAt = (t: number): number => {
+      for (let i = 0; i < p.length; i++) p[i] = base[i]! + (t * dir[i]!) / norm;
+      m.weightsChanged();
+      return loss();
+    };
+    const eps = 0.02;
+    const central = (e: number): number => (lossAt(e) - lossAt(-e)) / (2 * e);
+    const numeric = (4 * central(eps / 2) - central(eps)) / 3;
+    p.set(base);
+    m.weightsChanged();
+    const rel = Math.abs(numeric - analytic) / Math.abs(analytic);
+    assert.ok(rel <= 0.02, `${name}: numeric ${numeric} vs analytic ${analytic} (rel ${rel})`);
+  }
+}
+
 describe('finite differences (seed model, fixture weights, batch 8)', () => {
   // The fixture's BN parameters keep every ReLU input at least 0.2 from zero, so small steps cross no kink
   // and central differences converge; the check is independent of PyTorch.
+  const PARAMS = ['conv1.weight', 'layers.2.conv2.weight', 'layers.4.conv1.weight', 'layers.4.bn2.weight', 'layers.10.shortcut.0.weight', 'layers.16.conv3.weight', 'linear.weight'];
+  const io = loadFixture('seed-cifar.io.safetensors').tensors;
+  const x = get(io, 'train.input');
+  const labels = Array.from(get(io, 'train.labels'));
+
   it('directional derivatives of the loss match the gradients within 2% (fp32 loss resolution)', () => {
     const { graph, weights } = seedWeights();
-    const io = loadFixture('seed-cifar.io.safetensors').tensors;
-    const x = get(io, 'train.input');
-    const labels = Array.from(get(io, 'train.labels'));
     const m = new NativeModel(graph, weights);
-    m.trainStep(x, labels, 8);
-    const rng = new Rng(11);
-    for (const name of ['conv1.weight', 'layers.2.conv2.weight', 'layers.4.conv1.weight', 'layers.4.bn2.weight', 'layers.10.shortcut.0.weight', 'layers.16.conv3.weight', 'linear.weight']) {
-      const p = get(m.weights, name);
-      const g = Float32Array.from(get(m.grads, name));
-      // Direction: the gradient's own (largest signal over fp32 noise) plus an equal random part.
-      const gNorm = Math.sqrt(g.reduce((s, v) => s + v * v, 0));
-      const r = Float32Array.from(p, () => rng.normal());
-      const rNorm = Math.sqrt(r.reduce((s, v) => s + v * v, 0));
-      const dir = Float32Array.from(g, (v, i) => v / gNorm + r[i]! / rNorm);
-      const norm = Math.sqrt(dir.reduce((s, v) => s + v * v, 0));
-      let analytic = 0;
-      for (let i = 0; i < p.length; i++) analytic += (g[i]! * dir[i]!) / norm;
-      const base = Float32Array.from(p);
-      const lossAt = (t: number): number => {
-        for (let i = 0; i < p.length; i++) p[i] = base[i]! + (t * dir[i]!) / norm;
-        m.weightsChanged();
-        return m.trainStep(x, labels, 8).loss;
-      };
-      // Central differences with Richardson extrapolation (error O(eps^4)).
-      const eps = 0.02;
-      const central = (e: number): number => (lossAt(e) - lossAt(-e)) / (2 * e);
-      const numeric = (4 * central(eps / 2) - central(eps)) / 3;
-      p.set(base);
-      m.weightsChanged();
-      const rel = Math.abs(numeric - analytic) / Math.abs(analytic);
-      assert.ok(rel <= 0.02, `${name}: numeric ${numeric} vs analytic ${analytic} (rel ${rel})`);
+    assertDirectionalDerivatives(m, () => m.trainStep(x, labels, 8).loss, PARAMS);
+  });
+
+  it('frozen BN: the step computes the eval-mode logits, keeps the statistics, and its gradients are that function\'s (2%)', async () => {
+    const { graph, weights } = seedWeights();
+    const m = new NativeModel(graph, weights);
+    // Statistics near this batch's (the fixture's are PyTorch's initial 0 / 1, under which the eval-mode loss is
+    // flat), moved off them so the frozen function is not the batch-statistics one: mean ± 0.05 σ, variance × 1.1 (small enough to keep the ReLU inputs off their kink).
+    m.trainStep(x, labels, 8, { bnMomentum: 1 });
+    for (const [k, mean] of m.weights) {
+      if (!k.endsWith('running_mean')) continue;
+      const v = get(m.weights, k.replace(/mean$/, 'var'));
+      mean.forEach((mu, c) => (mean[c] = mu + (c % 2 ? 0.05 : -0.05) * Math.sqrt(v[c]!)));
+      v.forEach((s2, c) => (v[c] = 1.1 * s2));
     }
+    m.weightsChanged();
+    const stats = new Map([...m.weights].filter(([k]) => /running_(mean|var)$/.test(k)).map(([k, v]) => [k, Float32Array.from(v)]));
+    const logits = Float32Array.from(m.trainStep(x, labels, 8, { frozenBn: true }).logits);
+    for (const [k, v] of stats) assert.deepEqual(m.weights.get(k), v, `${k} changed`);
+    const evalLogits = (await m.forward(x, 8)).logits;
+    assert.ok(maxAbsDiff(logits, evalLogits) <= 1e-4 * maxAbs(evalLogits), `train-mode step with frozen BN vs eval forward: ${maxAbsDiff(logits, evalLogits)}`);
+    const live = Float32Array.from(m.trainStep(x, labels, 8, { bnMomentum: 0 }).logits);
+    assert.ok(maxAbsDiff(live, evalLogits) > 1e-2 * maxAbs(evalLogits), `batch statistics give other logits (else the check above proves nothing): ${maxAbsDiff(live, evalLogits)}`);
+    assertDirectionalDerivatives(m, () => m.trainStep(x, labels, 8, { frozenBn: true }).loss, PARAMS);
   });
 });
 

@@ -15,7 +15,7 @@ import { BATCH, COUNT_OR_ALL, deprecatedAlias, int, num, SEED, THREADS, type Ran
 import { ALPHA, RESOLUTION } from './model-commands.js';
 import { ablationFlags, ablationOptions, type AblationOpts } from './arch-options.js';
 import { refuseInputAsOutput } from '../util/outputs.js';
-import { DETECT_AUGMENTS, PRESET_NAMES, defaultFreezeBnEpochs, resolvePreset, type DetectAugment, type PresetName, type QatRecipe, type TrainRecipe } from '../train/presets.js';
+import { DETECT_AUGMENTS, PRESET_NAMES, defaultFreezeBnEpochs, FROZEN_BN_BATCHES, resolvePreset, type DetectAugment, type PresetName, type QatRecipe, type TrainRecipe } from '../train/presets.js';
 import { loadCheckpoint } from '../train/checkpoint.js';
 import { SSD_STYLES, type SsdStyle } from '../detect/postprocess.js';
 import type { TrainOptions } from '../train/loop.js';
@@ -55,6 +55,7 @@ interface TrainFlags extends AblationOpts {
   ssdStyle?: SsdStyle;
   detectAugment?: DetectAugment;
   preciseBn?: string;
+  freezeBn?: string;
   trainLimit?: string;
   evalLimit?: string;
   seed?: string;
@@ -78,9 +79,10 @@ interface TrainFlags extends AblationOpts {
 
 const EPOCHS: Range = { min: 1, max: 100_000 };
 const PRECISE_BN: Range = { min: 0, max: 100_000 };
+const FREEZE_BN: Range = { min: 0, max: EPOCHS.max };
 
 /** What `--resume` may change: the run's length, its evaluation's BN statistics, and how this session runs. */
-const RESUME_FLAGS = new Set(['resume', 'epochs', 'preciseBn', 'out', 'force', 'threads', 'evalBatch', 'saveEvery', 'stopAfter', 'onnx', 'progress']);
+const RESUME_FLAGS = new Set(['resume', 'epochs', 'preciseBn', 'freezeBn', 'out', 'force', 'threads', 'evalBatch', 'saveEvery', 'stopAfter', 'onnx', 'progress']);
 
 /** A resumed run continues its checkpoint's recipe: a flag that would change it is an error, not silently ignored. */
 function refuseRecipeFlagsOnResume(cmd: Command): void {
@@ -91,7 +93,7 @@ function refuseRecipeFlagsOnResume(cmd: Command): void {
   });
   if (given.length === 0) return;
   const names = given.map((opt) => opt.long ?? opt.flags).join(', ');
-  throw new Error(`${names}: --resume continues the checkpoint's recipe; only --epochs and --precise-bn change it (to train with other settings, start a new run from its weights with --weights)`);
+  throw new Error(`${names}: --resume continues the checkpoint's recipe; only --epochs, --precise-bn and --freeze-bn change it (to train with other settings, start a new run from its weights with --weights)`);
 }
 
 /** The recipe of `mnv2 train` flags: the preset's values, each overridable. */
@@ -104,10 +106,13 @@ export function recipeFromFlags(o: TrainFlags): TrainRecipe {
     dataset = o.data;
     dataDir = undefined;
   }
-  if (!base.detection && (o.ssdStyle !== undefined || o.detectAugment !== undefined || o.preciseBn !== undefined)) throw new Error(`--ssd-style, --detect-augment and --precise-bn are for detection recipes (fashion-detect, fashion-detect-torchvision), not ${o.recipe}`);
+  if (!base.detection && (o.ssdStyle !== undefined || o.detectAugment !== undefined || o.preciseBn !== undefined || o.freezeBn !== undefined)) {
+    throw new Error(`--ssd-style, --detect-augment, --precise-bn and --freeze-bn are for detection recipes (fashion-detect, fashion-detect-torchvision), not ${o.recipe}`);
+  }
   const detection = base.detection && {
     style: o.ssdStyle ?? base.detection.style, augment: o.detectAugment ?? base.detection.augment,
     preciseBn: int(o.preciseBn, '--precise-bn', PRECISE_BN) ?? base.detection.preciseBn,
+    freezeBnEpochs: int(o.freezeBn, '--freeze-bn', FREEZE_BN) ?? base.detection.freezeBnEpochs,
   };
   const unit: Range = { min: 0, max: 1 };
   const positive: Range = { above: 0, max: 1e6 };
@@ -139,11 +144,12 @@ function qatRecipe(o: TrainFlags, epochs: number): QatRecipe | undefined {
 }
 
 /** The numeric flags of `mnv2 train` that are not part of the recipe, range-checked. */
-function sessionFlags(o: TrainFlags): Pick<TrainOptions, 'resumeEpochs' | 'resumePreciseBn' | 'replaceClassifier' | 'threads' | 'evalBatch' | 'saveEvery' | 'stopAfterSteps'> {
+function sessionFlags(o: TrainFlags): Pick<TrainOptions, 'resumeEpochs' | 'resumePreciseBn' | 'resumeFreezeBn' | 'replaceClassifier' | 'threads' | 'evalBatch' | 'saveEvery' | 'stopAfterSteps'> {
   const steps: Range = { min: 1, max: Number.MAX_SAFE_INTEGER };
   return {
     resumeEpochs: int(o.epochs, '--epochs', EPOCHS),
     resumePreciseBn: o.resume ? int(o.preciseBn, '--precise-bn', PRECISE_BN) : undefined,
+    resumeFreezeBn: o.resume ? int(o.freezeBn, '--freeze-bn', FREEZE_BN) : undefined,
     replaceClassifier: int(o.replaceClassifier, '--replace-classifier', { min: 1, max: 1_000_000 }),
     threads: int(o.threads, '--threads', THREADS),
     evalBatch: int(o.evalBatch, '--eval-batch', BATCH),
@@ -190,6 +196,7 @@ export function registerTrainCommands(program: Command): void {
     .addOption(new Option('--augment <kind>', 'augmentation: seed = crop(pad 4) + flip, rrc = random-resized-crop + flip (image folders)').choices(['seed', 'rrc', 'none']))
     .addOption(new Option('--ssd-style <style>', 'detection: loss, matching and decoding of the TF OD API (sigmoid, hard example miner) or torchvision (softmax, 3:1 negatives)').choices([...SSD_STYLES]))
     .option('--precise-bn <batches>', 'detection: before each evaluation, BN statistics from this many training batches with the current weights (default 0: the running averages of training; with --resume: from its next evaluation on)')
+    .option('--freeze-bn <epochs>', `detection: the last n epochs train with BN statistics fixed at a PreciseBN estimate made as they start (--precise-bn batches, else ${FROZEN_BN_BATCHES}), so they train the function evaluation computes`)
     .addOption(new Option('--detect-augment <policy>', 'detection: ssd = photometric + zoom-out + IoU crop + flip, crop-flip = IoU crop + flip').choices([...DETECT_AUGMENTS]))
     .option('--train-limit <n>', 'train on a fixed random subset of n images (0: all)')
     .option('--eval-limit <n>', 'evaluate on a fixed random subset of n images (0: all)')

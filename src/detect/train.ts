@@ -12,7 +12,7 @@
  */
 import { existsSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { NativeModel } from '../engine/native/model.js';
+import { NativeModel, type StepOptions } from '../engine/native/model.js';
 import type { Graph } from '../model/graph.js';
 import type { SsdliteConfig } from '../model/ssdlite.js';
 import { archConfig, buildModel, familyOf } from '../model/registry.js';
@@ -27,7 +27,7 @@ import { RunFolder } from '../train/artifacts.js';
 import { trainEpochs, type BatchSource } from '../train/epochs.js';
 import { optimizerState, sessionPosition, stopOnSignals, type TrainOptions } from '../train/loop.js';
 import { paramRefs } from '../train/optim.js';
-import type { DetectAugment, TrainRecipe } from '../train/presets.js';
+import { FROZEN_BN_BATCHES, type DetectAugment, type DetectionRecipe, type TrainRecipe } from '../train/presets.js';
 import { progressBar, formatDuration } from '../train/progress.js';
 import { openRun } from '../train/run-state.js';
 import { ssdAnchors } from './anchors.js';
@@ -143,14 +143,18 @@ export async function trainDetector(opts: TrainOptions): Promise<DetectTrainResu
   const folder = new RunFolder(runDir, graph, metadata);
 
   const model = new NativeModel(graph, state.weights, { threads: opts.threads });
-  const trainable = { params: paramRefs(model, { noDecayOnBnAndBias: recipe.noDecayBnBias }), weights: model.weights, step: model.step.bind(model), weightsChanged: () => model.weightsChanged() };
-  const source = detectionBatches(train, { batchSize: recipe.batch, resolution: R, seed: recipe.seed, augment: augmentOptions(det.augment) });
+  const batches = detectionBatches(train, { batchSize: recipe.batch, resolution: R, seed: recipe.seed, augment: augmentOptions(det.augment) });
+  const bn = bnPolicy(det, recipe.epochs, model, task, batches, () => pos.epoch);
+  const trainable = {
+    params: paramRefs(model, { noDecayOnBnAndBias: recipe.noDecayBnBias }), weights: model.weights, weightsChanged: () => model.weightsChanged(),
+    step: <T>(x: Float32Array, n: number, t: Task<T>, y: T, o: StepOptions) => model.step(x, n, t, y, bn.frozen() ? { ...o, frozenBn: true } : o),
+  };
+  const source = bn.source;
   const resumed = state.resumed;
   const { optimizer, schedule, ema, rng, evalWeights } = optimizerState(state, model.weights, opts.resume);
   const evaluator = detectionEvaluator(model, task, val, { batch: opts.evalBatch ?? 50, threads: opts.threads, progress: bar });
-  const preciseBn = det.preciseBn ?? 0;
   const evaluate = async (): Promise<DetectionEvaluation> => {
-    if (preciseBn > 0) await recomputeBnStatistics(model, task, source, pos.epoch, preciseBn);
+    await bn.beforeEvaluation();
     return detectionEvaluation(await evaluator(evalWeights()));
   };
 
@@ -162,7 +166,7 @@ export async function trainDetector(opts: TrainOptions): Promise<DetectTrainResu
   log(`run folder ${runDir}`);
   log(`${recipe.preset}: ${familyOf(graph.config).describe(graph.config)}; ${det.style} loss, ${det.augment} augmentation; ` +
     `${train.dataset.images.length} training images (${train.dataset.name}), ${val.dataset.images.length} validation images; ${recipe.epochs} epoch(s) × ${source.batchesPerEpoch} steps of ${recipe.batch}; ` +
-    `${recipe.optimizer} lr ${recipe.lr} (${recipe.schedule} per ${recipe.schedulePer})`);
+    `${recipe.optimizer} lr ${recipe.lr} (${recipe.schedule} per ${recipe.schedulePer})${bn.describe}`);
   let run: { stopped: boolean; final: DetectionEvaluation | null };
   try {
     run = await trainEpochs({
@@ -209,6 +213,37 @@ export async function trainDetector(opts: TrainOptions): Promise<DetectTrainResu
   if (files.curvesPng) log(`  curves      ${files.curvesSvg}, ${files.curvesPng}`);
   if (files.pr) log(`  pr curves   ${files.pr}`);
   return result;
+}
+
+/**
+ * How a detection run sets the BN statistics it evaluates with. `--precise-bn N`: recomputed before each
+ * evaluation. `--freeze-bn E`: for the last E epochs, recomputed once as the first of them starts (its first
+ * batches, before any is trained on), then fixed — those steps normalize with them — and evaluated as they are.
+ */
+function bnPolicy<T>(det: DetectionRecipe, epochs: number, model: NativeModel, task: Task<T>, batches: BatchSource<T>, epoch: () => number): {
+  frozen: () => boolean; source: BatchSource<T>; beforeEvaluation: () => Promise<void>; describe: string;
+} {
+  const preciseBn = det.preciseBn ?? 0;
+  const freeze = det.freezeBnEpochs ?? 0;
+  const firstFrozen = epochs - freeze;
+  const frozen = (): boolean => freeze > 0 && epoch() >= firstFrozen;
+  const statsBatches = preciseBn > 0 ? preciseBn : FROZEN_BN_BATCHES;
+  const source: BatchSource<T> = freeze === 0 ? batches : {
+    ...batches,
+    async *epoch(e, at) {
+      // A run resumed inside the frozen epochs has its fixed statistics in the checkpoint already.
+      if (e === firstFrozen && at.startBatch === 0) await recomputeBnStatistics(model, task, batches, e, statsBatches);
+      yield* batches.epoch(e, at);
+    },
+  };
+  const describe = (preciseBn > 0 ? `; BN statistics from ${preciseBn} batches before each evaluation` : '') +
+    (freeze > 0 ? `; BN frozen for the last ${freeze} epoch(s), statistics from ${statsBatches} batches` : '');
+  return {
+    frozen, source, describe,
+    beforeEvaluation: async () => {
+      if (preciseBn > 0 && !frozen()) await recomputeBnStatistics(model, task, batches, epoch(), preciseBn);
+    },
+  };
 }
 
 /**

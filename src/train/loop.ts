@@ -49,6 +49,8 @@ export interface TrainOptions {
   resumeEpochs?: number;
   /** When resuming a detection run: its `--precise-bn` from the next evaluation on (the training trajectory is unchanged). */
   resumePreciseBn?: number;
+  /** When resuming a detection run: its `--freeze-bn` (the frozen epochs must not have started yet). */
+  resumeFreezeBn?: number;
   /** Start from these weights (fine-tuning). */
   weights?: string;
   /** Input size of the model fine-tuned from `weights` (`--resolution`), instead of the one the weights file gives. */

@@ -48,7 +48,16 @@ export interface DetectionRecipe {
    * (det-d's epoch 6: 0.020; the same weights with statistics from 10 batches: 0.268).
    */
   preciseBn?: number;
+  /**
+   * The last this many epochs train with BN frozen: at the start of the first of them the statistics become a
+   * PreciseBN estimate (`preciseBn` batches, FROZEN_BN_BATCHES when that is 0) and stay fixed, so those epochs
+   * train the very function evaluation computes (γ and β still learn). Absent or 0: no freezing.
+   */
+  freezeBnEpochs?: number;
 }
+
+/** Batches of the PreciseBN estimate that frozen-BN epochs start from when the recipe sets no `preciseBn`. */
+export const FROZEN_BN_BATCHES = 50;
 
 export type OptimizerName = 'sgd' | 'rmsprop';
 export type ScheduleKind = 'cosine' | 'exponential' | 'step' | 'constant';
@@ -220,6 +229,10 @@ export function validateRecipe(r: TrainRecipe): void {
     if (!DETECT_AUGMENTS.includes(r.detection.augment)) bad(`detection augment must be ${DETECT_AUGMENTS.join(', ')}, got ${String(r.detection.augment)}`);
     if (r.detection.preciseBn !== undefined) nonNegInt(r.detection.preciseBn, 'precise BN batches');
     if ((r.detection.preciseBn ?? 0) > 0 && r.ema > 0) bad("--precise-bn recomputes the trained weights' BN statistics; with --ema the EMA weights are evaluated: use one of them");
+    const freeze = r.detection.freezeBnEpochs ?? 0;
+    nonNegInt(freeze, 'frozen-BN epochs');
+    if (freeze > r.epochs) bad(`--freeze-bn ${freeze} is more than the run's ${r.epochs} epoch(s)`);
+    if (freeze > 0 && r.ema > 0) bad('--freeze-bn trains with fixed BN statistics of the trained weights; with --ema the EMA weights are evaluated: use one of them');
   } else if (r.arch === 'ssdlite') {
     bad(`--arch ssdlite is a detector: train it with --recipe fashion-detect or fashion-detect-torchvision`);
   }

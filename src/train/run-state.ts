@@ -16,7 +16,7 @@ import { deriveSeed } from '../data/loader.js';
 import type { Dataset, InputConvention } from '../data/dataset.js';
 import { limitDataset, openDataset, type DataSource } from '../data/open.js';
 import { loadCheckpoint, resolveCheckpointPath, type TrainPosition } from './checkpoint.js';
-import type { TrainRecipe } from './presets.js';
+import { validateRecipe, type TrainRecipe } from './presets.js';
 import { progressBar } from './progress.js';
 import { refuseRunFolder } from './artifacts.js';
 import type { TrainOptions } from './loop.js';
@@ -106,11 +106,18 @@ function resumeRun(opts: TrainOptions, resume: string, log: (m: string) => void)
   if (!ck.position) fail(file, `not a training checkpoint (no mnv2.train metadata); to fine-tune from it use --weights`);
   const position = ck.position;
   const recipe = { ...position.recipe, epochs: opts.resumeEpochs ?? position.recipe.epochs };
-  if (opts.resumePreciseBn !== undefined) {
-    if (!recipe.detection) fail(file, '--precise-bn is for detection runs; this checkpoint is a classifier\'s');
-    if (opts.resumePreciseBn > 0 && recipe.ema > 0) fail(file, "--precise-bn recomputes the trained weights' BN statistics, but this run evaluates its EMA weights (--ema)");
-    recipe.detection = { ...recipe.detection, preciseBn: opts.resumePreciseBn };
-    log(`evaluations from here on use BN statistics from ${opts.resumePreciseBn} training batches (--precise-bn)`);
+  const bnChange = { preciseBn: opts.resumePreciseBn, freezeBnEpochs: opts.resumeFreezeBn };
+  if (bnChange.preciseBn !== undefined || bnChange.freezeBnEpochs !== undefined) {
+    if (!recipe.detection) fail(file, '--precise-bn and --freeze-bn are for detection runs; this checkpoint is a classifier\'s');
+    const was = recipe.detection.freezeBnEpochs ?? 0;
+    const freeze = bnChange.freezeBnEpochs ?? was;
+    const started = (n: number): boolean => n > 0 && (position.epoch > recipe.epochs - n || (position.epoch === recipe.epochs - n && position.step > 0));
+    if (freeze !== was && (started(freeze) || started(was))) {
+      fail(file, `--freeze-bn ${freeze}: the run is at epoch ${position.epoch + 1}, batch ${position.step} of ${recipe.epochs} epochs, past the start of the frozen epochs; extend it with --epochs, or freeze fewer`);
+    }
+    recipe.detection = { ...recipe.detection, ...Object.fromEntries(Object.entries(bnChange).filter(([, v]) => v !== undefined)) };
+    validateRecipe(recipe);
+    log(`BN from here on: --precise-bn ${recipe.detection.preciseBn ?? 0}, --freeze-bn ${recipe.detection.freezeBnEpochs ?? 0}`);
   }
   const runDir = resolve(opts.out ?? dirname(file));
   if (runDir !== resolve(dirname(file))) refuseRunFolder(runDir, opts.force);

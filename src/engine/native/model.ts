@@ -47,9 +47,16 @@ export interface StepOptions {
   labelSmoothing?: number;
   /** Randomness for dropout masks. */
   rng?: Rng;
-  /** Quantization-aware training (src/quant/qat.ts). */
+  /**
+   * BN normalizes with its running statistics (constants, left unchanged) instead of the batch's, so the step
+   * trains the function inference computes; γ and β still get gradients.
+   */
+  frozenBn?: boolean;
+  /** Quantization-aware training (src/quant/qat.ts); its spec says whether BN is frozen. */
   quant?: QuantStep;
 }
+
+const FROZEN_BN: TrainQuant = { fakeQuant: [], frozenBn: true };
 
 /**
  * A quantization-aware training step: the program fake-quantizes `spec`'s values and reads `arrays` (the
@@ -289,8 +296,9 @@ export class NativeModel {
     return this.programs.stats();
   }
 
-  private trainProgram(batch: number, inputGrad: boolean, quant?: QuantStep): Compiled {
-    const key = `train:${batch}:${inputGrad}${quant ? `:${quant.key}` : ''}`;
+  private trainProgram(batch: number, inputGrad: boolean, quant: QuantStep | undefined, frozenBn: boolean): Compiled {
+    const spec = quant?.spec ?? (frozenBn ? FROZEN_BN : undefined);
+    const key = `train:${batch}:${inputGrad}${quant ? `:${quant.key}` : frozenBn ? ':frozen-bn' : ''}`;
     let p = this.programs.get(key);
     if (p) return p;
     const io = new ArrayStore({ get: (name) => quant?.arrays.get(name) ?? this.weights.get(name) ?? this.gradArray(name) });
@@ -310,7 +318,7 @@ export class NativeModel {
         io.ensure(TRAIN_IO.mask(n.name), batch * numel(n.shape));
       }
     }
-    return this.compile(key, buildTrainProgram(g, batch, io, this.actFormat, inputGrad, quant?.spec), io, batch);
+    return this.compile(key, buildTrainProgram(g, batch, io, this.actFormat, inputGrad, spec), io, batch);
   }
 
   private gradArray(name: string): Float32Array | undefined {
@@ -327,13 +335,15 @@ export class NativeModel {
     this.checkIdle('step');
     this.checkInput(input, batch);
     task.validate(target, batch);
-    const p = this.trainProgram(batch, opts.inputGrad ?? false, opts.quant);
+    if (opts.quant && opts.frozenBn !== undefined) throw new Error('NativeModel.step: with quant, its spec.frozenBn decides; do not pass frozenBn too');
+    const frozenBn = opts.quant?.spec.frozenBn ?? opts.frozenBn ?? false;
+    const p = this.trainProgram(batch, opts.inputGrad ?? false, opts.quant, frozenBn);
     const outputs = new Map(this.graph.outputs.map((o) => [o.name, p.io.get(TRAIN_IO.output(o.name))] as const));
     const grads = new Map(this.graph.outputs.map((o) => [o.name, p.io.get(TRAIN_IO.outputGrad(o.name))] as const));
     p.io.get(TRAIN_IO.input).set(input);
     for (const n of this.graph.nodes) if (n.op === 'dropout') this.drawMask(n, p.io.get(TRAIN_IO.mask(n.name)), opts.rng);
     p.prog.run(0);
-    if (!opts.quant?.spec.frozenBn) this.updateRunningStats(p.io, batch, opts.bnMomentum ?? 0.1);
+    if (!frozenBn) this.updateRunningStats(p.io, batch, opts.bnMomentum ?? 0.1);
     // An output the task has no loss on gets a zero gradient, not the previous step's.
     for (const g of grads.values()) g.fill(0);
     const r = task.loss(outputs, target, batch, grads);

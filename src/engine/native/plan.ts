@@ -146,7 +146,7 @@ export interface TrainQuant {
  * between the segments), writing `grad.*` (and `io.dinput` when inputGrad is set).
  */
 export function buildTrainProgram(graph: Graph, batch: number, ext: Externals, actFormat: ActFormat, inputGrad: boolean, quant?: TrainQuant): ProgramSpec {
-  if (quant && inputGrad) throw new Error('native training: quantization-aware training has no input gradient');
+  if (quant?.fakeQuant.length && inputGrad) throw new Error('native training: quantization-aware training has no input gradient');
   const b = new ProgramBuilder(actFormat);
   const fwd = b.segment();
   const bwd = b.segment();
