@@ -293,6 +293,8 @@ test('--freeze-bn 1: the last epoch starts from a PreciseBN estimate and trains 
   for (const [k, v] of loadCheckpoint(join(dir, 'last.safetensors')).weights) assert.deepEqual(same.get(k), v, `straight vs stopped-and-resumed: ${k}`);
   const ap = (d: string) => readMetrics(d).rows.map((r) => (r as unknown as Record<string, number>)['val_AP']);
   assert.deepEqual(ap(straight), ap(dir));
+  // Changing the frozen epochs once they have started is refused (their statistics were fixed at their start).
+  await assert.rejects(trainDetector({ recipe, resume: straight, resumeFreezeBn: 2, ...quiet }), /--freeze-bn 2: the run is at epoch 3, batch 0 of 2 epochs, past the start of the frozen epochs/);
   // Freezing more epochs than the run has is refused up front.
   assert.throws(() => tinyRecipe({ epochs: 2, detection: { style: 'tf', augment: 'crop-flip', freezeBnEpochs: 3 } }), /--freeze-bn 3 is more than the run's 2 epoch/);
 });
