@@ -14,7 +14,7 @@ import { buildSsdlite, makeSsdliteConfig } from '../src/model/ssdlite.js';
 import { importTfGraphSsdlite, tfConvVariable, tfScopesByConv } from '../src/io/tf-graph-ssdlite.js';
 import { halfBitsToNumber } from '../src/io/safetensors.js';
 import { loadModelFile } from '../src/io/weights.js';
-import { SsdliteDetector, type RawDetections } from '../src/detect/ssdlite-detector.js';
+import { detectOptionsOf, SsdliteDetector, type RawDetections } from '../src/detect/ssdlite-detector.js';
 import { COCO_LABELS } from '../src/data/labels.js';
 import type { Graph } from '../src/model/graph.js';
 import type { SsdliteConfig } from '../src/model/ssdlite.js';
@@ -147,6 +147,23 @@ test("mnv2 import tf-graph: the model file's metadata (ssdlite, TF 'SAME' = kera
   assert.ok(existsSync(file) && readFileSync(file).length > 1e6, 'the graph is untouched');
   const asWeights = spawnSync('node', [CLI, 'detect', file, '--weights', file], { encoding: 'utf8' });
   assert.match(asWeights.stderr, /\.pb: a TensorFlow frozen graph \(GraphDef\), not a weights file \(\.safetensors or \.pth\): use mnv2 import tf-graph FILE --out W\.safetensors/);
+});
+
+test("the Postprocessor's constants (box coder scales, NMS IoU / score thresholds, per-class maximum) become the model file's post-processing; none without one", () => {
+  for (const nms of ['V3', 'V2'] as const) {
+    const file = pbOf({ postprocessor: { scales: [8, 9, 4, 3], iou: 0.55, score: 0.25, perClass: 77, nms } });
+    assert.deepEqual(importTfGraphSsdlite(file).postprocess, { y_scale: 8, x_scale: 9, h_scale: 4, w_scale: 3, nms_iou_threshold: Math.fround(0.55), nms_score_threshold: 0.25, detections_per_class: 77 }, nms);
+  }
+  const file = pbOf({ postprocessor: { scales: [10, 10, 5, 5], iou: 0.6, score: 1e-8, perClass: 100 } });
+  const out = path.join(tmp, 'with-postprocessor.safetensors');
+  const r = spawnSync('node', [CLI, 'import', 'tf-graph', file, '--out', out], { encoding: 'utf8' });
+  assert.equal(r.status, 0, r.stderr);
+  assert.match(r.stderr, /from its Postprocessor: y_scale 10, x_scale 10, h_scale 5, w_scale 5, nms_iou_threshold 0\.6/);
+  // What `mnv2 detect` then decodes and suppresses with.
+  assert.deepEqual(detectOptionsOf(loadModelFile(out), out), { scales: [10, 10, 5, 5], iouThreshold: Math.fround(0.6) });
+  assert.equal(importTfGraphSsdlite(pbOf()).postprocess, undefined);
+  assert.throws(() => importTfGraphSsdlite(pbOf({ postprocessor: { scales: [10, 0, 5, 5], iou: 0.6, score: 0, perClass: 100 } })), /Postprocessor\/Decode\/div_1: box coder scale 0 is not a positive number/);
+  assert.throws(() => importTfGraphSsdlite(pbOf({ postprocessor: { scales: [10, 10, 5, 5], iou: 1.5, score: 0, perClass: 100 } })), /NonMaxSuppressionV3: IoU threshold 1\.5 is outside \[0, 1\]/);
 });
 
 test('COCO labels: the TF mscoco label map, ids 1..90 with 10 unused ids', () => {

@@ -78,7 +78,9 @@ export function registerImportCommands(program: Command): void {
       const m = (await import('../io/tf-graph-ssdlite.js')).importTfGraphSsdliteTo(file, o.out, path.basename(file));
       const c = m.graph.config;
       const labels = c.numClasses === 90 ? ', COCO labels' : '';
-      console.error(`wrote ${o.out}: SSDLite MobileNetV2 α ${c.alpha} @ ${c.resolution} (input size: ${m.resolution.from}), ${c.numClasses} classes + background${labels}, TF 'SAME' padding, BN eps ${c.bnEps}, preset keras ([-1, 1])`);
+      const p = m.postprocess;
+      const post = p ? `; from its Postprocessor: ${Object.entries(p).map(([k, v]) => `${k} ${+v.toPrecision(6)}`).join(', ')}` : '; no Postprocessor constants (the defaults apply)';
+      console.error(`wrote ${o.out}: SSDLite MobileNetV2 α ${c.alpha} @ ${c.resolution} (input size: ${m.resolution.from}), ${c.numClasses} classes + background${labels}, TF 'SAME' padding, BN eps ${c.bnEps}, preset keras ([-1, 1])${post}`);
     });
 }
 

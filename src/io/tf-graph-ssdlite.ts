@@ -12,7 +12,7 @@
 import { attrOf, constValue, inputNode, intsAttr, readTfGraph, shapeDims, stringAttr, throughIdentity, type TfGraph, type TfNode } from './tf-graph.js';
 import { ALPHAS, ssdliteNamesOf } from './tflite-ssdlite.js';
 import { permute } from './keras-names.js';
-import { encodeModelInfo } from './metadata.js';
+import { encodeModelInfo, POSTPROCESS_KEY } from './metadata.js';
 import { saveWeights } from './weights.js';
 import { ANCHORS_PER_LOCATION, buildSsdlite, EXTRA_DEPTHS, makeSsdliteConfig, type SsdliteConfig } from '../model/ssdlite.js';
 import type { ConvNode, Graph } from '../model/graph.js';
@@ -54,6 +54,8 @@ export interface TfGraphSsdliteImport {
   weights: StateDict;
   /** The input size and where it came from. */
   resolution: { value: number; from: string };
+  /** The post-processing constants the graph holds (postprocessOf), when it has any. */
+  postprocess?: Record<string, number>;
 }
 
 /** Import an SSDLite-MobileNetV2 detector from a TF OD API frozen graph. */
@@ -100,7 +102,45 @@ export function importTfGraphSsdlite(file: string): TfGraphSsdliteImport {
   const unmapped = [...consts.keys()].filter((k) => /^(FeatureExtractor\/MobilenetV2|BoxPredictor_\d+)\/.+\/(depthwise_)?weights$/.test(k) && !used.has(k));
   if (unmapped.length) fail(`conv variables this SSDLite-MobileNetV2 does not have: ${unmapped.slice(0, 5).join(', ')}${unmapped.length > 5 ? ` and ${unmapped.length - 5} more` : ''}`);
   checkOps(g, graph, scopes, used, fail);
-  return { graph, weights, resolution };
+  const postprocess = postprocessOf(g, file);
+  return { graph, weights, resolution, ...(postprocess ? { postprocess } : {}) };
+}
+
+/** A scalar Const (through Identity) a node reads at input i, else undefined. */
+function scalarInput(g: TfGraph, n: TfNode | undefined, i: number, file: string): number | undefined {
+  const c = n && throughIdentity(g, inputNode(g, n.input[i] ?? ''));
+  if (c?.op !== 'Const') return undefined;
+  const v = constValue(c, file).data;
+  return v.length === 1 ? v[0] : undefined;
+}
+
+/**
+ * The TF OD API post-processing constants of an exported graph, under TFLite_Detection_PostProcess's option names
+ * (what `detect` reads from an imported TFLite file): the box coder's scales are the divisors of
+ * `Postprocessor/Decode/div`..`div_3` (ty, tx, th, tw), the NMS IoU and score thresholds and the per-class maximum
+ * are inputs of the NonMaxSuppressionV2..V5 op under `Postprocessor/` (a V2 has its score threshold in the
+ * `FilterGreaterThan/Greater` before it). Undefined when the graph has none of them (its Postprocessor was stripped).
+ */
+export function postprocessOf(g: TfGraph, file: string): Record<string, number> | undefined {
+  const fail = failFor(file);
+  const out: Record<string, number> = {};
+  const divs = ['div', 'div_1', 'div_2', 'div_3'].map((d) => g.byName.get(`Postprocessor/Decode/${d}`) ?? g.byName.get(`Postprocessor/Decode/true${d}`));
+  const scales = divs.map((n) => (n && /^(Real)?Div$/.test(n.op) ? scalarInput(g, n, 1, file) : undefined));
+  if (scales.every((v) => v !== undefined)) {
+    scales.forEach((v, i) => (Number.isFinite(v) && v! > 0) || fail(`${divs[i]!.name}: box coder scale ${v} is not a positive number`));
+    [out['y_scale'], out['x_scale'], out['h_scale'], out['w_scale']] = scales as number[];
+  }
+  const nms = g.nodes.find((n) => /^NonMaxSuppressionV[2-5]$/.test(n.op) && n.name.startsWith('Postprocessor/'));
+  if (nms) {
+    const iou = scalarInput(g, nms, 3, file);
+    const greater = g.nodes.find((n) => n.op === 'Greater' && n.name.startsWith('Postprocessor/') && n.name.endsWith('FilterGreaterThan/Greater'));
+    const score = nms.op === 'NonMaxSuppressionV2' ? scalarInput(g, greater, 1, file) : scalarInput(g, nms, 4, file);
+    const perClass = scalarInput(g, nms, 2, file);
+    if (iou !== undefined) out['nms_iou_threshold'] = iou >= 0 && iou <= 1 ? iou : fail(`${nms.name}: IoU threshold ${iou} is outside [0, 1]`);
+    if (score !== undefined) out['nms_score_threshold'] = Number.isFinite(score) ? score : fail(`${nms.name}: score threshold ${score} is not a number`);
+    if (perClass !== undefined) out['detections_per_class'] = Number.isInteger(perClass) && perClass > 0 ? perClass : fail(`${nms.name}: max_output_size ${perClass} is not a positive integer`);
+  }
+  return Object.keys(out).length ? out : undefined;
 }
 
 /** The width multiplier whose conv shapes all match the file; else an error naming the closest one's problems. */
@@ -189,7 +229,8 @@ function checkOps(g: TfGraph, graph: Graph<SsdliteConfig>, scopes: ReadonlyMap<s
 /** The model file's metadata: TF 'SAME' padding is the config's 'keras' padding, TF's [-1, 1] the 'keras' preset, COCO labels for 90 classes. */
 export function tfGraphModelInfo(m: TfGraphSsdliteImport, source: string): Record<string, string> {
   const coco = m.graph.config.numClasses === COCO_CLASSES ? { labels: 'coco' } : {};
-  return encodeModelInfo({ config: m.graph.config, source, preprocess: 'keras', ...coco });
+  const post: Record<string, string> = m.postprocess ? { [POSTPROCESS_KEY]: JSON.stringify(m.postprocess) } : {};
+  return { ...encodeModelInfo({ config: m.graph.config, source, preprocess: 'keras', ...coco }), ...post };
 }
 
 /** Import `file` and write the model file `out`. */

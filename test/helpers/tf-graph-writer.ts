@@ -31,6 +31,11 @@ export interface TfGraphOptions {
   reshape?: Readonly<Record<string, number[]>>;
   /** Conv padding attribute (error tests). */
   padding?: string;
+  /**
+   * A Postprocessor as the TF OD API exports one, reduced to the nodes holding its constants: the box decoder's
+   * four divisions and a batched NonMaxSuppressionV3 (V2: score threshold in a FilterGreaterThan before it).
+   */
+  postprocessor?: { scales: [number, number, number, number]; iou: number; score: number; perClass: number; nms?: 'V2' | 'V3' };
 }
 
 type Attr = Record<string, unknown>;
@@ -54,6 +59,24 @@ export function halfBits(x: number): number {
 }
 
 const shapeProto = (shape: readonly number[]) => ({ dim: shape.map((size) => ({ size })) });
+
+type AddNode = (name: string, op: string, input: string[], attr?: Record<string, Attr>) => string;
+
+/** The Postprocessor nodes that carry the box coder scales and the NMS settings, reading the graph's two outputs. */
+function postprocessor(p: NonNullable<TfGraphOptions['postprocessor']>, add: AddNode): void {
+  const scalar = (name: string, v: number, dtype: number = TF_DTYPES.DT_FLOAT) =>
+    add(name, 'Const', [], { dtype: { type: dtype }, value: { tensor: { dtype, tensorShape: { dim: [] }, ...(dtype === TF_DTYPES.DT_INT32 ? { intVal: [v] } : { floatVal: [v] }) } } });
+  ['div', 'div_1', 'div_2', 'div_3'].forEach((d, i) => add(`Postprocessor/Decode/${d}`, 'RealDiv', ['concat', scalar(`Postprocessor/Decode/${d}/y`, p.scales[i]!)]));
+  const scope = 'Postprocessor/BatchMultiClassNonMaxSuppression/map/while/MultiClassNonMaxSuppression';
+  const nms = `${scope}/non_max_suppression`;
+  const ins = ['concat', 'concat_1', scalar(`${nms}/max_output_size`, p.perClass, TF_DTYPES.DT_INT32), scalar(`${nms}/iou_threshold`, p.iou)];
+  if (p.nms === 'V2') {
+    add(`${scope}/FilterGreaterThan/Greater`, 'Greater', ['concat_1', scalar(`${scope}/FilterGreaterThan/Greater/y`, p.score)]);
+    add(`${nms}/NonMaxSuppressionV2`, 'NonMaxSuppressionV2', ins);
+  } else {
+    add(`${nms}/NonMaxSuppressionV3`, 'NonMaxSuppressionV3', [...ins, scalar(`${nms}/score_threshold`, p.score)]);
+  }
+}
 
 /** The frozen GraphDef bytes of an SSDLite model and its weights. */
 export function writeTfGraph(graph: Graph<SsdliteConfig>, weights: StateDict, o: TfGraphOptions = {}): Uint8Array {
@@ -137,6 +160,7 @@ export function writeTfGraph(graph: Graph<SsdliteConfig>, weights: StateDict, o:
     tensor.set(n.output, out);
   }
   // scalar axis: TF's ConcatV2 takes a 0-d axis
+  if (o.postprocessor) postprocessor(o.postprocessor, add);
   for (const n of nodes) if (n.name.endsWith('/axis')) (n.attr['value'] as { tensor: { tensorShape: unknown } }).tensor.tensorShape = { dim: [] };
   return GraphDefType.encode(GraphDefType.fromObject({ node: nodes })).finish();
 }
