@@ -49,14 +49,14 @@ test('ONNX Runtime and the native engine score the committed detector alike (200
   for (const k of ['AP', 'AP50', 'AP75']) assert.ok(Math.abs(native.coco[k]! - ort.coco[k]!) < 2e-3, `${k}: native ${native.coco[k]} vs ORT ${ort.coco[k]}`);
 });
 
-test('mnv2 detect finds the garments of a test canvas with their labels', { skip }, async () => {
+test('mnv2 detect (score 0.3) finds most garments of 20 test canvases, with their labels', { skip }, async () => {
   const gt = JSON.parse(readFileSync(path.join(data, 'test.json'), 'utf8')) as {
     images: { id: number; file_name: string }[]; annotations: { image_id: number; bbox: number[]; category_id: number }[]; categories: { id: number; name: string }[];
   };
   let found = 0;
   let total = 0;
-  for (const im of gt.images.slice(0, 10)) {
-    const { detections: dets } = JSON.parse(await mnv2('detect', path.join(data, im.file_name), '--weights', MODEL, '--score', '0.5', '--json')) as { detections: { box: number[]; label: string }[] };
+  for (const im of gt.images.slice(0, 20)) {
+    const { detections: dets } = JSON.parse(await mnv2('detect', path.join(data, im.file_name), '--weights', MODEL, '--score', '0.3', '--json')) as { detections: { box: number[]; label: string }[] };
     for (const a of gt.annotations.filter((x) => x.image_id === im.id)) {
       total++;
       const [x, y, w, h] = a.bbox as [number, number, number, number];
@@ -64,5 +64,6 @@ test('mnv2 detect finds the garments of a test canvas with their labels', { skip
       if (dets.some((d) => d.label === name && iou(d.box, 0, [x, y, x + w, y + h], 0) >= 0.5)) found++;
     }
   }
-  assert.ok(found >= 0.5 * total, `${found} of ${total} garments found with the right label at IoU ≥ 0.5`);
+  // Measured: 38 of 51 (75 %) at score 0.3; 47 (92 %) at 0.1, 29 (57 %) at 0.5 (softmax scores run lower than sigmoid ones).
+  assert.ok(found >= 0.65 * total, `${found} of ${total} garments found with the right label at IoU ≥ 0.5`);
 });
