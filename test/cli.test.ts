@@ -96,7 +96,7 @@ describe('mnv2 CLI', () => {
         /model\.safetensors: was trained with activation relu, but --activation asks for relu6: fine-tuning keeps the weights' architecture/],
       // A resumed run keeps its checkpoint's recipe: flags that would change it are refused, not ignored.
       [['train', '--resume', path.join(tmp, 'some-run'), '--lr', '0.1', '--no-decay-bn-bias', '--epochs', '9'],
-        /--lr, --no-decay-bn-bias: --resume continues the checkpoint's recipe; only --epochs and --precise-bn change it/],
+        /--lr, --no-decay-bn-bias: --resume continues the checkpoint's recipe; only --epochs, --precise-bn and --freeze-bn change it/],
     ];
     for (const [args, re] of cases) {
       await assert.rejects(mnv2(...args), (e: { stderr: string; code: number }) => {

@@ -293,8 +293,13 @@ test('--freeze-bn 1: the last epoch starts from a PreciseBN estimate and trains 
   for (const [k, v] of loadCheckpoint(join(dir, 'last.safetensors')).weights) assert.deepEqual(same.get(k), v, `straight vs stopped-and-resumed: ${k}`);
   const ap = (d: string) => readMetrics(d).rows.map((r) => (r as unknown as Record<string, number>)['val_AP']);
   assert.deepEqual(ap(straight), ap(dir));
-  // Changing the frozen epochs once they have started is refused (their statistics were fixed at their start).
-  await assert.rejects(trainDetector({ recipe, resume: straight, resumeFreezeBn: 2, ...quiet }), /--freeze-bn 2: the run is at epoch 3, batch 0 of 2 epochs, past the start of the frozen epochs/);
+  // Once frozen, the start stays: moving it is refused; an extended run stays frozen to its end, statistics unchanged.
+  await assert.rejects(trainDetector({ recipe, resume: straight, resumeFreezeBn: 2, ...quiet }),
+    /--freeze-bn 2: the run is at epoch 3, batch 0, and its BN statistics were frozen at the start of epoch 2; with 2 epochs that start would move to epoch 1 \(--freeze-bn 1 keeps it\)/);
+  await trainDetector({ recipe, resume: straight, resumeEpochs: 3, ...quiet });
+  const extended = loadCheckpoint(join(straight, 'last.safetensors'));
+  assert.equal(extended.position!.recipe.detection!.freezeBnEpochs, 2);
+  assertStatistics(join(straight, 'last.safetensors'), before);
   // Freezing more epochs than the run has is refused up front.
   assert.throws(() => tinyRecipe({ epochs: 2, detection: { style: 'tf', augment: 'crop-flip', freezeBnEpochs: 3 } }), /--freeze-bn 3 is more than the run's 2 epoch/);
 });

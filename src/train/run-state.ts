@@ -16,7 +16,7 @@ import { deriveSeed } from '../data/loader.js';
 import type { Dataset, InputConvention } from '../data/dataset.js';
 import { limitDataset, openDataset, type DataSource } from '../data/open.js';
 import { loadCheckpoint, resolveCheckpointPath, type TrainPosition } from './checkpoint.js';
-import { validateRecipe, type TrainRecipe } from './presets.js';
+import { validateRecipe, type DetectionRecipe, type TrainRecipe } from './presets.js';
 import { progressBar } from './progress.js';
 import { refuseRunFolder } from './artifacts.js';
 import type { TrainOptions } from './loop.js';
@@ -106,18 +106,11 @@ function resumeRun(opts: TrainOptions, resume: string, log: (m: string) => void)
   if (!ck.position) fail(file, `not a training checkpoint (no mnv2.train metadata); to fine-tune from it use --weights`);
   const position = ck.position;
   const recipe = { ...position.recipe, epochs: opts.resumeEpochs ?? position.recipe.epochs };
-  const bnChange = { preciseBn: opts.resumePreciseBn, freezeBnEpochs: opts.resumeFreezeBn };
-  if (bnChange.preciseBn !== undefined || bnChange.freezeBnEpochs !== undefined) {
-    if (!recipe.detection) fail(file, '--precise-bn and --freeze-bn are for detection runs; this checkpoint is a classifier\'s');
-    const was = recipe.detection.freezeBnEpochs ?? 0;
-    const freeze = bnChange.freezeBnEpochs ?? was;
-    const started = (n: number): boolean => n > 0 && (position.epoch > recipe.epochs - n || (position.epoch === recipe.epochs - n && position.step > 0));
-    if (freeze !== was && (started(freeze) || started(was))) {
-      fail(file, `--freeze-bn ${freeze}: the run is at epoch ${position.epoch + 1}, batch ${position.step} of ${recipe.epochs} epochs, past the start of the frozen epochs; extend it with --epochs, or freeze fewer`);
-    }
-    recipe.detection = { ...recipe.detection, ...Object.fromEntries(Object.entries(bnChange).filter(([, v]) => v !== undefined)) };
-    validateRecipe(recipe);
-    log(`BN from here on: --precise-bn ${recipe.detection.preciseBn ?? 0}, --freeze-bn ${recipe.detection.freezeBnEpochs ?? 0}`);
+  if (recipe.detection) {
+    recipe.detection = resumedBn(file, position, recipe.epochs, opts, log);
+    validateRecipe(recipe); // e.g. --precise-bn with a run that evaluates its EMA weights
+  } else if (opts.resumePreciseBn !== undefined || opts.resumeFreezeBn !== undefined) {
+    fail(file, "--precise-bn and --freeze-bn are for detection runs; this checkpoint is a classifier's");
   }
   const runDir = resolve(opts.out ?? dirname(file));
   if (runDir !== resolve(dirname(file))) refuseRunFolder(runDir, opts.force);
@@ -126,6 +119,31 @@ function resumeRun(opts: TrainOptions, resume: string, log: (m: string) => void)
     recipe, graph: ck.graph, weights: ck.weights, runDir, headOnly: position.headOnly ?? false, baseInfo: descriptiveInfo(ck.info),
     resumed: { position, optim: ck.optim, ema: ck.ema.size ? ck.ema : null, rng: ck.rng, qat: readQatRanges(ck.metadata, file) },
   };
+}
+
+/** The epoch a recipe's BN freezing starts at (Infinity: none). */
+const frozenStart = (epochs: number, freeze = 0): number => (freeze > 0 ? epochs - freeze : Infinity);
+
+/**
+ * A resumed detection run's BN settings: `--precise-bn` / `--freeze-bn` as given. Frozen statistics are fixed when
+ * their first epoch starts, so once it has, that epoch stays the start: an extended run (`--epochs`) stays frozen
+ * to its end, and a `--freeze-bn` that would move the start is refused.
+ */
+function resumedBn(file: string, position: TrainPosition, epochs: number, opts: TrainOptions, log: (m: string) => void): DetectionRecipe {
+  const det = position.recipe.detection!;
+  const was = frozenStart(position.recipe.epochs, det.freezeBnEpochs);
+  const reached = (start: number): boolean => position.epoch > start || (position.epoch === start && position.step > 0);
+  const freeze = opts.resumeFreezeBn ?? (reached(was) ? epochs - was : det.freezeBnEpochs);
+  const start = frozenStart(epochs, freeze);
+  if (start !== was && (reached(was) || reached(start))) {
+    fail(file, `--freeze-bn ${freeze ?? 0}: the run is at epoch ${position.epoch + 1}, batch ${position.step}, and its BN statistics ${reached(was) ? `were frozen at the start of epoch ${was + 1}` : 'are live'}; ` +
+      `with ${epochs} epochs that start would move to ${Number.isFinite(start) ? `epoch ${start + 1}` : 'never'} (${reached(was) ? `--freeze-bn ${epochs - was} keeps it` : 'freeze fewer epochs'})`);
+  }
+  const next: DetectionRecipe = { ...det, preciseBn: opts.resumePreciseBn ?? det.preciseBn, freezeBnEpochs: freeze };
+  if (next.preciseBn !== det.preciseBn || next.freezeBnEpochs !== det.freezeBnEpochs) {
+    log(`BN from here on: --precise-bn ${next.preciseBn ?? 0}, --freeze-bn ${next.freezeBnEpochs ?? 0} (of ${epochs} epochs)`);
+  }
+  return next;
 }
 
 function freshRun(opts: TrainOptions, log: (m: string) => void): RunState {
