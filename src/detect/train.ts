@@ -27,7 +27,7 @@ import { RunFolder } from '../train/artifacts.js';
 import { trainEpochs, type BatchSource } from '../train/epochs.js';
 import { optimizerState, sessionPosition, stopOnSignals, type TrainOptions } from '../train/loop.js';
 import { paramRefs } from '../train/optim.js';
-import { FROZEN_BN_BATCHES, type DetectAugment, type DetectionRecipe, type TrainRecipe } from '../train/presets.js';
+import { FROZEN_BN_BATCHES, frozenBnStart, type DetectAugment, type DetectionRecipe, type TrainRecipe } from '../train/presets.js';
 import { progressBar, formatDuration } from '../train/progress.js';
 import { openRun } from '../train/run-state.js';
 import { ssdAnchors } from './anchors.js';
@@ -225,8 +225,8 @@ function bnPolicy<T>(det: DetectionRecipe, epochs: number, model: NativeModel, t
 } {
   const preciseBn = det.preciseBn ?? 0;
   const freeze = det.freezeBnEpochs ?? 0;
-  const firstFrozen = epochs - freeze;
-  const frozen = (): boolean => freeze > 0 && epoch() >= firstFrozen;
+  const firstFrozen = frozenBnStart(epochs, freeze);
+  const frozen = (): boolean => epoch() >= firstFrozen;
   const statsBatches = preciseBn > 0 ? preciseBn : FROZEN_BN_BATCHES;
   const source: BatchSource<T> = freeze === 0 ? batches : {
     ...batches,

@@ -49,7 +49,7 @@ export interface TrainOptions {
   resumeEpochs?: number;
   /** When resuming a detection run: its `--precise-bn` from the next evaluation on (the training trajectory is unchanged). */
   resumePreciseBn?: number;
-  /** When resuming a detection run: its `--freeze-bn` (the frozen epochs must not have started yet). */
+  /** When resuming a detection run: its `--freeze-bn` (a frozen start already reached cannot move; by default an extended run keeps it). */
   resumeFreezeBn?: number;
   /** Start from these weights (fine-tuning). */
   weights?: string;

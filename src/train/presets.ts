@@ -44,8 +44,9 @@ export interface DetectionRecipe {
   /**
    * PreciseBN: before each evaluation, the BN running statistics are recomputed as the mean over this many
    * training batches (augmented, as training sees them) with the current weights; absent or 0 (the
-   * default): the running averages of training. On fashion-detect the running averages swing val AP from epoch to epoch
-   * (det-d's epoch 6: 0.020; the same weights with statistics from 10 batches: 0.268).
+   * default): the running averages of training. It makes evaluation reproducible; on fashion-detect it does not
+   * make it better (det-d's epoch 15: 0.211 with the running averages and with 50 batches; 10-batch estimates
+   * scatter 0.228–0.352): see freezeBnEpochs.
    */
   preciseBn?: number;
   /**
@@ -58,6 +59,9 @@ export interface DetectionRecipe {
 
 /** Batches of the PreciseBN estimate that frozen-BN epochs start from when the recipe sets no `preciseBn`. */
 export const FROZEN_BN_BATCHES = 50;
+
+/** The (0-based) epoch a run of `epochs` epochs freezes its BN statistics at, for `freezeBnEpochs`; Infinity: never. */
+export const frozenBnStart = (epochs: number, freezeBnEpochs = 0): number => (freezeBnEpochs > 0 ? epochs - freezeBnEpochs : Infinity);
 
 export type OptimizerName = 'sgd' | 'rmsprop';
 export type ScheduleKind = 'cosine' | 'exponential' | 'step' | 'constant';

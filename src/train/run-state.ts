@@ -16,7 +16,7 @@ import { deriveSeed } from '../data/loader.js';
 import type { Dataset, InputConvention } from '../data/dataset.js';
 import { limitDataset, openDataset, type DataSource } from '../data/open.js';
 import { loadCheckpoint, resolveCheckpointPath, type TrainPosition } from './checkpoint.js';
-import { validateRecipe, type DetectionRecipe, type TrainRecipe } from './presets.js';
+import { frozenBnStart, validateRecipe, type DetectionRecipe, type TrainRecipe } from './presets.js';
 import { progressBar } from './progress.js';
 import { refuseRunFolder } from './artifacts.js';
 import type { TrainOptions } from './loop.js';
@@ -121,9 +121,6 @@ function resumeRun(opts: TrainOptions, resume: string, log: (m: string) => void)
   };
 }
 
-/** The epoch a recipe's BN freezing starts at (Infinity: none). */
-const frozenStart = (epochs: number, freeze = 0): number => (freeze > 0 ? epochs - freeze : Infinity);
-
 /**
  * A resumed detection run's BN settings: `--precise-bn` / `--freeze-bn` as given. Frozen statistics are fixed when
  * their first epoch starts, so once it has, that epoch stays the start: an extended run (`--epochs`) stays frozen
@@ -131,10 +128,10 @@ const frozenStart = (epochs: number, freeze = 0): number => (freeze > 0 ? epochs
  */
 function resumedBn(file: string, position: TrainPosition, epochs: number, opts: TrainOptions, log: (m: string) => void): DetectionRecipe {
   const det = position.recipe.detection!;
-  const was = frozenStart(position.recipe.epochs, det.freezeBnEpochs);
+  const was = frozenBnStart(position.recipe.epochs, det.freezeBnEpochs);
   const reached = (start: number): boolean => position.epoch > start || (position.epoch === start && position.step > 0);
   const freeze = opts.resumeFreezeBn ?? (reached(was) ? epochs - was : det.freezeBnEpochs);
-  const start = frozenStart(epochs, freeze);
+  const start = frozenBnStart(epochs, freeze);
   if (start !== was && (reached(was) || reached(start))) {
     fail(file, `--freeze-bn ${freeze ?? 0}: the run is at epoch ${position.epoch + 1}, batch ${position.step}, and its BN statistics ${reached(was) ? `were frozen at the start of epoch ${was + 1}` : 'are live'}; ` +
       `with ${epochs} epochs that start would move to ${Number.isFinite(start) ? `epoch ${start + 1}` : 'never'} (${reached(was) ? `--freeze-bn ${epochs - was} keeps it` : 'freeze fewer epochs'})`);
