@@ -206,3 +206,31 @@ test('plot writes a valid SVG and PNG', async () => {
   assert.equal(meta.height, 420);
   await assert.rejects(plotRun(join(tmp, 'nope')), /no such metrics log/);
 });
+
+test('--val-split: epochs are chosen on the last n training images; the test split is scored once, with the val-chosen weights', async () => {
+  const dir = join(tmp, 'val-split');
+  const r = await train({ recipe: tinyRecipe({ valSplit: 16 }), out: dir, ...quiet });
+  assert.equal(r.globalStep, 6, '48 training images (64 - 16 held out), 3 steps of 16 per epoch');
+  const model = loadModelFile(join(dir, 'model.safetensors'));
+  assertBitwiseEqual(model.weights, weightsOf(join(dir, 'best.safetensors')), 'the model is the val-chosen checkpoint');
+  const { rows } = readMetrics(dir);
+  const full = loadFashionMnist(dataDir, 'train');
+  const heldOut = { ...full, count: 16, images: full.images.subarray(48 * 784), labels: full.labels.subarray(48) };
+  const net = new NativeModel(model.graph, model.weights, { threads: 2 });
+  const val = await evaluate(net, heldOut, FASHION_MNIST_INPUT, 8);
+  assert.equal(val.top1, rows[r.bestEpoch - 1]!.val_top1, 'val_top1 of the best epoch is the held-out images\' top-1');
+  const test = await evaluate(net, loadFashionMnist(dataDir, 'test'), FASHION_MNIST_INPUT, 8);
+  assert.equal(test.total, 20);
+  assert.equal(r.test!.correct, test.correct);
+  const report = JSON.parse(readFileSync(join(dir, 'test-eval.json'), 'utf8')) as { dataset: string; top1: number; total: number };
+  assert.deepEqual([report.dataset, report.top1, report.total], ['fashion-mnist-test', test.top1, 20]);
+  assert.equal(model.metadata['mnv2.test_top1'], String(test.top1));
+  assert.equal(model.metadata['mnv2.val_top1'], String(r.bestTop1));
+  assert.throws(() => readFileSync(join(dir, 'eval.txt')), /ENOENT/, 'no eval.txt: the only report is the test split\'s');
+});
+
+test('--val-split is refused where it cannot hold: all the training images, a detection recipe, --qat', async () => {
+  await assert.rejects(train({ recipe: tinyRecipe({ valSplit: 64 }), out: join(tmp, 'vs-all'), ...quiet }), /--val-split 64: fashion-mnist-train has 64 training images; hold out between 1 and 63/);
+  assert.throws(() => resolvePreset('fashion-detect', { valSplit: 100 }), /--val-split is for classification/);
+  assert.throws(() => tinyRecipe({ valSplit: 8, qat: { epochs: 1, freezeBnEpochs: 1, weightBits: 7 } }), /--val-split with --qat/);
+});

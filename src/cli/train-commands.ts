@@ -58,6 +58,7 @@ interface TrainFlags extends AblationOpts {
   freezeBn?: string;
   trainLimit?: string;
   evalLimit?: string;
+  valSplit?: string;
   seed?: string;
   out?: string;
   resume?: string;
@@ -127,7 +128,8 @@ export function recipeFromFlags(o: TrainFlags): TrainRecipe {
     schedule: o.schedule, schedulePer: o.schedulePer, gamma: num(o.gamma, '--gamma', positive), stepEpochs: int(o.stepEpochs, '--step-epochs', EPOCHS),
     warmupEpochs: num(o.warmup, '--warmup', { min: 0, max: 100_000 }), labelSmoothing: num(o.labelSmoothing, '--label-smoothing', { min: 0, max: 0.99 }),
     ema: num(o.ema, '--ema', { min: 0, max: 0.999999999 }), bnMomentum: num(o.bnMomentum, '--bn-momentum', { above: 0, max: 1 }), augment: o.augment,
-    trainLimit: int(o.trainLimit, '--train-limit', COUNT_OR_ALL), evalLimit: int(o.evalLimit, '--eval-limit', COUNT_OR_ALL), seed: int(o.seed, '--seed', SEED),
+    trainLimit: int(o.trainLimit, '--train-limit', COUNT_OR_ALL), evalLimit: int(o.evalLimit, '--eval-limit', COUNT_OR_ALL),
+    valSplit: int(o.valSplit, '--val-split', COUNT_OR_ALL), seed: int(o.seed, '--seed', SEED),
     detection, qat: qatRecipe(o, int(o.epochs, '--epochs', EPOCHS) ?? base.epochs),
   }, o.full ?? false);
 }
@@ -200,6 +202,7 @@ export function registerTrainCommands(program: Command): void {
     .addOption(new Option('--detect-augment <policy>', 'detection: ssd = photometric + zoom-out + IoU crop + flip, crop-flip = IoU crop + flip').choices([...DETECT_AUGMENTS]))
     .option('--train-limit <n>', 'train on a fixed random subset of n images (0: all)')
     .option('--eval-limit <n>', 'evaluate on a fixed random subset of n images (0: all)')
+    .option('--val-split <n>', 'classification: choose epochs on the last n training images, held out from training, and score the test split once at the end with the val-chosen weights (test-eval.txt) (0: validate on the test split)')
     .option('--seed <n>', 'seed (init, data order, augmentation, dropout)')
     .option('--out <dir>', 'run folder (default runs/<preset>-<time>); one holding a run needs --resume or --force')
     .option('--force', 'with --out: train anew over the run already in that folder (its files are replaced)')

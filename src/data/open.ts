@@ -54,6 +54,16 @@ export async function openDataset(
   return { dataset: ds, input: { channels: 3, pad: 0, mean, std }, preprocess };
 }
 
+/** The first `count - n` images (to train on) and the last `n` (held out for validation), in the dataset's order. */
+export function holdOut(ds: Dataset, n: number): { train: Dataset; val: Dataset } {
+  if (!(Number.isInteger(n) && n > 0 && n < ds.count)) {
+    throw new Error(`--val-split ${n}: ${ds.name} has ${ds.count} training images; hold out between 1 and ${ds.count - 1}`);
+  }
+  const range = (from: number, to: number): Int32Array => Int32Array.from({ length: to - from }, (_, i) => from + i);
+  const cut = ds.count - n;
+  return { train: subset(ds, range(0, cut), `${ds.name}[0..${cut - 1}]`), val: subset(ds, range(cut, ds.count), `${ds.name}[${cut}..${ds.count - 1}]`) };
+}
+
 /** A fixed, seeded subset of `limit` images (all of them when limit is 0 or ≥ count). */
 export function limitDataset(ds: Dataset, limit: number, seed: number): Dataset {
   if (!limit || limit >= ds.count) return ds;

@@ -8,6 +8,7 @@ import { writeFileAtomic } from '../util/atomic-write.js';
 import { NativeModel } from '../engine/native/model.js';
 import type { Dataset, InputConvention } from '../data/dataset.js';
 import type { StateDict } from '../model/weights.js';
+import type { Graph } from '../model/graph.js';
 import type { Evaluation } from './epochs.js';
 import type { RunFolder } from './artifacts.js';
 import { evaluate, formatEvalReport, writeConfusionPng, type EvalResult } from './metrics.js';
@@ -24,6 +25,13 @@ export function classificationEvaluation(r: EvalResult): ClassificationEvaluatio
     summary: `val loss ${r.loss.toFixed(4)} top-1 ${(100 * r.top1).toFixed(2)}% top-5 ${(100 * r.top5).toFixed(2)}%`,
     metadata: { 'mnv2.val_top1': String(r.top1), 'mnv2.val_top5': String(r.top5) },
   };
+}
+
+/** The test split scored once with the val-chosen weights (`--val-split`), as the final model's metadata says. */
+export async function scoreTestOnce(graph: Graph, best: StateDict, bestTop1: number, ds: Dataset, conv: InputConvention, o: ModelEvalOptions): Promise<{ result: EvalResult; metadata: Record<string, string> }> {
+  const model = new NativeModel(graph, best, { threads: o.threads });
+  const result = await modelEvaluator(model, ds, conv, o)(best);
+  return { result, metadata: { 'mnv2.test_top1': String(result.top1), 'mnv2.test_top5': String(result.top5), 'mnv2.val_top1': String(bestTop1) } };
 }
 
 export interface ModelEvalOptions {
@@ -57,12 +65,15 @@ export function modelEvaluator(model: NativeModel, ds: Dataset, conv: InputConve
   };
 }
 
-/** eval.txt, eval.json and (with plots) confusion.png of the final evaluation on `datasetName`. */
-export async function writeClassificationReport(final: EvalResult, datasetName: string, folder: RunFolder, plots: boolean): Promise<void> {
+/**
+ * eval.txt, eval.json and (with plots) confusion.png of the final evaluation on `datasetName`; with `--val-split`
+ * the test split's, named test-eval.txt / test-eval.json.
+ */
+export async function writeClassificationReport(final: EvalResult, datasetName: string, folder: RunFolder, plots: boolean, stem: 'eval' | 'test-eval' = 'eval'): Promise<void> {
   const { files, runDir } = folder;
-  files.report = join(runDir, 'eval.txt');
+  files.report = join(runDir, `${stem}.txt`);
   writeFileAtomic(files.report, `${datasetName}: ${formatEvalReport(final)}\n`);
-  files.eval = join(runDir, 'eval.json');
+  files.eval = join(runDir, `${stem}.json`);
   writeFileAtomic(files.eval, `${JSON.stringify({ dataset: datasetName, top1: final.top1, top5: final.top5, correct: final.correct, total: final.total, loss: final.loss, perClass: final.perClass })}\n`);
   if (plots) {
     files.confusion = join(runDir, 'confusion.png');

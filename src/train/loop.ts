@@ -17,6 +17,7 @@ import { classification } from '../task/classification.js';
 import type { Graph } from '../model/graph.js';
 import { familyOf } from '../model/registry.js';
 import { encodeModelInfo } from '../io/metadata.js';
+import { loadModelFile } from '../io/weights.js';
 import type { StateDict } from '../model/weights.js';
 import { BatchLoader, deriveSeed } from '../data/loader.js';
 import { Rng } from '../util/rng.js';
@@ -31,7 +32,7 @@ import { RunFolder } from './artifacts.js';
 import { fitToData, openData, openRun, type RunData, type RunState } from './run-state.js';
 import { trainEpochs, type BatchSource, type Trainable } from './epochs.js';
 import { extractFeatures, featureBatches, LinearHead } from './head.js';
-import { classificationEvaluation, modelEvaluator, writeClassificationReport, type ClassificationEvaluation } from './evaluation.js';
+import { classificationEvaluation, modelEvaluator, scoreTestOnce, writeClassificationReport, type ClassificationEvaluation } from './evaluation.js';
 import { formatDuration } from './progress.js';
 import { QatModel, type QatPhase } from '../quant/qat.js';
 import { QAT_KEY, type QatRanges } from '../quant/qat-ranges.js';
@@ -87,10 +88,12 @@ export interface TrainResult {
   epochs: number;
   globalStep: number;
   final: EvalResult | null;
+  /** With --val-split: the test split's evaluation of the val-chosen weights. */
+  test?: EvalResult;
   bestTop1: number;
   bestEpoch: number;
   files: Record<string, string>;
-  /** The trained weights (EMA weights when EMA is on). */
+  /** The trained weights (EMA weights when EMA is on; with --val-split the val-chosen ones). */
   weights: StateDict;
   graph: Graph;
 }
@@ -305,9 +308,15 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
   // ---- the end: final model, report, exports ------------------------------------------------------------------
   const final = run.final ?? await evaluate();
   result.final = final.result;
-  const fw = evalWeights();
-  folder.saveModel('model', fw, pos.epoch, final.metadata);
-  await writeClassificationReport(final.result, data.val.name, folder, opts.plots ?? true);
+  // --val-split: the val-chosen weights are the model, and the test split is scored once, with them.
+  const best = data.test && loadModelFile(files.best).weights;
+  const test = best && data.test && await scoreTestOnce(graph, best, pos.bestTop1, data.test, data.input, { batch: opts.evalBatch ?? 256, threads: opts.threads, progress: bar, worker });
+  const fw = best ?? evalWeights();
+  result.weights = fw;
+  folder.saveModel('model', fw, test ? pos.bestEpoch : pos.epoch, test ? test.metadata : final.metadata);
+  if (test) await writeClassificationReport(test.result, data.test!.name, folder, opts.plots ?? true, 'test-eval');
+  else await writeClassificationReport(final.result, data.val.name, folder, opts.plots ?? true);
+  if (test) result.test = test.result;
   if (opts.onnx ?? true) folder.exportOnnx(fw, baseInfo);
   if (qat) folder.writeInt8Onnx(qat.model.exportQdq({ info: baseInfo }));
   if (opts.plots ?? true) await folder.plotCurves();
@@ -315,7 +324,8 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
   log(formatEvalReport(final.result));
   log('');
   log(`done: ${pos.epoch} epoch(s), ${pos.globalStep} steps in ${formatDuration(pos.elapsed)}; ` +
-    `final val top-1 ${(100 * final.result.top1).toFixed(2)}% (best ${(100 * pos.bestTop1).toFixed(2)}% at epoch ${pos.bestEpoch})`);
+    `final val top-1 ${(100 * final.result.top1).toFixed(2)}% (best ${(100 * pos.bestTop1).toFixed(2)}% at epoch ${pos.bestEpoch})` +
+    (test ? `; test top-1 ${(100 * test.result.top1).toFixed(2)}% with epoch ${pos.bestEpoch}'s weights (${data.test!.name}, scored once)` : ''));
   log(`  model       ${files.model}`);
   if (files.onnx) log(`  onnx        ${files.onnx}`);
   if (files.int8) log(`  int8 onnx   ${files.int8}  (QDQ with the trained ranges; val top-1 above is the int8 model's)`);

@@ -117,6 +117,11 @@ export interface TrainRecipe {
   trainLimit: number;
   /** Evaluate on only N validation images (a fixed, seeded subset); 0 = all. */
   evalLimit: number;
+  /**
+   * Classification: validate on the last N images of the training split, held out from training, instead of on
+   * the test split; the test split is then scored once, at the end, with the val-chosen weights. 0 or absent: off.
+   */
+  valSplit?: number;
   seed: number;
   /** Set for detection recipes (arch ssdlite); the classification fields `augment` and `labelSmoothing` do not apply. */
   detection?: DetectionRecipe;
@@ -216,6 +221,9 @@ export function validateRecipe(r: TrainRecipe): void {
   nonNeg(r.warmupEpochs, 'warmup epochs');
   nonNegInt(r.trainLimit, 'train limit');
   nonNegInt(r.evalLimit, 'eval limit');
+  if (r.valSplit !== undefined) nonNegInt(r.valSplit, 'val split');
+  if (r.valSplit && r.qat) bad('--val-split with --qat: the val-chosen int8 model would be scored in float on the test split; use one of them');
+  if (r.valSplit && r.detection) bad(`--val-split is for classification: preset ${r.preset}'s dataset has its own val split`);
   nonNegInt(r.seed, 'seed');
   if (!(r.rmsDecay > 0 && r.rmsDecay < 1)) bad(`rms decay must be in (0, 1), got ${r.rmsDecay}`);
   if (!(r.gamma > 0)) bad(`gamma must be positive, got ${r.gamma}`);

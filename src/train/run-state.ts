@@ -14,7 +14,7 @@ import { initWeights, type StateDict } from '../model/weights.js';
 import { loadModelFile } from '../io/weights.js';
 import { deriveSeed } from '../data/loader.js';
 import type { Dataset, InputConvention } from '../data/dataset.js';
-import { limitDataset, openDataset, type DataSource } from '../data/open.js';
+import { holdOut, limitDataset, openDataset, type DataSource } from '../data/open.js';
 import { loadCheckpoint, resolveCheckpointPath, type TrainPosition } from './checkpoint.js';
 import { frozenBnStart, validateRecipe, type DetectionRecipe, type TrainRecipe } from './presets.js';
 import { progressBar } from './progress.js';
@@ -160,6 +160,8 @@ function freshRun(opts: TrainOptions, log: (m: string) => void): RunState {
 export interface RunData {
   train: Dataset;
   val: Dataset;
+  /** With --val-split: the test split, scored once at the end (`val` is then held out from the training split). */
+  test: Dataset | null;
   /** How the datasets' images become model inputs. */
   input: InputConvention;
   /** The training split as opened (its preprocessing and label set go into the model files). */
@@ -186,10 +188,12 @@ export async function openData(state: RunState, bar: boolean): Promise<RunData> 
     }
   };
   const source = await openSplit('train');
-  const valSrc = await openSplit('test');
+  const testSrc = await openSplit('test');
+  const split = recipe.valSplit ? holdOut(source.dataset, recipe.valSplit) : { train: source.dataset, val: testSrc.dataset };
   return {
-    train: limitDataset(source.dataset, recipe.trainLimit, deriveSeed(recipe.seed, 0x7a11)),
-    val: limitDataset(valSrc.dataset, recipe.evalLimit, deriveSeed(recipe.seed, 0xe7a1)),
+    train: limitDataset(split.train, recipe.trainLimit, deriveSeed(recipe.seed, 0x7a11)),
+    val: limitDataset(split.val, recipe.evalLimit, deriveSeed(recipe.seed, 0xe7a1)),
+    test: recipe.valSplit ? testSrc.dataset : null,
     input: source.input,
     source,
   };
