@@ -11,7 +11,8 @@ import { spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { machineLine } from '../src/util/machine.js';
+import { machineLine, sharedMachine } from '../src/util/machine.js';
+import { loadavg } from 'node:os';
 import { parseVerbose, perStep, type OpRow } from './onednn-verbose.js';
 import { writeSection } from './sections.js';
 
@@ -58,7 +59,9 @@ export function profileSection(rows: readonly OpRow[], verbose: BenchJson, plain
       ' execution times, averaged over the timed steps) and once without.',
     `- Step: ${plain.ms_per_step.toFixed(0)} ms without verbose (spread ${plain.spread.toFixed(2)}), ${step.toFixed(0)} ms with it` +
       ` (spread ${verbose.spread.toFixed(2)}; verbose waits for each primitive to finish and prints a line, so it adds time of its own). Percentages are of the verbose step.`,
-    '- **Measured on a shared machine** (other engineers\' jobs on the same 2 cores): absolute times are inflated and noisy; the shares are the useful part.',
+    ...(sharedMachine(o.loadBefore)
+      ? [`- **Measured on a shared machine** (1-min load average ${o.loadBefore.toFixed(2)} before it started): absolute times are inflated and noisy; the shares are the useful part.`]
+      : []),
     '',
     '| op (oneDNN primitive class · pass) | calls/step | ms/step | share of step |',
     '|---|---|---|---|',
@@ -73,11 +76,11 @@ export function profileSection(rows: readonly OpRow[], verbose: BenchJson, plain
   ].join('\n');
 }
 
-interface Options { steps: number; warmup: number; batch: number; out: string }
+interface Options { steps: number; warmup: number; batch: number; out: string; loadBefore: number }
 
 function args(): Options {
   const a = process.argv.slice(2);
-  const o: Options = { steps: 3, warmup: 1, batch: 128, out: join(ROOT, 'bench', 'RESULTS.md') };
+  const o: Options = { steps: 3, warmup: 1, batch: 128, out: join(ROOT, 'bench', 'RESULTS.md'), loadBefore: loadavg()[0]! };
   for (let i = 0; i < a.length; i += 2) {
     const [k, v] = [a[i]!, a[i + 1]];
     if (v === undefined) throw new Error(`${k} needs a value`);

@@ -11,12 +11,12 @@
 // Writes its table to --out between <!-- startup:begin --> and <!-- startup:end -->.
 import { spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { cpus, loadavg, tmpdir } from 'node:os';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import sharp from 'sharp';
 import { median, quantile } from '../src/util/stats.js';
-import { machineLine } from '../src/util/machine.js';
+import { machineLine, sharedMachine } from '../src/util/machine.js';
 import { writeSection } from './sections.js';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url)); // dist/bench/startup.js -> repo root
@@ -102,7 +102,7 @@ export function startupSection(rows: readonly StartupRow[], loadBefore: string, 
     `- ${new Date().toISOString()}; ${machineLine()} (before: ${loadBefore}); Node ${process.version}.`,
     `- ${rows[0]!.wallMs.length} interleaved runs of each after warm-up runs; \`mnv2 predict\` classifies one 28×28 PNG with the bundled model.` +
       (baseline ? ` Baseline rows: \`${baseline}\`, in the same runs.` : ''),
-    ...(loadavg()[0]! > 1.5 * cpus().length / 2
+    ...(sharedMachine()
       ? ['- **A shared machine** (load above the core count\'s share): wall times are inflated and vary run to run; the CPU column and the ratio to the `node -e 0` floor of the same run are less disturbed.']
       : []),
     '- Compare rows of one run, not runs of different days.',

@@ -112,6 +112,7 @@ class Program : public Napi::ObjectWrap<Program> {
   stream strm_;
   tag actTag_ = tag::nhwc;
   std::vector<Buffer> bufs_;
+  std::vector<memory> arenas_;  // the blocks shared arena members point into
   std::vector<std::vector<Step>> segments_;
   std::vector<Step> prep_;  // weight reorders when cacheWeights is set
   bool cacheWeights_ = false, prepDirty_ = true, released_ = false;
@@ -170,6 +171,7 @@ class Program : public Napi::ObjectWrap<Program> {
   }
 
   void parseBuffers(const Napi::Array &list) {
+    std::vector<std::vector<std::pair<uint32_t, memory::desc>>> arenas;  // arena -> (buffer, layout) members
     for (uint32_t i = 0; i < list.Length(); i++) {
       std::string what = "buffers[" + std::to_string(i) + "]";
       Napi::Value bv = list.Get(i);
@@ -198,7 +200,18 @@ class Program : public Napi::ObjectWrap<Program> {
         fail(what + ": layout must be act, plain or ws, got " + buf.layout);
       }
       Napi::Value data = b.Get("data");
-      if (data.IsUndefined()) {
+      Napi::Value arena = b.Get("arena");
+      if (!arena.IsUndefined()) {
+        // A member of a shared arena (gradient buffers live at disjoint times): its memory is made below, once
+        // every member's size is known. Blocked padding would carry another member's values, so none is allowed.
+        if (buf.layout != "act" || !data.IsUndefined()) fail(what + ": only act buffers without data can share an arena");
+        int64_t a = integer(arena, what + ".arena");
+        if (a < 0 || a >= static_cast<int64_t>(list.Length())) fail(what + ".arena must be in [0, " + std::to_string(list.Length()) + ")");
+        for (int j = 0; j < md.data.ndims; j++)
+          if (md.data.padded_dims[j] != md.data.dims[j]) fail(what + " " + dimsStr(buf.shape) + " has padded channels in the activation layout and cannot share an arena");
+        if (static_cast<size_t>(a) >= arenas.size()) arenas.resize(a + 1);
+        arenas[a].push_back({i, md});
+      } else if (data.IsUndefined()) {
         buf.mem = owned(md);
       } else {
         if (buf.layout != "plain") fail(what + ": only plain buffers can wrap external data");
@@ -212,6 +225,14 @@ class Program : public Napi::ObjectWrap<Program> {
         buf.ref = Napi::Persistent(fa);
       }
       bufs_.push_back(std::move(buf));
+    }
+    for (const auto &members : arenas) {
+      if (members.empty()) continue;
+      size_t bytes = 0;
+      for (const auto &m : members) bytes = std::max(bytes, m.second.get_size());
+      memory block = owned(memory::desc({static_cast<int64_t>(bytes)}, dt::u8, tag::a));
+      for (const auto &m : members) bufs_[m.first].mem = memory(m.second, eng_, block.get_data_handle());
+      arenas_.push_back(std::move(block));
     }
   }
 
@@ -786,6 +807,7 @@ class Program : public Napi::ObjectWrap<Program> {
     reordered_.clear();
     pendingOut_.clear();
     bufs_.clear();
+    arenas_.clear();
     ownedBytes_ = 0;
     released_ = true;
     // glibc keeps freed blocks below its (adaptive, up to 32 MB) mmap threshold in the heap; give them back, or

@@ -34,3 +34,8 @@ export function machineLine(m: Machine = machine()): string {
   return `${m.cpuModel}, nproc ${m.nproc}, ${m.ramGiB.toFixed(1)} GiB RAM; ISA: ${m.isa.join(' ') || 'none of the listed'}` +
     `${absent.length ? ` (no ${absent.join(', no ')})` : ''}; 1-min load average ${loadavg()[0]!.toFixed(2)}`;
 }
+
+/** Whether other work loaded the cores (a 1-min load average above 3/4 of the core count): a report says so. */
+export function sharedMachine(load: number = loadavg()[0]!): boolean {
+  return load > 0.75 * cpus().length;
+}

@@ -11,6 +11,11 @@ export interface BufferSpec {
   dims?: number[];
   /** A plain buffer can wrap caller-owned memory (weights, gradients, inputs, logits). */
   data?: Float32Array;
+  /**
+   * An act buffer sharing arena k with others that are never live at the same time (gradients): the addon
+   * allocates each arena once, at its largest member's size. Members may not have blocked channel padding.
+   */
+  arena?: number;
 }
 export type OpSpec = Record<string, unknown> & { op: string; name?: string };
 export interface ProgramSpec {

@@ -395,10 +395,17 @@ interface Compiled {
   bytes: number;
 }
 
-/** Bytes of the buffers a program allocates itself (those without caller-owned data). */
-function planBytes(spec: ProgramSpec): number {
+/** Bytes of the buffers a program allocates itself (those without caller-owned data; an arena once, at its largest). */
+export function planBytes(spec: ProgramSpec): number {
   let n = 0;
-  for (const b of spec.buffers) if (!b.data && b.dims) n += 4 * b.dims.reduce((a, d) => a * d, 1);
+  const arenas = new Map<number, number>();
+  for (const b of spec.buffers) {
+    if (b.data || !b.dims) continue;
+    const bytes = 4 * b.dims.reduce((a, d) => a * d, 1);
+    if (b.arena === undefined) n += bytes;
+    else arenas.set(b.arena, Math.max(arenas.get(b.arena) ?? 0, bytes));
+  }
+  for (const bytes of arenas.values()) n += bytes;
   return n;
 }
 

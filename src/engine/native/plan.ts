@@ -18,6 +18,9 @@ export class ProgramBuilder {
   readonly segments: OpSpec[][] = [];
   private free = new Map<string, number[]>();
   private refs = new Map<number, number>();
+  /** Elements of each arena's largest member, and the arenas no live buffer holds. */
+  private arenaSize: number[] = [];
+  private freeArenas: number[] = [];
 
   constructor(readonly actFormat: ActFormat) {}
 
@@ -43,12 +46,26 @@ export class ProgramBuilder {
   }
 
   /**
-   * A recyclable act buffer (for gradients), taken from the free list when one of the same dims is free.
-   * It starts with one reference, held by the caller; the last release returns it to the free list.
+   * A recyclable act buffer (for gradients). It starts with one reference, held by the caller; the last release
+   * frees its memory for the next temp. Buffers whose channels fill the layout's blocks share arenas of any
+   * shape (the smallest free one that holds it, else the largest, which grows): gradient memory is then about
+   * the largest set live at once, not one buffer per shape. The others are reused at the same dims only.
    */
   temp(dims: number[]): number {
-    const key = dims.join('x');
-    const id = this.free.get(key)?.pop() ?? this.act(dims);
+    if (dims[1]! % channelBlock(this.actFormat) !== 0) {
+      const id = this.free.get(dims.join('x'))?.pop() ?? this.act(dims);
+      this.refs.set(id, 1);
+      return id;
+    }
+    const need = dims.reduce((a, d) => a * d, 1);
+    const fits = this.freeArenas.filter((a) => this.arenaSize[a]! >= need);
+    const pool = fits.length ? fits : this.freeArenas;
+    const best = pool.reduce<number | undefined>((m, a) => (m === undefined || (fits.length ? this.arenaSize[a]! < this.arenaSize[m]! : this.arenaSize[a]! > this.arenaSize[m]!) ? a : m), undefined);
+    const arena = best ?? this.arenaSize.push(0) - 1;
+    if (best !== undefined) this.freeArenas.splice(this.freeArenas.indexOf(best), 1);
+    this.arenaSize[arena] = Math.max(this.arenaSize[arena]!, need);
+    this.buffers.push({ layout: 'act', dims, arena });
+    const id = this.buffers.length - 1;
     this.refs.set(id, 1);
     return id;
   }
@@ -68,6 +85,11 @@ export class ProgramBuilder {
       return;
     }
     this.refs.delete(id);
+    const arena = this.buffers[id]!.arena;
+    if (arena !== undefined) {
+      this.freeArenas.push(arena);
+      return;
+    }
     const key = this.buffers[id]!.dims!.join('x');
     const list = this.free.get(key) ?? [];
     list.push(id);
@@ -77,6 +99,11 @@ export class ProgramBuilder {
   spec(): ProgramSpec {
     return { actFormat: this.actFormat, buffers: this.buffers, segments: this.segments };
   }
+}
+
+/** Channels per block of an activation layout: a channel count that is not a multiple is padded. */
+function channelBlock(f: ActFormat): number {
+  return f === 'nChw16c' ? 16 : f === 'nChw8c' ? 8 : 1;
 }
 
 /**
