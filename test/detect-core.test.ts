@@ -129,6 +129,63 @@ test('nms with its area window = the full pairwise comparison: duplicates, zero-
   }
 });
 
+test('multiclassNms with its early cut = every class NMSed in full, then merged: ties, caps, clipping, thresholds', () => {
+  // The plain definition: each class in column order, all its candidates through NMS, merged by a stable sort.
+  const reference = (b: Float32Array, sc: Float32Array, o: Parameters<typeof multiclassNms>[2]) => {
+    const n = b.length / 4;
+    const C = sc.length / n;
+    const cb = o.clipTo ? b.map((v, k) => Math.min(Math.max(v, 0), k % 2 ? o.clipTo!.height : o.clipTo!.width)) : b;
+    const picked: { i: number; c: number; s: number }[] = [];
+    for (let c = 0; c < C; c++) {
+      if (o.skipClasses?.includes(c)) continue;
+      const idx = Array.from({ length: n }, (_, i) => i)
+        .filter((i) => sc[i * C + c]! > o.scoreThreshold && (!o.clipTo || (cb[4 * i + 2]! - cb[4 * i]!) * (cb[4 * i + 3]! - cb[4 * i + 1]!) > 0));
+      const s = Float32Array.from(idx, (i) => sc[i * C + c]!);
+      const sub = new Float32Array(4 * idx.length);
+      idx.forEach((i, k) => sub.set(cb.subarray(4 * i, 4 * i + 4), 4 * k));
+      for (const k of nms(sub, s, o.iouThreshold, o.maxPerClass)) picked.push({ i: idx[k]!, c, s: s[k]! });
+    }
+    return picked.sort((p, q) => q.s - p.s).slice(0, o.maxTotal);
+  };
+  let seed = 5;
+  const r = () => ((seed = (seed * 1103515245 + 12345) >>> 0) / 2 ** 32);
+  let cut = 0;
+  for (let trial = 0; trial < 40; trial++) {
+    const [n, C] = [120, 6];
+    const boxes = Float32Array.from({ length: 4 * n }, () => 0);
+    for (let i = 0; i < n; i++) {
+      const [x, y] = [r() * 1.1 - 0.05, r() * 1.1 - 0.05];
+      boxes.set([x, y, x + r() * 0.4, y + r() * 0.4], 4 * i);
+    }
+    // Coarse scores: many ties within and across classes; one class far above the rest now and then.
+    const scores = Float32Array.from({ length: n * C }, (_, k) => Math.round(r() * 10) / 10 * (trial % 3 === 0 && k % C === 4 ? 1 : 0.5));
+    for (const o of [
+      { scoreThreshold: 1e-8, iouThreshold: 0.6, maxPerClass: 100, maxTotal: 100, clipTo: { width: 1, height: 1 }, skipClasses: [0] },
+      { scoreThreshold: 0.001, iouThreshold: 0.55, maxPerClass: Infinity, maxTotal: 30, skipClasses: [0] },
+      { scoreThreshold: 0.2, iouThreshold: 0.3, maxPerClass: 4, maxTotal: 10 },
+      { scoreThreshold: 0, iouThreshold: 0.6, maxPerClass: 100, maxTotal: Infinity },
+    ]) {
+      const got = multiclassNms(boxes, scores, o);
+      const want = reference(boxes, scores, o);
+      const where = `trial ${trial}, ${JSON.stringify(o)}`;
+      assert.deepEqual([...got.sources], want.map((p) => p.i), where);
+      assert.deepEqual([...got.classes], want.map((p) => p.c), where);
+      assert.deepEqual([...got.scores], want.map((p) => p.s), where);
+      if (want.length === o.maxTotal) cut++;
+    }
+  }
+  assert.ok(cut >= 40, `the maxTotal cut was reached in ${cut} cases`);
+  // A tie at the bar: class 2 (visited first: best 0.9) fills the 10 with 0.9 and nine of its 0.5s; class 1's 0.5s
+  // then tie with the bar and, being the lower class, win every place after the 0.9.
+  const boxes = Float32Array.from({ length: 4 * 21 }, (_, k) => (k % 4 < 2 ? Math.floor(k / 4) : Math.floor(k / 4) + 0.5));
+  const scores = new Float32Array(21 * 3);
+  for (let i = 0; i < 10; i++) [scores[i * 3 + 1], scores[(10 + i) * 3 + 2]] = [0.5, 0.5];
+  scores[20 * 3 + 2] = 0.9;
+  const d = multiclassNms(boxes, scores, { scoreThreshold: 0.1, iouThreshold: 0.5, maxPerClass: 100, maxTotal: 10 });
+  assert.deepEqual([...d.classes], [2, 1, 1, 1, 1, 1, 1, 1, 1, 1]);
+  assert.deepEqual([...d.sources], [20, 0, 1, 2, 3, 4, 5, 6, 7, 8]);
+});
+
 test('multiclassNms (TF batch_multiclass_non_max_suppression) = torchvision SSD.postprocess_detections on the same scores', () => {
   const numAnchors = 540;
   const C = Number(fx.metadata.num_classes);

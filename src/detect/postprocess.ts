@@ -40,8 +40,12 @@ export function checkStyle(style: string): SsdStyle {
 
 /** Scores of [A, C+1] logits: elementwise sigmoid (tf) or a softmax per anchor (torchvision). */
 export function scoresOf(logits: ArrayLike<number>, columns: number, style: SsdStyle): Float32Array {
-  if (style === 'tf') return Float32Array.from(logits, (v) => 1 / (1 + Math.exp(-v)));
   const out = new Float32Array(logits.length);
+  if (style === 'tf') {
+    // A plain loop: Float32Array.from with a map function goes through the iterator protocol, ~20× slower here.
+    for (let k = 0; k < logits.length; k++) out[k] = 1 / (1 + Math.exp(-logits[k]!));
+    return out;
+  }
   for (let row = 0; row < logits.length; row += columns) {
     let max = -Infinity;
     for (let c = 0; c < columns; c++) max = Math.max(max, logits[row + c]!);
