@@ -8,6 +8,7 @@
 
 #include <malloc.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cmath>
 #include <cstdint>
@@ -15,6 +16,7 @@
 #include <limits>
 #include <memory>
 #include <string>
+#include <type_traits>
 #include <unordered_map>
 #include <vector>
 
@@ -62,6 +64,165 @@ tag plainTag(size_t rank) {
     case 5: return tag::abcde;
     default: fail("plain buffers must have rank 1..5, got " + std::to_string(rank));
   }
+}
+
+// ---- the addon's own kernels over activation layouts (see Program::geometry): rows of hw × block floats,
+// row r holding channels (r % blocks)·block .. +block of image r / blocks. Built for AVX2 and the baseline ISA; the
+// loader picks the one this CPU runs.
+struct ActGeometry {
+  int64_t n, c, hw, block, blocks;
+};
+
+// Eight floats as one value (GCC vector extension): SSE pairs in the baseline build, one AVX register in the AVX2 clone.
+typedef float v8f __attribute__((vector_size(32)));
+static inline v8f load8(const float *p) {
+  v8f v;
+  __builtin_memcpy(&v, p, sizeof v);
+  return v;
+}
+static inline void store8(float *p, v8f v) { __builtin_memcpy(p, &v, sizeof v); }
+static inline v8f splat8(float f) { return v8f{f, f, f, f, f, f, f, f}; }
+
+// Training BN + clip, forward, one channel block per iteration so that its second pass reads what the first just
+// read (from cache when a block's N × hw × block floats fit). Per channel: the sums of x - k and (x - k)² (k: the
+// channel's first value, against cancellation; float within a row, double across rows), the batch mean and biased
+// variance into mu / sigma2 (unless global: then they are the frozen statistics), y = clip((x - mean)·γ/σ + β).
+// Each block is one thread's, so the bits do not depend on the thread count. Channels ≥ C (padding) give 0.
+template <int BS>
+__attribute__((target_clones("avx2", "default"))) void bnClipForwardT(const float *__restrict x, float *__restrict y, ActGeometry g, float *mu, float *sigma2,
+                                                                      const float *gamma, const float *beta, float eps, float clip, bool global) {
+  constexpr int NV = BS / 8;
+  const int64_t HW = g.hw;
+  const double count = static_cast<double>(g.n * HW);
+  const v8f zero = splat8(0.f), top = splat8(clip);
+#pragma omp parallel for schedule(static)
+  for (int64_t cb = 0; cb < g.blocks; cb++) {
+    alignas(32) float k[BS] = {}, m[BS] = {}, mul[BS] = {}, b[BS] = {}, s[BS], q[BS];
+    double ds[2 * BS] = {};
+    const int64_t c0 = cb * BS, live = std::min<int64_t>(BS, g.c - c0);
+    if (!global) {
+      for (int64_t j = 0; j < live; j++) k[j] = x[cb * HW * BS + j];
+      v8f kv[NV];
+      for (int v = 0; v < NV; v++) kv[v] = load8(k + 8 * v);
+      for (int64_t n = 0; n < g.n; n++) {
+        const float *row = x + (n * g.blocks + cb) * HW * BS;
+        v8f sv[NV], qv[NV];
+        for (int v = 0; v < NV; v++) sv[v] = qv[v] = zero;
+        for (int64_t p = 0; p < HW; p++)
+          for (int v = 0; v < NV; v++) {
+            const v8f d = load8(row + p * BS + 8 * v) - kv[v];
+            sv[v] += d;
+            qv[v] += d * d;
+          }
+        for (int v = 0; v < NV; v++) {
+          store8(s + 8 * v, sv[v]);
+          store8(q + 8 * v, qv[v]);
+        }
+        for (int j = 0; j < BS; j++) {
+          ds[j] += s[j];
+          ds[BS + j] += q[j];
+        }
+      }
+      for (int64_t j = 0; j < live; j++) {
+        const double d = ds[j] / count;
+        mu[c0 + j] = static_cast<float>(k[j] + d);
+        sigma2[c0 + j] = static_cast<float>(std::max(0.0, ds[BS + j] / count - d * d));
+      }
+    }
+    for (int64_t j = 0; j < live; j++) {
+      m[j] = mu[c0 + j];
+      mul[j] = gamma[c0 + j] / std::sqrt(sigma2[c0 + j] + eps);
+      b[j] = beta[c0 + j];
+    }
+    v8f mv[NV], fv[NV], bv[NV];
+    for (int v = 0; v < NV; v++) mv[v] = load8(m + 8 * v), fv[v] = load8(mul + 8 * v), bv[v] = load8(b + 8 * v);
+    for (int64_t n = 0; n < g.n; n++) {
+      const int64_t base = (n * g.blocks + cb) * HW * BS;
+      for (int64_t p = 0; p < HW; p++)
+        for (int v = 0; v < NV; v++) {
+          const int64_t i = base + p * BS + 8 * v;
+          const v8f z = (load8(x + i) - mv[v]) * fv[v] + bv[v];
+          store8(y + i, z < zero ? zero : (z > top ? top : z));  // NaN passes (both compares are false)
+        }
+    }
+  }
+}
+
+// Training BN + clip, backward, by channel block as the forward: the clip's mask recomputed from x with the same
+// expression (PyTorch: gradient where 0 < z < clip), dβ = Σ g, dγ = Σ g·x̂, dx = γ/σ · (g - dβ/M - x̂·dγ/M), or
+// γ/σ · g with frozen (global) statistics.
+template <int BS>
+__attribute__((target_clones("avx2", "default"))) void bnClipBackwardT(const float *__restrict x, const float *__restrict dy, float *__restrict dx, ActGeometry g, const float *mu,
+                                                                       const float *sigma2, const float *gamma, const float *beta, float eps, float clip, bool global,
+                                                                       float *dgamma, float *dbeta) {
+  constexpr int NV = BS / 8;
+  const int64_t HW = g.hw;
+  const double count = static_cast<double>(g.n * HW);
+  const v8f zero = splat8(0.f), top = splat8(clip);
+#pragma omp parallel for schedule(static)
+  for (int64_t cb = 0; cb < g.blocks; cb++) {
+    alignas(32) float m[BS] = {}, iv[BS] = {}, mul[BS] = {}, b[BS] = {}, a[BS] = {}, coef[BS] = {}, s[BS], q[BS];
+    double ds[2 * BS] = {};
+    const int64_t c0 = cb * BS, live = std::min<int64_t>(BS, g.c - c0);
+    for (int64_t j = 0; j < live; j++) {
+      m[j] = mu[c0 + j];
+      iv[j] = 1.f / std::sqrt(sigma2[c0 + j] + eps);
+      mul[j] = gamma[c0 + j] * iv[j];
+      b[j] = beta[c0 + j];
+    }
+    v8f mv[NV], ivv[NV], fv[NV], bv[NV];
+    for (int v = 0; v < NV; v++) mv[v] = load8(m + 8 * v), ivv[v] = load8(iv + 8 * v), fv[v] = load8(mul + 8 * v), bv[v] = load8(b + 8 * v);
+    // The gradient through the clip at element i of lane group v.
+    auto passed = [&](int64_t i, int v) {
+      const v8f xv = load8(x + i), z = (xv - mv[v]) * fv[v] + bv[v];
+      return (z > zero && z < top) ? load8(dy + i) : zero;
+    };
+    for (int64_t n = 0; n < g.n; n++) {
+      const int64_t base = (n * g.blocks + cb) * HW * BS;
+      v8f sv[NV], qv[NV];
+      for (int v = 0; v < NV; v++) sv[v] = qv[v] = zero;
+      for (int64_t p = 0; p < HW; p++)
+        for (int v = 0; v < NV; v++) {
+          const int64_t i = base + p * BS + 8 * v;
+          const v8f gi = passed(i, v);
+          sv[v] += gi;
+          qv[v] += gi * ((load8(x + i) - mv[v]) * ivv[v]);
+        }
+      for (int v = 0; v < NV; v++) {
+        store8(s + 8 * v, sv[v]);
+        store8(q + 8 * v, qv[v]);
+      }
+      for (int j = 0; j < BS; j++) {
+        ds[j] += s[j];
+        ds[BS + j] += q[j];
+      }
+    }
+    for (int64_t j = 0; j < live; j++) {
+      dbeta[c0 + j] = static_cast<float>(ds[j]);
+      dgamma[c0 + j] = static_cast<float>(ds[BS + j]);
+      if (!global) {
+        a[j] = static_cast<float>(ds[j] / count);
+        coef[j] = static_cast<float>(ds[BS + j] / count) * iv[j];  // x̂·dγ/M = (x - m)·coef
+      }
+    }
+    v8f av[NV], cv[NV];
+    for (int v = 0; v < NV; v++) av[v] = load8(a + 8 * v), cv[v] = load8(coef + 8 * v);
+    for (int64_t n = 0; n < g.n; n++) {
+      const int64_t base = (n * g.blocks + cb) * HW * BS;
+      for (int64_t p = 0; p < HW; p++)
+        for (int v = 0; v < NV; v++) {
+          const int64_t i = base + p * BS + 8 * v;
+          store8(dx + i, fv[v] * (passed(i, v) - av[v] - (load8(x + i) - mv[v]) * cv[v]));
+        }
+    }
+  }
+}
+
+// Runs f(std::integral_constant<int, B>) with the layout's block size (8 or 16) as a constant.
+template <typename F>
+void byBlock(int64_t block, F &&f) {
+  if (block == 8) f(std::integral_constant<int, 8>());
+  else f(std::integral_constant<int, 16>());
 }
 
 class Program : public Napi::ObjectWrap<Program> {
@@ -545,6 +706,11 @@ class Program : public Napi::ObjectWrap<Program> {
     bool train = flag(o, "train"), relu = flag(o, "relu"), global = !train || flag(o, "globalStats");
     float eps = static_cast<float>(real(o, "eps"));
     if (!(eps > 0)) fail("eps must be positive");
+    if (!o.Get("clip").IsUndefined()) {
+      if (relu || !train) fail("clip is a training BN's own activation: not with relu, not in inference");
+      compileBnClip(o, seg, bwd, name, src, scale, shift, mean, var, eps, global);
+      return;
+    }
     auto flags = normalization_flags::use_scale | normalization_flags::use_shift;
     if (global) flags |= normalization_flags::use_global_stats;
     if (relu) flags |= normalization_flags::fuse_norm_relu;
@@ -574,6 +740,61 @@ class Program : public Napi::ObjectWrap<Program> {
     Step s{batch_normalization_backward(pd), {{DNNL_ARG_SRC, src.mem}, {DNNL_ARG_DIFF_DST, dd.mem}, {DNNL_ARG_MEAN, mean.mem}, {DNNL_ARG_VARIANCE, var.mem}, {DNNL_ARG_SCALE, scale.mem}, {DNNL_ARG_SHIFT, shift.mem}, {DNNL_ARG_DIFF_SRC, ds.mem}, {DNNL_ARG_DIFF_SCALE, dsc.mem}, {DNNL_ARG_DIFF_SHIFT, dsh.mem}}, name};
     if (ws) s.args[DNNL_ARG_WORKSPACE] = ws->mem;
     seg.push_back(std::move(s));
+  }
+
+  // Where an act buffer's elements are: element (n, channel cb·block + k, pixel p) at ((n·blocks + cb)·hw + p)·block + k.
+  // nChw8c / nChw16c: block 8 / 16; nhwc: one block of all C channels; nchw: C blocks of 1. Channels ≥ C are padding.
+  ActGeometry geometry(const Buffer &b) const {
+    const int64_t c = b.shape[1];
+    ActGeometry g{b.shape[0], c, b.shape[2] * b.shape[3], 1, c};
+    if (actTag_ == tag::nChw8c || actTag_ == tag::nChw16c) {
+      g.block = actTag_ == tag::nChw8c ? 8 : 16;
+      g.blocks = (c + g.block - 1) / g.block;
+    } else if (actTag_ == tag::nhwc) {
+      g.block = c;
+      g.blocks = 1;
+    }
+    const int64_t elements = checkedCount({g.n, g.blocks * g.block, b.shape[2], b.shape[3]}, "activation");
+    if (static_cast<size_t>(elements) * sizeof(float) != b.mem.get_desc().get_size()) fail("activation " + dimsStr(b.shape) + ": its layout's size is not the one assumed");
+    return g;
+  }
+
+  // Training batch norm followed by a clip to [0, clip] (ReLU6), in one kernel each way, where oneDNN 2.6 fuses
+  // only ReLU (fuse_norm_relu) and would run the clip as two more passes over the tensor (eltwise forward and
+  // backward). Forward: per-channel sums of x - k and (x - k)² in one pass (k: the channel's first value, against
+  // cancellation; float within a row of one channel block, double across rows), the batch mean and biased variance
+  // written to mean / var as oneDNN's BN does, then y = clip((x - mean)·γ/σ + β). Backward: the clip's mask is
+  // recomputed from x with the same expression (PyTorch: gradient where 0 < z < clip), no workspace; dβ = Σ g,
+  // dγ = Σ g·x̂, dx = γ/σ · (g - dβ/M - x̂·dγ/M), or γ/σ · g with frozen (global) statistics. Channels beyond C
+  // (blocked padding) get zero factors, so they stay zero without a branch.
+  void compileBnClip(const Napi::Object &o, std::vector<Step> &seg, bool bwd, const std::string &name, Buffer &src, Buffer &scale, Buffer &shift,
+                     Buffer &mean, Buffer &var, float eps, bool global) {
+    const float clip = static_cast<float>(real(o, "clip"));
+    if (!(clip > 0) || !std::isfinite(clip)) fail("clip must be a positive number");
+    const ActGeometry g = geometry(src);
+    if (g.block != 8 && g.block != 16) fail("clip: the BN + clip kernel runs on the blocked activation layouts (nChw8c, nChw16c), not this program's");
+    const float *x = static_cast<const float *>(src.mem.get_data_handle());
+    const float *gamma = static_cast<const float *>(scale.mem.get_data_handle()), *beta = static_cast<const float *>(shift.mem.get_data_handle());
+    float *mu = static_cast<float *>(mean.mem.get_data_handle()), *sigma2 = static_cast<float *>(var.mem.get_data_handle());
+    if (!bwd) {
+      Buffer &dst = buf(o, "dst", "act");
+      expectDims(dst, src.shape, "batch-norm output");
+      float *y = static_cast<float *>(dst.mem.get_data_handle());
+      seg.push_back({primitive(), {}, name, [=] {
+        byBlock(g.block, [&](auto bs) { bnClipForwardT<decltype(bs)::value>(x, y, g, mu, sigma2, gamma, beta, eps, clip, global); });
+      }});
+      return;
+    }
+    Buffer &dd = buf(o, "diff_dst", "act"), &ds = buf(o, "diff_src", "act"), &dsc = buf(o, "diff_scale", "plain"), &dsh = buf(o, "diff_shift", "plain");
+    expectDims(dd, src.shape, "batch-norm diff_dst");
+    expectDims(ds, src.shape, "batch-norm diff_src");
+    expectDims(dsc, {g.c}, "batch-norm diff_scale");
+    expectDims(dsh, {g.c}, "batch-norm diff_shift");
+    const float *dy = static_cast<const float *>(dd.mem.get_data_handle());
+    float *dx = static_cast<float *>(ds.mem.get_data_handle()), *dgamma = static_cast<float *>(dsc.mem.get_data_handle()), *dbeta = static_cast<float *>(dsh.mem.get_data_handle());
+    seg.push_back({primitive(), {}, name, [=] {
+      byBlock(g.block, [&](auto bs) { bnClipBackwardT<decltype(bs)::value>(x, dy, dx, g, mu, sigma2, gamma, beta, eps, clip, global, dgamma, dbeta); });
+    }});
   }
 
   // Fake quantization of an activation, per tensor to uint8 (quantization-aware training), with PyTorch's

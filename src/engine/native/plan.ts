@@ -191,7 +191,7 @@ export function buildTrainProgram(graph: Graph, batch: number, ext: Externals, a
   const doutBuf = new Map(graph.outputs.map((o) => [o.name, io(TRAIN_IO.outputGrad(o.name), outDimsOf(o))] as const));
   const views = outputViews(graph, batch, (o) => outBuf.get(o.name)!, (v) => valueShape(graph, v), 'native training');
 
-  // BN followed by its only consumer, a ReLU, runs as one fused primitive (oneDNN fuse_norm_relu).
+  // Activations computed by the BN before them (see 'bn').
   const fusedRelu = new Set<string>();
   // Backward closures, run in reverse order once the forward is laid out.
   const backward: (() => void)[] = [];
@@ -264,20 +264,25 @@ export function buildTrainProgram(graph: Graph, batch: number, ext: Externals, a
         const y = b.act(outDims);
         const c = n.channels;
         const next = users.get(n.output) ?? [];
-        const relu = next.length === 1 && next[0]!.op === 'act' && next[0]!.kind === 'relu' && !isGraphOutput(graph, n.output);
+        // Its only reader is an activation: ReLU fuses into oneDNN's BN (fuse_norm_relu); ReLU6, which oneDNN
+        // 2.6 cannot fuse, runs in the addon's own BN + clip kernel (blocked layouts) instead of a BN and two
+        // eltwise passes.
+        const only = next.length === 1 && next[0]!.op === 'act' && !isGraphOutput(graph, n.output) ? next[0]!.kind : undefined;
+        const act = only === 'relu' || (only === 'relu6' && channelBlock(b.actFormat) > 1) ? only : undefined;
+        const relu = act === 'relu';
         const ws = relu ? b.ws() : undefined;
-        if (relu) fusedRelu.add(next[0]!.name);
+        if (act !== undefined) fusedRelu.add(next[0]!.name);
         const frozen = quant?.frozenBn ?? false;
         const common = {
-          src: x, eps: n.eps, train: true, relu, globalStats: frozen,
+          src: x, eps: n.eps, train: true, relu, globalStats: frozen, ...(act === 'relu6' ? { clip: 6 } : {}),
           scale: param(`${n.name}.weight`, [c]), shift: param(`${n.name}.bias`, [c]),
           mean: frozen ? param(`${n.name}.running_mean`, [c]) : io(TRAIN_IO.batchMean(n.name), [c]),
           var: frozen ? param(`${n.name}.running_var`, [c]) : io(TRAIN_IO.batchVar(n.name), [c]),
           ...(ws !== undefined ? { ws } : {}),
         };
         fwd.push({ op: 'bn', name: n.name, dst: y, ...common });
-        // With a fused ReLU the gradient arrives at the activation's output, which is this same buffer.
-        const outValue = relu ? next[0]!.output : n.output;
+        // With a fused activation the gradient arrives at its output, which is this same buffer.
+        const outValue = act !== undefined ? next[0]!.output : n.output;
         backward.push(() => {
           const dy = takeGrad(outValue);
           const dx = b.temp(outDims);
