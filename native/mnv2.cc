@@ -38,7 +38,8 @@ struct Step {
   primitive prim;
   std::unordered_map<int, memory> args;
   std::string name;
-  std::function<void()> kernel = nullptr;  // one of this file's kernels (fake quantization) instead of a oneDNN primitive
+  std::function<void()> kernel = nullptr;  // one of this file's kernels instead of a oneDNN primitive
+  std::string kernelImpl = "";             // its name in implementations()
 };
 
 // oneDNN 2.6 indexes some kernels with 32-bit integers: every tensor must have fewer than 2^31 elements.
@@ -782,7 +783,7 @@ class Program : public Napi::ObjectWrap<Program> {
       float *y = static_cast<float *>(dst.mem.get_data_handle());
       seg.push_back({primitive(), {}, name, [=] {
         byBlock(g.block, [&](auto bs) { bnClipForwardT<decltype(bs)::value>(x, y, g, mu, sigma2, gamma, beta, eps, clip, global); });
-      }});
+      }, "mnv2:bn_clip"});
       return;
     }
     Buffer &dd = buf(o, "diff_dst", "act"), &ds = buf(o, "diff_src", "act"), &dsc = buf(o, "diff_scale", "plain"), &dsh = buf(o, "diff_shift", "plain");
@@ -794,7 +795,7 @@ class Program : public Napi::ObjectWrap<Program> {
     float *dx = static_cast<float *>(ds.mem.get_data_handle()), *dgamma = static_cast<float *>(dsc.mem.get_data_handle()), *dbeta = static_cast<float *>(dsh.mem.get_data_handle());
     seg.push_back({primitive(), {}, name, [=] {
       byBlock(g.block, [&](auto bs) { bnClipBackwardT<decltype(bs)::value>(x, dy, dx, g, mu, sigma2, gamma, beta, eps, clip, global, dgamma, dbeta); });
-    }});
+    }, "mnv2:bn_clip"});
   }
 
   // Fake quantization of an activation, per tensor to uint8 (quantization-aware training), with PyTorch's
@@ -818,7 +819,7 @@ class Program : public Napi::ObjectWrap<Program> {
       seg.push_back({primitive(), {}, name, [=] {
 #pragma omp parallel for
         for (int64_t i = 0; i < count; i++) dst[i] = src[i] * static_cast<float>(mask[i]);  // torch: grad · mask
-      }});
+      }, "mnv2:fake_quant"});
       return;
     }
     if (ws.mem) fail("fake quantization workspace already used by another fake_quant");
@@ -878,7 +879,7 @@ class Program : public Napi::ObjectWrap<Program> {
         mask[i] = q >= 0.f && q <= top;
         dst[i] = (std::fmin(std::fmax(q, 0.f), top) - z) * scale;
       }
-    }});
+    }, "mnv2:fake_quant"});
   }
 
   // Inner product with 4-D [N, C, 1, 1] activations, weights [O, C, 1, 1] (plain; the bytes of PyTorch's [O, C]).
@@ -1055,7 +1056,7 @@ class Program : public Napi::ObjectWrap<Program> {
     for (auto &seg : segments_)
       for (auto &st : seg) {
         if (st.kernel) {
-          out.Set(k++, Napi::String::New(env, st.name + ": mnv2:fake_quant"));
+          out.Set(k++, Napi::String::New(env, st.name + ": " + st.kernelImpl));
           continue;
         }
         const_dnnl_primitive_desc_t cpd;

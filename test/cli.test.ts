@@ -83,6 +83,14 @@ describe('mnv2 CLI', () => {
     assert.ok(r.img_per_s > 0);
   });
 
+  it('bench --workload train-224 trains torchvision\'s α 1.0 @ 224 (its dropout drawn per step) and runs BN + ReLU6 in the addon\'s kernel', async () => {
+    const { stdout } = await mnv2('bench', '--workload', 'train-224', '--batch', '2', '--steps', '1', '--warmup', '0', '--json');
+    const r = JSON.parse(stdout);
+    assert.deepEqual([r.workload, r.batch, r.model], ['train-224', 2, 'MobileNetV2 imagenet, alpha 1, 224x224x3, 1000 classes, relu6']);
+    assert.ok(r.img_per_s > 0);
+    assert.equal(r.implementations['mnv2:bn_clip'], 70, '35 BN → ReLU6, forward and backward');
+  });
+
   it('bad input: clear errors naming the file, non-zero exit', async () => {
     const garbage = path.join(tmp, 'garbage.safetensors');
     writeFileSync(garbage, 'not a safetensors file at all');

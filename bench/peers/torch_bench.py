@@ -5,6 +5,7 @@ usage: /usr/bin/python3 bench/peers/torch_bench.py --workload W [--batch N]
 workloads:
   train-seed      seed CIFAR model, train mode: forward + softmax CE + backward
   train-seed-sgd  the same + SGD update (lr 0.1, momentum 0.9, weight decay 5e-4)
+  train-224       torchvision mobilenet_v2 (alpha 1.0, 224x224, ReLU6), train mode, as train-seed
   infer-seed      seed CIFAR model, eval mode, no_grad
   infer-224       torchvision mobilenet_v2 (alpha 1.0, 224x224), eval, no_grad
 PyTorch at its best on CPU: torch.set_flush_denormal(True), trained weights with
@@ -42,6 +43,7 @@ WORKLOADS = {
     # name: (model key, train?, sgd?, default batch, default warmup, default steps)
     "train-seed": ("seed", True, False, 128, 2, 5),
     "train-seed-sgd": ("seed", True, True, 128, 2, 5),
+    "train-224": ("imagenet", True, False, 32, 2, 5),
     "infer-seed": ("seed", False, False, 128, 2, 10),
     "infer-224": ("imagenet", False, False, 1, 10, 50),
 }

@@ -15,7 +15,7 @@ import { Rng } from '../util/rng.js';
 import { median, timeStats } from '../util/stats.js';
 import { BATCH, int, THREADS } from './args.js';
 
-export type Workload = 'train-seed' | 'train-seed-sgd' | 'infer-seed' | 'infer-224' | 'loader';
+export type Workload = 'train-seed' | 'train-seed-sgd' | 'train-224' | 'infer-seed' | 'infer-224' | 'loader';
 
 export interface BenchResult {
   /** Kernel counts by oneDNN implementation (native engine). */
@@ -64,7 +64,7 @@ async function loaderStep(batch: number): Promise<() => Promise<void>> {
 export async function bench(workload: Workload, engine: EngineName, batch: number, steps: number, warmup: number, threads?: number, weightsFile?: string): Promise<BenchResult> {
   // A weights file brings its own model (any family); the engines check names and shapes against it.
   const file = weightsFile ? loadModelFile(weightsFile) : undefined;
-  const graph = file?.graph ?? (workload === 'infer-224' ? mobilenetV2('imagenet') : mobilenetV2('seed-cifar'));
+  const graph = file?.graph ?? (workload.endsWith('-224') ? mobilenetV2('imagenet') : mobilenetV2('seed-cifar'));
   const weights: StateDict = file?.weights ?? initWeights(graph, 0);
   const rng = new Rng(1);
   const x = Float32Array.from({ length: batch * 3 * graph.config.resolution ** 2 }, () => rng.normal());
@@ -84,7 +84,7 @@ export async function bench(workload: Workload, engine: EngineName, batch: numbe
     const params = paramRefs(model);
     step = async () => {
       const t0 = performance.now();
-      model.trainStep(x, labels, batch);
+      model.trainStep(x, labels, batch, { rng }); // rng: the dropout masks of models that have dropout
       const t1 = performance.now();
       if (sgd) {
         sgd.step(params, 0.01);
@@ -128,7 +128,7 @@ export function registerBenchCommand(program: Command): void {
   program
     .command('bench')
     .description('time one workload of the project (warm-up, then the median of --steps)')
-    .addOption(new Option('--workload <name>', 'what to time').choices(['train-seed', 'train-seed-sgd', 'infer-seed', 'infer-224', 'loader']).makeOptionMandatory())
+    .addOption(new Option('--workload <name>', 'what to time').choices(['train-seed', 'train-seed-sgd', 'train-224', 'infer-seed', 'infer-224', 'loader']).makeOptionMandatory())
     .addOption(new Option('--engine <engine>', 'engine').choices(['native', 'ort']).default('native'))
     .option('--batch <n>', 'batch size (default: 128, or 1 for infer-224)')
     .option('--steps <n>', 'timed steps', '5')
@@ -137,7 +137,7 @@ export function registerBenchCommand(program: Command): void {
     .option('--weights <file>', "a model file: time its own model (any family) with its weights (default: the workload's model, random init, seed 0)")
     .option('--json', 'print one JSON line')
     .action(async (o: { workload: Workload; engine: EngineName; batch?: string; steps: string; warmup: string; threads?: string; weights?: string; json?: boolean }) => {
-      const batch = int(o.batch, '--batch', BATCH) ?? (o.workload === 'infer-224' ? 1 : 128);
+      const batch = int(o.batch, '--batch', BATCH) ?? (o.workload === 'infer-224' ? 1 : o.workload === 'train-224' ? 32 : 128);
       const steps = int(o.steps, '--steps', { min: 1, max: 100_000 })!;
       const warmup = int(o.warmup, '--warmup', { min: 0, max: 100_000 })!;
       const r = await bench(o.workload, o.engine, batch, steps, warmup, int(o.threads, '--threads', THREADS), o.weights);
