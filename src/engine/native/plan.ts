@@ -58,9 +58,9 @@ export class ProgramBuilder {
       return id;
     }
     const need = dims.reduce((a, d) => a * d, 1);
-    const fits = this.freeArenas.filter((a) => this.arenaSize[a]! >= need);
-    const pool = fits.length ? fits : this.freeArenas;
-    const best = pool.reduce<number | undefined>((m, a) => (m === undefined || (fits.length ? this.arenaSize[a]! < this.arenaSize[m]! : this.arenaSize[a]! > this.arenaSize[m]!) ? a : m), undefined);
+    const size = (a: number): number => this.arenaSize[a]!;
+    const fits = this.freeArenas.filter((a) => size(a) >= need).sort((p, q) => size(p) - size(q));
+    const best = fits[0] ?? [...this.freeArenas].sort((p, q) => size(q) - size(p))[0];
     const arena = best ?? this.arenaSize.push(0) - 1;
     if (best !== undefined) this.freeArenas.splice(this.freeArenas.indexOf(best), 1);
     this.arenaSize[arena] = Math.max(this.arenaSize[arena]!, need);
@@ -192,7 +192,7 @@ export function buildTrainProgram(graph: Graph, batch: number, ext: Externals, a
   const views = outputViews(graph, batch, (o) => outBuf.get(o.name)!, (v) => valueShape(graph, v), 'native training');
 
   // Activations computed by the BN before them (see 'bn').
-  const fusedRelu = new Set<string>();
+  const fusedAct = new Set<string>();
   // Backward closures, run in reverse order once the forward is laid out.
   const backward: (() => void)[] = [];
   const grads = new Map<string, number>();
@@ -271,7 +271,7 @@ export function buildTrainProgram(graph: Graph, batch: number, ext: Externals, a
         const act = only === 'relu' || (only === 'relu6' && channelBlock(b.actFormat) > 1) ? only : undefined;
         const relu = act === 'relu';
         const ws = relu ? b.ws() : undefined;
-        if (act !== undefined) fusedRelu.add(next[0]!.name);
+        if (act !== undefined) fusedAct.add(next[0]!.name);
         const frozen = quant?.frozenBn ?? false;
         const common = {
           src: x, eps: n.eps, train: true, relu, globalStats: frozen, ...(act === 'relu6' ? { clip: 6 } : {}),
@@ -295,7 +295,7 @@ export function buildTrainProgram(graph: Graph, batch: number, ext: Externals, a
       }
       case 'act': {
         const x = val.get(n.inputs[0]!)!;
-        if (fusedRelu.has(n.name)) {
+        if (fusedAct.has(n.name)) {
           val.set(n.output, x);
           break;
         }
