@@ -84,6 +84,20 @@ static inline v8f load8(const float *p) {
 static inline void store8(float *p, v8f v) { __builtin_memcpy(p, &v, sizeof v); }
 static inline v8f splat8(float f) { return v8f{f, f, f, f, f, f, f, f}; }
 
+// Adds one row's per-lane sums (NV vectors each) to a channel block's double totals: ds[0..8·NV) and ds[8·NV..).
+template <int NV>
+static inline void addRowSums(const v8f *sv, const v8f *qv, double *ds) {
+  alignas(32) float s[8 * NV], q[8 * NV];
+  for (int v = 0; v < NV; v++) {
+    store8(s + 8 * v, sv[v]);
+    store8(q + 8 * v, qv[v]);
+  }
+  for (int j = 0; j < 8 * NV; j++) {
+    ds[j] += s[j];
+    ds[8 * NV + j] += q[j];
+  }
+}
+
 // Training BN + clip, forward, one channel block per iteration so that its second pass reads what the first just
 // read (from cache when a block's N × hw × block floats fit). Per channel: the sums of x - k and (x - k)² (k: the
 // channel's first value, against cancellation; float within a row, double across rows), the batch mean and biased
@@ -98,7 +112,7 @@ __attribute__((target_clones("avx2", "default"))) void bnClipForwardT(const floa
   const v8f zero = splat8(0.f), top = splat8(clip);
 #pragma omp parallel for schedule(static)
   for (int64_t cb = 0; cb < g.blocks; cb++) {
-    alignas(32) float k[BS] = {}, m[BS] = {}, mul[BS] = {}, b[BS] = {}, s[BS], q[BS];
+    alignas(32) float k[BS] = {}, m[BS] = {}, mul[BS] = {}, b[BS] = {};
     double ds[2 * BS] = {};
     const int64_t c0 = cb * BS, live = std::min<int64_t>(BS, g.c - c0);
     if (!global) {
@@ -115,14 +129,7 @@ __attribute__((target_clones("avx2", "default"))) void bnClipForwardT(const floa
             sv[v] += d;
             qv[v] += d * d;
           }
-        for (int v = 0; v < NV; v++) {
-          store8(s + 8 * v, sv[v]);
-          store8(q + 8 * v, qv[v]);
-        }
-        for (int j = 0; j < BS; j++) {
-          ds[j] += s[j];
-          ds[BS + j] += q[j];
-        }
+        addRowSums<NV>(sv, qv, ds);
       }
       for (int64_t j = 0; j < live; j++) {
         const double d = ds[j] / count;
@@ -162,7 +169,7 @@ __attribute__((target_clones("avx2", "default"))) void bnClipBackwardT(const flo
   const v8f zero = splat8(0.f), top = splat8(clip);
 #pragma omp parallel for schedule(static)
   for (int64_t cb = 0; cb < g.blocks; cb++) {
-    alignas(32) float m[BS] = {}, iv[BS] = {}, mul[BS] = {}, b[BS] = {}, a[BS] = {}, coef[BS] = {}, s[BS], q[BS];
+    alignas(32) float m[BS] = {}, iv[BS] = {}, mul[BS] = {}, b[BS] = {}, a[BS] = {}, coef[BS] = {};
     double ds[2 * BS] = {};
     const int64_t c0 = cb * BS, live = std::min<int64_t>(BS, g.c - c0);
     for (int64_t j = 0; j < live; j++) {
@@ -189,14 +196,7 @@ __attribute__((target_clones("avx2", "default"))) void bnClipBackwardT(const flo
           sv[v] += gi;
           qv[v] += gi * ((load8(x + i) - mv[v]) * ivv[v]);
         }
-      for (int v = 0; v < NV; v++) {
-        store8(s + 8 * v, sv[v]);
-        store8(q + 8 * v, qv[v]);
-      }
-      for (int j = 0; j < BS; j++) {
-        ds[j] += s[j];
-        ds[BS + j] += q[j];
-      }
+      addRowSums<NV>(sv, qv, ds);
     }
     for (int64_t j = 0; j < live; j++) {
       dbeta[c0 + j] = static_cast<float>(ds[j]);
