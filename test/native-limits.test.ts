@@ -61,19 +61,21 @@ describe('native engine: memory', () => {
   });
 
   it('a batch whose plan exceeds the available memory is refused with the estimate', (t) => {
+    // A training step (~15 MB per image): an inference program needs so little per image (gradient-free, its
+    // buffers shared) that a batch filling 1.5 × the free memory would hit the per-tensor limit first.
     const g = mobilenetV2('seed-cifar', { numClasses: 10 });
     const m = new NativeModel(g, initWeights(g, 3), { threads: 1 });
     const per = 3 * 32 * 32;
     // Per image: what the batch-2 program holds beyond the batch-1 one (weight layouts are the same in both).
-    m.predict(sine(per), 1);
+    m.trainStep(sine(per), [0], 1);
     const one = m.programStats().bytes;
-    m.predict(sine(2 * per), 2);
+    m.trainStep(sine(2 * per), [0, 1], 2);
     const perImage = m.programStats().bytes - 2 * one;
     const batch = Math.ceil((1.5 * os.freemem()) / perImage);
     const largest = Math.max(...g.nodes.map((n) => n.shape.reduce((a, d) => a * d, 1)));
     if (batch * largest > 2 ** 31 - 1) return t.skip(`this machine has so much free memory that batch ${batch} hits the per-tensor limit first`);
     // Zero pages: the input is not resident until written, so the test itself stays small.
-    assert.throws(() => m.predict(new Float32Array(batch * per), batch),
+    assert.throws(() => m.trainStep(new Float32Array(batch * per), new Uint8Array(batch), batch),
       new RegExp(`batch ${batch} needs an estimated \\d+\\.\\d\\d GB for its activations, \\d+\\.\\d\\d GB is available; use a smaller batch`));
   });
 
