@@ -130,7 +130,7 @@ export function registerBenchCommand(program: Command): void {
     .description('time one workload of the project (warm-up, then the median of --steps)')
     .addOption(new Option('--workload <name>', 'what to time').choices(['train-seed', 'train-seed-sgd', 'train-224', 'infer-seed', 'infer-224', 'loader']).makeOptionMandatory())
     .addOption(new Option('--engine <engine>', 'engine').choices(['native', 'ort']).default('native'))
-    .option('--batch <n>', 'batch size (default: 128, or 1 for infer-224)')
+    .option('--batch <n>', 'batch size (default: 128; 1 for infer-224, 32 for train-224)')
     .option('--steps <n>', 'timed steps', '5')
     .option('--warmup <n>', 'untimed steps first', '2')
     .option('--threads <n>', 'threads (default: all cores)')

@@ -144,11 +144,11 @@ export function multiclassNms(boxes: ArrayLike<number>, scores: ArrayLike<number
     // At the bar itself a lower class would still win the tie: only scores below it are left out.
     const bar = kept.length >= o.maxTotal ? kept[o.maxTotal - 1]! : -Infinity;
     const idx: number[] = [];
+    const s: number[] = [];
     for (let i = 0; i < n; i++) {
       const v = scores[i * numClasses + c]!;
-      if (v > o.scoreThreshold && v >= bar && valid[i]) idx.push(i);
+      if (v > o.scoreThreshold && v >= bar && valid[i]) idx.push(i), s.push(v);
     }
-    const s = idx.map((i) => scores[i * numClasses + c]!);
     nms(gatherBoxes(b, idx), s, o.iouThreshold, o.maxPerClass).forEach((k, rank) => {
       picked.push({ i: idx[k]!, c, rank, s: s[k]! });
       kept.push(s[k]!);

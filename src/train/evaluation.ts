@@ -30,7 +30,8 @@ export function classificationEvaluation(r: EvalResult): ClassificationEvaluatio
 /** The test split scored once with the val-chosen weights (`--val-split`), as the final model's metadata says. */
 export async function scoreTestOnce(graph: Graph, best: StateDict, bestTop1: number, ds: Dataset, conv: InputConvention, o: ModelEvalOptions): Promise<{ result: EvalResult; metadata: Record<string, string> }> {
   const model = new NativeModel(graph, best, { threads: o.threads });
-  const result = await modelEvaluator(model, ds, conv, o)(best);
+  // Its own (copied) weights: other weights would make the evaluator load them into a second model.
+  const result = await modelEvaluator(model, ds, conv, o)(model.weights);
   return { result, metadata: { 'mnv2.test_top1': String(result.top1), 'mnv2.test_top5': String(result.top5), 'mnv2.val_top1': String(bestTop1) } };
 }
 

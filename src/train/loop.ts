@@ -308,15 +308,20 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
   // ---- the end: final model, report, exports ------------------------------------------------------------------
   const final = run.final ?? await evaluate();
   result.final = final.result;
-  // --val-split: the val-chosen weights are the model, and the test split is scored once, with them.
-  const best = data.test && loadModelFile(files.best).weights;
-  const test = best && data.test && await scoreTestOnce(graph, best, pos.bestTop1, data.test, data.input, { batch: opts.evalBatch ?? 256, threads: opts.threads, progress: bar, worker });
-  const fw = best ?? evalWeights();
+  let fw = evalWeights();
+  let test: EvalResult | undefined;
+  if (data.test) {
+    // --val-split: the val-chosen weights are the model, and the test split is scored once, with them.
+    fw = loadModelFile(files.best).weights;
+    const scored = await scoreTestOnce(graph, fw, pos.bestTop1, data.test, data.input, { batch: opts.evalBatch ?? 256, threads: opts.threads, progress: bar, worker });
+    test = result.test = scored.result;
+    folder.saveModel('model', fw, pos.bestEpoch, scored.metadata);
+    await writeClassificationReport(test, data.test.name, folder, opts.plots ?? true, 'test-eval');
+  } else {
+    folder.saveModel('model', fw, pos.epoch, final.metadata);
+    await writeClassificationReport(final.result, data.val.name, folder, opts.plots ?? true);
+  }
   result.weights = fw;
-  folder.saveModel('model', fw, test ? pos.bestEpoch : pos.epoch, test ? test.metadata : final.metadata);
-  if (test) await writeClassificationReport(test.result, data.test!.name, folder, opts.plots ?? true, 'test-eval');
-  else await writeClassificationReport(final.result, data.val.name, folder, opts.plots ?? true);
-  if (test) result.test = test.result;
   if (opts.onnx ?? true) folder.exportOnnx(fw, baseInfo);
   if (qat) folder.writeInt8Onnx(qat.model.exportQdq({ info: baseInfo }));
   if (opts.plots ?? true) await folder.plotCurves();
@@ -325,7 +330,7 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
   log('');
   log(`done: ${pos.epoch} epoch(s), ${pos.globalStep} steps in ${formatDuration(pos.elapsed)}; ` +
     `final val top-1 ${(100 * final.result.top1).toFixed(2)}% (best ${(100 * pos.bestTop1).toFixed(2)}% at epoch ${pos.bestEpoch})` +
-    (test ? `; test top-1 ${(100 * test.result.top1).toFixed(2)}% with epoch ${pos.bestEpoch}'s weights (${data.test!.name}, scored once)` : ''));
+    (test ? `; test top-1 ${(100 * test.top1).toFixed(2)}% with epoch ${pos.bestEpoch}'s weights (${data.test!.name}, scored once)` : ''));
   log(`  model       ${files.model}`);
   if (files.onnx) log(`  onnx        ${files.onnx}`);
   if (files.int8) log(`  int8 onnx   ${files.int8}  (QDQ with the trained ranges; val top-1 above is the int8 model's)`);
