@@ -15,6 +15,7 @@ import { BATCH, COUNT_OR_ALL, deprecatedAlias, int, num, SEED, THREADS, type Ran
 import { ALPHA, RESOLUTION } from './model-commands.js';
 import { ablationFlags, ablationOptions, type AblationOpts } from './arch-options.js';
 import { refuseInputAsOutput } from '../util/outputs.js';
+import { AUGMENT_KINDS, type AugmentKind } from '../data/augment.js';
 import { DETECT_AUGMENTS, PRESET_NAMES, defaultFreezeBnEpochs, FROZEN_BN_BATCHES, resolvePreset, type DetectAugment, type PresetName, type QatRecipe, type TrainRecipe } from '../train/presets.js';
 import { loadCheckpoint } from '../train/checkpoint.js';
 import { SSD_STYLES, type SsdStyle } from '../detect/postprocess.js';
@@ -51,7 +52,7 @@ interface TrainFlags extends AblationOpts {
   labelSmoothing?: string;
   ema?: string;
   bnMomentum?: string;
-  augment?: 'seed' | 'none';
+  augment?: AugmentKind;
   ssdStyle?: SsdStyle;
   detectAugment?: DetectAugment;
   preciseBn?: string;
@@ -195,7 +196,7 @@ export function registerTrainCommands(program: Command): void {
     .option('--label-smoothing <x>', 'label smoothing')
     .option('--ema <decay>', 'EMA of weights (0: off)')
     .option('--bn-momentum <x>', 'BN running-stat momentum (PyTorch convention)')
-    .addOption(new Option('--augment <kind>', 'augmentation: seed = crop(pad 4) + flip, rrc = random-resized-crop + flip (image folders)').choices(['seed', 'rrc', 'none']))
+    .addOption(new Option('--augment <kind>', 'augmentation: seed = crop(pad 4) + flip, rrc = random-resized-crop + flip (image folders), canvas = fashion-mnist garments at fashion-detect\'s sizes and positions on a --resolution frame (a detector backbone)').choices([...AUGMENT_KINDS]))
     .addOption(new Option('--ssd-style <style>', 'detection: loss, matching and decoding of the TF OD API (sigmoid, hard example miner) or torchvision (softmax, 3:1 negatives)').choices([...SSD_STYLES]))
     .option('--precise-bn <batches>', 'detection: before each evaluation, BN statistics from this many training batches with the current weights (default 0: the running averages of training; with --resume: from its next evaluation on)')
     .option('--freeze-bn <epochs>', `detection: the last n epochs train with BN statistics fixed at a PreciseBN estimate made as they start (--precise-bn batches, else ${FROZEN_BN_BATCHES}), so they train the function evaluation computes`)

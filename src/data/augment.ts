@@ -10,6 +10,13 @@
 import type { Rng } from '../util/rng.js';
 import { toModelInput, writeBatch, type Dataset, type InputConvention, type Placement } from './dataset.js';
 
+/**
+ * 'seed': RandomCrop(pad 4) + flip; 'rrc': RandomResizedCrop(scale 0.08-1) + flip, for image folders; 'canvas':
+ * garments at a random size and position on a frame (canvas.ts; the input convention has the frame); 'none'.
+ */
+export type AugmentKind = 'seed' | 'rrc' | 'canvas' | 'none';
+export const AUGMENT_KINDS: readonly AugmentKind[] = ['seed', 'rrc', 'canvas', 'none'];
+
 export interface SeedAugmentOptions {
   /** RandomCrop padding on each side (default 4). */
   padding?: number;

@@ -31,6 +31,8 @@ export interface InputConvention extends NormSpec {
   readonly channels: number;
   /** Zero padding (raw pixel 0, before normalization) on each side: 28×28 + 2·2 → 32×32. */
   readonly pad: number;
+  /** Set: each image is drawn at a size and position on the padded frame instead of at its centre (canvas.ts). */
+  readonly canvas?: { readonly minSize: number; readonly maxSize: number };
 }
 
 /** Class names (the lists live in labels.ts). */

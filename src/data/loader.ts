@@ -12,11 +12,11 @@ import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { Worker } from 'node:worker_threads';
 import { Rng } from '../util/rng.js';
-import { randomResizedCropBatch, seedAugmentBatch, type SeedAugmentOptions } from './augment.js';
+import { canvasBatch } from './canvas.js';
+import { AUGMENT_KINDS, randomResizedCropBatch, seedAugmentBatch, type AugmentKind, type SeedAugmentOptions } from './augment.js';
 import { defaultInputConvention, inputShape, toModelInput, validateDataset, type Dataset, type InputConvention, type Shape3 } from './dataset.js';
 
-/** 'seed': RandomCrop(pad 4) + flip; 'rrc': RandomResizedCrop(scale 0.08-1) + flip, for image folders; 'none'. */
-export type AugmentKind = 'seed' | 'rrc' | 'none';
+export type { AugmentKind } from './augment.js';
 
 export interface BatchLoaderOptions {
   dataset: Dataset;
@@ -108,7 +108,10 @@ export function makeBatch(ds: Dataset, plan: LoaderPlan, order: Int32Array, epoc
   const shape = inputShape(ds, plan.input);
   const input = new Float32Array(indices.length * shape.channels * shape.height * shape.width);
   const rng = new Rng(deriveSeed(plan.seed, epoch, b + 1));
-  if (plan.augment === 'seed') {
+  if (plan.input.canvas) {
+    // canvas conventions draw every batch on the frame: randomly to train, at fixed placements to evaluate
+    canvasBatch(ds, indices, input, plan.input, plan.augment === 'canvas' ? rng : undefined);
+  } else if (plan.augment === 'seed') {
     seedAugmentBatch(ds, indices, input, plan.input, rng, plan.seedAugment);
   } else if (plan.augment === 'rrc') {
     randomResizedCropBatch(ds, indices, input, plan.input, rng);
@@ -177,9 +180,10 @@ export class BatchLoader {
       seedAugment: { ...opts.seedAugment },
       seed: opts.seed ?? 0,
       dropLast: opts.dropLast ?? false,
-      input: { channels: input.channels, pad: input.pad, mean: [...input.mean], std: [...input.std] },
+      input: { channels: input.channels, pad: input.pad, mean: [...input.mean], std: [...input.std], ...(input.canvas && { canvas: { ...input.canvas } }) },
     };
-    if (!['seed', 'rrc', 'none'].includes(this.plan.augment)) throw new Error(`BatchLoader: unknown augment '${String(this.plan.augment)}'`);
+    if (this.plan.augment === 'canvas' && !this.plan.input.canvas) throw new Error("BatchLoader: augment 'canvas' needs an input convention with a canvas");
+    if (!AUGMENT_KINDS.includes(this.plan.augment)) throw new Error(`BatchLoader: unknown augment '${String(this.plan.augment)}'`);
     if (this.batchesPerEpoch === 0) throw new Error(`BatchLoader: ${ds.count} images give no batch of ${opts.batchSize} with dropLast`);
     this.prefetch = Math.max(1, Math.min(16, Math.floor(opts.prefetch ?? 3)));
     this.useWorker = opts.worker ?? true;

@@ -26,7 +26,7 @@
  */
 import { SHORTCUTS, type ActivationKind, type ShortcutKind } from '../model/config.js';
 import { ACTIVATIONS } from '../model/graph.js';
-import type { AugmentKind } from '../data/loader.js';
+import { AUGMENT_KINDS, type AugmentKind } from '../data/augment.js';
 import type { SsdStyle } from '../detect/postprocess.js';
 import { failFor } from '../util/errors.js';
 
@@ -234,7 +234,8 @@ export function validateRecipe(r: TrainRecipe): void {
   if (r.optimizer !== 'sgd' && r.optimizer !== 'rmsprop') bad(`optimizer must be sgd or rmsprop, got ${r.optimizer}`);
   if (!['cosine', 'exponential', 'step', 'constant'].includes(r.schedule)) bad(`schedule must be cosine, exponential, step or constant, got ${r.schedule}`);
   if (r.schedulePer !== 'epoch' && r.schedulePer !== 'step') bad(`schedule-per must be epoch or step, got ${r.schedulePer}`);
-  if (r.augment !== 'seed' && r.augment !== 'rrc' && r.augment !== 'none') bad(`augment must be seed, rrc or none, got ${r.augment}`);
+  if (!AUGMENT_KINDS.includes(r.augment)) bad(`augment must be ${AUGMENT_KINDS.join(', ')}, got ${r.augment}`);
+  if (r.augment === 'canvas' && r.dataset !== 'fashion-mnist') bad(`--augment canvas draws Fashion-MNIST garments on a frame; the dataset is ${r.dataset}`);
   if (r.detection) {
     if (r.arch !== 'ssdlite') bad(`preset ${r.preset} trains a detector: --arch must be ssdlite, got ${r.arch}`);
     if (r.detection.style !== 'tf' && r.detection.style !== 'torchvision') bad(`ssd style must be tf or torchvision, got ${String(r.detection.style)}`);
