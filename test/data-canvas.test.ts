@@ -1,9 +1,13 @@
 import assert from 'node:assert/strict';
+import { existsSync } from 'node:fs';
 import { test } from 'node:test';
 import { canvasBatch, canvasConvention } from '../src/data/canvas.js';
 import { resizeBilinearHwc } from '../src/data/augment.js';
 import { FASHION_MNIST_INPUT, normalizationTables, type Dataset } from '../src/data/dataset.js';
+import { FASHION_MNIST_DIR } from '../src/data/idx.js';
 import { BatchLoader } from '../src/data/loader.js';
+import { openDataset } from '../src/data/open.js';
+import { preset } from '../src/data/preprocess.js';
 import { resolvePreset } from '../src/train/presets.js';
 import { Rng } from '../src/util/rng.js';
 
@@ -15,10 +19,9 @@ function garments(count: number): Dataset {
   return { name: 'garments', count, channels: 1, height: 28, width: 28, images, labels: new Uint8Array(count), classes: [...'0123456789'] };
 }
 
-const PLACE = { canvas: 96, minScale: 0.75, maxScale: 2 };
 const FRAME = 128;
 const ds = garments(6);
-const conv = canvasConvention(FASHION_MNIST_INPUT, ds, FRAME, PLACE);
+const conv = canvasConvention(FASHION_MNIST_INPUT, ds, FRAME);
 const black = normalizationTables(conv)[0]![0]!;
 
 /** The drawn square of image n in a batch: its side and corner, found from the non-black pixels of channel 0. */
@@ -36,8 +39,8 @@ function drawnBox(out: Float32Array, n: number): { top: number; left: number; si
 test("canvas convention: the frame is the model's resolution; garment sides are fashion-detect's 0.75-2x of 28 px, scaled from its 96-px canvas", () => {
   assert.equal(conv.pad, 50);
   assert.deepEqual(conv.canvas, { minSize: 28, maxSize: 75 });
-  assert.throws(() => canvasConvention(FASHION_MNIST_INPUT, ds, 129, PLACE), /garments's 28×28 images need a square frame larger by an even number of pixels; --resolution 129/);
-  assert.throws(() => canvasConvention(FASHION_MNIST_INPUT, ds, 28, PLACE), /--resolution 28 is not/);
+  assert.throws(() => canvasConvention(FASHION_MNIST_INPUT, ds, 129), /garments's 28×28 images need a square frame larger by an even number of pixels; --resolution 129/);
+  assert.throws(() => canvasConvention(FASHION_MNIST_INPUT, ds, 28), /--resolution 28 is not/);
 });
 
 test('canvas batch: each garment is the bilinear resize of its image, wholly inside the frame, on black; replicated to 3 channels', () => {
@@ -91,4 +94,15 @@ test('canvas through the loader: --augment canvas trains on random placements, t
   await Promise.all([train.close(), evalLoader.close()]);
   assert.throws(() => new BatchLoader({ dataset: ds, batchSize: 3, augment: 'canvas', worker: false }), /augment 'canvas' needs an input convention with a canvas/);
   assert.throws(() => resolvePreset('seed-cifar10', { augment: 'canvas' }), /--augment canvas draws Fashion-MNIST garments on a frame; the dataset is cifar10/);
+});
+
+test("fashion-mnist-canvas models: the dataset opens on their frame, and a photo's garment is centred at the middle size", async (t) => {
+  const p = preset('fashion-mnist-canvas', 128);
+  assert.deepEqual([p.size, p.pad, p.greyscale, p.background], [128, 38, true, 'black'], 'sides 28..75 on a 128 frame: 52 px, centred');
+  assert.equal(129 - 2 * preset('fashion-mnist-canvas', 129).pad!, 51, 'an odd frame takes the garment a pixel smaller');
+  if (!existsSync(FASHION_MNIST_DIR)) return t.skip(`needs Debian's dataset-fashion-mnist (${FASHION_MNIST_DIR})`);
+  const src = await openDataset('fashion-mnist', 'test', { preprocess: 'fashion-mnist-canvas', resolution: 128 });
+  assert.equal(src.preprocess, 'fashion-mnist-canvas');
+  assert.deepEqual([src.input.pad, src.input.canvas], [50, { minSize: 28, maxSize: 75 }]);
+  assert.equal((await openDataset('fashion-mnist', 'test')).input.canvas, undefined);
 });

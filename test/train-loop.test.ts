@@ -22,6 +22,7 @@ import { NativeModel } from '../src/engine/native/model.js';
 import { evaluate } from '../src/train/metrics.js';
 import { loadFashionMnist } from '../src/data/idx.js';
 import { FASHION_MNIST_INPUT } from '../src/data/dataset.js';
+import { openDataset } from '../src/data/open.js';
 import { Rng } from '../src/util/rng.js';
 
 const tmp = mkdtempSync(join(tmpdir(), 'mnv2-train-'));
@@ -227,6 +228,18 @@ test('--val-split: epochs are chosen on the last n training images; the test spl
   assert.equal(model.metadata['mnv2.test_top1'], String(test.top1));
   assert.equal(model.metadata['mnv2.val_top1'], String(r.bestTop1));
   assert.throws(() => readFileSync(join(dir, 'eval.txt')), /ENOENT/, 'no eval.txt: the only report is the test split\'s');
+});
+
+test('--augment canvas: the run trains and evaluates on garments drawn on its frame; the model file says so, and eval opens the data that way', async () => {
+  const dir = join(tmp, 'canvas');
+  const r = await train({ recipe: tinyRecipe({ augment: 'canvas', resolution: 64, epochs: 1 }), out: dir, ...quiet });
+  const model = loadModelFile(join(dir, 'model.safetensors'));
+  assert.equal(model.metadata['mnv2.preprocess'], 'fashion-mnist-canvas');
+  const src = await openDataset('fashion-mnist', 'test', { dir: dataDir, resolution: 64, preprocess: model.metadata['mnv2.preprocess'] });
+  assert.deepEqual(src.input.canvas, { minSize: 14, maxSize: 37 }, "fashion-detect's 21-56 px on 96, at two thirds of the scale");
+  const net = new NativeModel(model.graph, model.weights, { threads: 2 });
+  const val = await evaluate(net, src.dataset, src.input, 8);
+  assert.equal(val.top1, r.bestTop1, 'the run\'s val top-1 is the canvas-drawn test split\'s');
 });
 
 test('--val-split is refused where it cannot hold: all the training images, a detection recipe, --qat', async () => {

@@ -18,20 +18,29 @@ export interface CanvasSpec {
   readonly maxSize: number;
 }
 
-/**
- * The convention that draws `ds`'s images on a `resolution`-pixel frame at fashion-detect's garment sizes:
- * (minScale..maxScale)·side on a `canvas`-pixel canvas, scaled by resolution / canvas.
- */
+/** Where fashion-detect puts garments: 0.75–2× their 28 px on a 96-px canvas (`mnv2 data make fashion-detect`'s defaults). */
+export const FASHION_DETECT_PLACEMENT: CanvasPlacement = Object.freeze({ canvas: 96, minScale: 0.75, maxScale: 2 });
+/** An image's side is drawn at minScale..maxScale times its own on a canvas of `canvas` pixels. */
+export interface CanvasPlacement {
+  readonly canvas: number;
+  readonly minScale: number;
+  readonly maxScale: number;
+}
+
+/** The sides a `side`-pixel image is drawn at on a `resolution`-pixel frame: the placement's, scaled by resolution / canvas. */
+export function canvasSizes(side: number, resolution: number, place: CanvasPlacement = FASHION_DETECT_PLACEMENT): CanvasSpec {
+  const k = (side * resolution) / place.canvas;
+  return { minSize: Math.round(k * place.minScale), maxSize: Math.min(resolution, Math.round(k * place.maxScale)) };
+}
+
+/** The convention that draws `ds`'s images on a `resolution`-pixel frame at the placement's sizes. */
 export function canvasConvention(
-  base: InputConvention, ds: Pick<Dataset, 'name' | 'height' | 'width'>, resolution: number,
-  place: { canvas: number; minScale: number; maxScale: number },
+  base: InputConvention, ds: Pick<Dataset, 'name' | 'height' | 'width'>, resolution: number, place: CanvasPlacement = FASHION_DETECT_PLACEMENT,
 ): InputConvention {
   if (ds.height !== ds.width || (resolution - ds.height) % 2 !== 0 || resolution <= ds.height) {
     throw new Error(`--augment canvas: ${ds.name}'s ${ds.height}×${ds.width} images need a square frame larger by an even number of pixels; --resolution ${resolution} is not`);
   }
-  const k = (ds.height * resolution) / place.canvas;
-  const spec = { minSize: Math.round(k * place.minScale), maxSize: Math.min(resolution, Math.round(k * place.maxScale)) };
-  return { ...base, pad: (resolution - ds.height) / 2, canvas: spec };
+  return { ...base, pad: (resolution - ds.height) / 2, canvas: canvasSizes(ds.height, resolution, place) };
 }
 
 /** Where one image goes: its side, top-left corner in the frame, and a horizontal flip. */

@@ -3,6 +3,7 @@
  * with its input convention and the preprocessing metadata a model trained on it gets.
  */
 import { existsSync, statSync } from 'node:fs';
+import { canvasConvention } from './canvas.js';
 import { loadCifar10 } from './cifar.js';
 import { CIFAR10_INPUT, FASHION_MNIST_INPUT, subset, type Dataset, type InputConvention } from './dataset.js';
 import { FASHION_MNIST_DIR, loadFashionMnist } from './idx.js';
@@ -35,7 +36,11 @@ export async function openDataset(
   if (name === 'fashion-mnist') {
     // Debian's dataset-fashion-mnist, else what `mnv2 data fetch fashion-mnist` downloads.
     const dir = opts.dir ?? (!existsSync(FASHION_MNIST_DIR) && existsSync('data/fashion-mnist') ? 'data/fashion-mnist' : FASHION_MNIST_DIR);
-    return { dataset: loadFashionMnist(dir, split), input: FASHION_MNIST_INPUT, preprocess: 'fashion-mnist', labelSet: 'fashion-mnist' };
+    const dataset = loadFashionMnist(dir, split);
+    // fashion-mnist-canvas models (trained with --augment canvas) see the garments drawn on a frame of their resolution
+    const canvas = opts.preprocess === 'fashion-mnist-canvas';
+    const input = canvas ? canvasConvention(FASHION_MNIST_INPUT, dataset, opts.resolution ?? 32) : FASHION_MNIST_INPUT;
+    return { dataset, input, preprocess: canvas ? 'fashion-mnist-canvas' : 'fashion-mnist', labelSet: 'fashion-mnist' };
   }
   if (name === 'cifar10') {
     return { dataset: loadCifar10(opts.dir ?? 'data/cifar10', split), input: CIFAR10_INPUT, preprocess: 'seed-cifar', labelSet: 'cifar10' };

@@ -17,6 +17,9 @@
 //   fashion-mnist  the project's convention for the seed 3-channel 32x32 model: 8-bit greyscale,
 //                  resize directly to 28x28, zero-pad 2 px (pixel value 0 = black) on every side
 //                  to 32x32, replicate to 3 channels, x/255, mean 0.2860, std 0.3530 on all channels.
+//   fashion-mnist-canvas  for classifiers trained with `--augment canvas` (garments drawn at fashion-detect's sizes
+//                  on an r x r frame): fashion-mnist's, the garment resized to the middle of those sizes and
+//                  centred on the black r x r frame.
 //
 // Details common to all presets:
 //   * EXIF orientation is applied (`.rotate()` with no angle) before anything else.
@@ -40,8 +43,9 @@
 //     garments on a white/light background should be loaded with `{ invert: true }`.
 import type sharp from 'sharp';
 import { readFileBoundedAsync } from '../util/read-file.js';
+import { canvasSizes } from './canvas.js';
 
-export type PresetName = 'torchvision' | 'keras' | 'tf-slim' | 'seed-cifar' | 'fashion-mnist';
+export type PresetName = 'torchvision' | 'keras' | 'tf-slim' | 'seed-cifar' | 'fashion-mnist' | 'fashion-mnist-canvas';
 
 export const PRESET_NAMES: readonly PresetName[] = Object.freeze([
   'torchvision',
@@ -49,6 +53,7 @@ export const PRESET_NAMES: readonly PresetName[] = Object.freeze([
   'tf-slim',
   'seed-cifar',
   'fashion-mnist',
+  'fashion-mnist-canvas',
 ] as const);
 
 /** A preprocessing recipe. The output tensor is `channels x size x size` (CHW). */
@@ -150,6 +155,13 @@ export function preset(name: string, resolution?: number): Preset {
         mean: [0.286, 0.286, 0.286],
         std: [0.353, 0.353, 0.353],
       };
+    case 'fashion-mnist-canvas': {
+      const size = resolution ?? 128;
+      const { minSize, maxSize } = canvasSizes(28, size);
+      const side = Math.round((minSize + maxSize) / 2);
+      const pad = Math.ceil((size - side) / 2); // the garment a pixel smaller where the frame's parity asks
+      return { ...preset('fashion-mnist'), name, size, pad };
+    }
     default:
       throw new Error(`unknown preprocessing preset '${name}'; valid presets: ${PRESET_NAMES.join(', ')}`);
   }

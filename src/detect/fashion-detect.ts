@@ -11,6 +11,7 @@
  */
 import { existsSync, mkdirSync, readdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
+import { FASHION_DETECT_PLACEMENT } from '../data/canvas.js';
 import type { Dataset } from '../data/dataset.js';
 import { FASHION_MNIST_DIR, loadFashionMnist } from '../data/idx.js';
 import { Rng } from '../util/rng.js';
@@ -34,7 +35,7 @@ export interface FashionDetectOptions {
 }
 
 export const FASHION_DETECT_DEFAULTS: Readonly<FashionDetectOptions> = Object.freeze({
-  train: 8000, val: 1000, test: 1000, canvas: 96, minObjects: 1, maxObjects: 4, minScale: 0.75, maxScale: 2, maxOverlap: 0.3, seed: 0,
+  train: 8000, val: 1000, test: 1000, ...FASHION_DETECT_PLACEMENT, minObjects: 1, maxObjects: 4, maxOverlap: 0.3, seed: 0,
 });
 
 function validate(o: FashionDetectOptions): void {

@@ -15,8 +15,6 @@ import { loadModelFile } from '../io/weights.js';
 import { deriveSeed } from '../data/loader.js';
 import type { Dataset, InputConvention } from '../data/dataset.js';
 import { holdOut, limitDataset, openDataset, type DataSource } from '../data/open.js';
-import { canvasConvention } from '../data/canvas.js';
-import { FASHION_DETECT_DEFAULTS } from '../detect/fashion-detect.js';
 import { loadCheckpoint, resolveCheckpointPath, type TrainPosition } from './checkpoint.js';
 import { frozenBnStart, validateRecipe, type DetectionRecipe, type TrainRecipe } from './presets.js';
 import { progressBar } from './progress.js';
@@ -178,7 +176,8 @@ export async function openData(state: RunState, bar: boolean): Promise<RunData> 
     let started = false;
     try {
       return await openDataset(recipe.dataset, split, {
-        dir: recipe.dataDir, resolution: state.graph.config.resolution, preprocess: state.baseInfo.preprocess,
+        dir: recipe.dataDir, resolution: state.graph.config.resolution,
+        preprocess: recipe.augment === 'canvas' ? 'fashion-mnist-canvas' : state.baseInfo.preprocess,
         onProgress: (d, t) => {
           if (!started) pb?.start(t, 0);
           started = true;
@@ -192,14 +191,11 @@ export async function openData(state: RunState, bar: boolean): Promise<RunData> 
   const source = await openSplit('train');
   const testSrc = await openSplit('test');
   const split = recipe.valSplit ? holdOut(source.dataset, recipe.valSplit) : { train: source.dataset, val: testSrc.dataset };
-  const input = recipe.augment === 'canvas'
-    ? canvasConvention(source.input, source.dataset, state.graph.config.resolution, FASHION_DETECT_DEFAULTS)
-    : source.input;
   return {
     train: limitDataset(split.train, recipe.trainLimit, deriveSeed(recipe.seed, 0x7a11)),
     val: limitDataset(split.val, recipe.evalLimit, deriveSeed(recipe.seed, 0xe7a1)),
     test: recipe.valSplit ? testSrc.dataset : null,
-    input,
+    input: source.input,
     source,
   };
 }
