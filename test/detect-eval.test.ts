@@ -96,6 +96,20 @@ test('categories: no gt → −1 (left out of the mean), gt without detections �
   near(areas.stats[0]!, 2 / 3, 'AP all');
 });
 
+test('useCats 0 (class-agnostic): a box found with the wrong label counts, duplicates across labels are false positives', () => {
+  // Two gts (cat 1, cat 2); detections: gt 1 labelled 2 (0.9), gt 2 labelled 2 (0.8), gt 1 again labelled 1 (0.7).
+  const gt = gtSet([1], [1, 2], [[1, 1, [0, 0, 100, 100]], [1, 2, [200, 200, 100, 100]]]);
+  const dets = [det(1, 2, [0, 0, 100, 100], 0.9), det(1, 2, [200, 200, 100, 100], 0.8), det(1, 1, [0, 0, 100, 100], 0.7)];
+  // With categories: cat 1: one TP → AP 1; cat 2: FP then TP → recall 0 1, precision 0 .5 → 0.5. Mean 0.75.
+  near(cocoEvaluate(gt, dets).stats[1]!, 0.75, 'AP50 with categories');
+  // Agnostic: TP, TP, FP (the second hit of gt 1) → recall .5 1 1, precision 1 1 .667 → envelope 1 → AP 1.
+  const agnostic = cocoEvaluate(gt, dets, { ...defaultCocoParams(), useCats: false });
+  near(agnostic.stats[1]!, 1, 'AP50 agnostic');
+  near(agnostic.stats[8]!, 1, 'AR100 agnostic');
+  assert.deepEqual(agnostic.catIds, [-1], "pycocotools' pseudo-category");
+  assert.equal(agnostic.precision[0]![0]!.length, 1);
+});
+
 test('VOC AP: 11-point and all-point on TP, FP, TP; difficult gts; the +1 pixel convention', () => {
   // recall .5 .5 1, precision 1 .5 .667: 11-point = (6·1 + 5·2/3)/11; all-point = .5·1 + .5·2/3.
   near(vocAp([0.5, 0.5, 1], [1, 0.5, 2 / 3], true), (6 + 5 * (2 / 3)) / 11, '07');

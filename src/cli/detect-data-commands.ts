@@ -6,7 +6,7 @@ import { int, num, SEED, type Range } from './args.js';
 import { FASHION_DETECT_DEFAULTS, makeFashionDetect } from '../detect/fashion-detect.js';
 import type { DetectionDataset } from '../detect/dataset.js';
 import { DETECTION_SOURCES, fetchDetectionDataset, type DetectionDatasetName } from '../detect/fetch-detect.js';
-import { cocoEvaluate, formatCocoStats, type CocoDetection } from '../detect/coco-eval.js';
+import { cocoEvaluate, defaultCocoParams, formatCocoStats, type CocoDetection } from '../detect/coco-eval.js';
 
 const IMAGES: Range = { min: 0, max: 10_000_000 };
 const OBJECTS: Range = { min: 1, max: 100 };
@@ -115,7 +115,8 @@ export function registerDetectDataCommands(program: Command): void {
     .argument('<gt>', 'COCO instances JSON')
     .argument('<dets>', 'detections JSON: [{image_id, category_id, bbox: [x, y, w, h], score}]')
     .option('--json', 'print the 12 numbers as JSON')
-    .action((gtFile: string, detFile: string, o: { json?: boolean }) => {
+    .option('--class-agnostic', "ignore categories (pycocotools' useCats 0)")
+    .action((gtFile: string, detFile: string, o: { json?: boolean; classAgnostic?: boolean }) => {
       const read = (f: string): unknown => {
         try {
           return JSON.parse(readFileSync(f, 'utf8'));
@@ -125,7 +126,7 @@ export function registerDetectDataCommands(program: Command): void {
       };
       const dets = read(detFile);
       if (!Array.isArray(dets)) throw new Error(`${detFile}: expected a JSON array of detections`);
-      const r = cocoEvaluate(read(gtFile) as Parameters<typeof cocoEvaluate>[0], dets as CocoDetection[]);
+      const r = cocoEvaluate(read(gtFile) as Parameters<typeof cocoEvaluate>[0], dets as CocoDetection[], { ...defaultCocoParams(), useCats: !o.classAgnostic });
       console.log(o.json ? JSON.stringify(r.stats) : formatCocoStats(r.stats, r.params));
     });
 }

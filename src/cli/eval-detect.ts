@@ -6,7 +6,7 @@
  */
 import { dirname } from 'node:path';
 import { Option, type Command } from 'commander';
-import { COCO_STAT_NAMES, formatCocoStats } from '../detect/coco-eval.js';
+import { COCO_STAT_NAMES, defaultCocoParams, formatCocoStats } from '../detect/coco-eval.js';
 import type { CategoryMapping } from '../detect/evaluate.js';
 import { SSDLITE_NMS } from '../detect/nms.js';
 import { writeFileAtomic } from '../util/atomic-write.js';
@@ -31,6 +31,7 @@ export interface EvalDetectOpts {
   categoryMap: CategoryMapping;
   cocoJson?: string;
   prPng?: string;
+  classAgnostic?: boolean;
   json?: boolean;
   progress: boolean;
 }
@@ -45,6 +46,7 @@ export function detectEvalOptions(cmd: Command): Command {
     .addOption(new Option('--category-map <m>', 'detect: model class k is the dataset\'s k-th category (index) or category id k (id, TF COCO models)').choices(['auto', 'index', 'id']).default('auto'))
     .option('--score <s>', 'detect: score threshold of the detections scored', String(SSDLITE_NMS.scoreThreshold))
     .option('--max <n>', 'detect: at most this many detections per image', '100')
+    .option('--class-agnostic', "detect: ignore categories, a detection may match a box of any class (pycocotools' useCats 0): how much of the AP is localization")
     .option('--coco-json <file>', 'detect: write the detections in COCO results format (pycocotools loadRes)')
     .option('--pr-png <file>', 'detect: write the precision-recall curves (IoU 0.5 and 0.75) as PNG');
 }
@@ -81,7 +83,7 @@ export async function evalDetect(o: EvalDetectOpts): Promise<void> {
     r = await evaluateDetector(
       detector.imageDetector({ ...options, scoreThreshold, maxDetections }),
       ds,
-      { mapping: o.categoryMap, onProgress: (d) => pb?.update(d) },
+      { mapping: o.categoryMap, onProgress: (d) => pb?.update(d), params: { ...defaultCocoParams(), useCats: !o.classAgnostic } },
     );
   } finally {
     pb?.stop();
@@ -98,6 +100,7 @@ export async function evalDetect(o: EvalDetectOpts): Promise<void> {
   }
   console.log(`${model} on ${file}, ${detector.engine} engine: ${ds.images.length} images, ${r.detections.length} detections (score > ${scoreThreshold}, ≤ ${maxDetections} per image), ${formatDuration(secs)}`);
   if (r.unmapped) console.log(`${r.unmapped} detections of model classes that are no category of the dataset were left out`);
+  if (o.classAgnostic) console.log('class-agnostic (useCats 0): a detection may match a box of any category');
   console.log(formatCocoStats(r.coco.stats, r.coco.params));
   if (voc) {
     console.log('Pascal VOC AP at IoU 0.5 (all points | VOC2007 11-point):');

@@ -1,5 +1,5 @@
 /**
- * COCO box evaluation exactly as pycocotools' COCOeval (iouType 'bbox', useCats 1): `evaluateImg` (per image and
+ * COCO box evaluation exactly as pycocotools' COCOeval (iouType 'bbox', useCats 1 or 0): `evaluateImg` (per image and
  * category, detections by decreasing score (stable), each matched to the best still-free gt with IoU ≥ t, regular
  * gts before ignored ones, crowd gts matchable many times with IoU = intersection / detection area),
  * `accumulate` (precision at 101 recall points after making it monotone; −1 where a category has no
@@ -39,6 +39,11 @@ export interface CocoParams {
   maxDets: number[];
   areaRng: [number, number][];
   areaRngLbl: string[];
+  /**
+   * Params.useCats (default true). false: categories are ignored, a detection can match a box of any category
+   * (COCOeval's class-agnostic mode: one pseudo-category -1, each image's boxes and detections taken in category order).
+   */
+  useCats?: boolean;
 }
 
 /** np.linspace(a, b, n) as numpy computes it (step·i + a), so thresholds compare exactly as in pycocotools. */
@@ -234,15 +239,19 @@ export function cocoEvaluate(gtSet: CocoGroundTruth, detections: readonly CocoDe
   const maxDetTop = Math.max(...p.maxDets);
   const T = p.iouThrs.length;
   const R = p.recThrs.length;
-  const K = catIds.length;
+  // useCats 0: one pseudo-category whose groups are every category's, in category order (COCOeval.evaluateImg)
+  const evalCats = p.useCats === false ? [-1] : catIds;
+  const K = evalCats.length;
   const A = p.areaRng.length;
   const M = p.maxDets.length;
   const precision = Array.from({ length: T }, () => Array.from({ length: R }, () => Array.from({ length: K }, () => Array.from({ length: A }, () => new Array<number>(M).fill(-1)))));
   const recall = Array.from({ length: T }, () => Array.from({ length: K }, () => Array.from({ length: A }, () => new Array<number>(M).fill(-1))));
-  catIds.forEach((cat, k) => {
+  const group = <T>(m: Map<string, T[]>, img: number, cat: number): T[] =>
+    cat === -1 ? catIds.flatMap((c) => m.get(groupKey(img, c)) ?? []) : m.get(groupKey(img, cat)) ?? [];
+  evalCats.forEach((cat, k) => {
     p.areaRng.forEach((aRng, a) => {
       const E = imgIds
-        .map((img) => evaluateImg(gts.get(groupKey(img, cat)) ?? [], dts.get(groupKey(img, cat)) ?? [], aRng, maxDetTop, p))
+        .map((img) => evaluateImg(group(gts, img, cat), group(dts, img, cat), aRng, maxDetTop, p))
         .filter((e): e is EvalImg => e !== null);
       p.maxDets.forEach((maxDet, m) => {
         const r = accumulateOne(E, maxDet, p);
@@ -254,7 +263,7 @@ export function cocoEvaluate(gtSet: CocoGroundTruth, detections: readonly CocoDe
       });
     });
   });
-  return { stats: summarize(precision, recall, p), precision, recall, catIds, imgIds, params: p };
+  return { stats: summarize(precision, recall, p), precision, recall, catIds: evalCats, imgIds, params: p };
 }
 
 /** COCOeval.summarize's _summarize: mean over the entries > −1, or −1 when there are none. */

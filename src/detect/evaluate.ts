@@ -10,7 +10,7 @@
  * model class, else it is an error.
  */
 import sharp from 'sharp';
-import { cocoEvaluate, type CocoDetection, type CocoEvalResult } from './coco-eval.js';
+import { cocoEvaluate, type CocoDetection, type CocoEvalResult, type CocoParams } from './coco-eval.js';
 import { toCocoGroundTruth, type DetectionDataset } from './dataset.js';
 import { vocEvaluate, type VocDetection, type VocGt } from './voc-eval.js';
 import type { Detection } from './ssdlite-detector.js';
@@ -55,7 +55,7 @@ export interface DetectionEvalResult {
 export async function evaluateDetector(
   det: ImageDetector,
   ds: DetectionDataset,
-  o: { mapping?: CategoryMapping; onProgress?: (done: number) => void } = {},
+  o: { mapping?: CategoryMapping; onProgress?: (done: number) => void; params?: CocoParams } = {},
 ): Promise<DetectionEvalResult> {
   const map = categoryMap(ds, det.numClasses, o.mapping);
   const detections: CocoDetection[] = [];
@@ -72,7 +72,7 @@ export async function evaluateDetector(
     }
     o.onProgress?.(i + 1);
   }
-  return { detections, coco: cocoEvaluate(toCocoGroundTruth(ds), detections), unmapped };
+  return { detections, coco: cocoEvaluate(toCocoGroundTruth(ds), detections, o.params), unmapped };
 }
 
 /** Pascal VOC AP at IoU 0.5 per category (by category id) and their mean: all-point (VOC2010+) and 11-point (VOC2007). */
