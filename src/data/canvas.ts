@@ -7,8 +7,7 @@
  * Training draws a new placement (and a flip) per image and batch; evaluation draws one fixed placement per image
  * from its index, so the validation and test numbers do not change between epochs.
  */
-import type { Rng } from '../util/rng.js';
-import { Rng as Generator } from '../util/rng.js';
+import { Rng } from '../util/rng.js';
 import { resizeBilinearHwc } from './augment.js';
 import { normalizationTables, type Dataset, type InputConvention } from './dataset.js';
 
@@ -58,7 +57,7 @@ function drawPlacement(rng: Rng, spec: CanvasSpec, frame: number, flip: boolean)
 
 /** A fixed placement per image index (evaluation). */
 function indexPlacement(idx: number, spec: CanvasSpec, frame: number): Placement {
-  return drawPlacement(new Generator((Math.imul(idx, 0x9e3779b1) ^ 0xca1a5) >>> 0), spec, frame, false);
+  return drawPlacement(new Rng((Math.imul(idx, 0x9e3779b1) ^ 0xca1a5) >>> 0), spec, frame, false);
 }
 
 /**
