@@ -6,6 +6,7 @@
  * model input channels (a 1-channel dataset is replicated) and the per-channel mean/std of torchvision's
  * ToTensor() + Normalize(mean, std), i.e. x = (v / 255 - mean) / std.
  */
+import type { CanvasSpec } from './canvas.js';
 
 export interface Dataset {
   name: string;
@@ -32,7 +33,7 @@ export interface InputConvention extends NormSpec {
   /** Zero padding (raw pixel 0, before normalization) on each side: 28×28 + 2·2 → 32×32. */
   readonly pad: number;
   /** Set: each image is drawn at a size and position on the padded frame instead of at its centre (canvas.ts). */
-  readonly canvas?: { readonly minSize: number; readonly maxSize: number };
+  readonly canvas?: CanvasSpec;
 }
 
 /** Class names (the lists live in labels.ts). */
